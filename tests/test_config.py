@@ -1,0 +1,79 @@
+import json
+
+import pytest
+
+from textvae.config import Config, list_presets, load_config, parse_overrides
+from textvae.errors import ConfigError
+
+
+def test_presets_ship_and_load():
+    names = list_presets()
+    for required in ("tiny", "default", "ptb-bowman", "ptb-li2019"):
+        assert required in names
+    for name in names:
+        assert isinstance(load_config(preset=name), Config)
+    li = load_config(preset="ptb-li2019")
+    assert (li.model.enc_hidden, li.model.dec_hidden, li.model.emb_dim, li.model.latent_dim) == (256, 256, 256, 32)
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(preset="tiny", overrides=["train.max_steps=300", "model.latent_dim=32", "model.cell=gru",
+                                                "objective.free_bits=0.5", "data.data_dir=/tmp/x"])
+    assert cfg.train.max_steps == 300 and cfg.model.latent_dim == 32 and cfg.model.cell == "gru"
+    assert cfg.objective.free_bits == 0.5 and cfg.data.data_dir == "/tmp/x"
+    assert parse_overrides(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=["train.max_stepz=3"])
+    assert "train.max_stepz" in str(e.value) and "max_steps" in str(e.value)
+    with pytest.raises(ConfigError, match="unknown key.*'trian'"):
+        load_config(overrides=["trian.lr=1"])
+
+
+def test_wrong_type_and_bad_values_are_all_reported():
+    with pytest.raises(ConfigError, match="train.batch_size.*expects int"):
+        load_config(overrides=["train.batch_size=big"])
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=["model.cell=transformer", "model.word_dropout=1.5"])
+    assert "model.cell" in str(e.value) and "model.word_dropout" in str(e.value)
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ConfigError, match="unknown preset 'nope'.*tiny"):
+        load_config(preset="nope")
+
+
+def test_malformed_override_and_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(overrides=["train.lr"])
+    bad = tmp_path / "c.yaml"
+    bad.write_text("train:\n  lr: [1,\n")
+    with pytest.raises(ConfigError, match="invalid YAML at line"):
+        load_config(config_file=str(bad))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(config_file=str(tmp_path / "missing.yaml"))
+
+
+def test_yaml_object_tags_are_refused(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    marker = tmp_path / "marker"
+    evil.write_text(f"train: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError):
+        load_config(config_file=str(evil))
+    assert not marker.exists()
+
+
+def test_save_load_round_trip(tmp_path):
+    cfg = load_config(preset="ptb-li2019", overrides=["train.max_steps=7"])
+    cfg.save(tmp_path / "c.json")
+    again = load_config(config_file=str(tmp_path / "c.json"))
+    assert again == cfg
+
+
+def test_newer_format_version_is_refused(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(ConfigError, match="newer"):
+        load_config(config_file=str(path))

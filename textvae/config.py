@@ -1,0 +1,404 @@
+"""Configuration dataclasses, presets, file loading and ``key=value`` overrides.
+
+A run is described by one :class:`Config` with five sections::
+
+    data       where the corpus is and how examples are cleaned
+    tokenizer  word-level vocabulary or SentencePiece
+    model      encoder/decoder shapes, latent size, word dropout
+    objective  KL weight schedule and free bits (step-dependent weighting)
+    train      optimiser, evaluation, checkpoints, stopping
+
+Unknown keys and wrong types are errors that list every problem at once.
+"""
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+FORMAT_VERSION = 1
+
+
+def _choice(problems: list[str], name: str, value: Any, choices) -> None:
+    if value not in choices:
+        problems.append(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def _positive(problems: list[str], name: str, value, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        problems.append(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def _prob(problems: list[str], name: str, value: float, closed: bool = True) -> None:
+    if not (0.0 <= value <= 1.0) or (not closed and value == 1.0):
+        problems.append(f"{name}={value!r} must be in [0, 1{']' if closed else ')'}")
+
+
+@dataclass
+class DataConfig:
+    """Where the corpus comes from. With nothing set, the built-in corpus is used."""
+
+    data_dir: str | None = None  # folder with train/valid/test .txt or .jsonl (ptb.train.txt names too)
+    dataset: str | None = None  # Hugging Face hub dataset name (needs internet)
+    dataset_config: str | None = None  # hub dataset config name
+    text_field: str = "text"  # column / JSON field holding the text
+    label_field: str | None = None  # optional column / JSON field with a label per example
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "valid": "valid", "test": "test"})
+    max_len: int = 100  # tokens per example, BOS/EOS excluded
+    long_policy: str = "truncate"  # what to do with longer examples: truncate | drop
+    encoding_errors: str = "strict"  # strict: invalid UTF-8 is an error; replace: use U+FFFD
+    builtin_size: int = 6000  # sentences generated for the built-in corpus (all splits)
+
+    def validate(self, p: list[str]) -> None:
+        if self.data_dir and self.dataset:
+            p.append("data.data_dir and data.dataset are both set; choose one source")
+        _positive(p, "data.max_len", self.max_len)
+        _choice(p, "data.long_policy", self.long_policy, ("truncate", "drop"))
+        _choice(p, "data.encoding_errors", self.encoding_errors, ("strict", "replace"))
+        _positive(p, "data.builtin_size", self.builtin_size)
+        missing = {"train", "valid", "test"} - set(self.splits)
+        if missing:
+            p.append(f"data.splits lacks {sorted(missing)}; it maps train/valid/test to source split names")
+
+
+@dataclass
+class TokenizerConfig:
+    """``word``: whitespace tokens. ``sentencepiece``: BPE/unigram/char/word model trained on train."""
+
+    kind: str = "word"
+    lowercase: bool = False
+    min_count: int = 1  # word: drop rarer words (they become <unk>)
+    max_vocab: int | None = None  # word: keep the most frequent (specials not counted)
+    vocab_size: int = 8000  # sentencepiece: target size, specials included
+    model_type: str = "unigram"  # sentencepiece: bpe | unigram | char | word
+    character_coverage: float = 1.0  # sentencepiece: 0.9995 for CJK-heavy corpora, 1.0 keeps all
+
+    def validate(self, p: list[str]) -> None:
+        _choice(p, "tokenizer.kind", self.kind, ("word", "sentencepiece"))
+        _positive(p, "tokenizer.min_count", self.min_count)
+        _positive(p, "tokenizer.max_vocab", self.max_vocab)
+        _positive(p, "tokenizer.vocab_size", self.vocab_size)
+        _choice(p, "tokenizer.model_type", self.model_type, ("bpe", "unigram", "char", "word"))
+        if not 0.0 < self.character_coverage <= 1.0:
+            p.append(f"tokenizer.character_coverage={self.character_coverage!r} must be in (0, 1]")
+
+
+@dataclass
+class ModelConfig:
+    """Bowman et al. (2016) sentence VAE; ``latent_dim=0`` gives the plain RNN language model."""
+
+    cell: str = "lstm"  # lstm | gru (encoder and decoder)
+    emb_dim: int = 256
+    enc_hidden: int = 256
+    enc_layers: int = 1
+    bidirectional: bool = False
+    dec_hidden: int = 256
+    dec_layers: int = 1
+    latent_dim: int = 32  # 0: no encoder, no latent: the LM baseline
+    z_to_input: bool = True  # concatenate z to every decoder input embedding
+    z_to_state: bool = True  # initial decoder state computed from z
+    tie_embeddings: bool = False  # output projection shares the decoder embedding
+    word_dropout: float = 0.0  # Bowman: decoder inputs replaced by <unk> with this probability (1 = inputless)
+    emb_dropout: float = 0.0  # ordinary dropout on embeddings (encoder and decoder)
+    out_dropout: float = 0.0  # dropout on decoder outputs before the projection
+    logvar_min: float = -20.0  # log sigma^2 is clamped to [logvar_min, logvar_max]
+    logvar_max: float = 10.0
+    vocab_size: int = 0  # filled in from the tokenizer
+
+    def validate(self, p: list[str]) -> None:
+        _choice(p, "model.cell", self.cell, ("lstm", "gru"))
+        for name in ("emb_dim", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers"):
+            _positive(p, f"model.{name}", getattr(self, name))
+        _positive(p, "model.latent_dim", self.latent_dim, allow_zero=True)
+        _prob(p, "model.word_dropout", self.word_dropout)
+        _prob(p, "model.emb_dropout", self.emb_dropout, closed=False)
+        _prob(p, "model.out_dropout", self.out_dropout, closed=False)
+        if self.logvar_min >= self.logvar_max:
+            p.append("model.logvar_min must be < model.logvar_max")
+        _positive(p, "model.vocab_size", self.vocab_size, allow_zero=True)
+
+
+@dataclass
+class ObjectiveConfig:
+    """Loss = rec + kl_weight(step) * KL', KL' the free-bits-adjusted KL (see objectives.py)."""
+
+    kl_schedule: str = "constant"  # constant | linear | logistic | cyclical
+    kl_weight: float = 1.0  # the weight reached (constant: always; beta-VAE when != 1)
+    kl_start: float = 0.0  # linear: weight at step 0
+    kl_warmup_steps: int = 10000  # linear: steps to reach kl_weight
+    logistic_k: float = 0.0025  # logistic: slope (Bowman et al. 2016)
+    logistic_x0: int = 2500  # logistic: midpoint step
+    cycles: int = 4  # cyclical: number of cycles M over total_steps (Fu et al. 2019)
+    cycle_ratio: float = 0.5  # cyclical: proportion R of each cycle spent increasing
+    cycle_steps: int | None = None  # cyclical: total steps the cycles span (default: train.max_steps or epochs)
+    free_bits: float = 0.0  # lambda in nats; 0 disables
+    free_bits_mode: str = "kingma"  # kingma: batch-mean KL per dim clamped at lambda; li: per example and dim, masked
+
+    def validate(self, p: list[str]) -> None:
+        _choice(p, "objective.kl_schedule", self.kl_schedule, ("constant", "linear", "logistic", "cyclical"))
+        _positive(p, "objective.kl_weight", self.kl_weight, allow_zero=True)
+        _positive(p, "objective.kl_start", self.kl_start, allow_zero=True)
+        _positive(p, "objective.kl_warmup_steps", self.kl_warmup_steps)
+        _positive(p, "objective.logistic_k", self.logistic_k)
+        _positive(p, "objective.cycles", self.cycles)
+        if not 0.0 < self.cycle_ratio <= 1.0:
+            p.append(f"objective.cycle_ratio={self.cycle_ratio!r} must be in (0, 1]")
+        _positive(p, "objective.cycle_steps", self.cycle_steps)
+        _positive(p, "objective.free_bits", self.free_bits, allow_zero=True)
+        _choice(p, "objective.free_bits_mode", self.free_bits_mode, ("kingma", "li"))
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, evaluation, checkpoints and stopping."""
+
+    seed: int = 1234
+    batch_size: int = 32
+    max_epochs: int = 30
+    max_steps: int | None = None  # stop after this many optimiser steps (overrides epochs when reached first)
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    momentum: float = 0.0  # sgd only
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0  # max global grad norm; 0 disables
+    eval_every: int = 0  # evaluate on valid every N steps; 0: at the end of every epoch
+    lr_decay: float = 0.5  # multiply lr by this when valid loss does not improve for lr_patience evals
+    lr_patience: int = 2
+    max_decays: int = 5  # early stopping: stop after this many lr decays (0: never decay, never stop early)
+    min_lr: float = 0.0
+    checkpoint_every: int = 0  # also save a resumable checkpoint every N steps; 0: at every evaluation
+    keep_checkpoints: int = 2  # resumable checkpoints kept in run/checkpoints
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    nonfinite: str = "stop"  # what a NaN/inf loss does: stop | skip (skip the step, stop after 10 in a row)
+    progress: bool = True  # tqdm progress bar
+    tensorboard: bool = False  # also write TensorBoard events (needs the tensorboard package)
+    eval_samples: int = 1  # z samples per sentence for the ELBO during validation
+
+    def validate(self, p: list[str]) -> None:
+        for name in ("batch_size", "max_epochs", "max_steps", "lr", "eval_samples", "keep_checkpoints"):
+            _positive(p, f"train.{name}", getattr(self, name))
+        for name in ("momentum", "weight_decay", "grad_clip", "eval_every", "lr_patience", "max_decays",
+                     "min_lr", "checkpoint_every"):
+            _positive(p, f"train.{name}", getattr(self, name), allow_zero=True)
+        _choice(p, "train.optimizer", self.optimizer, ("adam", "sgd"))
+        _choice(p, "train.nonfinite", self.nonfinite, ("stop", "skip"))
+        if not 0.0 < self.lr_decay <= 1.0:
+            p.append(f"train.lr_decay={self.lr_decay!r} must be in (0, 1]")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            p.append(f"train.device={self.device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'")
+
+
+@dataclass
+class Config:
+    """A complete, serialisable description of a training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "Config":
+        problems: list[str] = []
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate(problems)
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "Config":
+        return _build(cls, d, source, "")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"format_version": FORMAT_VERSION, **self.to_dict()}, indent=2) + "\n")
+
+
+@dataclass
+class SampleConfig:
+    """Generation settings, kept apart from model settings."""
+
+    max_len: int = 50  # tokens generated at most (EOS excluded)
+    temperature: float = 1.0
+    top_p: float = 1.0  # nucleus sampling; 1 disables
+    greedy: bool = False  # argmax decoding (temperature and top_p ignored)
+    beam: int = 1  # beam size; > 1 uses beam search (deterministic)
+
+    def __post_init__(self):
+        p: list[str] = []
+        _positive(p, "max_len", self.max_len)
+        _positive(p, "temperature", self.temperature)
+        if not 0.0 < self.top_p <= 1.0:
+            p.append(f"top_p={self.top_p!r} must be in (0, 1]")
+        _positive(p, "beam", self.beam)
+        if p:
+            raise ConfigError("invalid sampling settings: " + "; ".join(p))
+
+
+# --------------------------------------------------------------------------- building from dicts
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "None")
+
+
+def _coerce(tp, value, key: str, source: str):
+    """Return ``value`` as type ``tp`` or raise a ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key, source)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{source}: key {key!r} expects {' or '.join(_type_name(a) for a in args)}, "
+                          f"got {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: key {key!r} expects a mapping, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{source}: key {key!r} expects {_type_name(tp)}, got {value!r} "
+                      f"({type(value).__name__})")
+
+
+def _build(cls, d: dict, source: str, prefix: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: {prefix or 'the top level'} must be a mapping, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in d if k not in names and not (cls is Config and k == "format_version")]
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(repr(prefix + k) for k in unknown)}; "
+                          f"valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(names))}")
+    if cls is Config and d.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise ConfigError(f"{source}: format_version {d['format_version']} is newer than this textvae "
+                          f"understands ({FORMAT_VERSION}); upgrade textvae (pip install -U textvae)")
+    kwargs = {}
+    for k, v in d.items():
+        if k == "format_version":
+            continue
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            kwargs[k] = _build(tp, v, source, f"{prefix}{k}.")
+        else:
+            kwargs[k] = _coerce(tp, v, prefix + k, source)
+    if cls is Config:
+        return cls(**kwargs)
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- presets, files, overrides
+
+def list_presets() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("textvae.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_mapping(path: Path, source: str) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        if path.suffix == ".json":
+            d = json.loads(text)
+        else:
+            d = yaml.safe_load(text)  # safe_load: no object tags, nothing executed
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{source}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return d or {}
+
+
+def preset_dict(name: str) -> dict:
+    path = resources.files("textvae.presets") / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}")
+    return _read_mapping(Path(str(path)), f"preset {name!r}")
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "splits":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["train.lr=0.01", "model.cell=gru"]`` -> nested dict; values parsed as YAML scalars."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} is not of the form section.key=value "
+                              f"(e.g. train.max_steps=300)")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(preset: str | None = None, config_file: str | None = None,
+                overrides: list[str] | None = None) -> Config:
+    """Build a Config from a preset or a YAML/JSON file, then apply ``key=value`` overrides."""
+    if preset and config_file:
+        raise ConfigError("give either --preset or --config, not both")
+    base: dict = {}
+    source = "defaults"
+    if preset:
+        base, source = preset_dict(preset), f"preset {preset!r}"
+    elif config_file:
+        base, source = _read_mapping(Path(config_file), f"config file {config_file}"), f"config file {config_file}"
+    merged = _merge(base, parse_overrides(overrides or []))
+    return Config.from_dict(merged, source if not overrides else f"{source} with overrides")

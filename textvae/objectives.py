@@ -1,0 +1,77 @@
+"""Step-dependent weighting of the VAE objective: KL annealing schedules and free bits.
+
+The loss for a minibatch is ``rec.mean() + kl_weight(step) * kl_term(kl)``, where ``rec`` is the
+per-sentence reconstruction NLL and ``kl`` the (B, Z) per-dimension KL from ``TextVAE.forward``.
+``kl_term`` is the free-bits-adjusted KL used for gradients only; the KL that textvae reports is
+always the unclamped ``kl.sum(1).mean()``.
+"""
+
+import math
+
+import torch
+
+from .config import ObjectiveConfig
+
+
+def _constant(step: int, c: ObjectiveConfig, total: int | None) -> float:
+    return c.kl_weight
+
+
+def _linear(step: int, c: ObjectiveConfig, total: int | None) -> float:
+    """Linear warm-up from ``kl_start`` to ``kl_weight`` over ``kl_warmup_steps`` (Bowman et al. 2016)."""
+    frac = min(1.0, step / c.kl_warmup_steps)
+    return c.kl_start + (c.kl_weight - c.kl_start) * frac
+
+
+def _logistic(step: int, c: ObjectiveConfig, total: int | None) -> float:
+    """Bowman et al. (2016): kl_weight / (1 + exp(-k (step - x0)))."""
+    x = -c.logistic_k * (step - c.logistic_x0)
+    return c.kl_weight / (1.0 + math.exp(x)) if x < 700 else 0.0
+
+
+def _cyclical(step: int, c: ObjectiveConfig, total: int | None) -> float:
+    """Fu et al. (2019): M cycles over ``total`` steps; in each, the weight rises linearly from 0 to
+    kl_weight during the first proportion R of the cycle and stays at kl_weight for the rest.
+    After ``total`` steps the weight stays at kl_weight."""
+    total = c.cycle_steps or total
+    if not total or step >= total:
+        return c.kl_weight
+    period = total / c.cycles
+    tau = (step % period) / period
+    return c.kl_weight * min(1.0, tau / c.cycle_ratio)
+
+
+SCHEDULES = {"constant": _constant, "linear": _linear, "logistic": _logistic, "cyclical": _cyclical}
+
+
+def kl_weight(step: int, cfg: ObjectiveConfig, total_steps: int | None = None) -> float:
+    """The KL weight (beta) at optimiser step ``step`` (0-based).
+
+    ``total_steps`` is the run's planned length, used by the cyclical schedule when
+    ``objective.cycle_steps`` is not set.
+    """
+    return SCHEDULES[cfg.kl_schedule](step, cfg, total_steps)
+
+
+def free_bits_kingma(kl: torch.Tensor, lam: float) -> torch.Tensor:
+    """Kingma et al. (2016), "Improved Variational Inference with Inverse Autoregressive Flow":
+    the batch-averaged KL of each dimension is clamped from below at lambda, so a dimension whose
+    average KL is under lambda gets no gradient pushing it further down. kl (B, Z) -> scalar."""
+    return kl.mean(0).clamp(min=lam).sum()
+
+
+def free_bits_li(kl: torch.Tensor, lam: float) -> torch.Tensor:
+    """Li et al. (2019), "A Surprisingly Effective Fix for Deep Latent Variable Modeling of Text":
+    per example and per dimension, KL terms below lambda are masked out of the objective.
+    kl (B, Z) -> scalar (mean over the batch of the masked per-sentence sums)."""
+    return (kl * (kl > lam).to(kl.dtype)).sum(1).mean()
+
+
+FREE_BITS = {"kingma": free_bits_kingma, "li": free_bits_li}
+
+
+def kl_term(kl: torch.Tensor, cfg: ObjectiveConfig) -> torch.Tensor:
+    """The KL used for gradients: free-bits-adjusted when ``objective.free_bits`` > 0."""
+    if cfg.free_bits > 0:
+        return FREE_BITS[cfg.free_bits_mode](kl, cfg.free_bits)
+    return kl.sum(1).mean()
