@@ -1,0 +1,305 @@
+"""Data: loading and validation of corpora, encoding with length limits, bucketing, collate."""
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from textvae.config import DataConfig, TokenizerConfig
+from textvae.data import (Batch, BucketBatchSampler, EncodedSplit, collate, collate_ids, encode_split,
+                          load_splits)
+from textvae.errors import DataError
+from textvae.tokenizers import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
+
+
+@pytest.fixture
+def cache(tmp_path):
+    """A private datasets cache: tests never write into ~/.cache."""
+    return str(tmp_path / "hf-cache")
+
+
+def write(folder, files: dict) -> str:
+    """Create ``folder/name`` for each name: content (str as UTF-8, or bytes) and return the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (folder / name).write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return str(folder)
+
+
+def load(folder, cache, names=("train", "valid", "test"), **cfg):
+    return load_splits(DataConfig(data_dir=str(folder), **cfg), names, cache_dir=cache)
+
+
+OTHERS = {"valid.txt": "v\n", "test.txt": "t\n"}  # the splits a test does not look at
+SMALL = {"train.txt": "the cat sat\n a dog ran \n\n   \nthe dog sat\n", "valid.txt": "the cat ran\n",
+         "test.txt": "a cat\n"}
+
+
+# --------------------------------------------------------------------------- loading
+
+def test_txt_splits_strip_and_count_blank_lines(tmp_path, cache):
+    splits = load(write(tmp_path, SMALL), cache)
+    assert list(splits) == ["train", "valid", "test"]
+    assert splits["train"]["text"] == ["the cat sat", "a dog ran", "the dog sat"]
+    assert splits["train"].column_names == ["text"]
+    assert splits.stats["train"] == {"source": str(tmp_path / "train.txt"), "examples": 3, "skipped_blank": 2}
+    assert splits.stats["valid"]["skipped_blank"] == 0
+
+
+def test_ptb_file_names_crlf_and_bom(tmp_path, cache):
+    folder = write(tmp_path, {"ptb.train.txt": "\ufeff one <unk> N \r\n two \r\n", "ptb.valid.txt": "v\n",
+                              "ptb.test.txt": "t\n"})
+    splits = load(folder, cache)
+    assert splits["train"]["text"] == ["one <unk> N", "two"]
+    assert splits.stats["valid"]["source"].endswith("ptb.valid.txt")
+
+
+def test_splits_map_to_other_file_names(tmp_path, cache):
+    folder = write(tmp_path, {"train.txt": "a\n", "validation.txt": "b\n"})
+    mapping = {"train": "train", "valid": "validation", "test": "test"}
+    splits = load(folder, cache, ("train", "valid"), splits=mapping)
+    assert splits["valid"]["text"] == ["b"]
+
+
+def test_jsonl_with_labels(tmp_path, cache):
+    rows = [{"sentence": "good film", "y": 1, "extra": {"nested": True}}, {"sentence": "  ", "y": 0},
+            {"sentence": "bad film", "y": "neg", "extra": "mixed types are fine"}]
+    lines = "\n".join(json.dumps(r) for r in rows) + "\n\n"
+    folder = write(tmp_path, {"train.jsonl": lines, "valid.json": json.dumps(rows[0]) + "\n",
+                              "test.txt": "plain\n"})
+    splits = load(folder, cache, text_field="sentence", label_field="y")
+    assert splits["train"]["text"] == ["good film", "bad film"]
+    assert splits["train"]["label"] == ["1", "neg"]
+    assert splits.stats["train"]["skipped_blank"] == 2  # the blank text and the blank line
+    assert splits["valid"]["label"] == ["1"]
+    assert "label" not in splits["test"].column_names
+
+
+def test_jsonl_errors_name_file_line_and_field(tmp_path, cache):
+    folder = write(tmp_path, {"train.jsonl": '{"text": "a"}\n{"txt": "b"}\n', **OTHERS})
+    with pytest.raises(DataError, match=r"train\.jsonl:2: no field 'text' \(fields: 'txt'\); "
+                                        r"set data\.text_field"):
+        load(folder, cache)
+    write(tmp_path, {"train.jsonl": '{"text": "a"}\n{"text": "b",\n'})
+    with pytest.raises(DataError, match=r"train\.jsonl:2: invalid JSON"):
+        load(folder, cache)
+    write(tmp_path, {"train.jsonl": '{"text": "a"}\n{"text": 3}\n'})
+    with pytest.raises(DataError, match=r"train\.jsonl:2: field 'text' is int, not a string"):
+        load(folder, cache)
+    write(tmp_path, {"train.jsonl": '{"text": "a"}\n'})
+    with pytest.raises(DataError, match=r"train\.jsonl:1: no field 'y'.*data\.label_field"):
+        load(folder, cache, label_field="y")
+
+
+def test_labels_file_beside_txt(tmp_path, cache):
+    folder = write(tmp_path, {"train.txt": "a b\n\nc d\n", "train.labels.txt": "x\nblank\ny\n", **OTHERS})
+    splits = load(folder, cache)
+    assert splits["train"]["text"] == ["a b", "c d"] and splits["train"]["label"] == ["x", "y"]
+    write(tmp_path, {"train.labels.txt": "x\ny\n"})
+    with pytest.raises(DataError, match=r"train\.labels\.txt has 2 lines but .*train\.txt has 3"):
+        load(folder, cache)
+
+
+def test_missing_directory_and_split(tmp_path, cache):
+    with pytest.raises(DataError, match=r"nowhere does not exist; pass --data-dir"):
+        load(tmp_path / "nowhere", cache)
+    folder = write(tmp_path, {"train.txt": "a\n"})
+    with pytest.raises(DataError, match=r"no valid split in .*tried valid\.txt, ptb\.valid\.txt, valid\.jsonl, "
+                                        r"valid\.json"):
+        load(folder, cache)
+
+
+def test_binary_file(tmp_path, cache):
+    folder = write(tmp_path, {"train.txt": b"ok line\nmore\x00\x01\x02 bytes\n", **OTHERS})
+    with pytest.raises(DataError, match=r"train\.txt:2: .*looks like a binary file"):
+        load(folder, cache)
+    write(tmp_path, {"train.txt": "utf-16 text\n".encode("utf-16")})
+    with pytest.raises(DataError, match="binary file"):
+        load(folder, cache)
+
+
+def test_invalid_utf8_names_the_line_and_the_fix(tmp_path, cache):
+    folder = write(tmp_path, {"train.txt": b"fine\nalso fine\ncaf\xe9 latin-1\nend\n", **OTHERS})
+    with pytest.raises(DataError, match=r"train\.txt:3: invalid UTF-8 \(byte 0xe9 at column 4.*"
+                                        r"--encoding-errors replace \(data\.encoding_errors=replace\)"):
+        load(folder, cache)
+    splits = load(folder, cache, encoding_errors="replace")
+    assert splits["train"]["text"] == ["fine", "also fine", "caf\ufffd latin-1", "end"]
+
+
+def test_empty_split_is_an_error(tmp_path, cache):
+    folder = write(tmp_path, {"train.txt": "\n  \n\t\n", **OTHERS})
+    with pytest.raises(DataError, match=r"train split \(.*train\.txt\) has no examples \(3 blank lines\)"):
+        load(folder, cache)
+    write(tmp_path, {"train.txt": ""})
+    with pytest.raises(DataError, match=r"has no examples \(0 blank lines\)"):
+        load(folder, cache)
+
+
+def test_local_hub_style_dataset(tmp_path, cache):
+    features = datasets.Features({"sentence": datasets.Value("string"), "idx": datasets.Value("int32"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    for split, rows in {"train": [("a fine film", 1), ("dull", 0), ("  ", 1)], "validation": [("ok", 1)],
+                        "test": [("unlabelled", -1)]}.items():
+        columns = {"sentence": [r[0] for r in rows], "idx": list(range(len(rows))), "label": [r[1] for r in rows]}
+        datasets.Dataset.from_dict(columns, features=features).to_parquet(hub / f"{split}.parquet")
+    cfg = dict(dataset=str(hub), text_field="sentence", label_field="label",
+               splits={"train": "train", "valid": "validation", "test": "test"})
+    splits = load_splits(DataConfig(**cfg), cache_dir=cache)
+    assert splits["train"]["text"] == ["a fine film", "dull"]
+    assert splits["train"]["label"] == ["positive", "negative"]  # ClassLabel ids become names
+    assert splits["test"]["label"] == ["-1"]
+    assert splits.stats["train"]["skipped_blank"] == 1
+    with pytest.raises(DataError, match=r"no column 'text' \(columns: 'sentence', 'idx', 'label'\)"):
+        load_splits(DataConfig(**{**cfg, "text_field": "text"}), ("train",), cache_dir=cache)
+    with pytest.raises(DataError, match=r"column 'idx' holds .*not text"):
+        load_splits(DataConfig(**{**cfg, "text_field": "idx"}), ("train",), cache_dir=cache)
+    with pytest.raises(DataError, match=r"(?s)could not load split 'valid'.*data\.splits\.valid"):
+        load_splits(DataConfig(**{**cfg, "splits": {"train": "train", "valid": "valid", "test": "test"}}),
+                    ("valid",), cache_dir=cache)
+
+
+def test_builtin_corpus(cache):
+    pytest.importorskip("textvae.corpus")
+    splits = load_splits(DataConfig(builtin_size=60), cache_dir=cache)
+    sizes = {name: len(ds) for name, ds in splits.items()}
+    assert sum(sizes.values()) == 60 and sizes["train"] > sizes["valid"] > 0
+    assert splits["train"].column_names == ["text", "label"]
+    assert all(isinstance(x, str) and x for x in splits["train"]["label"])
+
+
+# --------------------------------------------------------------------------- encoding
+
+class CountingTokenizer:
+    """A stand-in tokenizer: one id per character (4 + ord % 10), "" for text "EMPTY"; counts calls."""
+
+    kind = "stub"
+
+    def __init__(self):
+        self.calls = 0
+
+    def fingerprint(self) -> str:
+        return "stub-v1"
+
+    def encode_batch(self, texts):
+        self.calls += 1
+        return [[] if t == "EMPTY" else [4 + ord(c) % 10 for c in t] for t in texts]
+
+
+def test_encode_truncate_drop_and_counts(tmp_path, cache):
+    folder = write(tmp_path, {"train.txt": "abc\n\nabcdefgh\nEMPTY\nab\nabcdef\n", **OTHERS})
+    ds = load(folder, cache, ("train",))["train"]
+    enc = encode_split(ds, CountingTokenizer(), DataConfig(max_len=5, long_policy="truncate"))
+    assert enc.lengths.tolist() == [3, 5, 2, 5]
+    assert enc.texts == ["abc", "abcdefgh", "ab", "abcdef"]  # texts are kept whole
+    assert enc.stats == {"examples": 4, "skipped_blank": 1, "truncated": 2, "dropped": 1, "dropped_long": 0,
+                         "dropped_empty": 1, "tokens": 3 + 5 + 2 + 5 + 4}
+    assert all(a.dtype == np.int32 for a in enc.ids)
+    enc = encode_split(ds, CountingTokenizer(), DataConfig(max_len=5, long_policy="drop"))
+    assert enc.texts == ["abc", "ab"] and enc.lengths.tolist() == [3, 2]
+    assert enc.stats["dropped"] == 3 and enc.stats["dropped_long"] == 2 and enc.stats["truncated"] == 0
+
+
+def test_encode_is_cached_by_tokenizer_fingerprint(tmp_path, cache):
+    folder = write(tmp_path, {"train.txt": "the cat\nthe dog\n", **OTHERS})
+    ds = load(folder, cache, ("train",))["train"]
+    first, second = CountingTokenizer(), CountingTokenizer()
+    a = encode_split(ds, first, DataConfig())
+    b = encode_split(load(folder, cache, ("train",))["train"], second, DataConfig(max_len=3))
+    assert first.calls == 1 and second.calls == 0  # read back from the datasets cache
+    assert [x.tolist() for x in b.ids] == [x[:3].tolist() for x in a.ids]
+
+
+def test_encode_real_tokenizer_with_labels(tmp_path, cache):
+    folder = write(tmp_path, {"train.txt": "the cat sat\na dog\n", "train.labels.txt": "x\ny\n", **OTHERS})
+    ds = load(folder, cache, ("train",))["train"]
+    tok = train_tokenizer(TokenizerConfig(), ds["text"])
+    enc = encode_split(ds, tok, DataConfig())
+    assert enc.labels == ["x", "y"] and len(enc) == 2
+    assert [tok.decode(x) for x in enc.ids] == ["the cat sat", "a dog"]
+    assert enc.stats["tokens"] == 3 + 1 + 2 + 1
+
+
+# --------------------------------------------------------------------------- bucketing
+
+lengths_st = st.lists(st.integers(1, 12), min_size=1, max_size=120)
+
+
+@settings(max_examples=80, deadline=None)
+@given(lengths=lengths_st, batch_size=st.integers(1, 17), seed=st.integers(0, 2**32), epoch=st.integers(0, 5))
+def test_bucketing_covers_every_example_once(lengths, batch_size, seed, epoch):
+    sampler = BucketBatchSampler(lengths, batch_size, shuffle=True, seed=seed)
+    batches = sampler.batches(epoch)
+    assert len(batches) == len(sampler) == -(-len(lengths) // batch_size)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert all(len(b) == batch_size for b in batches if len(b) != len(lengths) % batch_size)
+    # buckets: the batches are consecutive chunks of the length-sorted order
+    spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches)
+    assert all(hi <= lo_next for (_, hi), (lo_next, _) in zip(spans, spans[1:]))
+
+
+def test_bucketing_determinism_epochs_and_eval_order():
+    lengths = np.random.default_rng(0).integers(1, 30, size=500)
+    sampler = BucketBatchSampler(lengths, 16, seed=7)
+    assert sampler.batches(3) == BucketBatchSampler(lengths, 16, seed=7).batches(3)
+    assert sampler.batches(0) != sampler.batches(1)
+    assert sampler.batches(0) != BucketBatchSampler(lengths, 16, seed=8).batches(0)
+    sampler.set_epoch(2)
+    assert list(sampler) == sampler.batches(2)
+    fixed = BucketBatchSampler(lengths, 16, shuffle=False)
+    assert fixed.batches(0) == fixed.batches(5)
+    flat = [i for b in fixed.batches(0) for i in b]
+    assert np.all(np.diff(lengths[flat]) >= 0)  # sorted by length
+    dropped = BucketBatchSampler(lengths, 16, drop_last=True)
+    assert len(dropped.batches(0)) == len(dropped) == 500 // 16
+    assert all(len(b) == 16 for b in dropped.batches(0))
+
+
+@settings(max_examples=80, deadline=None)
+@given(lengths=lengths_st, replicas=st.integers(1, 4), extra=st.integers(0, 9), epoch=st.integers(0, 3))
+def test_ddp_sharding_splits_each_global_batch(lengths, replicas, extra, epoch):
+    batch_size = replicas + extra
+    ranks = [BucketBatchSampler(lengths, batch_size, seed=1, num_replicas=replicas, rank=r)
+             for r in range(replicas)]
+    per_rank = [s.batches(epoch) for s in ranks]
+    global_batches = ranks[0].global_batches(epoch)
+    assert all(len(b) == len(global_batches) == len(s) for b, s in zip(per_rank, ranks))  # same count everywhere
+    for k, g in enumerate(global_batches):
+        parts = [per_rank[r][k] for r in range(replicas)]
+        assert [i for p in parts for i in p] == g.tolist()  # contiguous parts, in rank order, each once
+        assert min(map(len, parts)) >= 1 and max(map(len, parts)) - min(map(len, parts)) <= 1
+    covered = sum(len(g) for g in global_batches)
+    assert len(lengths) - covered == (len(lengths) % batch_size if len(lengths) % batch_size < replicas else 0)
+
+
+def test_sampler_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="rank"):
+        BucketBatchSampler([1, 2], 4, num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match="at least num_replicas"):
+        BucketBatchSampler([1, 2], 2, num_replicas=4, rank=0)
+
+
+# --------------------------------------------------------------------------- collate
+
+def test_collate_shapes_bos_eos_pad():
+    split = EncodedSplit(ids=[np.array([5, 6, 7], np.int32), np.array([8], np.int32), np.array([9, 9], np.int32)],
+                         texts=["a b c", "d", "e e"], labels=["x", "y", "z"])
+    batch = collate(split, np.array([1, 0]))
+    assert isinstance(batch, Batch) and batch.indices == [1, 0] and batch.labels == ["y", "x"]
+    assert batch.tokens.dtype == torch.long and batch.tokens.shape == (2, 5)
+    assert batch.tokens.tolist() == [[BOS_ID, 8, EOS_ID, PAD_ID, PAD_ID], [BOS_ID, 5, 6, 7, EOS_ID]]
+    assert batch.lengths.tolist() == [3, 5] and batch.lengths.dtype == torch.long
+    assert batch.num_tokens == (1 + 1) + (3 + 1)
+    moved = batch.to("cpu")
+    assert moved.num_tokens == batch.num_tokens and torch.equal(moved.tokens, batch.tokens)
+    assert collate(EncodedSplit(split.ids, split.texts), [2]).labels is None
+    tokens, lengths = collate_ids([[4], [4, 5, 6]])
+    assert tokens.tolist() == [[BOS_ID, 4, EOS_ID, PAD_ID, PAD_ID], [BOS_ID, 4, 5, 6, EOS_ID]]
+    assert lengths.tolist() == [3, 5]

@@ -1,0 +1,279 @@
+"""Tokenizers: round trips, vocabulary rules, special ids, save/load, fingerprints."""
+
+import copy
+import functools
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from textvae.config import TokenizerConfig
+from textvae.errors import CheckpointError, ConfigError, DataError
+from textvae.tokenizers import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, SentencePieceTokenizer, WordTokenizer,
+                                load_tokenizer, train_tokenizer)
+
+ENGLISH = [
+    "the cat sat on the mat .",
+    "a dog ate the bone in the garden .",
+    "the children played football after school .",
+    "my sister reads a book every night .",
+    "the old man walked slowly to the market .",
+    "we watched a film about a brave cat .",
+    "the garden is full of flowers in spring .",
+    "a small boat sailed across the quiet lake .",
+] * 4
+QUATRAINS = [
+    "自君之出矣，不復理殘機。思君如滿月，夜夜減清輝。",
+    "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。",
+    "白日依山盡，黃河入海流。欲窮千里目，更上一層樓。",
+    "春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。",
+]
+
+
+def word(texts=ENGLISH, **kw) -> WordTokenizer:
+    return train_tokenizer(TokenizerConfig(kind="word", **kw), texts)
+
+
+def spm(texts=ENGLISH, model_type="unigram", vocab_size=60, **kw) -> SentencePieceTokenizer:
+    return train_tokenizer(TokenizerConfig(kind="sentencepiece", model_type=model_type, vocab_size=vocab_size,
+                                           **kw), texts)
+
+
+@pytest.fixture(scope="module")
+def zh_char():
+    return spm(QUATRAINS, model_type="char", vocab_size=200)
+
+
+# --------------------------------------------------------------------------- word level
+
+def test_word_round_trip_and_special_ids():
+    tok = word()
+    assert (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id) == (0, 1, 2, 3)
+    assert [tok.id_to_token(i) for i in range(4)] == ["<pad>", "<unk>", "<s>", "</s>"]
+    for s in ENGLISH:
+        ids = tok.encode(s)
+        assert BOS_ID not in ids and EOS_ID not in ids and UNK_ID not in ids
+        assert tok.decode(ids) == s
+    assert tok.encode_batch(ENGLISH[:3]) == [tok.encode(s) for s in ENGLISH[:3]]
+    assert tok.decode(tok.encode("the  cat\tsat\n")) == "the cat sat"  # whitespace split, single spaces
+
+
+def test_word_vocabulary_min_count_max_vocab_and_tie_order():
+    texts = ["b a c a", "c a d", "e"]  # counts: a 3, c 2, b 1, d 1, e 1
+    assert word(texts).vocab[4:] == ["a", "c", "b", "d", "e"]  # frequency, then alphabetical
+    assert word(texts, min_count=2).vocab[4:] == ["a", "c"]
+    tok = word(texts, max_vocab=3)
+    assert tok.vocab[4:] == ["a", "c", "b"] and tok.vocab_size == 7
+    assert tok.encode("a d zebra") == [4, UNK_ID, UNK_ID]
+    assert tok.decode(tok.encode("a d zebra")) == "a <unk> <unk>"
+    assert word(list(reversed(texts))).vocab == word(texts).vocab  # order of texts does not matter
+
+
+def test_word_unk_in_corpus_and_special_pieces_in_text():
+    tok = word(["pierre <unk> is <unk> old", "the <unk> board </s> <s> <pad>"])
+    assert "<unk>" not in tok.vocab[4:] and "</s>" not in tok.vocab[4:]
+    ids = tok.encode("pierre <unk> is old")
+    assert ids[1] == UNK_ID and tok.decode(ids) == "pierre <unk> is old"
+    # typed-in special pieces never act as BOS/EOS/PAD
+    assert tok.encode("the </s> board <s>") == [tok.encode("the")[0], UNK_ID, tok.encode("board")[0], UNK_ID]
+
+
+def test_word_lowercase_keeps_unk():
+    tok = word(["The Cat", "the cat <unk>", "THE <UNK>"], lowercase=True)
+    assert tok.vocab[4:] == ["the", "cat"]
+    assert tok.encode("THE Cat <unk>") == tok.encode("the cat <unk>") == [4, 5, UNK_ID]
+    assert tok.decode(tok.encode("The <unk>")) == "the <unk>"
+    assert word(["The the"]).vocab[4:] == ["The", "the"]  # case kept by default
+
+
+def test_decode_stops_at_eos_skips_pad_bos_and_takes_tensors():
+    tok = word()
+    ids = tok.encode("the cat sat")
+    seq = [BOS_ID, *ids, EOS_ID, *ids, PAD_ID]
+    assert tok.decode(seq) == "the cat sat"
+    assert tok.decode(torch.tensor(seq)) == tok.decode(np.array(seq, dtype=np.int32)) == "the cat sat"
+    assert tok.decode([ids[0], PAD_ID, ids[1]]) == "the cat"
+    with pytest.raises(ValueError, match="outside"):
+        tok.decode([tok.vocab_size])
+    with pytest.raises(TypeError, match="one sequence"):
+        tok.decode([[4, 5]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(words=st.lists(st.sampled_from(sorted({w for s in ENGLISH for w in s.split()}) + ["<unk>"]), max_size=20),
+       seps=st.lists(st.sampled_from([" ", "  ", "\t", "\n", " \u3000"]), min_size=21, max_size=21))
+def test_word_round_trip_property(words, seps):
+    tok = word()
+    text = seps[0] + "".join(w + s for w, s in zip(words, seps[1:]))
+    ids = tok.encode(text)
+    assert len(ids) == len(words)
+    assert tok.decode(ids) == " ".join(words)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(max_size=40))
+def test_word_arbitrary_unicode_maps_unknown_words_to_unk(text):
+    tok = word()
+    ids = tok.encode(text)
+    assert all(0 <= i < tok.vocab_size and i not in (PAD_ID, BOS_ID, EOS_ID) for i in ids)
+    known = set(tok.vocab[4:])
+    assert tok.decode(ids) == " ".join(w if w in known else "<unk>" for w in text.split())
+
+
+# --------------------------------------------------------------------------- SentencePiece
+
+@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+def test_sentencepiece_round_trip_english(model_type):
+    tok = spm(model_type=model_type)
+    assert tok.kind == "sentencepiece" and 20 < tok.vocab_size <= 60
+    assert [tok.id_to_token(i) for i in range(4)] == ["<pad>", "<unk>", "<s>", "</s>"]
+    for s in ENGLISH + ["the cat  sat on a book .", "on the lake . a dog"]:
+        ids = tok.encode(s)
+        assert UNK_ID not in ids and min(ids) > EOS_ID
+        assert tok.decode(ids) == s
+    assert tok.encode_batch(ENGLISH[:3]) == [tok.encode(s) for s in ENGLISH[:3]]
+    assert tok.decode([BOS_ID, *tok.encode("the cat"), EOS_ID, *tok.encode("dog")]) == "the cat"
+
+
+def test_sentencepiece_char_model_on_chinese(zh_char):
+    tok = zh_char
+    for line in QUATRAINS:
+        ids = tok.encode(line)
+        assert [tok.id_to_token(i) for i in ids] == list(line)  # one token per character, no "▁"
+        assert tok.decode(ids) == line
+    assert "，" in tok.decode(tok.encode("，")) and "。" in tok.decode(tok.encode("。"))  # not NFKC'd to ","
+    assert tok.encode("明月，") == [tok.encode("明")[0], tok.encode("月")[0], tok.encode("，")[0]]
+
+
+def test_sentencepiece_unigram_on_chinese_round_trips():
+    tok = spm(QUATRAINS * 3, model_type="unigram", vocab_size=80)
+    for line in QUATRAINS:
+        assert tok.decode(tok.encode(line)) == line
+
+
+def test_sentencepiece_literal_unk_and_unseen_characters():
+    tok = spm(["pierre <unk> years old", "the <unk> board", "the old board"] * 5, vocab_size=40)
+    ids = tok.encode("the <unk> board")
+    assert UNK_ID in ids and ids.count(UNK_ID) == 1
+    assert tok.decode(ids) == "the <unk> board"  # UNK decodes to <unk>, as the word tokenizer's
+    assert tok.encode("the </s> board").count(EOS_ID) == 0
+    assert tok.decode(tok.encode("the zebra")) == "the <unk>ebra"  # z never seen in training
+
+
+@functools.cache
+def char_model_with_latin() -> SentencePieceTokenizer:
+    """Trained once (hypothesis does not mix with function-scoped fixtures)."""
+    return spm(QUATRAINS + ["abc xyz", "x a b c y z"], model_type="char", vocab_size=200)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(alphabet=sorted(set("".join(QUATRAINS)) | set("abc xyz")), max_size=40))
+def test_sentencepiece_char_round_trip_property(text):
+    """Any text made of characters seen in training comes back exactly (spaces included)."""
+    tok = char_model_with_latin()
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_sentencepiece_lowercase_and_determinism():
+    upper = [s.upper() for s in ENGLISH]
+    tok = spm(upper, lowercase=True)
+    assert tok.encode("THE CAT") == tok.encode("the cat")
+    assert tok.decode(tok.encode("The Cat")) == "the cat"
+    assert spm().fingerprint() == spm().fingerprint()  # same texts and settings: same model bytes
+    assert spm().fingerprint() != spm(vocab_size=50).fingerprint()
+
+
+def test_sentencepiece_deepcopy(zh_char):
+    clone = copy.deepcopy(zh_char)
+    assert clone.fingerprint() == zh_char.fingerprint()
+    assert clone.encode(QUATRAINS[0]) == zh_char.encode(QUATRAINS[0])
+
+
+def test_training_errors_are_clear():
+    with pytest.raises(DataError, match="empty"):
+        train_tokenizer(TokenizerConfig(), ["", "   "])
+    many_chars = ["".join(chr(0x4E00 + i) for i in range(k, k + 20)) for k in range(0, 600, 20)]
+    with pytest.raises(ConfigError, match="character_coverage"):
+        spm(many_chars, vocab_size=50)
+
+
+# --------------------------------------------------------------------------- save / load
+
+@pytest.mark.parametrize("make", [lambda: word(lowercase=True), lambda: spm(model_type="bpe"),
+                                  lambda: spm(QUATRAINS, model_type="char", vocab_size=200)],
+                         ids=["word", "spm-bpe", "spm-char"])
+def test_save_load_round_trip(tmp_path, make):
+    tok = make()
+    tok.save(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / "tokenizer.json").read_text(encoding="utf-8"))
+    assert meta["format_version"] == 1 and meta["kind"] == tok.kind
+    loaded = load_tokenizer(tmp_path / "model")
+    assert type(loaded) is type(tok) and loaded.lowercase == tok.lowercase
+    assert loaded.fingerprint() == tok.fingerprint() and loaded.vocab_size == tok.vocab_size
+    for s in ENGLISH[:4] + QUATRAINS[:2]:
+        assert loaded.encode(s) == tok.encode(s)
+        assert loaded.decode(tok.encode(s)) == tok.decode(tok.encode(s))
+
+
+def test_word_tokenizer_json_is_the_plain_vocabulary(tmp_path):
+    tok = word(["b a a"])
+    tok.save(tmp_path)
+    meta = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    assert meta == {"format_version": 1, "kind": "word", "lowercase": False,
+                    "vocab": ["<pad>", "<unk>", "<s>", "</s>", "a", "b"]}
+    assert not (tmp_path / "tokenizer.model").exists()
+
+
+def test_fingerprint_tracks_what_determines_ids():
+    base = word(["b a a"])
+    assert base.fingerprint() == word(["a b a"]).fingerprint()
+    assert base.fingerprint() != word(["b a a"], lowercase=True).fingerprint()
+    assert base.fingerprint() != word(["b a a c"]).fingerprint()
+    assert len(base.fingerprint()) == 64
+
+
+def _saved(tmp_path, tok):
+    tok.save(tmp_path)
+    return tmp_path
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_tokenizer(tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match="no tokenizer.json"):
+        load_tokenizer(tmp_path)
+
+    d = _saved(tmp_path / "w", word())
+    path = d / "tokenizer.json"
+    path.write_text('{"format_version": 1, "kind": "word",', encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"invalid JSON at line 1"):
+        load_tokenizer(d)
+    path.write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(CheckpointError, match="not UTF-8"):
+        load_tokenizer(d)
+    path.write_text(json.dumps({"format_version": 2, "kind": "word", "lowercase": False, "vocab": []}))
+    with pytest.raises(CheckpointError, match="newer than this textvae"):
+        load_tokenizer(d)
+    path.write_text(json.dumps({"format_version": 1, "kind": "pickle", "lowercase": False}))
+    with pytest.raises(CheckpointError, match="unknown tokenizer kind 'pickle'"):
+        load_tokenizer(d)
+    path.write_text(json.dumps({"format_version": 1, "kind": "word", "lowercase": False,
+                                "vocab": ["<pad>", "<unk>", "<s>", "</s>", "a", "a"]}))
+    with pytest.raises(CheckpointError, match="duplicate"):
+        load_tokenizer(d)
+    path.write_text(json.dumps({"format_version": 1, "kind": "word", "lowercase": False, "vocab": ["a", "b"]}))
+    with pytest.raises(CheckpointError, match="must start with"):
+        load_tokenizer(d)
+
+
+def test_load_errors_sentencepiece(tmp_path):
+    d = _saved(tmp_path, spm())
+    (d / "tokenizer.model").write_bytes(b"not a sentencepiece model")
+    with pytest.raises(CheckpointError, match="not a valid textvae SentencePiece model"):
+        load_tokenizer(d)
+    (d / "tokenizer.model").unlink()
+    with pytest.raises(CheckpointError, match="tokenizer.model is missing"):
+        load_tokenizer(d)

@@ -1,0 +1,506 @@
+"""Corpora through Hugging Face ``datasets``, encoding, length buckets and collate.
+
+The data flow, top to bottom::
+
+    load_splits(cfg)            {"train": Dataset("text"[, "label"]), ...}  blank lines skipped, counted
+    encode_split(ds, tok, cfg)  EncodedSplit: int32 ids per example (cached by datasets), long ones
+                                truncated or dropped, all of it counted in .stats
+    BucketBatchSampler          index lists of similar length; deterministic for (seed, epoch)
+    collate(split, indices)     Batch: tokens (B, T) = BOS x_1..x_n EOS PAD.., lengths n + 2
+
+Where the text comes from (the first that is set in :class:`~textvae.config.DataConfig`):
+
+1. ``data_dir``: ``{s}.txt``, ``ptb.{s}.txt``, ``{s}.jsonl`` or ``{s}.json`` for each split's source
+   name ``s = cfg.splits[split]``. Text files hold one example per line (labels optional, one per
+   line in ``{s}.labels.txt``); JSON files hold one object per line with ``text_field`` (and
+   ``label_field``).
+2. ``dataset``: a Hugging Face dataset name or a local folder ``datasets.load_dataset`` understands.
+3. neither: the built-in corpus (:func:`textvae.corpus.builtin_corpus`), labelled by topic.
+
+Files are checked in Python before ``datasets`` sees them, so a bad corpus gives a :class:`DataError`
+naming the file and line, never a library traceback.
+"""
+
+import contextlib
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+
+from .config import DataConfig
+from .errors import DataError
+from .tokenizers import BOS_ID, EOS_ID, PAD_ID
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Hide datasets' per-map progress bars (textvae prints its own one-line summaries)."""
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+# Tried in this order in data_dir for each split; {s} is the split's source name (cfg.splits[split]).
+FILE_PATTERNS = ("{s}.txt", "ptb.{s}.txt", "{s}.jsonl", "{s}.json")
+LABELS_PATTERN = "{s}.labels.txt"  # optional labels for a .txt split, one per line
+ENCODING_VERSION = 1  # part of the encoding cache key; bump when _encode_batch changes its output
+_TEXT_FEATURES = datasets.Features({"text": datasets.Value("string")})
+
+
+# --------------------------------------------------------------------------- loading
+
+class Splits(dict):
+    """``{split name: datasets.Dataset}`` as returned by :func:`load_splits`, plus ``stats``.
+
+    Each Dataset has a ``"text"`` column (stripped, never blank) and, when the source has labels, a
+    ``"label"`` column of strings. ``stats[split]`` is ``{"source": where the split was read from,
+    "examples": rows kept, "skipped_blank": blank or whitespace-only rows skipped}``.
+    """
+
+    def __init__(self, splits: dict[str, datasets.Dataset], stats: dict[str, dict]):
+        super().__init__(splits)
+        self.stats = stats
+
+
+# Blank rows load_splits skipped, by the fingerprint of the Dataset it returned, so that
+# encode_split(load_splits(cfg)["train"], ...) reports them without being told.
+_SKIPPED_BLANK: dict[str, int] = {}
+
+
+def load_splits(cfg: DataConfig, splits=("train", "valid", "test"), cache_dir: str | None = None) -> Splits:
+    """Load the requested splits of the corpus ``cfg`` describes (see the module docstring).
+
+    ``cache_dir`` is where ``datasets`` keeps its Arrow files (default: ``HF_DATASETS_CACHE``).
+    Leading and trailing whitespace of every example is stripped; blank examples are skipped and
+    counted in ``result.stats``. A split with no examples left is a DataError.
+    """
+    out: dict[str, datasets.Dataset] = {}
+    stats: dict[str, dict] = {}
+    builtin: dict | None = None  # the built-in corpus, generated once for all splits
+    for name in splits:
+        if name not in cfg.splits:
+            raise DataError(f"unknown split {name!r}; data.splits maps {', '.join(map(repr, cfg.splits))} "
+                            f"to source split names")
+        if cfg.data_dir:
+            raw, source = _from_data_dir(cfg, name, cache_dir)
+        elif cfg.dataset:
+            raw, source = _from_hub(cfg, name, cache_dir)
+        else:
+            if builtin is None:
+                from .corpus import builtin_corpus  # lazily: generating it costs time
+
+                builtin = builtin_corpus(cfg.builtin_size)
+            raw, source = _from_builtin(builtin, name, cfg.builtin_size)
+        ds, blank = _clean(*raw, source=source)
+        if len(ds) == 0:
+            raise DataError(f"the {name} split ({source}) has no examples ({blank} blank lines); "
+                            f"add text to it or point data.data_dir / data.dataset at another corpus")
+        _SKIPPED_BLANK[ds._fingerprint] = blank
+        out[name] = ds
+        stats[name] = {"source": source, "examples": len(ds), "skipped_blank": blank}
+    return Splits(out, stats)
+
+
+def _from_data_dir(cfg: DataConfig, name: str, cache_dir: str | None):
+    """(dataset, text column, label column, label names), source: the split's file in cfg.data_dir."""
+    root = Path(cfg.data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data directory {root} does not exist; pass --data-dir pointing at a folder with "
+                        f"train.txt, valid.txt, test.txt (or .jsonl, or Mikolov's ptb.train.txt names)")
+    src = cfg.splits[name]
+    tried = [p.format(s=src) for p in FILE_PATTERNS]
+    path = next((root / f for f in tried if (root / f).is_file()), None)
+    if path is None:
+        raise DataError(f"no {name} split in {root}: tried {', '.join(tried)}; add one of these files, or "
+                        f"map the split to another file name with data.splits.{name}=NAME")
+    if path.suffix == ".txt":
+        return _read_txt(path, root / LABELS_PATTERN.format(s=src), cfg, cache_dir), str(path)
+    return _read_jsonl(path, cfg), str(path)
+
+
+def _read_txt(path: Path, labels_path: Path, cfg: DataConfig, cache_dir: str | None):
+    """One example per line, through datasets' text loader (Arrow files, cached)."""
+    _check_text_file(path, cfg.encoding_errors)
+    if path.stat().st_size == 0:  # datasets' text loader fails on a file with no lines at all
+        ds = datasets.Dataset.from_dict({"text": []}, features=_TEXT_FEATURES)
+    else:
+        with _quiet():
+            ds = datasets.load_dataset("text", data_files=str(path), split="train", cache_dir=cache_dir,
+                                       encoding="utf-8-sig",  # drops a byte-order mark, as editors do
+                                       encoding_errors=cfg.encoding_errors)
+    if not labels_path.is_file():
+        return ds, "text", None, None
+    _check_text_file(labels_path, cfg.encoding_errors)
+    # Same line splitting as datasets' text loader: universal newlines ("\n", "\r\n", "\r").
+    with open(labels_path, encoding="utf-8-sig", errors=cfg.encoding_errors) as f:
+        labels = [line.rstrip("\n").strip() for line in f]
+    if len(labels) != len(ds):
+        raise DataError(f"{labels_path} has {len(labels)} lines but {path} has {len(ds)}; the labels file "
+                        f"needs exactly one label per line of the text file (blank lines included)")
+    return ds.add_column("label", labels), "text", "label", None
+
+
+def _read_jsonl(path: Path, cfg: DataConfig):
+    """JSON lines, parsed here (each error names its line) and kept in memory.
+
+    Not through datasets' json loader: its Arrow schema inference fails on files with mixed types in
+    fields we do not even read, and we have parsed every line already to validate it.
+    """
+    _check_text_file(path, cfg.encoding_errors)
+    texts: list[str] = []
+    labels: list[str] = []
+    with open(path, encoding="utf-8-sig", errors=cfg.encoding_errors) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                texts.append("")  # a blank line is a blank example: skipped and counted by _clean
+                labels.append("")
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                hint = ("; the file looks like one JSON array, but textvae reads JSON lines "
+                        "(one object per line)") if lineno == 1 and line.lstrip().startswith("[") else ""
+                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno}){hint}") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object with a {cfg.text_field!r} field, "
+                                f"got {type(obj).__name__}")
+            texts.append(_json_field(obj, cfg.text_field, "text_field", path, lineno, text=True))
+            if cfg.label_field:
+                labels.append(_json_field(obj, cfg.label_field, "label_field", path, lineno, text=False))
+    columns = {"text": texts, "label": labels} if cfg.label_field else {"text": texts}
+    features = datasets.Features({k: datasets.Value("string") for k in columns})
+    ds = datasets.Dataset.from_dict(columns, features=features)
+    return ds, "text", "label" if cfg.label_field else None, None
+
+
+def _json_field(obj: dict, key: str, option: str, path: Path, lineno: int, text: bool) -> str:
+    if key not in obj:
+        raise DataError(f"{path}:{lineno}: no field {key!r} (fields: {', '.join(map(repr, obj)) or 'none'}); "
+                        f"set data.{option} to the field that holds the {'text' if text else 'label'}")
+    value = obj[key]
+    if text and not isinstance(value, str):
+        raise DataError(f"{path}:{lineno}: field {key!r} is {type(value).__name__}, not a string")
+    if not text and (value is None or isinstance(value, (dict, list))):
+        raise DataError(f"{path}:{lineno}: label field {key!r} is {value!r}; labels must be strings or numbers")
+    return value if isinstance(value, str) else str(value)
+
+
+def _check_text_file(path: Path, errors: str) -> None:
+    """Raise a DataError naming the line if ``path`` has NUL bytes or (errors="strict") invalid UTF-8."""
+    with open(path, "rb") as f:  # fast pass: big chunks, decoded in C
+        while chunk := f.read(1 << 24):
+            chunk += f.readline()  # end on a line break so no character is cut in two
+            if b"\0" in chunk or (errors == "strict" and not _is_utf8(chunk)):
+                break
+        else:
+            return
+    with open(path, "rb") as f:  # slow pass, only to say where the problem is
+        for lineno, line in enumerate(f, 1):
+            if b"\0" in line:
+                raise DataError(f"{path}:{lineno}: contains NUL bytes; it looks like a binary file (or UTF-16 "
+                                f"text), not UTF-8 text with one example per line")
+            if errors == "strict":
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}:{lineno}: invalid UTF-8 (byte 0x{line[e.start]:02x} at column "
+                                    f"{e.start + 1}: {e.reason}); convert the file to UTF-8, or replace bad "
+                                    f"bytes with U+FFFD using --encoding-errors replace "
+                                    f"(data.encoding_errors=replace)") from None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _from_hub(cfg: DataConfig, name: str, cache_dir: str | None):
+    """A Hugging Face dataset (hub name or local folder) through ``datasets.load_dataset``."""
+    split = cfg.splits[name]
+    what = f"dataset {cfg.dataset!r}" + (f" (config {cfg.dataset_config!r})" if cfg.dataset_config else "")
+    try:
+        with _quiet():
+            ds = datasets.load_dataset(cfg.dataset, cfg.dataset_config, split=split, cache_dir=cache_dir)
+    except Exception as e:  # the library raises many types (not found, offline, bad split, ...)
+        raise DataError(f"could not load split {split!r} of {what}: {type(e).__name__}: {e}\n"
+                        f"Check the name (https://huggingface.co/datasets) and data.dataset_config; "
+                        f"data.splits.{name} must name one of the dataset's splits (e.g. "
+                        f"data.splits.valid=validation); and you need to be online unless it is cached") from e
+    source = f"{what}, split {split!r}"
+    columns = ", ".join(map(repr, ds.column_names))
+    if cfg.text_field not in ds.column_names:
+        raise DataError(f"{source} has no column {cfg.text_field!r} (columns: {columns}); "
+                        f"set data.text_field to the column that holds the text")
+    text_type = ds.features[cfg.text_field]
+    if not (isinstance(text_type, datasets.Value) and text_type.dtype in ("string", "large_string")):
+        raise DataError(f"{source}: column {cfg.text_field!r} holds {text_type}, not text; "
+                        f"set data.text_field to a string column (columns: {columns})")
+    label_names = None
+    if cfg.label_field:
+        if cfg.label_field not in ds.column_names:
+            raise DataError(f"{source} has no column {cfg.label_field!r} (columns: {columns}); "
+                            f"set data.label_field to the label column, or unset it")
+        feature = ds.features[cfg.label_field]
+        if isinstance(feature, datasets.ClassLabel):
+            label_names = list(feature.names)  # store "positive", not 1
+    return (ds, cfg.text_field, cfg.label_field, label_names), source
+
+
+def _from_builtin(corpus: dict, name: str, size: int):
+    if name not in corpus:
+        raise DataError(f"the built-in corpus has splits {', '.join(map(repr, corpus))}, not {name!r}")
+    rows = corpus[name]
+    ds = datasets.Dataset.from_dict({"text": [r["text"] for r in rows], "label": [r["topic"] for r in rows]})
+    return (ds, "text", "label", None), f"built-in corpus (data.builtin_size={size}), {name}"
+
+
+def _clean(ds: datasets.Dataset, text_col: str, label_col: str | None, label_names: list[str] | None,
+           source: str) -> tuple[datasets.Dataset, int]:
+    """Keep "text" (stripped) and "label" (as str); drop blank rows. Returns (dataset, rows dropped)."""
+    features = {"text": datasets.Value("string")}
+    if label_col:
+        features["label"] = datasets.Value("string")
+    with _quiet():
+        out = ds.map(_clean_batch, batched=True, remove_columns=ds.column_names,
+                     features=datasets.Features(features), desc=f"Reading {source}",
+                     fn_kwargs={"text_col": text_col, "label_col": label_col, "label_names": label_names})
+    return out, len(ds) - len(out)
+
+
+def _clean_batch(batch: dict, text_col: str, label_col: str | None, label_names: list[str] | None) -> dict:
+    texts: list[str] = []
+    labels: list[str] = []
+    for i, text in enumerate(batch[text_col]):
+        text = (text or "").strip()
+        if not text:
+            continue
+        texts.append(text)
+        if label_col:
+            value = batch[label_col][i]
+            if label_names is not None and isinstance(value, int) and 0 <= value < len(label_names):
+                labels.append(label_names[value])
+            else:  # also ClassLabel -1 ("no label", e.g. GLUE test sets): kept as "-1"
+                labels.append("" if value is None else str(value))
+    return {"text": texts, "label": labels} if label_col else {"text": texts}
+
+
+# --------------------------------------------------------------------------- encoding
+
+@dataclass
+class EncodedSplit:
+    """A split as token ids, ready for bucketing and collate.
+
+    ``ids[i]`` are example i's token ids (int32, no BOS/EOS); ``texts[i]`` its text as loaded (the
+    whole text even when ``ids[i]`` was truncated); ``labels`` is None when the corpus has none.
+    ``stats``: examples, skipped_blank, truncated, dropped (= dropped_long + dropped_empty), tokens
+    (= sum(len(ids) + 1), words + EOS: the perplexity denominator).
+    """
+
+    ids: list[np.ndarray] = field(repr=False)
+    texts: list[str] = field(repr=False)
+    labels: list[str] | None = field(default=None, repr=False)
+    stats: dict = field(default_factory=dict)
+    lengths: np.ndarray = field(init=False, repr=False)  # (N,) len(ids[i])
+
+    def __post_init__(self):
+        self.lengths = np.fromiter((len(a) for a in self.ids), dtype=np.int64, count=len(self.ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def encode_split(ds: datasets.Dataset, tokenizer, cfg: DataConfig,
+                 skipped_blank: int | None = None) -> EncodedSplit:
+    """Encode the ``"text"`` column of ``ds`` and apply ``cfg.max_len`` / ``cfg.long_policy``.
+
+    Tokenizing is a batched ``ds.map`` whose cache key is the dataset's fingerprint plus the
+    tokenizer's, so a second run with the same corpus and tokenizer reads the ids back from disk.
+    Length limits are applied afterwards (they are cheap), so changing ``max_len`` reuses the cache.
+    Examples longer than ``max_len`` tokens are cut to ``max_len`` (truncate) or removed (drop);
+    examples with no tokens are removed. ``skipped_blank`` goes into ``stats`` (default: the count
+    :func:`load_splits` recorded for ``ds``, 0 for datasets from elsewhere).
+    """
+    if "text" not in ds.column_names:
+        raise DataError(f"encode_split needs a 'text' column; the dataset has {ds.column_names}")
+    # ds._fingerprint is datasets' content hash of ds (private, but the documented cache key)
+    key = _hash(ds._fingerprint, tokenizer.fingerprint(), ENCODING_VERSION)
+    with _quiet():
+        encoded = ds.map(_encode_batch, batched=True, batch_size=1000, input_columns="text",
+                         fn_kwargs={"tokenizer": tokenizer}, remove_columns=ds.column_names,
+                         features=datasets.Features({"ids": datasets.List(datasets.Value("int32"))}),
+                         new_fingerprint=key,  # the tokenizer object itself is not hashable by datasets
+                         desc=f"Encoding with the {tokenizer.kind} tokenizer")
+    ids = _ragged_to_numpy(encoded.data.column("ids"))
+    columns = ds.with_format("arrow")  # whole columns at C speed (iterating a Column is per row)
+    texts = columns["text"].to_pylist()
+    labels = columns["label"].to_pylist() if "label" in ds.column_names else None
+    assert len(ids) == len(texts), "map must keep one row per example"
+
+    n = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
+    long, empty = n > cfg.max_len, n == 0
+    drop_long = cfg.long_policy == "drop"
+    keep = (~empty & ~long) if drop_long else ~empty
+    if not drop_long and long.any():
+        ids = [a[:cfg.max_len] for a in ids]  # views, no copies
+    if not keep.all():
+        kept = np.flatnonzero(keep)
+        ids = [ids[i] for i in kept]
+        texts = [texts[i] for i in kept]
+        labels = [labels[i] for i in kept] if labels is not None else None
+    split = EncodedSplit(ids, texts, labels)
+    n_long, n_empty = int(long.sum()), int(empty.sum())
+    split.stats = {
+        "examples": len(split),
+        "skipped_blank": _SKIPPED_BLANK.get(ds._fingerprint, 0) if skipped_blank is None else skipped_blank,
+        "truncated": 0 if drop_long else n_long,
+        "dropped": (n_long if drop_long else 0) + n_empty,
+        "dropped_long": n_long if drop_long else 0,
+        "dropped_empty": n_empty,
+        "tokens": int(split.lengths.sum()) + len(split),  # words + one EOS per sentence
+    }
+    return split
+
+
+def _encode_batch(texts: list[str], tokenizer) -> dict:
+    return {"ids": tokenizer.encode_batch(texts)}
+
+
+def _ragged_to_numpy(column) -> list[np.ndarray]:
+    """An Arrow list<int32> column -> one int32 array per row (views into one buffer)."""
+    arr = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    if len(arr) == 0:
+        return []
+    offsets = arr.offsets.to_numpy()
+    values = arr.flatten().to_numpy()  # flatten respects a sliced array's offset
+    return np.split(values, offsets[1:-1] - offsets[0])
+
+
+def _hash(*parts) -> str:
+    return hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=16).hexdigest()
+
+
+# --------------------------------------------------------------------------- batching
+
+class BucketBatchSampler:
+    """Batches of similar length: sort by (length, random tie-break), cut into batches, shuffle the
+    batch order. Deterministic for (seed, epoch); no global RNG state is touched.
+
+    With ``shuffle=False`` the order is fixed: sorted by length (for evaluation). Every example
+    appears exactly once per epoch when ``num_replicas=1`` and ``drop_last=False``; with
+    ``drop_last=True`` the one incomplete batch (of the longest examples) is left out.
+
+    Data parallel: with ``num_replicas=R`` every global batch of ``batch_size`` examples is split into
+    R contiguous parts whose sizes differ by at most one, and rank r gets part r, so the ranks
+    together train on exactly the global batch. All ranks get the same number of batches: the
+    incomplete last global batch is left out when it has fewer than R examples (at most R - 1
+    examples per epoch), so no rank ever gets an empty batch.
+    """
+
+    def __init__(self, lengths, batch_size: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1,
+                 rank: int = 0, drop_last: bool = False):
+        self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"need num_replicas >= 1 and 0 <= rank < num_replicas; got {num_replicas=}, {rank=}")
+        if batch_size < num_replicas:
+            raise ValueError(f"batch_size ({batch_size}) is the global batch split over {num_replicas} ranks; "
+                             f"it must be at least num_replicas")
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed = seed % 2**64  # default_rng takes non-negative seeds; distinct seeds stay distinct
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch ``iter(sampler)`` uses (as torch's DistributedSampler)."""
+        self.epoch = epoch
+
+    def global_batches(self, epoch: int) -> list[np.ndarray]:
+        """All ranks' batches of that epoch, each an array of ``batch_size`` (or fewer) indices."""
+        n, bs = len(self.lengths), self.batch_size
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = np.lexsort((rng.random(n), self.lengths))  # by length, ties in random order
+        else:
+            order = np.argsort(self.lengths, kind="stable")
+        batches = [order[i:i + bs] for i in range(0, n, bs)]
+        if batches and (len(batches[-1]) < self.num_replicas or (self.drop_last and len(batches[-1]) < bs)):
+            batches.pop()
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """This rank's index lists for ``epoch``; the training loop indexes it to resume mid-epoch."""
+        return [np.array_split(b, self.num_replicas)[self.rank].tolist() for b in self.global_batches(epoch)]
+
+    def __iter__(self):
+        return iter(self.batches(self.epoch))
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.lengths), self.batch_size)
+        keep_rest = rest >= self.num_replicas and not (self.drop_last and rest > 0)
+        return full + int(rest > 0 and keep_rest)
+
+
+@dataclass
+class Batch:
+    """Padded token ids of a few examples, as the model takes them."""
+
+    tokens: torch.Tensor  # (B, T) long: BOS x_1 .. x_n EOS PAD ..
+    lengths: torch.Tensor  # (B,) long: n + 2, BOS and EOS included
+    labels: list[str] | None
+    indices: list[int]  # example indices in the split
+
+    def __post_init__(self):
+        # counted once here, where the tensors are still on the CPU: no device sync in the loop
+        self._num_tokens = int(self.lengths.sum()) - self.lengths.numel()
+
+    @property
+    def num_tokens(self) -> int:
+        """sum(n + 1): words + EOS, the perplexity denominator (BOS is given, never predicted)."""
+        return self._num_tokens
+
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        """A copy with the tensors on ``device``."""
+        moved = copy.copy(self)
+        moved.tokens = self.tokens.to(device, non_blocking=non_blocking)
+        moved.lengths = self.lengths.to(device, non_blocking=non_blocking)
+        return moved
+
+    def __len__(self) -> int:
+        return self.tokens.size(0)
+
+
+def collate_ids(ids, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
+                pad_id: int = PAD_ID) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences of ids (no BOS/EOS) -> tokens (B, T) long ``BOS x EOS PAD..`` and lengths (B,) n + 2."""
+    if len(ids) == 0:
+        raise ValueError("collate needs at least one sequence")
+    n = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    rows = np.arange(len(ids))
+    tokens = np.full((len(ids), int(n.max()) + 2), pad_id, dtype=np.int64)  # (B, T)
+    tokens[:, 0] = bos_id
+    for row, x in enumerate(ids):
+        tokens[row, 1:1 + len(x)] = x
+    tokens[rows, n + 1] = eos_id
+    return torch.from_numpy(tokens), torch.from_numpy(n + 2)
+
+
+def collate(split: EncodedSplit, indices) -> Batch:
+    """The examples ``indices`` of ``split`` as one padded :class:`Batch`."""
+    indices = [int(i) for i in indices]
+    tokens, lengths = collate_ids([split.ids[i] for i in indices])
+    labels = [split.labels[i] for i in indices] if split.labels is not None else None
+    return Batch(tokens, lengths, labels, indices)

@@ -1,0 +1,364 @@
+"""Word-level and SentencePiece tokenizers behind one small interface.
+
+Both kinds share the special ids, so the model and the data code never ask which kind they have::
+
+    PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3      pieces <pad> <unk> <s> </s>
+
+``encode`` never adds BOS/EOS (collate does); ``decode`` stops at the first EOS and skips PAD/BOS.
+A literal ``<unk>`` in the text (Penn Treebank has them) encodes to UNK_ID with either kind, and
+UNK_ID decodes to ``<unk>``; the other special pieces cannot be typed in as text (they encode to
+UNK_ID too), so a stray ``</s>`` in a corpus never ends a sentence early.
+
+A tokenizer lives in a model directory as plain files, never pickles, because model directories are
+downloaded from strangers and unpickling runs code:
+
+    tokenizer.json    {"format_version": 1, "kind": "word", "lowercase": false, "vocab": [...]}
+    tokenizer.model   the serialized SentencePiece model (sentencepiece only)
+
+``fingerprint()`` hashes everything that determines the ids; it keys the ``datasets`` encoding
+cache and lets a model directory detect a tokenizer that does not belong to its weights.
+"""
+
+import abc
+import hashlib
+import io
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from .config import TokenizerConfig
+from .errors import CheckpointError, ConfigError, DataError
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")  # indexed by the ids above
+FORMAT_VERSION = 1  # of tokenizer.json; bump when a change makes old files unreadable
+JSON_FILE = "tokenizer.json"
+MODEL_FILE = "tokenizer.model"
+
+
+class Tokenizer(abc.ABC):
+    """Text <-> token ids. Subclasses: :class:`WordTokenizer`, :class:`SentencePieceTokenizer`."""
+
+    kind: str
+    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+
+    def __init__(self, lowercase: bool = False):
+        self.lowercase = lowercase
+
+    @property
+    @abc.abstractmethod
+    def vocab_size(self) -> int:
+        """Number of ids, the four specials included."""
+
+    @abc.abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``, without BOS/EOS."""
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """``[encode(t) for t in texts]``, faster where the implementation allows."""
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids) -> str:
+        """Text of ``ids`` (a list, tensor or numpy array): stops at the first EOS, skips PAD and BOS."""
+        if hasattr(ids, "tolist"):  # torch.Tensor, np.ndarray
+            ids = ids.tolist()
+        kept: list[int] = []
+        for i in ids:
+            if not isinstance(i, int):  # also catches a nested list: decode takes one sequence
+                try:
+                    i = int(i)
+                except (TypeError, ValueError):
+                    raise TypeError(f"decode takes one sequence of ints; got an element {i!r} "
+                                    f"(for a batch, use [tokenizer.decode(row) for row in batch])") from None
+            if i == EOS_ID:
+                break
+            if i in (PAD_ID, BOS_ID):
+                continue
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"id {i} is outside this tokenizer's vocabulary (0..{self.vocab_size - 1})")
+            kept.append(i)
+        return self._decode(kept)
+
+    @abc.abstractmethod
+    def _decode(self, ids: list[int]) -> str:
+        """Text of ids that are all in range and none PAD, BOS or EOS."""
+
+    @abc.abstractmethod
+    def id_to_token(self, i: int) -> str:
+        """The vocabulary entry (word or piece) of id ``i``."""
+
+    @abc.abstractmethod
+    def save(self, directory: str | Path) -> None:
+        """Write this tokenizer's files into ``directory`` (created if missing)."""
+
+    @abc.abstractmethod
+    def _identity(self) -> bytes:
+        """Canonical bytes of everything that determines the ids."""
+
+    def fingerprint(self) -> str:
+        """Stable hex hash of everything that determines the ids (same on every machine and run)."""
+        return hashlib.sha256(b"textvae-tokenizer-v1\0" + self._identity()).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size}, lowercase={self.lowercase})"
+
+
+# --------------------------------------------------------------------------- word level
+
+class WordTokenizer(Tokenizer):
+    """Whitespace-separated words; ids 4.. are the vocabulary, most frequent first."""
+
+    kind = "word"
+
+    def __init__(self, words: list[str], lowercase: bool = False):
+        super().__init__(lowercase)
+        self.vocab = list(SPECIAL_PIECES) + list(words)  # id -> token
+        # token -> id; the specials other than <unk> are not words (they encode to UNK_ID)
+        self._ids = {w: i for i, w in enumerate(self.vocab) if i >= len(SPECIAL_PIECES)}
+        self._ids[SPECIAL_PIECES[UNK_ID]] = UNK_ID
+
+    @classmethod
+    def train(cls, texts: Iterable[str], min_count: int = 1, max_vocab: int | None = None,
+              lowercase: bool = False) -> "WordTokenizer":
+        """Vocabulary of the words seen at least ``min_count`` times, the ``max_vocab`` most frequent
+        (ties broken alphabetically, so the result does not depend on the order of ``texts``)."""
+        counts = Counter(w for t in texts for w in (t.lower() if lowercase else t).split())
+        for special in SPECIAL_PIECES:
+            counts.pop(special, None)
+        ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        return cls(ranked[:max_vocab] if max_vocab is not None else ranked, lowercase)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> list[int]:
+        if self.lowercase:
+            text = text.lower()  # "<unk>" stays "<unk>"
+        ids = self._ids
+        return [ids.get(w, UNK_ID) for w in text.split()]
+
+    def _decode(self, ids: list[int]) -> str:
+        return " ".join(self.vocab[i] for i in ids)
+
+    def id_to_token(self, i: int) -> str:
+        return self.vocab[i]
+
+    def save(self, directory: str | Path) -> None:
+        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "lowercase": self.lowercase,
+                "vocab": self.vocab}
+        _write_atomic(Path(directory) / JSON_FILE, _json_bytes(meta))
+
+    def _identity(self) -> bytes:
+        return json.dumps({"kind": self.kind, "lowercase": self.lowercase, "vocab": self.vocab},
+                          ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def _load(cls, directory: Path, meta: dict) -> "WordTokenizer":
+        where = directory / JSON_FILE
+        vocab = meta.get("vocab")
+        if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
+            raise CheckpointError(f"{where}: 'vocab' must be a list of strings")
+        if tuple(vocab[:len(SPECIAL_PIECES)]) != SPECIAL_PIECES:
+            raise CheckpointError(f"{where}: the vocabulary must start with {list(SPECIAL_PIECES)}, "
+                                  f"got {vocab[:len(SPECIAL_PIECES)]}")
+        words = vocab[len(SPECIAL_PIECES):]
+        bad = [w for w in words if not w or w != "".join(w.split()) or w in SPECIAL_PIECES]
+        if bad:
+            raise CheckpointError(f"{where}: vocabulary entries must be non-empty, whitespace-free and not "
+                                  f"special pieces; bad: {bad[:5]}")
+        if len(set(words)) != len(words):
+            dup = [w for w, c in Counter(words).items() if c > 1]
+            raise CheckpointError(f"{where}: duplicate vocabulary entries {dup[:5]}")
+        return cls(words, lowercase=meta["lowercase"])
+
+
+# --------------------------------------------------------------------------- SentencePiece
+
+# SentencePiece does not recognise special pieces in input text: "<unk>" would be cut into pieces,
+# and as the trainer drops such strings from its input, "<" and ">" may not be in the vocabulary at
+# all (on PTB "<unk>" encodes to UNK u n k UNK and decodes to "<unk>unk<unk>"). Before encoding, each literal special piece is replaced by U+FFFF, a Unicode noncharacter that
+# is never in the vocabulary (it is removed from training text), so it encodes to UNK_ID and
+# decodes to <unk>. Two adjacent unknowns ("<unk><unk>") merge into one UNK_ID.
+_NOT_A_CHAR = "\uffff"
+_SPECIALS_RE = re.compile("|".join(re.escape(p) for p in SPECIAL_PIECES))
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece model (Kudo & Richardson 2018): BPE, unigram, char or word pieces."""
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_proto: bytes, lowercase: bool = False, model_type: str = "unknown"):
+        import sentencepiece as spm
+
+        super().__init__(lowercase)
+        self.model_proto = bytes(model_proto)  # kept verbatim: saved as-is and hashed
+        self.model_type = model_type  # informational (the model proto holds the real one)
+        self.sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        got = (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
+        if got != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+            raise ValueError(f"SentencePiece model has special ids pad/unk/bos/eos = {got}; "
+                             f"textvae needs {(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}")
+
+    @classmethod
+    def train(cls, texts: list[str], vocab_size: int = 8000, model_type: str = "unigram",
+              character_coverage: float = 1.0, lowercase: bool = False) -> "SentencePieceTokenizer":
+        """Train in memory on ``texts`` (one sentence each). Deterministic for the same texts."""
+        import sentencepiece as spm
+
+        texts = [(t.lower() if lowercase else t).replace(_NOT_A_CHAR, "") for t in texts]
+        buf = io.BytesIO()
+        spm.set_random_generator_seed(0)  # only used when sampling input sentences; fixed anyway
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(texts), model_writer=buf,
+                vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
+                pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+                pad_piece=SPECIAL_PIECES[PAD_ID], unk_piece=SPECIAL_PIECES[UNK_ID],
+                bos_piece=SPECIAL_PIECES[BOS_ID], eos_piece=SPECIAL_PIECES[EOS_ID],
+                unk_surface=SPECIAL_PIECES[UNK_ID],  # UNK decodes to "<unk>" as in the word tokenizer
+                # exact round trips: no NFKC (it would turn the full-width "，" into ","), spaces kept
+                normalization_rule_name="identity", remove_extra_whitespaces=False,
+                # the "▁" prefix makes a sentence's first word look like the others; for char models
+                # it would only add a "▁" token to every sentence (every sentence in Chinese text)
+                add_dummy_prefix=model_type != "char",
+                hard_vocab_limit=False,  # a small corpus gives a smaller vocabulary instead of failing
+                max_sentence_length=1 << 16,  # bytes; longer sentences would be silently skipped
+                num_threads=4,  # fixed, not os.cpu_count(): the result must not depend on the machine
+                minloglevel=2,  # silence the training log on stderr
+            )
+        except RuntimeError as e:
+            reason = str(e).rpartition("] ")[2].strip()  # drop the "INTERNAL: src/x.cc(123) [check]" prefix
+            raise ConfigError(f"SentencePiece training failed (tokenizer.vocab_size={vocab_size}, "
+                              f"tokenizer.model_type={model_type}, tokenizer.character_coverage="
+                              f"{character_coverage}, {len(texts)} training sentences): {reason} "
+                              f"(its vocab_size and character_coverage are textvae's tokenizer.vocab_size "
+                              f"and tokenizer.character_coverage)") from None
+        return cls(buf.getvalue(), lowercase, model_type)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def _prepare(self, text: str) -> str:
+        if self.lowercase:
+            text = text.lower()
+        return _SPECIALS_RE.sub(_NOT_A_CHAR, text) if "<" in text else text
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(self._prepare(text))
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.sp.encode([self._prepare(t) for t in texts])
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.sp.decode(ids)
+
+    def id_to_token(self, i: int) -> str:
+        return self.sp.id_to_piece(i)
+
+    def save(self, directory: str | Path) -> None:
+        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "lowercase": self.lowercase,
+                "model_type": self.model_type}
+        _write_atomic(Path(directory) / MODEL_FILE, self.model_proto)
+        _write_atomic(Path(directory) / JSON_FILE, _json_bytes(meta))
+
+    def _identity(self) -> bytes:
+        return f"{self.kind}\0lowercase={self.lowercase}\0".encode() + self.model_proto
+
+    # For copy.deepcopy and multiprocessing: the state is the model bytes, the processor is rebuilt
+    # from them. Files on disk never use pickle.
+    def __getstate__(self):
+        return {"model_proto": self.model_proto, "lowercase": self.lowercase, "model_type": self.model_type}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    @classmethod
+    def _load(cls, directory: Path, meta: dict) -> "SentencePieceTokenizer":
+        path = directory / MODEL_FILE
+        try:
+            proto = path.read_bytes()
+        except FileNotFoundError:
+            raise CheckpointError(f"{path} is missing ({JSON_FILE} says the tokenizer is sentencepiece); "
+                                  f"copy it from the model it came with, or re-save the model") from None
+        except OSError as e:
+            raise CheckpointError(f"cannot read {path}: {e}") from None
+        try:
+            return cls(proto, lowercase=meta["lowercase"], model_type=str(meta.get("model_type", "unknown")))
+        except (RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{path} is not a valid textvae SentencePiece model ({e}); "
+                                  f"re-download or re-train the model") from None
+
+
+TOKENIZERS: dict[str, type[Tokenizer]] = {"word": WordTokenizer, "sentencepiece": SentencePieceTokenizer}
+
+
+# --------------------------------------------------------------------------- building and loading
+
+def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
+    """Build the tokenizer ``cfg`` describes from training ``texts`` (one example each)."""
+    texts = [t for t in texts if t and not t.isspace()]
+    if not texts:
+        raise DataError("cannot build a tokenizer: the training texts are empty (no non-blank examples)")
+    if cfg.kind == "word":
+        return WordTokenizer.train(texts, cfg.min_count, cfg.max_vocab, cfg.lowercase)
+    if cfg.kind == "sentencepiece":
+        return SentencePieceTokenizer.train(texts, cfg.vocab_size, cfg.model_type, cfg.character_coverage,
+                                            cfg.lowercase)
+    raise ConfigError(f"tokenizer.kind={cfg.kind!r} is not one of {', '.join(map(repr, TOKENIZERS))}")
+
+
+def load_tokenizer(directory: str | Path) -> Tokenizer:
+    """Load the tokenizer saved in ``directory`` (a model directory). Never unpickles.
+
+    Raises CheckpointError when the files are missing, malformed, or from a newer textvae.
+    """
+    directory = Path(directory)
+    path = directory / JSON_FILE
+    if not directory.is_dir():
+        raise CheckpointError(f"tokenizer directory {directory} does not exist")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{directory} has no {JSON_FILE}; is it a textvae model directory "
+                              f"(written by save_pretrained or textvae train)?") from None
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                              f"the file is damaged, re-download the model") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno} ({e.msg}); "
+                              f"the file is damaged, re-download the model") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: 'format_version' is missing or not an integer")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format_version {version}, newer than this textvae understands "
+                              f"({FORMAT_VERSION}); upgrade textvae (pip install -U textvae)")
+    kind = meta.get("kind")
+    if kind not in TOKENIZERS:
+        raise CheckpointError(f"{path}: unknown tokenizer kind {kind!r}; expected one of "
+                              f"{', '.join(map(repr, TOKENIZERS))}")
+    if not isinstance(meta.get("lowercase"), bool):
+        raise CheckpointError(f"{path}: 'lowercase' is missing or not true/false")
+    return TOKENIZERS[kind]._load(directory, meta)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _json_bytes(obj: dict) -> bytes:
+    return (json.dumps(obj, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
