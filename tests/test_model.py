@@ -1,0 +1,121 @@
+import json
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from textvae.config import ModelConfig, TokenizerConfig
+from textvae.errors import CheckpointError
+from textvae.model import TextVAE, gaussian_kl, word_dropout
+from textvae.tokenizers import train_tokenizer
+
+TEXTS = ["the cat sat on the mat .", "a dog ran in the park .", "the bird sang a song .", "it rained ."]
+
+
+def tiny(**kw) -> TextVAE:
+    tok = train_tokenizer(TokenizerConfig(kind="word"), TEXTS)
+    cfg = ModelConfig(emb_dim=8, enc_hidden=12, dec_hidden=10, latent_dim=kw.pop("latent_dim", 4), **kw)
+    torch.manual_seed(0)
+    return TextVAE(cfg, tok)
+
+
+def batch(model, texts=TEXTS):
+    return model._tokenize(texts)
+
+
+def test_kl_matches_torch_distributions():
+    mu, logvar = torch.randn(6, 5), torch.randn(6, 5)
+    ref = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(torch.zeros(5), torch.ones(5)))
+    assert torch.allclose(gaussian_kl(mu, logvar), ref, atol=1e-6)
+    assert torch.all(gaussian_kl(torch.zeros(3), torch.zeros(3)) == 0)
+
+
+def test_word_dropout_rate_and_extremes():
+    torch.manual_seed(0)
+    tokens = torch.randint(4, 100, (200, 50))
+    keep = torch.zeros_like(tokens, dtype=torch.bool)
+    keep[:, 0] = True
+    out = word_dropout(tokens, 0.3, 1, keep)
+    rate = (out[:, 1:] == 1).float().mean().item()
+    assert 0.28 < rate < 0.32
+    assert torch.all(out[:, 0] == tokens[:, 0])
+    assert torch.all(word_dropout(tokens, 1.0, 1, keep)[:, 1:] == 1)  # p = 1: inputless decoder
+    assert torch.equal(word_dropout(tokens, 0.0, 1, keep), tokens)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("latent_dim", [4, 0])
+def test_packed_log_likelihood_equals_stepwise_decoding(cell, latent_dim):
+    model = tiny(cell=cell, latent_dim=latent_dim, bidirectional=True, enc_layers=2, dec_layers=2,
+                 tie_embeddings=True).eval()
+    tokens, lengths = batch(model)
+    z = None if latent_dim == 0 else torch.randn(len(TEXTS), latent_dim)
+    ll = model.log_likelihood(tokens, lengths, z)
+    state, total = model.init_state(z, len(TEXTS)), torch.zeros(len(TEXTS))
+    for t in range(tokens.size(1) - 1):
+        logits, state = model.step(tokens[:, t], state, z)
+        lp = logits.log_softmax(-1).gather(1, tokens[:, t + 1:t + 2])[:, 0]
+        total += lp * (t < lengths - 1).float()
+    assert torch.allclose(ll, total, atol=1e-5)
+
+
+def test_forward_terms_shapes_and_lm_has_no_kl():
+    vae, lm = tiny(), tiny(latent_dim=0)
+    out = vae(*batch(vae))
+    assert out.rec.shape == (4,) and out.kl.shape == (4, 4) and torch.all(out.rec > 0)
+    out = lm(*batch(lm))
+    assert out.kl.shape == (4, 0) and out.kl.sum() == 0
+    assert not hasattr(lm, "encoder")
+
+
+def test_word_dropout_only_in_training():
+    model = tiny(word_dropout=1.0)
+    tokens, lengths = batch(model)
+    z = torch.zeros(4, 4)
+    model.eval()
+    a = model.log_likelihood(tokens, lengths, z)
+    model.train()
+    b = model.log_likelihood(tokens, lengths, z)
+    assert not torch.allclose(a, b)
+
+
+def test_save_load_gives_identical_outputs(tmp_path):
+    for kw in ({}, {"tie_embeddings": True, "cell": "gru"}, {"latent_dim": 0}):
+        model = tiny(**kw).eval()
+        tokens, lengths = batch(model)
+        model.save_pretrained(tmp_path / "m")
+        again = TextVAE.from_pretrained(tmp_path / "m")
+        z = None if model.is_lm else torch.randn(4, model.latent_dim)
+        assert torch.equal(model.log_likelihood(tokens, lengths, z), again.log_likelihood(tokens, lengths, z))
+        mu_a, _ = model.encode_posterior(tokens, lengths)
+        mu_b, _ = again.encode_posterior(tokens, lengths)
+        assert torch.equal(mu_a, mu_b)
+        assert again.config == model.config
+
+
+def test_string_api(tmp_path):
+    model = tiny()
+    mu, logvar = model.encode(["the cat sat ."])
+    assert mu.shape == (1, 4)
+    assert len(model.sample(3, seed=1)) == 3
+    assert model.sample(3, seed=1) == model.sample(3, seed=1)
+    assert len(model.reconstruct(TEXTS)) == 4
+    assert len(model.interpolate(TEXTS[0], TEXTS[1], steps=5)) == 7
+    with pytest.raises(ValueError, match="empty"):
+        model.encode([""])
+
+
+def test_from_pretrained_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        TextVAE.from_pretrained(tmp_path / "nope")
+    model = tiny()
+    model.save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta["format_version"] = 99
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="newer textvae"):
+        TextVAE.from_pretrained(tmp_path / "m")
+    model.save_pretrained(tmp_path / "m2")
+    (tmp_path / "m2" / "model.safetensors").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        TextVAE.from_pretrained(tmp_path / "m2")

@@ -1,0 +1,146 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from textvae.config import load_config
+from textvae.errors import ConfigError, TrainingError
+from textvae.model import TextVAE
+from textvae.train import Trainer, list_checkpoints, train
+
+
+def tiny_cfg(*overrides):
+    return load_config(preset="tiny", overrides=list(overrides))
+
+
+def records(run, kind):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_training_lowers_valid_elbo_and_logs_it(tmp_path):
+    run = tmp_path / "run"
+    result = train(tiny_cfg("train.max_epochs=3"), run)
+    valid = records(run, "valid")
+    assert valid[0]["step"] == 0 and valid[-1]["step"] == result["step"] > 0
+    assert valid[-1]["elbo"] < valid[0]["elbo"] - 5  # a real drop, not noise
+    train_logs = records(run, "train")
+    assert train_logs and all({"loss", "rec", "kl", "kl_weight", "lr", "tokens_per_s"} <= set(r) for r in train_logs)
+    # kl_weight follows the linear schedule of the tiny preset (warm-up 40 steps from 0)
+    assert train_logs[0]["kl_weight"] < train_logs[-1]["kl_weight"] <= 1.0
+    model = TextVAE.from_pretrained(run)
+    assert (run / "best" / "config.json").is_file() and model.config.latent_dim == 4
+
+
+def test_out_dir_with_a_run_needs_resume(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_cfg("train.max_steps=3"), run)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(tiny_cfg("train.max_steps=3"), run)
+    with pytest.raises(ConfigError, match="model.latent_dim"):
+        train(tiny_cfg("train.max_steps=6", "model.latent_dim=5"), run, resume=True)
+
+
+def test_resume_after_crash_is_exact(tmp_path, monkeypatch):
+    cfg = ("train.checkpoint_every=7", "train.max_epochs=2", "model.emb_dropout=0.1")
+    full = tmp_path / "full"
+    train(tiny_cfg(*cfg), full)
+
+    # Crash right after the step-14 checkpoint (mid-epoch), then resume.
+    crashed = tmp_path / "crashed"
+    original = Trainer._save_checkpoint
+
+    def save_then_crash(self):
+        path = original(self)
+        if self.progress.step == 14:
+            raise RuntimeError("simulated crash")
+        return path
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_cfg(*cfg), crashed)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", original)
+    train(tiny_cfg(*cfg), crashed, resume=True)
+
+    a, b = weights(list_checkpoints(full)[-1]), weights(list_checkpoints(crashed)[-1])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rs]  # noqa: E731
+    assert strip(records(full, "valid")) == strip(records(crashed, "valid"))
+    assert strip(records(full, "train")) == strip(records(crashed, "train"))
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    """A real SIGKILL of a training process, then --resume: same final weights as no kill."""
+    args = ["--preset", "tiny", "--no-summary", "train.checkpoint_every=5", "train.max_epochs=2",
+            "data.builtin_size=900"]
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    cmd = [sys.executable, "-m", "textvae", "train"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(cmd + ["--out", str(full)] + args, check=True, env=env, capture_output=True)
+
+    proc = subprocess.Popen(cmd + ["--out", str(killed)] + args, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(c.name >= "step-00000010" for c in list_checkpoints(killed)):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list_checkpoints(killed), "training was killed before its first checkpoint"
+    subprocess.run(cmd + ["--out", str(killed), "--resume"] + args, check=True, env=env, capture_output=True)
+    a, b = weights(list_checkpoints(full)[-1]), weights(list_checkpoints(killed)[-1])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_stops_with_message_and_best_still_loads(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    original = TextVAE.forward
+
+    def poisoned(self, tokens, lengths):
+        out = original(self, tokens, lengths)
+        if self.training and poisoned.calls >= 5:
+            out.rec = out.rec * float("nan")
+        poisoned.calls += 1
+        return out
+
+    poisoned.calls = 0
+    monkeypatch.setattr(TextVAE, "forward", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite reconstruction at step 5.*last good checkpoint"):
+        train(tiny_cfg(), run)
+    monkeypatch.setattr(TextVAE, "forward", original)
+    assert TextVAE.from_pretrained(run).config.latent_dim == 4
+
+
+def test_skip_policy_skips_nonfinite_steps(tmp_path, monkeypatch):
+    original = TextVAE.forward
+    calls = {"n": 0}
+
+    def sometimes_nan(self, tokens, lengths):
+        out = original(self, tokens, lengths)
+        calls["n"] += 1
+        if self.training and calls["n"] == 3:
+            out.kl = out.kl * float("inf")
+        return out
+
+    monkeypatch.setattr(TextVAE, "forward", sometimes_nan)
+    logs = []
+    result = train(tiny_cfg("train.nonfinite=skip", "train.max_steps=6"), tmp_path / "r", log=logs.append)
+    assert result["step"] == 6 and any("step skipped" in l and "KL" in l for l in logs)
+
+
+def test_early_stopping_after_max_decays(tmp_path):
+    # lr 0 -> no improvement ever; patience 0 -> decay at every evaluation; stop after 1 decay.
+    result = train(tiny_cfg("train.lr=1e-12", "train.lr_patience=0", "train.max_decays=1",
+                            "train.eval_every=2", "train.max_epochs=20"), tmp_path / "r")
+    assert result["step"] < 20
+    valid = records(tmp_path / "r", "valid")
+    assert valid[-1]["lr"] < valid[0]["lr"]

@@ -1,0 +1,313 @@
+"""``textvae`` command line: each verb parses, builds a config, and calls one API function.
+
+Every verb is testable as ``main([...])``, which returns the exit status: 0 on success, 2 for bad
+input (one readable paragraph on stderr, no traceback unless ``--debug``), 130 when interrupted.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import TextVAEError
+
+
+def _positive_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+        return value
+    return parse
+
+
+def _nonneg_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be 0 or more, got {value}")
+        return value
+    return parse
+
+
+def _add_sampling(p: argparse.ArgumentParser, greedy_default: bool) -> None:
+    g = p.add_argument_group("decoding (a SampleConfig; not part of the model)")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 disables)")
+    g.add_argument("--beam", type=_positive_int("--beam"), default=1, help="beam size (> 1: beam search)")
+    g.add_argument("--greedy", action="store_true", default=greedy_default, help="argmax decoding")
+    g.add_argument("--sample", dest="greedy", action="store_false", help="sample instead of greedy")
+    g.add_argument("--max-len", type=_positive_int("--max-len"), default=50, help="max tokens generated")
+
+
+def _sample_config(args):
+    from .config import SampleConfig
+
+    return SampleConfig(max_len=args.max_len, temperature=args.temperature, top_p=args.top_p,
+                        greedy=args.greedy, beam=args.beam)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textvae", description="Sentence variational autoencoders "
+                                     "(Bowman et al. 2016): train, sample, reconstruct, interpolate, evaluate.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("train", help="train a model (built-in corpus when no data is given)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", help="a shipped preset (see `textvae presets`); default: 'default'")
+    src.add_argument("--config", help="a YAML or JSON config file")
+    p.add_argument("--data-dir", help="folder with train/valid/test .txt (or ptb.*.txt, .jsonl)")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, best/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--encoding-errors", choices=("strict", "replace"), help="invalid UTF-8: fail or replace")
+    p.add_argument("--no-summary", action="store_true", help="skip the final test table, samples and homotopy")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.max_steps=300 model.latent_dim=32")
+
+    p = sub.add_parser("sample", help="sentences from the prior")
+    p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
+    p.add_argument("-n", type=_positive_int("-n"), default=10, help="how many sentences")
+    p.add_argument("--seed", type=int, default=0)
+    _add_sampling(p, greedy_default=False)
+
+    p = sub.add_parser("reconstruct", help="encode sentences and decode them back")
+    p.add_argument("--model", required=True)
+    p.add_argument("sentences", nargs="*", help="sentences (one per line on stdin when none)")
+    _add_sampling(p, greedy_default=True)
+
+    p = sub.add_parser("interpolate", help="homotopy between two sentences (Bowman et al. 2016, sec. 5)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--steps", type=_positive_int("--steps"), default=5, help="points strictly between the ends")
+    p.add_argument("--prior", action="store_true", help="between two prior samples instead of two sentences")
+    p.add_argument("--seed", type=int, default=0, help="with --prior")
+    p.add_argument("--markdown", action="store_true", help="endpoints in bold, like the paper's tables")
+    p.add_argument("sentences", nargs="*", metavar="SENTENCE", help="the two endpoint sentences")
+    _add_sampling(p, greedy_default=True)
+
+    p = sub.add_parser("evaluate", help="test-set metrics: IW-NLL/PPL, ELBO, KL, MI, AU, BLEU, diversity")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data-dir", help="corpus folder (default: the corpus the model was trained on)")
+    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--iw-samples", type=_nonneg_int("--iw-samples"), default=500,
+                   help="importance samples per sentence for nll_iw (0 skips it)")
+    p.add_argument("--batch-size", type=_positive_int("--batch-size"), default=64)
+    p.add_argument("--n-samples", type=_positive_int("--n-samples"), default=100,
+                   help="prior samples for distinct-n and self-BLEU")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--encoding-errors", choices=("strict", "replace"))
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("plot", help="training curves, per-dimension KL, latent PCA map (PNG)")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--out", help="where to write PNGs (default: RUN/plots)")
+    p.add_argument("--split", choices=("valid", "test"), default="valid", help="split for the PCA map")
+    p.add_argument("--labels", help="file with one label per line of the split, to colour the PCA map")
+
+    sub.add_parser("presets", help="list the shipped presets")
+    return parser
+
+
+# --------------------------------------------------------------------------- verbs
+
+def _cmd_train(args) -> int:
+    from .config import load_config
+    from .train import train
+
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
+    if args.encoding_errors:
+        overrides.append(f"data.encoding_errors={args.encoding_errors}")
+    preset = args.preset or (None if args.config else "default")
+    cfg = load_config(preset=preset, config_file=args.config, overrides=overrides)
+    print(f"textvae train: {'preset ' + repr(preset) if preset else args.config} -> {args.out}", file=sys.stderr)
+    result = train(cfg, args.out, resume=args.resume)
+    print(f"trained to step {result['step']} (epoch {result['epoch']}); best valid elbo "
+          f"{result['best_elbo']:.3f} at step {result['best_step']}; model in {Path(args.out) / 'best'}")
+    if not args.no_summary:
+        _summary(args.out, cfg)
+    return 0
+
+
+def _summary(run: str, cfg) -> None:
+    """The end of a run: a short valid/test table, a few prior samples and one homotopy."""
+    from .data import encode_split, load_splits
+    from .metrics import evaluate
+    from .model import TextVAE
+
+    model = TextVAE.from_pretrained(run)
+    splits = load_splits(cfg.data, ("valid", "test"))
+    rows = []
+    for name in ("valid", "test"):
+        enc = encode_split(splits[name], model.tokenizer, cfg.data)
+        r = evaluate(model, enc, iw_samples=min(50, 500), n_samples=50, seed=cfg.train.seed)
+        rows.append((name, r))
+    print("\n| split | nll_iw (k=50) | ppl_iw | elbo | rec | kl | au | bleu_rec |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in rows:
+        bleu = "-" if r["bleu_rec"] is None else f"{r['bleu_rec']:.1f}"
+        print(f"| {name} | {r['nll_iw']:.2f} | {r['ppl_iw']:.2f} | {r['elbo']:.2f} | {r['rec']:.2f} | "
+              f"{r['kl']:.2f} | {r['au']} | {bleu} |")
+    print("\nsamples from the prior:")
+    for s in model.sample(5, seed=cfg.train.seed):
+        print(f"  {s}")
+    test = rows[1][1]
+    texts = list(splits["test"]["text"])
+    if not model.is_lm and len(texts) >= 2:
+        a, b = texts[0], max(texts[1:], key=lambda t: len(t))
+        print("\nhomotopy (posterior means, greedy):")
+        for i, s in enumerate(model.interpolate(a, b, steps=5)):
+            print(f"  {'*' if i in (0, 6) else ' '} {s}")
+    print(f"\n({test['sentences']} test sentences, {test['tokens']} tokens; full metrics: "
+          f"textvae evaluate --model {run} --split test)")
+
+
+def _cmd_sample(args) -> int:
+    from .model import TextVAE
+
+    model = TextVAE.from_pretrained(args.model)
+    for s in model.sample(args.n, _sample_config(args), seed=args.seed):
+        print(s)
+    return 0
+
+
+def _read_stdin_lines() -> list[str]:
+    return [l.rstrip("\n") for l in sys.stdin if l.strip()]
+
+
+def _cmd_reconstruct(args) -> int:
+    from .model import TextVAE
+
+    sentences = args.sentences or _read_stdin_lines()
+    if not sentences:
+        raise TextVAEError("reconstruct: no sentences given; pass them as arguments or one per line on stdin")
+    model = _checked_model(args.model, sentences)
+    for s in model.reconstruct(sentences, _sample_config(args)):
+        print(s)
+    return 0
+
+
+def _checked_model(path, sentences):
+    """Load a model and refuse empty sentences with a message naming them."""
+    from .model import TextVAE
+
+    model = TextVAE.from_pretrained(path)
+    if model.is_lm:
+        raise TextVAEError(f"{path} is a language model (latent_dim=0): it has no latent space to "
+                           f"encode into; use a VAE model")
+    for i, s in enumerate(sentences, 1):
+        if not model.tokenizer.encode(s):
+            raise TextVAEError(f"sentence {i} ({s!r}) is empty after tokenisation; give at least one word")
+    return model
+
+
+def _cmd_interpolate(args) -> int:
+    import torch
+
+    from .generate import homotopy
+
+    sc = _sample_config(args)
+    if args.prior:
+        if args.sentences:
+            raise TextVAEError("interpolate --prior takes no sentences (it interpolates between two prior samples)")
+        from .model import TextVAE
+
+        model = TextVAE.from_pretrained(args.model)
+        if model.is_lm:
+            raise TextVAEError(f"{args.model} is a language model (latent_dim=0): nothing to interpolate")
+        g = torch.Generator().manual_seed(args.seed)
+        ends = torch.randn(2, model.latent_dim, generator=g).to(model.device)
+        lines = model.decode(homotopy(ends[0], ends[1], args.steps), sc)
+    else:
+        if len(args.sentences) != 2:
+            raise TextVAEError(f"interpolate needs exactly two sentences (got {len(args.sentences)}), "
+                               f'e.g. textvae interpolate --model R "first sentence" "second sentence"; '
+                               f"or --prior")
+        model = _checked_model(args.model, args.sentences)
+        lines = model.interpolate(args.sentences[0], args.sentences[1], args.steps, sc)
+    for i, s in enumerate(lines):
+        end = i in (0, len(lines) - 1)
+        print(f"**{s}**" if args.markdown and end else s)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .config import DataConfig, _build
+    from .data import encode_split, load_splits
+    from .metrics import evaluate
+    from .model import TextVAE
+
+    model = TextVAE.from_pretrained(args.model)
+    data = model.extra_config.get("data", {})
+    data_cfg = _build(DataConfig, data, f"{args.model}/config.json", "data.") if data else DataConfig()
+    if args.data_dir:
+        data_cfg.data_dir, data_cfg.dataset = args.data_dir, None
+    if args.encoding_errors:
+        data_cfg.encoding_errors = args.encoding_errors
+    split = load_splits(data_cfg, (args.split,))[args.split]
+    enc = encode_split(split, model.tokenizer, data_cfg)
+    result = evaluate(model, enc, iw_samples=args.iw_samples, batch_size=args.batch_size,
+                      seed=args.seed, n_samples=args.n_samples)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    skip = {"au_variances", "kl_per_dim"}
+    width = max(len(k) for k in result)
+    for k, v in result.items():
+        if k in skip:
+            continue
+        print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from .plot import plot_run
+
+    labels = None
+    if args.labels:
+        try:
+            labels = [l.strip() for l in Path(args.labels).read_text(encoding="utf-8").splitlines()]
+        except OSError as e:
+            raise TextVAEError(f"cannot read --labels {args.labels}: {e.strerror}") from None
+    for path in plot_run(args.run, args.out, split=args.split, labels=labels):
+        print(path)
+    return 0
+
+
+def _cmd_presets(args) -> int:
+    from .config import list_presets, preset_dict
+
+    for name in list_presets():
+        m = preset_dict(name).get("model", {})
+        print(f"{name:<12} {m.get('cell', 'lstm')} emb {m.get('emb_dim', '-')} hidden "
+              f"{m.get('dec_hidden', '-')} z {m.get('latent_dim', '-')}")
+    return 0
+
+
+VERBS = {"train": _cmd_train, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct,
+         "interpolate": _cmd_interpolate, "evaluate": _cmd_evaluate, "plot": _cmd_plot,
+         "presets": _cmd_presets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return VERBS[args.verb](args)
+    except TextVAEError as e:
+        if args.debug:
+            raise
+        print(f"textvae {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"textvae {args.verb}: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

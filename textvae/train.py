@@ -1,0 +1,433 @@
+"""The training loop: optimisation, validation, checkpoints, exact resume, numerical guard.
+
+A run directory looks like::
+
+    run/
+      config.json               the resolved Config
+      metrics.jsonl             one JSON object per train log / validation
+      checkpoints/step-00000300/  resumable: model files + trainer_state.{json,pt}
+      best/                     model directory with the best validation ELBO so far
+
+Every checkpoint is written under a temporary name and renamed when complete, so a crash (even
+SIGKILL during a save) leaves the previous checkpoints intact. Resuming restores the model,
+optimiser, plateau/early-stopping state, RNG states, step and the position in the epoch's batch
+order, so on CPU a resumed run reproduces the uninterrupted one exactly.
+"""
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import FORMAT_VERSION, Config
+from .data import BucketBatchSampler, collate, encode_split, load_splits
+from .errors import CheckpointError, ConfigError, TrainingError
+from .metrics import validate
+from .model import TextVAE
+from .objectives import kl_term, kl_weight
+from .tokenizers import load_tokenizer, train_tokenizer
+
+STATE_JSON = "trainer_state.json"
+STATE_PT = "trainer_state.pt"
+MAX_SKIPS = 10  # consecutive non-finite steps tolerated with train.nonfinite=skip
+
+
+@dataclass
+class Progress:
+    """Everything about the run's position that is not a tensor (saved as JSON)."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already consumed
+    best_elbo: float = math.inf
+    best_step: int = -1
+    bad_evals: int = 0  # evaluations since the last improvement
+    decays: int = 0  # learning-rate decays so far
+    stopped_early: bool = False
+    last_valid: dict = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but CUDA is not available; use train.device=cpu")
+    return torch.device(name)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    for f in path.iterdir():
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def list_checkpoints(run: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary directories are ignored)."""
+    d = run / "checkpoints"
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith("step-")
+                  and (p / STATE_JSON).is_file() and (p / STATE_PT).is_file())
+
+
+class Trainer:
+    """Owns the model, optimiser and data of one run; ``fit()`` runs it to the end."""
+
+    def __init__(self, cfg: Config, out: str | Path, resume: bool = False, log=None):
+        self.cfg = cfg
+        self.run = Path(out)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.device = resolve_device(cfg.train.device)
+        self._stop_signal: int | None = None
+        ckpt = self._prepare_run_dir(resume)
+
+        torch.manual_seed(cfg.train.seed)
+        random.seed(cfg.train.seed)
+        splits = load_splits(cfg.data, ("train", "valid"))
+        train_texts = splits["train"].with_format("arrow")["text"].to_pylist()
+        self.tokenizer = load_tokenizer(ckpt) if ckpt else train_tokenizer(cfg.tokenizer, train_texts)
+        self.train_data = encode_split(splits["train"], self.tokenizer, cfg.data)
+        self.valid_data = encode_split(splits["valid"], self.tokenizer, cfg.data)
+        for name, split in (("train", self.train_data), ("valid", self.valid_data)):
+            s = split.stats
+            self.log(f"{name}: {s['examples']} examples, {s['tokens']} tokens (words + EOS); skipped "
+                     f"{s.get('skipped_blank', 0)} blank, truncated {s.get('truncated', 0)}, "
+                     f"dropped {s.get('dropped', 0)} (data.long_policy={cfg.data.long_policy})")
+
+        cfg.model.vocab_size = self.tokenizer.vocab_size
+        self.model = TextVAE(cfg.model, self.tokenizer).to(self.device)
+        params = self.model.parameters()
+        t = cfg.train
+        if t.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        self.sampler = BucketBatchSampler(self.train_data.lengths, t.batch_size, shuffle=True, seed=t.seed)
+        self.batches_per_epoch = len(self.sampler.batches(0))
+        planned = t.max_epochs * self.batches_per_epoch
+        self.total_steps = min(planned, t.max_steps) if t.max_steps else planned
+        self.progress = Progress()
+        if ckpt:
+            self._load_checkpoint(ckpt)
+        else:
+            cfg.save(self.run / "config.json")
+        self.tb = self._tensorboard() if t.tensorboard else None
+
+    # ------------------------------------------------------------------ run directory and checkpoints
+
+    def _prepare_run_dir(self, resume: bool) -> Path | None:
+        run = self.run
+        if resume:
+            ckpts = list_checkpoints(run)
+            if not ckpts:
+                raise CheckpointError(f"--resume: {run} has no complete checkpoint in {run / 'checkpoints'}; "
+                                      f"start a new run without --resume")
+            saved = run / "config.json"
+            if saved.is_file():
+                old = Config.from_dict(json.loads(saved.read_text()), str(saved)).to_dict()
+                new = self.cfg.to_dict()
+                changed = [f"{sec}.{k}" for sec in ("data", "tokenizer", "model", "objective")
+                           for k in old[sec]
+                           if old[sec][k] != new[sec][k] and (sec, k) != ("model", "vocab_size")]
+                if changed:
+                    raise ConfigError(f"--resume: these settings differ from the run's {saved}: "
+                                      f"{', '.join(changed)}; resume with the same preset/config and "
+                                      f"overrides (only train.* may change)")
+            self.log(f"resuming from {ckpts[-1]} (newest complete checkpoint)")
+            return ckpts[-1]
+        if run.exists() and (list_checkpoints(run) or (run / "metrics.jsonl").exists()):
+            raise ConfigError(f"--out {run} already holds a run; pass --resume to continue it, "
+                              f"or choose a new --out directory")
+        run.mkdir(parents=True, exist_ok=True)
+        return None
+
+    def _load_checkpoint(self, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+
+        try:
+            meta = json.loads((ckpt / STATE_JSON).read_text())
+            state = torch.load(ckpt / STATE_PT, map_location="cpu", weights_only=True)
+            weights = load_file(str(ckpt / "model.safetensors"))
+        except Exception as e:  # noqa: BLE001 - any failure here means an unusable checkpoint
+            raise CheckpointError(f"cannot load checkpoint {ckpt}: {type(e).__name__}: {e}. "
+                                  f"textvae loads weights with safetensors and optimiser state with "
+                                  f"weights_only=True; a tampered or truncated file is refused. Delete "
+                                  f"{ckpt} to resume from an older checkpoint.") from None
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise CheckpointError(f"{ckpt} was written by a newer textvae; upgrade textvae to resume it")
+        if self.cfg.model.tie_embeddings:
+            weights.setdefault("decoder.proj.weight", weights.get("decoder.embedding.weight"))
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.progress = Progress(**meta["progress"])
+        for g in self.optimizer.param_groups:
+            g["lr"] = meta["lr"]
+        torch.set_rng_state(state["rng_torch"])
+        if torch.cuda.is_available() and state.get("rng_cuda"):
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        random.setstate(_to_tuple(state["rng_python"]))
+        self._truncate_metrics(self.progress.step)
+
+    def _save_checkpoint(self) -> Path:
+        ckdir = self.run / "checkpoints"
+        ckdir.mkdir(exist_ok=True)
+        final = ckdir / f"step-{self.progress.step:08d}"
+        tmp = ckdir / f".{final.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp, extra={"data": asdict(self.cfg.data)})
+        state = {"optimizer": self.optimizer.state_dict(), "rng_torch": torch.get_rng_state(),
+                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 "rng_python": random.getstate()}
+        torch.save(state, tmp / STATE_PT)
+        meta = {"format_version": FORMAT_VERSION, "progress": self.progress.__dict__,
+                "lr": self.optimizer.param_groups[0]["lr"]}
+        (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)  # the commit point: a step-* directory is always complete
+        _fsync_dir(ckdir)
+        for old in list_checkpoints(self.run)[:-self.cfg.train.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _save_best(self) -> None:
+        best, tmp, old = self.run / "best", self.run / ".best.tmp", self.run / "best.old"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp, extra={"data": asdict(self.cfg.data)})
+        _fsync_tree(tmp)
+        if best.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(best, old)  # if we die here, best.old is still a complete model
+        os.rename(tmp, best)
+        shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(self.run)
+
+    # ------------------------------------------------------------------ logging
+
+    def _record(self, record: dict) -> None:
+        with open(self.run / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{record['kind']}/{k}", v, record["step"])
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop records written after the checkpoint we resume from (they will be written again)."""
+        path = self.run / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass  # a half-written last line from a crash
+        atomic_write_text(path, "".join(l + "\n" for l in keep))
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+        return SummaryWriter(str(self.run / "tb"))
+
+    # ------------------------------------------------------------------ evaluation and plateau logic
+
+    def _lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def evaluate(self) -> dict:
+        p, t = self.progress, self.cfg.train
+        v = validate(self.model, self.valid_data, batch_size=max(t.batch_size, 64), samples=t.eval_samples,
+                     seed=t.seed)
+        beta = kl_weight(p.step, self.cfg.objective, self.total_steps)
+        self._record({"kind": "valid", "step": p.step, "epoch": p.epoch, "rec": v["rec"], "kl": v["kl"],
+                      "elbo": v["elbo"], "ppl_elbo": v["ppl_elbo"], "au": v["au"], "kl_per_dim": v["kl_per_dim"],
+                      "lr": self._lr(), "kl_weight": beta})
+        self.log(f"valid step {p.step} epoch {p.epoch}: elbo {v['elbo']:.3f} = rec {v['rec']:.3f} + kl "
+                 f"{v['kl']:.3f}  ppl_elbo {v['ppl_elbo']:.2f}  au {v['au']}  beta {beta:.3f}  lr {self._lr():.2e}")
+        p.last_valid = {k: v[k] for k in ("rec", "kl", "elbo", "ppl_elbo", "au")}
+        if v["elbo"] < p.best_elbo - 1e-6:
+            p.best_elbo, p.best_step, p.bad_evals = v["elbo"], p.step, 0
+            self._save_best()
+        elif p.step > 0:
+            p.bad_evals += 1
+            if t.max_decays and p.bad_evals > t.lr_patience:
+                p.bad_evals = 0
+                if p.decays >= t.max_decays:
+                    p.stopped_early = True
+                    self.log(f"early stopping: no improvement after {p.decays} learning-rate decays")
+                else:
+                    p.decays += 1
+                    for g in self.optimizer.param_groups:
+                        g["lr"] = max(t.min_lr, g["lr"] * t.lr_decay)
+                    self.log(f"learning rate decayed to {self._lr():.2e} ({p.decays}/{t.max_decays})")
+        return v
+
+    # ------------------------------------------------------------------ the loop
+
+    def _step(self, batch) -> dict | None:
+        """One optimiser step; returns the logged terms, or None when a non-finite step was skipped."""
+        p = self.progress
+        beta = kl_weight(p.step, self.cfg.objective, self.total_steps)
+        out = self.model(batch.tokens, batch.lengths)
+        rec = out.rec.mean()
+        kl_report = out.kl.sum(1).mean()
+        loss = rec + beta * kl_term(out.kl, self.cfg.objective)
+        self.optimizer.zero_grad(set_to_none=True)
+        bad = None
+        if not torch.isfinite(loss):
+            bad = "reconstruction" if not torch.isfinite(rec) else "KL"
+        else:
+            loss.backward()
+            clip = self.cfg.train.grad_clip or float("inf")
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            if not torch.isfinite(norm):
+                bad = "gradient"
+        if bad:
+            return self._nonfinite(bad, rec, kl_report)
+        self.optimizer.step()
+        self._skips = 0
+        return {"loss": loss.detach(), "rec": rec.detach(), "kl": kl_report.detach(), "kl_weight": beta}
+
+    def _nonfinite(self, term: str, rec, kl):
+        p = self.progress
+        self._skips = getattr(self, "_skips", 0) + 1
+        msg = (f"non-finite {term} at step {p.step} (epoch {p.epoch}): reconstruction={rec.item():.4g}, "
+               f"KL={kl.item():.4g}")
+        if self.cfg.train.nonfinite == "skip" and self._skips < MAX_SKIPS:
+            self.log(msg + "; step skipped (train.nonfinite=skip)")
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        ckpts = list_checkpoints(self.run)
+        where = f"the last good checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was saved yet"
+        raise TrainingError(f"{msg}. Training stopped; {where} and the best model is in {self.run / 'best'}. "
+                            f"Try a lower train.lr, train.grad_clip, or train.nonfinite=skip.")
+
+    def _on_signal(self, signum, frame):
+        self._stop_signal = signum
+
+    def fit(self) -> dict:
+        """Train until max_epochs / max_steps / early stopping. Returns the last validation dict."""
+        from tqdm.auto import tqdm
+
+        cfg, t, p = self.cfg, self.cfg.train, self.progress
+        handlers = {}
+        if hasattr(signal, "SIGTERM"):
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    handlers[sig] = signal.signal(sig, self._on_signal)
+                except ValueError:  # not in the main thread
+                    pass
+        try:
+            if p.step == 0 and not p.last_valid:
+                self.evaluate()
+                self._save_checkpoint()
+            bar = tqdm(total=self.total_steps, initial=p.step, disable=not t.progress, dynamic_ncols=True,
+                       desc="train", unit="step", mininterval=0.5)
+            sums, count, tokens, t0 = {}, 0, 0, time.perf_counter()
+            evaluated_at = p.step
+
+            def flush_train_log():
+                nonlocal sums, count, tokens, t0
+                if count:
+                    rec = {k: (v.item() if torch.is_tensor(v) else v) / count for k, v in sums.items()}
+                    self._record({"kind": "train", "step": p.step, "epoch": p.epoch, **rec, "lr": self._lr(),
+                                  "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9)})
+                    bar.set_postfix(loss=f"{rec['loss']:.2f}", kl=f"{rec['kl']:.2f}", beta=f"{rec['kl_weight']:.2f}")
+                sums, count, tokens, t0 = {}, 0, 0, time.perf_counter()
+
+            def checkpoint(with_eval: bool):
+                nonlocal evaluated_at
+                flush_train_log()
+                if with_eval:
+                    self.evaluate()
+                    evaluated_at = p.step
+                self._save_checkpoint()
+
+            done = lambda: p.stopped_early or (t.max_steps and p.step >= t.max_steps)  # noqa: E731
+            log_every = max(1, min(50, self.batches_per_epoch // 4))
+            while p.epoch < t.max_epochs and not done() and self._stop_signal is None:
+                batches = self.sampler.batches(p.epoch)
+                self.model.train()
+                while p.batch_in_epoch < len(batches) and not done() and self._stop_signal is None:
+                    batch = collate(self.train_data, batches[p.batch_in_epoch]).to(self.device, non_blocking=True)
+                    terms = self._step(batch)
+                    p.step += 1
+                    p.batch_in_epoch += 1
+                    bar.update(1)
+                    if terms is not None:
+                        for k, v in terms.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                        count += 1
+                        tokens += batch.num_tokens
+                    if p.step % log_every == 0:
+                        flush_train_log()
+                    if t.eval_every and p.step % t.eval_every == 0:
+                        checkpoint(with_eval=True)
+                    elif t.checkpoint_every and p.step % t.checkpoint_every == 0:
+                        checkpoint(with_eval=False)
+                if p.batch_in_epoch >= len(batches):
+                    p.epoch += 1
+                    p.batch_in_epoch = 0
+                    if not t.eval_every:
+                        checkpoint(with_eval=True)
+            bar.close()
+            if self._stop_signal is not None:
+                checkpoint(with_eval=False)
+                name = signal.Signals(self._stop_signal).name
+                raise KeyboardInterrupt(f"{name} received at step {p.step}: checkpoint saved in "
+                                        f"{list_checkpoints(self.run)[-1]}; continue with --resume")
+            if evaluated_at != p.step:
+                checkpoint(with_eval=True)
+            return dict(p.last_valid, step=p.step, epoch=p.epoch, best_elbo=p.best_elbo, best_step=p.best_step)
+        finally:
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+            if self.tb is not None:
+                self.tb.close()
+
+
+def _to_tuple(x):
+    """random.setstate needs tuples; torch.save/load may hand lists back."""
+    return tuple(_to_tuple(i) for i in x) if isinstance(x, (list, tuple)) else x
+
+
+def train(cfg: Config, out: str | Path, resume: bool = False, log=None) -> dict:
+    """Train a model described by ``cfg`` into run directory ``out`` (see module docstring)."""
+    return Trainer(cfg, out, resume=resume, log=log).fit()
