@@ -257,6 +257,13 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "None")
 
 
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _coerce(tp, value, key: str, source: str):
     """Return ``value`` as type ``tp`` or raise a ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -281,11 +288,15 @@ def _coerce(tp, value, key: str, source: str):
         if isinstance(value, bool):
             return value
     elif tp is int:
+        if isinstance(value, str):  # YAML 1.1 reads "1e3" as a string
+            value = _number(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            value = _number(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif tp is str:
@@ -318,8 +329,6 @@ def _build(cls, d: dict, source: str, prefix: str):
             kwargs[k] = _build(tp, v, source, f"{prefix}{k}.")
         else:
             kwargs[k] = _coerce(tp, v, prefix + k, source)
-    if cls is Config:
-        return cls(**kwargs)
     return cls(**kwargs)
 
 
