@@ -105,8 +105,8 @@ def test_nan_loss_stops_with_message_and_best_still_loads(tmp_path, monkeypatch)
     run = tmp_path / "run"
     original = TextVAE.forward
 
-    def poisoned(self, tokens, lengths):
-        out = original(self, tokens, lengths)
+    def poisoned(self, tokens, lengths, eps=None):
+        out = original(self, tokens, lengths, eps)
         if self.training and poisoned.calls >= 5:
             out.rec = out.rec * float("nan")
         poisoned.calls += 1
@@ -124,8 +124,8 @@ def test_skip_policy_skips_nonfinite_steps(tmp_path, monkeypatch):
     original = TextVAE.forward
     calls = {"n": 0}
 
-    def sometimes_nan(self, tokens, lengths):
-        out = original(self, tokens, lengths)
+    def sometimes_nan(self, tokens, lengths, eps=None):
+        out = original(self, tokens, lengths, eps)
         calls["n"] += 1
         if self.training and calls["n"] == 3:
             out.kl = out.kl * float("inf")

@@ -192,13 +192,17 @@ class TextVAE(nn.Module):
         nll = F.cross_entropy(self.decoder.logits(out.data), target, reduction="none")  # (sum steps,)
         return -torch.zeros(n, device=tokens.device, dtype=nll.dtype).index_add_(0, owner, nll)  # (N,)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> VAEOutput:
-        """One sample z ~ q(z|x) per sentence; returns reconstruction NLL and per-dimension KL."""
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor | None = None) -> VAEOutput:
+        """One sample z ~ q(z|x) per sentence; returns reconstruction NLL and per-dimension KL.
+
+        ``eps`` (B, Z) is the standard-normal noise of the reparameterisation (drawn here when
+        None); the trainer passes its own so that data-parallel runs see the same noise."""
         mu, logvar = self.encode_posterior(tokens, lengths)
         if self.is_lm:
             z = mu
         else:
-            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation trick
+            eps = torch.randn_like(mu) if eps is None else eps
+            z = mu + eps * (0.5 * logvar).exp()  # reparameterisation trick
         rec = -self.log_likelihood(tokens, lengths, None if self.is_lm else z)
         return VAEOutput(rec=rec, kl=gaussian_kl(mu, logvar), mu=mu, logvar=logvar, z=z)
 

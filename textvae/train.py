@@ -12,6 +12,16 @@ Every checkpoint is written under a temporary name and renamed when complete, so
 SIGKILL during a save) leaves the previous checkpoints intact. Resuming restores the model,
 optimiser, plateau/early-stopping state, RNG states, step and the position in the epoch's batch
 order, so on CPU a resumed run reproduces the uninterrupted one exactly.
+
+Data parallel: under ``torchrun --nproc_per_node N -m textvae train ...`` every process trains on
+its contiguous share of each global batch (``train.batch_size`` is the global batch) inside
+DistributedDataParallel (nccl on GPU, gloo on CPU). The reparameterisation noise is drawn for the
+whole global batch from a generator every rank holds in the same state, and each rank's loss is
+scaled by its share, so N processes compute the same update as one process with the same global
+batch (exactly so for the objective without free bits or with Li et al.'s per-example free bits;
+Kingma et al.'s batch-mean free bits use each rank's share of the batch). Only rank 0 logs and
+writes files; every rank validates (deterministic, identical) so lr decay and early stopping agree
+without communication.
 """
 
 import json
@@ -25,7 +35,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.distributed as dist
 
 from .config import FORMAT_VERSION, Config
 from .data import BucketBatchSampler, collate, encode_split, load_splits
@@ -61,6 +73,19 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but CUDA is not available; use train.device=cpu")
     return torch.device(name)
+
+
+def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) — joins the process group torchrun describes in the environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+        torch.cuda.set_device(device)
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def _fsync_dir(path: Path) -> None:
@@ -108,9 +133,12 @@ class Trainer:
     def __init__(self, cfg: Config, out: str | Path, resume: bool = False, log=None):
         self.cfg = cfg
         self.run = Path(out)
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.device = resolve_device(cfg.train.device)
+        self.rank, self.world, self.device = init_distributed(resolve_device(cfg.train.device))
+        self.is_main = self.rank == 0
+        say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.log = say if self.is_main else (lambda msg: None)
         self._stop_signal: int | None = None
+        self._skips = 0
         ckpt = self._prepare_run_dir(resume)
 
         torch.manual_seed(cfg.train.seed)
@@ -128,22 +156,38 @@ class Trainer:
 
         cfg.model.vocab_size = self.tokenizer.vocab_size
         self.model = TextVAE(cfg.model, self.tokenizer).to(self.device)
+        self.net = self.model  # what the step calls: the model itself, or its DDP wrapper
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
+                                               else None)
+        # Reparameterisation noise for whole global batches, in the same state on every rank.
+        self.noise = torch.Generator().manual_seed(cfg.train.seed + 1)
         params = self.model.parameters()
         t = cfg.train
         if t.optimizer == "adam":
             self.optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
         else:
             self.optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-        self.sampler = BucketBatchSampler(self.train_data.lengths, t.batch_size, shuffle=True, seed=t.seed)
-        self.batches_per_epoch = len(self.sampler.batches(0))
+        self.sampler = BucketBatchSampler(self.train_data.lengths, t.batch_size, shuffle=True, seed=t.seed,
+                                          num_replicas=self.world, rank=self.rank)
+        self.batches_per_epoch = len(self.sampler.global_batches(0))
         planned = t.max_epochs * self.batches_per_epoch
         self.total_steps = min(planned, t.max_steps) if t.max_steps else planned
         self.progress = Progress()
+        if self.world > 1:
+            torch.manual_seed(t.seed + 1000 * self.rank)  # dropout masks differ between ranks
         if ckpt:
             self._load_checkpoint(ckpt)
-        else:
+        elif self.is_main:
             cfg.save(self.run / "config.json")
-        self.tb = self._tensorboard() if t.tensorboard else None
+        self.tb = self._tensorboard() if t.tensorboard and self.is_main else None
+        self._barrier()
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
 
     # ------------------------------------------------------------------ run directory and checkpoints
 
@@ -170,7 +214,8 @@ class Trainer:
         if run.exists() and (list_checkpoints(run) or (run / "metrics.jsonl").exists()):
             raise ConfigError(f"--out {run} already holds a run; pass --resume to continue it, "
                               f"or choose a new --out directory")
-        run.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            run.mkdir(parents=True, exist_ok=True)
         return None
 
     def _load_checkpoint(self, ckpt: Path) -> None:
@@ -194,21 +239,42 @@ class Trainer:
         self.progress = Progress(**meta["progress"])
         for g in self.optimizer.param_groups:
             g["lr"] = meta["lr"]
-        torch.set_rng_state(state["rng_torch"])
-        if torch.cuda.is_available() and state.get("rng_cuda"):
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.noise.set_state(state["rng_noise"])
+        ranks = state["rng_torch_ranks"]
+        if len(ranks) == self.world:
+            torch.set_rng_state(ranks[self.rank])
+        else:
+            self.log(f"note: the checkpoint was written by {len(ranks)} process(es), this run has "
+                     f"{self.world}; dropout randomness is reseeded, so the run will not be bit-identical")
+            torch.manual_seed(self.cfg.train.seed + 1000 * self.rank + self.progress.step)
+        if self.device.type == "cuda" and state.get("rng_cuda"):
+            torch.cuda.set_rng_state(state["rng_cuda"][0], self.device)
         random.setstate(_to_tuple(state["rng_python"]))
-        self._truncate_metrics(self.progress.step)
+        if self.is_main:
+            self._truncate_metrics(self.progress.step)
 
     def _save_checkpoint(self) -> Path:
+        """Rank 0 writes step-N atomically (every rank's RNG state included); others wait."""
+        rng_ranks = [torch.get_rng_state()]
+        if self.world > 1:
+            rng_ranks = [None] * self.world
+            dist.all_gather_object(rng_ranks, torch.get_rng_state())
         ckdir = self.run / "checkpoints"
-        ckdir.mkdir(exist_ok=True)
         final = ckdir / f"step-{self.progress.step:08d}"
+        if self.is_main:
+            self._write_checkpoint(final, rng_ranks)
+        self._barrier()
+        return final
+
+    def _write_checkpoint(self, final: Path, rng_ranks: list) -> None:
+        ckdir = final.parent
+        ckdir.mkdir(exist_ok=True)
         tmp = ckdir / f".{final.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save_pretrained(tmp, extra={"data": asdict(self.cfg.data)})
-        state = {"optimizer": self.optimizer.state_dict(), "rng_torch": torch.get_rng_state(),
-                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        state = {"optimizer": self.optimizer.state_dict(), "rng_torch_ranks": rng_ranks,
+                 "rng_noise": self.noise.get_state(),
+                 "rng_cuda": [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else [],
                  "rng_python": random.getstate()}
         torch.save(state, tmp / STATE_PT)
         meta = {"format_version": FORMAT_VERSION, "progress": self.progress.__dict__,
@@ -221,9 +287,10 @@ class Trainer:
         _fsync_dir(ckdir)
         for old in list_checkpoints(self.run)[:-self.cfg.train.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
-        return final
 
     def _save_best(self) -> None:
+        if not self.is_main:
+            return
         best, tmp, old = self.run / "best", self.run / ".best.tmp", self.run / "best.old"
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save_pretrained(tmp, extra={"data": asdict(self.cfg.data)})
@@ -238,6 +305,8 @@ class Trainer:
     # ------------------------------------------------------------------ logging
 
     def _record(self, record: dict) -> None:
+        if not self.is_main:
+            return
         with open(self.run / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         if self.tb is not None:
@@ -301,25 +370,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def _step(self, batch) -> dict | None:
-        """One optimiser step; returns the logged terms, or None when a non-finite step was skipped."""
+    def _step(self, batch, offset: int, global_size: int) -> dict | None:
+        """One optimiser step on this rank's share (rows offset.. of a global batch of global_size).
+
+        Returns the logged terms (this rank's share), or None when a non-finite step was skipped."""
         p = self.progress
         beta = kl_weight(p.step, self.cfg.objective, self.total_steps)
-        out = self.model(batch.tokens, batch.lengths)
+        eps = torch.randn(global_size, self.model.latent_dim, generator=self.noise)[offset:offset + len(batch)]
+        out = self.net(batch.tokens, batch.lengths, eps.to(self.device, non_blocking=True))
         rec = out.rec.mean()
         kl_report = out.kl.sum(1).mean()
         loss = rec + beta * kl_term(out.kl, self.cfg.objective)
+        # DDP averages gradients over ranks; scaling by the share makes that the global-batch mean.
+        share = len(batch) * self.world / global_size
         self.optimizer.zero_grad(set_to_none=True)
-        bad = None
-        if not torch.isfinite(loss):
-            bad = "reconstruction" if not torch.isfinite(rec) else "KL"
-        else:
-            loss.backward()
-            clip = self.cfg.train.grad_clip or float("inf")
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            if not torch.isfinite(norm):
-                bad = "gradient"
-        if bad:
+        (loss * share).backward()  # always, so every rank joins DDP's all-reduce
+        clip = self.cfg.train.grad_clip or float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            bad = ("reconstruction" if not torch.isfinite(rec) else "KL" if not torch.isfinite(loss)
+                   else "gradient")
             return self._nonfinite(bad, rec, kl_report)
         self.optimizer.step()
         self._skips = 0
@@ -327,7 +397,7 @@ class Trainer:
 
     def _nonfinite(self, term: str, rec, kl):
         p = self.progress
-        self._skips = getattr(self, "_skips", 0) + 1
+        self._skips += 1
         msg = (f"non-finite {term} at step {p.step} (epoch {p.epoch}): reconstruction={rec.item():.4g}, "
                f"KL={kl.item():.4g}")
         if self.cfg.train.nonfinite == "skip" and self._skips < MAX_SKIPS:
@@ -358,7 +428,8 @@ class Trainer:
             if p.step == 0 and not p.last_valid:
                 self.evaluate()
                 self._save_checkpoint()
-            bar = tqdm(total=self.total_steps, initial=p.step, disable=not t.progress, dynamic_ncols=True,
+            bar = tqdm(total=self.total_steps, initial=p.step, disable=not (t.progress and self.is_main),
+                       dynamic_ncols=True,
                        desc="train", unit="step", mininterval=0.5)
             sums, count, tokens, t0 = {}, 0, 0, time.perf_counter()
             evaluated_at = p.step
@@ -383,11 +454,13 @@ class Trainer:
             done = lambda: p.stopped_early or (t.max_steps and p.step >= t.max_steps)  # noqa: E731
             log_every = max(1, min(50, self.batches_per_epoch // 4))
             while p.epoch < t.max_epochs and not done() and self._stop_signal is None:
-                batches = self.sampler.batches(p.epoch)
+                batches = self.sampler.global_batches(p.epoch)
                 self.model.train()
                 while p.batch_in_epoch < len(batches) and not done() and self._stop_signal is None:
-                    batch = collate(self.train_data, batches[p.batch_in_epoch]).to(self.device, non_blocking=True)
-                    terms = self._step(batch)
+                    parts = np.array_split(batches[p.batch_in_epoch], self.world)  # as the sampler shards
+                    offset = sum(len(part) for part in parts[:self.rank])
+                    batch = collate(self.train_data, parts[self.rank].tolist()).to(self.device, non_blocking=True)
+                    terms = self._step(batch, offset, len(batches[p.batch_in_epoch]))
                     p.step += 1
                     p.batch_in_epoch += 1
                     bar.update(1)
