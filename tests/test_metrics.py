@@ -1,0 +1,273 @@
+"""Estimators with known answers, and the validate/evaluate passes on a tiny model."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from textvae.config import ModelConfig, SampleConfig
+from textvae.data import EncodedSplit, collate
+from textvae.metrics import (active_units, bleu, distinct_n, elbo_terms, evaluate, iw_bound, iw_log_likelihood,
+                             iw_log_weights, mi_batch, mi_full, mutual_information, self_bleu, validate)
+from textvae.model import TextVAE
+from textvae.tokenizers import WordTokenizer
+
+V, Z = 20, 4
+
+
+def tiny(latent_dim=Z, seed=0) -> TextVAE:
+    torch.manual_seed(seed)
+    tok = WordTokenizer([f"w{i}" for i in range(4, V)])
+    return TextVAE(ModelConfig(vocab_size=V, emb_dim=8, enc_hidden=16, dec_hidden=16, latent_dim=latent_dim), tok)
+
+
+def make_split(n=40, seed=0) -> EncodedSplit:
+    rng = np.random.default_rng(seed)
+    ids = [rng.integers(4, V, size=int(rng.integers(2, 9))).astype(np.int32) for _ in range(n)]
+    return EncodedSplit(ids=ids, texts=[" ".join(f"w{i}" for i in x) for x in ids])
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny()
+
+
+@pytest.fixture(scope="module")
+def split():
+    return make_split()
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- IW on a linear-Gaussian toy
+
+def log_gauss(x, mean, var):
+    """log N(x; mean, diag(var)) summed over the last dim."""
+    return -0.5 * (((x - mean) ** 2) / var + var.log() + math.log(2 * math.pi)).sum(-1)
+
+
+def test_iw_bound_converges_to_the_true_marginal_likelihood_on_a_linear_gaussian():
+    # x ~ N(W z + b, s2 I), z ~ N(0, I): log p(x) = log N(x; b, W W^T + s2 I) exactly
+    g = gen(0)
+    D, K, s2, X = 3, 2, 0.25, 20
+    W = torch.randn(D, K, generator=g, dtype=torch.float64)
+    b = torch.randn(D, generator=g, dtype=torch.float64)
+    x = torch.randn(X, K, generator=g, dtype=torch.float64) @ W.T + b + 0.5 * torch.randn(X, D, generator=g, dtype=torch.float64)
+    true = torch.distributions.MultivariateNormal(b, W @ W.T + s2 * torch.eye(D, dtype=torch.float64)).log_prob(x)
+    # exact posterior, then a deliberately imperfect diagonal q: shifted mean, inflated variances
+    post_cov = torch.linalg.inv(torch.eye(K, dtype=torch.float64) + W.T @ W / s2)
+    post_mean = (x - b) @ W @ post_cov / s2  # (X, K)
+    q_mean, q_var = post_mean + 0.3, post_cov.diagonal() * 2.0  # (X, K), (K,)
+    elbo = (log_gauss(x, q_mean @ W.T + b, torch.full((D,), s2, dtype=torch.float64))
+            - (W.pow(2) @ q_var).sum() / (2 * s2)  # E_q log p(x|z)
+            - 0.5 * (q_var + q_mean.pow(2) - 1 - q_var.log()).sum(-1))  # KL(q || p)
+
+    def estimates(k, repeats=200):
+        z = q_mean + q_var.sqrt() * torch.randn(repeats, k, X, K, generator=g, dtype=torch.float64)
+        log_w = (log_gauss(x, z @ W.T + b, torch.full((D,), s2, dtype=torch.float64))
+                 + log_gauss(z, torch.zeros(K, dtype=torch.float64), torch.ones(K, dtype=torch.float64))
+                 - log_gauss(z, q_mean, q_var))  # (R, k, X)
+        return iw_bound(log_w, dim=1)  # (R, X)
+
+    est = {k: estimates(k, 200 if k <= 100 else 40) for k in (1, 10, 100, 1000)}
+    gap = {k: float((true - e.mean(0)).mean()) for k, e in est.items()}
+    assert gap[1] > 0.3  # q is bad enough for the bound to be loose
+    assert gap[1] > gap[10] > gap[100] > gap[1000] >= -0.01
+    assert gap[1000] < 0.05 * gap[1]
+    # k = 1 is the ELBO in expectation; k > 1 is never worse on average
+    e1 = est[1]
+    se = float(e1.std(0).mean() / math.sqrt(e1.size(0)))
+    assert abs(float(e1.mean(0).mean() - elbo.mean())) < 4 * se
+    assert (est[10].mean(0) > elbo).all()
+
+
+# --------------------------------------------------------------------------- IW on the model
+
+def test_iw_k1_is_the_elbo_in_expectation(model, split):
+    b = collate(split, range(16))
+    S = 400
+    log_w = iw_log_weights(model, b.tokens, b.lengths, k=S, generator=gen(1))  # (B, S): S draws of L_1
+    rec, kl, _, _ = elbo_terms(model, b.tokens, b.lengths, samples=S, generator=gen(2))
+    per_draw = log_w.mean(0)  # batch-mean L_1 per draw
+    se = float(per_draw.std() / math.sqrt(S))
+    assert abs(float(per_draw.mean() + (rec + kl.sum(1)).mean())) < 4 * se + 0.02
+    # iw_log_likelihood with k = 1 is one such draw
+    one = iw_log_likelihood(model, b.tokens, b.lengths, k=1, generator=gen(1))
+    assert torch.allclose(one, log_w[:, 0], atol=1e-5)
+
+
+def test_iw_chunking_does_not_change_the_estimate(model, split):
+    b = collate(split, range(10))
+    full = iw_log_likelihood(model, b.tokens, b.lengths, k=12, chunk=12, generator=gen(3))
+    for chunk in (1, 5):
+        part = iw_log_likelihood(model, b.tokens, b.lengths, k=12, chunk=chunk, generator=gen(3))
+        assert torch.allclose(full, part, atol=1e-5)
+    other = iw_log_likelihood(model, b.tokens, b.lengths, k=12, generator=gen(4))
+    assert not torch.allclose(full, other)
+
+
+def test_language_model_likelihood_is_exact(split):
+    lm = tiny(latent_dim=0)
+    b = collate(split, range(8))
+    exact = iw_log_likelihood(lm, b.tokens, b.lengths, k=50)
+    # teacher forcing one step at a time gives the same log p(x)
+    with torch.no_grad():
+        state, total = lm.init_state(None, 8), torch.zeros(8)
+        for t in range(b.tokens.size(1) - 1):
+            logits, state = lm.step(b.tokens[:, t], state, None)
+            lp = torch.log_softmax(logits, -1).gather(1, b.tokens[:, t + 1:t + 2]).squeeze(1)
+            total += torch.where(t + 1 < b.lengths, lp, 0.0)
+    assert torch.allclose(exact, total, atol=1e-4)
+    r = evaluate(lm, split, iw_samples=10, batch_size=16, n_samples=5)
+    assert r["nll_iw"] == pytest.approx(r["rec"]) and r["elbo"] == pytest.approx(r["rec"])
+    assert r["ppl_iw"] == pytest.approx(r["ppl_elbo"])
+    assert r["ppl_iw"] == pytest.approx(math.exp(r["nll_iw"] * r["sentences"] / r["tokens"]))
+    assert (r["kl"], r["mi_batch"], r["mi_full"], r["au"], r["kl_per_dim"], r["bleu_rec"]) == (0, 0, 0, 0, [], None)
+    assert r["iw_samples"] == 0
+    v = validate(lm, split, batch_size=16)
+    assert v["elbo"] == pytest.approx(r["nll_iw"]) and v["kl"] == 0
+
+
+# --------------------------------------------------------------------------- mutual information, AU
+
+def brute_force_mi(mu, logvar, z):
+    log_density = log_gauss(z.unsqueeze(1), mu.unsqueeze(0), logvar.exp().unsqueeze(0))  # (N, N)
+    neg_entropy = (-0.5 * mu.size(1) * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)).mean()
+    return float(neg_entropy - (torch.logsumexp(log_density, 1) - math.log(mu.size(0))).mean())
+
+
+def test_mutual_information_known_values():
+    g = gen(0)
+    N = 400
+
+    def sampling_noise(mu, logvar, z):
+        """-H(q(z|x)) (analytic) minus its one-sample estimate: zero-mean noise of the estimator."""
+        neg_entropy = (-0.5 * Z * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)).mean()
+        return float(neg_entropy - log_gauss(z.double(), mu.double(), logvar.double().exp()).mean())
+
+    # the same posterior for every x: log q(z) = log q(z|x), so I(x; z) = 0 up to that noise
+    mu, logvar = torch.randn(1, Z, generator=g).expand(N, -1), torch.full((N, Z), -1.0)
+    z = mu + torch.randn(N, Z, generator=g) * (0.5 * logvar).exp()
+    noise = sampling_noise(mu, logvar, z)
+    assert abs(noise) < 0.3
+    assert mutual_information(mu, logvar, z=z) == pytest.approx(noise, abs=1e-6)
+    assert abs(mutual_information(mu, logvar, generator=g)) < 0.3
+    # well separated, sharp posteriors: z identifies x, I = log N (the estimator's ceiling)
+    mu, logvar = 10 * torch.randn(N, Z, generator=g), torch.full((N, Z), -8.0)
+    z = mu + torch.randn(N, Z, generator=g) * (0.5 * logvar).exp()
+    assert mutual_information(mu, logvar, z=z) == pytest.approx(math.log(N) + sampling_noise(mu, logvar, z), abs=1e-4)
+    assert mutual_information(mu, logvar, generator=g) == pytest.approx(math.log(N), abs=0.3)
+    # chunking changes nothing; agrees with the (N, N, Z) formula
+    mu, logvar = torch.randn(50, Z, generator=g), torch.randn(50, Z, generator=g) - 1
+    z = mu + torch.randn(50, Z, generator=g) * (0.5 * logvar).exp()
+    ref = brute_force_mi(mu.double(), logvar.double(), z.double())
+    assert mutual_information(mu, logvar, z=z) == pytest.approx(ref, abs=1e-6)
+    assert mutual_information(mu, logvar, z=z, chunk=7) == pytest.approx(ref, abs=1e-6)
+    # per-minibatch aggregates see fewer posteriors: about log(batch size) here
+    mu, logvar = 10 * torch.randn(N, Z, generator=g), torch.full((N, Z), -8.0)
+    batches = [list(range(i, min(i + 16, N))) for i in range(0, N, 16)]
+    assert mi_batch(mu, logvar, batches, g) == pytest.approx(math.log(16), abs=0.1)
+    assert mi_full(mu, logvar, g) == pytest.approx(math.log(N), abs=0.3)
+
+
+def test_mi_and_au_on_the_model():
+    split = make_split(240, seed=1)
+    N, B = 240, 60
+    m = tiny()
+    with torch.no_grad():  # q(z|x) independent of x
+        m.posterior.weight.zero_()
+    r = evaluate(m, split, iw_samples=0, batch_size=B, n_samples=0, bleu_sentences=0)
+    assert abs(r["mi_batch"]) < 0.4 and abs(r["mi_full"]) < 0.4  # one-sample noise: sd ~ 0.1
+    assert r["au"] == 0 and max(r["au_variances"]) < 1e-10
+    assert r["nll_iw"] is None and r["ppl_iw"] is None and r["distinct_1"] is None
+    with torch.no_grad():  # sharp posteriors whose means depend strongly on x
+        m.posterior.weight.normal_(0, 1, generator=gen(0))
+        m.posterior.weight[:Z] *= 30
+        m.posterior.weight[Z:] = 0
+        m.posterior.bias[Z:] = -6
+    r = evaluate(m, split, iw_samples=0, batch_size=B, n_samples=0, bleu_sentences=0)
+    assert 0.6 * math.log(N) < r["mi_full"] <= math.log(N) + 0.4
+    assert 0.6 * math.log(B) < r["mi_batch"] <= math.log(B) + 0.4
+    assert r["mi_full"] > r["mi_batch"] + 0.5
+    assert r["au"] == Z
+
+
+def test_active_units_on_hand_built_means():
+    g = gen(0)
+    N = 500
+    mu = torch.stack([torch.randn(N, generator=g), 0.5 * torch.randn(N, generator=g), torch.full((N,), 3.0),
+                      0.01 * torch.randn(N, generator=g), 0.2 * torch.randn(N, generator=g)], 1)
+    count, var = active_units(mu)
+    assert count == 3  # variances ~1, ~0.25, 0, ~1e-4, ~0.04 against 0.01
+    assert torch.allclose(var, mu.double().var(0), rtol=1e-6)
+    assert active_units(mu, threshold=0.1)[0] == 2
+
+
+# --------------------------------------------------------------------------- text metrics
+
+def test_bleu_distinct_self_bleu():
+    sents = ["the cat sat on the mat", "a dog ran in the park today", "we saw it"]
+    assert bleu(sents, sents) == pytest.approx(100.0)
+    assert bleu(["x y z w"], ["a b c d"]) == pytest.approx(0.0)
+    assert distinct_n(["a b c", "a b d"], 1) == pytest.approx(4 / 6)
+    assert distinct_n(["a b c", "a b d"], 2) == pytest.approx(3 / 4)
+    assert distinct_n(["a"], 2) == 0.0
+    assert self_bleu(["the cat sat on the mat"] * 5) == pytest.approx(100.0)
+    assert self_bleu(["a b c d", "e f g h", "i j k l"]) == pytest.approx(0.0)
+    mixed = self_bleu(["the cat sat on the mat", "the cat sat on a rug", "dogs run fast in parks"])
+    assert 0.0 < mixed < 100.0
+
+
+# --------------------------------------------------------------------------- the passes over a split
+
+def test_validate_and_evaluate(model, split):
+    before = torch.get_rng_state()
+    model.train()
+    v = validate(model, split, batch_size=16, seed=0)
+    r = evaluate(model, split, iw_samples=50, batch_size=16, seed=0, n_samples=12,
+                 sample_cfg=SampleConfig(max_len=10))
+    assert model.training  # restored
+    model.eval()
+    assert torch.equal(before, torch.get_rng_state())
+    # deterministic for a seed, different for another
+    assert validate(model, split, batch_size=16, seed=0) == v
+    r2 = evaluate(model, split, iw_samples=50, batch_size=16, seed=0, n_samples=12,
+                  sample_cfg=SampleConfig(max_len=10))
+    assert {k: x for k, x in r.items() if k != "seconds"} == {k: x for k, x in r2.items() if k != "seconds"}
+    assert validate(model, split, batch_size=16, seed=1)["rec"] != v["rec"]
+    # conventions
+    tokens = int(sum(len(x) + 1 for x in split.ids))
+    for d in (v, r):
+        assert d["tokens"] == tokens and d["sentences"] == len(split.ids)
+        assert sum(d["kl_per_dim"]) == pytest.approx(d["kl"], rel=1e-9)
+        assert d["elbo"] == pytest.approx(d["rec"] + d["kl"])
+        assert d["ppl_elbo"] == pytest.approx(math.exp(d["elbo"] * d["sentences"] / d["tokens"]))
+    assert r["kl"] == pytest.approx(v["kl"]) and r["au"] == v["au"]
+    assert r["nll_iw"] <= r["elbo"] + 0.01  # k = 50 is at least as tight as the ELBO
+    assert r["ppl_iw"] == pytest.approx(math.exp(r["nll_iw"] * r["sentences"] / r["tokens"]))
+    assert 0.0 <= r["bleu_rec"] <= 100.0 and 0.0 <= r["self_bleu"] <= 100.0
+    assert 0.0 < r["distinct_1"] <= 1.0 and 0 < r["mean_len"] <= 10
+    assert r["iw_samples"] == 50 and r["au_threshold"] == 0.01 and len(r["au_variances"]) == Z
+    json.loads(json.dumps(r))  # plain Python types
+    assert all(type(x) in (float, int, type(None), list) for x in r.values())
+
+
+def test_reconstruction_bleu_uses_decoded_inputs(split, monkeypatch):
+    import textvae.metrics as metrics
+
+    m = tiny()
+
+    def perfect(model, z, cfg=None, n=None, generator=None):
+        if cfg is not None and cfg.greedy:  # reconstructions: echo the batch's inputs
+            return [list(map(int, split.ids[i])) for i in perfect.rows.pop(0)]
+        return [[4, 5, 6]] * (n or z.size(0))
+
+    perfect.rows = [b for b in metrics._batches(split, 16)]
+    monkeypatch.setattr(metrics, "generate", perfect)
+    r = evaluate(m, split, iw_samples=0, batch_size=16, n_samples=3)
+    assert r["bleu_rec"] == pytest.approx(100.0)
+    assert r["self_bleu"] == pytest.approx(100.0) and r["mean_len"] == 3.0
+    assert r["distinct_1"] == pytest.approx(3 / 9)

@@ -1,0 +1,78 @@
+"""Run figures from a synthetic metrics.jsonl and a tiny model."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from textvae.config import ModelConfig
+from textvae.data import EncodedSplit
+from textvae.errors import DataError
+from textvae.model import TextVAE
+from textvae.plot import pca_2d, plot_run
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def write_metrics(run, z=4, steps=6):
+    lines = []
+    for s in range(1, steps + 1):
+        lines.append({"kind": "train", "step": 10 * s, "epoch": 0, "loss": 30.0 / s, "rec": 28.0 / s, "kl": 0.5 * s,
+                      "kl_weight": min(1.0, s / 4), "lr": 1e-3, "tokens_per_s": 1000.0})
+        if s % 2 == 0:
+            lines.append({"kind": "valid", "step": 10 * s, "epoch": 0, "rec": 27.0 / s, "kl": 0.4 * s,
+                          "elbo": 27.0 / s + 0.4 * s, "ppl_elbo": 50.0 / s, "au": s // 2,
+                          "kl_per_dim": [0.1 * s * (d + 1) for d in range(z)], "lr": 1e-3, "kl_weight": 1.0})
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+
+
+def tiny_split(n=30):
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(4, 20, size=int(rng.integers(2, 9))).astype(np.int32) for _ in range(n)]
+    return EncodedSplit(ids=ids, texts=["x"] * n, labels=None)
+
+
+def test_plot_run_writes_the_three_pngs(tmp_path):
+    write_metrics(tmp_path / "run")
+    torch.manual_seed(0)
+    model = TextVAE(ModelConfig(vocab_size=20, emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=4))
+    split = tiny_split()
+    before = torch.get_rng_state()
+    paths = plot_run(tmp_path / "run", tmp_path / "out", model=model, split=split)
+    assert torch.equal(before, torch.get_rng_state())
+    assert [p.name for p in paths] == ["curves.png", "kl_per_dim.png", "latent_pca.png"]
+    for p in paths:
+        assert p.parent == tmp_path / "out" and p.read_bytes()[:8] == PNG and p.stat().st_size > 5000
+    # coloured by labels; default output folder run/plots
+    labels = ["pos" if i % 2 else "neg" for i in range(len(split.ids))]
+    paths = plot_run(tmp_path / "run", model=model, split=split, labels=labels)
+    assert (tmp_path / "run" / "plots" / "latent_pca.png").is_file() and len(paths) == 3
+    with pytest.raises(DataError, match="labels"):
+        plot_run(tmp_path / "run", model=model, split=split, labels=labels[:-1])
+
+
+def test_without_a_model_kl_comes_from_the_last_valid_record(tmp_path):
+    write_metrics(tmp_path)
+    paths = plot_run(tmp_path)
+    assert [p.name for p in paths] == ["curves.png", "kl_per_dim.png"]
+
+
+def test_missing_or_empty_metrics_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="metrics.jsonl.*does not exist"):
+        plot_run(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text("\n")
+    with pytest.raises(DataError, match="empty"):
+        plot_run(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n{"kind": "va')
+    with pytest.raises(DataError, match="line 2"):
+        plot_run(tmp_path)
+
+
+def test_pca_recovers_the_dominant_directions():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 3, generator=g) * torch.tensor([5.0, 2.0, 0.1])
+    proj, share = pca_2d(x)
+    assert proj.shape == (500, 2)
+    assert abs(float(torch.corrcoef(torch.stack([proj[:, 0], x[:, 0].double()]))[0, 1])) > 0.99
+    assert float(share[0]) > 0.8 and float(share.sum()) > 0.99

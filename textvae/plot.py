@@ -1,0 +1,224 @@
+"""Figures of a training run (PNG, matplotlib without a display).
+
+    curves.png       reconstruction, KL, KL weight, valid perplexity and active units over steps
+                     (the KL / MI-over-training figures of He et al. 2019)
+    kl_per_dim.png   KL per latent dimension: which units the model uses (Burda et al. 2016)
+    latent_pca.png   posterior means of a split projected on their first two principal axes,
+                     coloured by sentence length or by label (Bowman et al. 2016, fig. 4 style)
+
+Only matplotlib's object-oriented API with the Agg canvas is used, so importing this module never
+changes the pyplot backend of the calling program.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of ``run_dir/metrics.jsonl`` (one JSON object per line, blank lines skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; pass the directory of a training run "
+                        f"(textvae train --out DIR writes DIR/metrics.jsonl)")
+    records = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}, line {lineno}: not valid JSON ({e.msg}); the file may be "
+                            f"truncated, delete that line or re-run training") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(rec).__name__}")
+        records.append(rec)
+    if not records:
+        raise DataError(f"{path} is empty: the run has not logged anything yet; train for at least one "
+                        f"log interval or evaluation before plotting")
+    return records
+
+
+def _series(records: list[dict], kind: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = [(r["step"], r[key]) for r in records
+           if r.get("kind") == kind and key in r and "step" in r and r[key] is not None]
+    if not pts:
+        return np.zeros(0), np.zeros(0)
+    steps, values = zip(*pts)
+    return np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+
+
+def _figure(nrows: int, ncols: int, size: tuple[float, float]):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _save(fig, path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_curves(records: list[dict], path: Path) -> Path:
+    """Train and valid reconstruction / KL, the KL weight, valid PPL and AU against the step."""
+    fig, axes = _figure(2, 3, (13, 6.5))
+    panels = [
+        ("reconstruction NLL (nats / sentence)", [("train", "rec"), ("valid", "rec")], False),
+        ("KL (nats / sentence)", [("train", "kl"), ("valid", "kl")], False),
+        ("KL weight", [("train", "kl_weight")], False),
+        ("valid perplexity (ELBO bound)", [("valid", "ppl_elbo")], True),
+        ("active units", [("valid", "au")], False),
+        ("learning rate", [("train", "lr")], True),
+    ]
+    for ax, (title, series, logy) in zip(axes.flat, panels):
+        drawn = False
+        for kind, key in series:
+            x, y = _series(records, kind, key)
+            if len(x):
+                style = dict(marker="o", markersize=3) if kind == "valid" else dict(linewidth=1)
+                ax.plot(x, y, label=kind, **style)
+                drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
+        elif logy and all((_series(records, k, key)[1] > 0).all() for k, key in series):
+            ax.set_yscale("log")
+        if drawn and len(series) > 1:
+            ax.legend(fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_kl_per_dim(kl_per_dim, path: Path, title: str = "") -> Path:
+    """Bar chart of KL(q(z_d|x) || p(z_d)) per latent dimension d, in nats per sentence."""
+    kl = np.asarray(kl_per_dim, dtype=float)
+    fig, axes = _figure(1, 1, (max(6.0, 0.22 * len(kl) + 2), 3.5))
+    ax = axes[0, 0]
+    ax.bar(np.arange(len(kl)), kl, color="tab:blue")
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("KL (nats / sentence)")
+    ax.set_title(f"KL per dimension, total {kl.sum():.2f} nats{title}", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def pca_2d(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projection of the rows of x (N, D) on their first two principal axes, and the share of the
+    variance each explains. Exact SVD (no random projections: the global RNG is left alone)."""
+    x = x.double()
+    x = x - x.mean(0, keepdim=True)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)
+    k = min(2, vh.size(0))
+    proj = x @ vh[:k].T
+    if k < 2:
+        proj = torch.cat([proj, torch.zeros(x.size(0), 2 - k, dtype=proj.dtype)], 1)
+    var = s.pow(2)
+    share = var[:2] / var.sum().clamp_min(1e-300)
+    return proj, torch.cat([share, torch.zeros(2 - len(share), dtype=share.dtype)])
+
+
+def plot_latent_pca(mu: torch.Tensor, path: Path, lengths=None, labels=None) -> Path:
+    """Scatter of the posterior means' first two principal components."""
+    proj, share = pca_2d(mu)
+    p = proj.numpy()
+    fig, axes = _figure(1, 1, (6.5, 5.5))
+    ax = axes[0, 0]
+    if labels is not None:
+        names = sorted({str(l) for l in labels})
+        cmap = __import__("matplotlib").colormaps["tab20" if len(names) > 10 else "tab10"]
+        labels = np.asarray([str(l) for l in labels])
+        for i, name in enumerate(names):
+            sel = labels == name
+            ax.scatter(p[sel, 0], p[sel, 1], s=6, alpha=0.7, color=cmap(i % cmap.N), label=name)
+        if len(names) <= 20:
+            ax.legend(fontsize=7, markerscale=2, loc="best")
+    else:
+        sc = ax.scatter(p[:, 0], p[:, 1], s=6, alpha=0.7, c=lengths, cmap="viridis")
+        if lengths is not None:
+            fig.colorbar(sc, ax=ax, label="sentence length (tokens)")
+    ax.set_xlabel(f"PC 1 ({100 * float(share[0]):.1f}% of variance)")
+    ax.set_ylabel(f"PC 2 ({100 * float(share[1]):.1f}% of variance)")
+    ax.set_title(f"posterior means of {len(p)} sentences", fontsize=10)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _load_split(run_dir: Path, model, name: str):
+    """``name`` ("valid", "test", ...) of the run's corpus, encoded with the model's tokenizer."""
+    from .config import Config, DataConfig, _build
+    from .data import encode_split, load_splits
+
+    data = getattr(model, "extra_config", {}).get("data")
+    if data:
+        cfg = _build(DataConfig, data, "model config.json", "data.")
+    elif (run_dir / "config.json").is_file():
+        cfg = Config.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")),
+                               str(run_dir / "config.json")).data
+    else:
+        raise DataError(f"cannot tell which corpus {run_dir} was trained on (no data section in the model's "
+                        f"config.json nor {run_dir / 'config.json'}); pass an encoded split instead")
+    return encode_split(load_splits(cfg, (name,))[name], model.tokenizer, cfg)
+
+
+def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list[Path]:
+    """Write the figures of a training run; returns the paths written.
+
+    ``curves.png`` from ``run_dir/metrics.jsonl`` (a DataError when it is missing or empty).
+    ``kl_per_dim.png`` from the model on ``split`` when both are available, else from the last
+    validation record. ``latent_pca.png`` needs a model with a latent space and a split: the
+    posterior means, coloured by ``labels`` (one per example; default: the split's own labels)
+    or else by sentence length. ``split`` is an encoded split, or the name of a split of the
+    run's corpus ("valid", "test"); ``model`` defaults to the run's best model when a split is
+    given. ``out_dir`` defaults to ``run_dir/plots``.
+    """
+    from .metrics import posterior_means, validate
+
+    run = Path(run_dir)
+    records = read_metrics(run)
+    out = Path(out_dir) if out_dir is not None else run / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    written = [plot_curves(records, out / "curves.png")]
+
+    if split is not None and model is None:
+        from .model import TextVAE
+
+        model = TextVAE.from_pretrained(run)
+    if isinstance(split, str):
+        split = _load_split(run, model, split)
+
+    kl_source = None
+    if model is not None and split is not None and not model.is_lm:
+        kl_source = (validate(model, split)["kl_per_dim"], f" (model on {len(split.ids)} sentences)")
+    else:
+        valid = [r for r in records if r.get("kind") == "valid" and r.get("kl_per_dim")]
+        if valid:
+            kl_source = (valid[-1]["kl_per_dim"], f" (valid, step {valid[-1].get('step')})")
+    if kl_source:
+        written.append(plot_kl_per_dim(kl_source[0], out / "kl_per_dim.png", kl_source[1]))
+    else:
+        log.warning("kl_per_dim.png skipped: no per-dimension KL in %s and no model + split given", run)
+
+    if model is not None and split is not None and not model.is_lm:
+        if labels is None:
+            labels = split.labels
+        if labels is not None and len(labels) != len(split.ids):
+            raise DataError(f"{len(labels)} labels for {len(split.ids)} examples; give one label per example "
+                            f"of the split, in order")
+        mu, _ = posterior_means(model, split)
+        written.append(plot_latent_pca(mu, out / "latent_pca.png", lengths=np.asarray(split.lengths),
+                                       labels=labels))
+    else:
+        log.warning("latent_pca.png skipped: it needs a model with a latent space and a split")
+    return written
