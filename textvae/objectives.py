@@ -1,5 +1,10 @@
 """Step-dependent weighting of the VAE objective: KL annealing schedules and free bits.
 
+Schedules: constant (beta-VAE when kl_weight != 1), linear, logistic (Bowman et al. 2016), cyclical
+(Fu et al. 2019), each optionally after an autoencoder phase of weight 0 (Li et al. 2019). Free
+bits: Kingma et al. (2016) and Li et al. (2019). The other collapse remedies change the model
+(word dropout, BN-VAE: model.py) or the updates (aggressive training, pretraining: collapse.py).
+
 The loss for a minibatch is ``rec.mean() + kl_weight(step) * kl_term(kl)``, where ``rec`` is the
 per-sentence reconstruction NLL and ``kl`` the (B, Z) per-dimension KL from ``TextVAE.forward``.
 ``kl_term`` is the free-bits-adjusted KL used for gradients only; the KL that textvae reports is
@@ -44,12 +49,23 @@ def _cyclical(step: int, c: ObjectiveConfig, total: int | None) -> float:
 SCHEDULES = {"constant": _constant, "linear": _linear, "logistic": _logistic, "cyclical": _cyclical}
 
 
-def kl_weight(step: int, cfg: ObjectiveConfig, total_steps: int | None = None) -> float:
+def kl_weight(step: int, cfg: ObjectiveConfig, total_steps: int | None = None,
+              pretrain_end: int | None = None) -> float:
     """The KL weight (beta) at optimiser step ``step`` (0-based).
 
     ``total_steps`` is the run's planned length, used by the cyclical schedule when
     ``objective.cycle_steps`` is not set.
+
+    With ``objective.pretrain_ae_steps`` (Li et al. 2019), ``pretrain_end`` is the step at which
+    phase 2 began (None while phase 1 lasts): the weight is 0 during phase 1, the autoencoder
+    (their beta = 0), and the schedule starts again from its step 0 at ``pretrain_end``, as in
+    their second, separate training run.
     """
+    if cfg.pretrain_ae_steps > 0:
+        if pretrain_end is None:
+            return 0.0
+        step -= pretrain_end
+        total_steps = total_steps - pretrain_end if total_steps else total_steps
     return SCHEDULES[cfg.kl_schedule](step, cfg, total_steps)
 
 

@@ -1,0 +1,424 @@
+"""Reproduce the posterior-collapse table on Penn Treebank: one row per remedy, each trained with
+textvae's own ``train()`` and scored on the test split with ``textvae.metrics.evaluate``.
+
+    python scripts/reproduce_ptb.py                        # every row, results/ptb.{json,md}
+    python scripts/reproduce_ptb.py --rows vae-bowman,bn-vae --device cuda
+    python scripts/reproduce_ptb.py --list                 # the rows and their overrides
+    # smoke test: every row builds and trains a few steps, tiny evaluation, into a scratch folder
+    python scripts/reproduce_ptb.py --out-dir /tmp/ptb --runs-dir /tmp/ptb/runs --max-epochs 1 \\
+        --max-steps 3 --iw-samples 5 --eval-sentences 50 --set train.progress=false
+
+Every row starts from the ``ptb-li2019`` preset (LSTM encoder/decoder 256, embedding 256, z 32,
+z into the decoder's initial state and every input, embedding/output dropout 0.5, SGD lr 1 with
+gradient clipping 5, lr halved after 5 evaluations without improvement, at most 5 decays, linear KL
+warm-up from 0.1 over ~10 epochs) and changes only what its method needs (``ROWS``: one dict per
+row, citing its paper). Bowman et al.'s reference perplexities were obtained with their own,
+smaller shapes (LSTM 191, embedding 353, z 13) and preprocessing, so they are context, not targets.
+
+Resumable, row by row: row R trains in ``--runs-dir/R`` (a textvae run directory; its
+``reproduce.json`` records the sittings: seconds, device, commit). A row whose training finished
+is not retrained; one interrupted (Ctrl-C, SIGTERM, a crash, the end of a session) resumes from its
+newest checkpoint with ``resume=True`` (only ``train.*`` may change between sittings, e.g.
+``--device``). A finished row is evaluated once per (``--iw-samples``, ``--eval-sentences``).
+After every row, ``--out-dir/ptb.json`` (one object per row) and ``ptb.md`` (the table with the
+published numbers beside it, then a homotopy and three prior samples per row) are rewritten; rows
+already in ``ptb.json`` whose run directory is not here (say, trained on another machine) are kept.
+
+Conventions are textvae's (README): NLL, KL and MI in nats per sentence; perplexity over words +
+EOS; ``nll_iw`` with k = ``--iw-samples`` importance samples (500 in He et al. and Li et al.);
+``elbo`` is the negative ELBO.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from textvae.config import load_config
+from textvae.data import EncodedSplit, encode_split, load_splits
+from textvae.errors import TextVAEError
+from textvae.metrics import evaluate
+from textvae.model import TextVAE
+from textvae.train import list_checkpoints, resolve_device, train
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "ptb"
+PRESET = "ptb-li2019"
+STATE = "reproduce.json"
+
+BOWMAN = "Bowman et al. 2016"
+LOGISTIC = ["objective.kl_schedule=logistic", "objective.logistic_k=0.0025", "objective.logistic_x0=2500"]
+
+# One dict per row, in the table's order. "overrides" go on top of the ptb-li2019 preset;
+# "pretrain_epochs" (Li et al.) becomes objective.pretrain_ae_steps once the epoch length is known;
+# "reference" is a published test perplexity, only where we are sure of it.
+ROWS = [
+    {"name": "lstm-lm", "method": "LSTM-LM",
+     "paper": "RNN language model, the baseline of Bowman et al. (2016), Generating Sentences from a "
+              "Continuous Space",
+     "overrides": ["model.latent_dim=0"],
+     "reference": {"ppl": 116, "source": BOWMAN}},
+    {"name": "vae-bowman", "method": "VAE (logistic KL annealing + word dropout)",
+     "paper": "Bowman et al. (2016), Generating Sentences from a Continuous Space: logistic annealing "
+              "k=0.0025, x0=2500; word keep rate 0.62 (their PTB model)",
+     "overrides": [*LOGISTIC, "model.word_dropout=0.38"],
+     "reference": {"ppl": 119, "source": BOWMAN}},
+    {"name": "vae-inputless", "method": "VAE, inputless decoder",
+     "paper": "Bowman et al. (2016): word dropout 1.0, the decoder sees only z (and BOS, <unk>s)",
+     "overrides": [*LOGISTIC, "model.word_dropout=1.0"]},
+    {"name": "vae-cyclical", "method": "VAE + cyclical KL annealing",
+     "paper": "Fu et al. (2019), Cyclical Annealing Schedule: M=4 cycles over the run, R=0.5 rising",
+     "overrides": ["objective.kl_schedule=cyclical", "objective.cycles=4", "objective.cycle_ratio=0.5"]},
+    {"name": "vae-free-bits", "method": "VAE + free bits",
+     "paper": "Kingma et al. (2016), Improved Variational Inference with Inverse Autoregressive Flow: "
+              "batch-mean KL per dimension clamped at lambda=0.25 (8 nats over z 32)",
+     "overrides": ["objective.free_bits=0.25", "objective.free_bits_mode=kingma"]},
+    {"name": "vae-aggressive", "method": "VAE + aggressive inference network",
+     "paper": "He et al. (2019), Lagging Inference Networks and Posterior Collapse in Variational "
+              "Autoencoders: encoder inner loop until the loss stops improving, off once MI falls",
+     "overrides": ["objective.aggressive=true"]},
+    {"name": "vae-pretrain-fb", "method": "VAE + AE pretraining + free bits",
+     "paper": "Li et al. (2019), A Surprisingly Effective Fix for Deep Latent Variable Modeling of Text: "
+              "autoencoder (beta 0) up to 20 epochs or convergence, decoder reset, then KL warm-up from "
+              "0 and per-example/per-dimension free bits with target 8 nats (0.25 per dimension), as in "
+              "their README's (Yahoo) example command",
+     "overrides": ["objective.reset_decoder=true", "objective.free_bits=0.25", "objective.free_bits_mode=li",
+                   "objective.kl_start=0.0", "train.max_epochs=60"],
+     "pretrain_epochs": 20},
+    {"name": "bn-vae", "method": "BN-VAE",
+     "paper": "Zhu et al. (2020), A Batch Normalized Inference Network Keeps the KL Vanishing Away: "
+              "BatchNorm on mu with fixed scale gamma=0.6 (expected KL >= 32 * 0.36 / 2 = 5.76 nats), "
+              "no annealing",
+     "overrides": ["model.bn_gamma=0.6", "objective.kl_schedule=constant"]},
+    {"name": "vae-plain", "method": "VAE (no annealing, no word dropout)",
+     "paper": "the setting in which Bowman et al. (2016) observe posterior collapse",
+     "overrides": ["objective.kl_schedule=constant"]},
+]
+ROW_NAMES = [r["name"] for r in ROWS]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def row_config(row: dict, args):
+    """The row's Config: preset, row overrides, then the command line's (--max-epochs ... --set)."""
+    cli = [f"data.data_dir={json.dumps(str(args.data_dir))}"]
+    if args.max_epochs:
+        cli.append(f"train.max_epochs={args.max_epochs}")
+    if args.max_steps:
+        cli.append(f"train.max_steps={args.max_steps}")
+    if args.device:
+        cli.append(f"train.device={args.device}")
+    overrides = [*row["overrides"], *cli, *args.set]
+    if row.get("pretrain_epochs"):
+        overrides.append(f"objective.pretrain_ae_steps={pretrain_steps(row, load_config(PRESET, overrides=overrides))}")
+    return load_config(preset=PRESET, overrides=overrides), overrides
+
+
+def pretrain_steps(row: dict, cfg) -> int:
+    """``pretrain_epochs`` epochs of steps, at most half the run (so a smoke run has a VAE phase)."""
+    n = len(load_splits(cfg.data, ("train",))["train"])
+    per_epoch = math.ceil(n / cfg.train.batch_size)
+    planned = cfg.train.max_epochs * per_epoch
+    if cfg.train.max_steps:
+        planned = min(planned, cfg.train.max_steps)
+    return max(1, min(row["pretrain_epochs"] * per_epoch, planned // 2))
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def git_commit() -> tuple[str, bool]:
+    """(HEAD commit, whether tracked files have uncommitted changes); ("unknown", False) without git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True)
+        return head.stdout.strip(), bool(dirty.stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (cuda)"
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {cpu}, {torch.get_num_threads()} threads"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_state(run: Path) -> dict:
+    try:
+        return json.loads((run / STATE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {"finished": False, "sittings": []}
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- one row
+
+
+def train_row(row: dict, cfg, run: Path, log) -> dict:
+    """Train (or resume) the row's run; returns its reproduce.json state."""
+    state = read_state(run)
+    if state.get("finished"):
+        log(f"[{row['name']}] training already finished ({len(state['sittings'])} sitting(s)); not retrained")
+        return state
+    resume = bool(list_checkpoints(run))
+    if not resume and run.exists():
+        shutil.rmtree(run)  # started but never checkpointed: nothing to resume, start afresh
+    device = resolve_device(cfg.train.device)
+    commit, dirty = git_commit()
+    sitting = {"started": now(), "device": device_name(device), "commit": commit, "dirty": dirty,
+               "resumed": resume, "seconds": 0.0, "completed": False}
+    log(f"[{row['name']}] {'resuming' if resume else 'training'} in {run} on {sitting['device']}")
+    start = time.perf_counter()
+    try:
+        result = train(cfg, run, resume=resume)
+        sitting["completed"] = True
+    finally:  # an interrupted sitting still counts its seconds
+        sitting["seconds"] = time.perf_counter() - start
+        if run.exists():
+            state = read_state(run)
+            state["sittings"] = state.get("sittings", []) + [sitting]
+            write_json(run / STATE, state)
+    state.update(finished=True, finished_at=now(), train_result=result, row=row["name"])
+    write_json(run / STATE, state)
+    return state
+
+
+def subset(split: EncodedSplit, n: int | None) -> EncodedSplit:
+    if not n or n >= len(split):
+        return split
+    out = EncodedSplit(split.ids[:n], split.texts[:n], split.labels[:n] if split.labels is not None else None)
+    out.stats = {"examples": n, "tokens": int(out.lengths.sum()) + n}
+    return out
+
+
+def homotopy_pair(texts: list[str]) -> tuple[str, str]:
+    """Two test sentences of 6-12 words (the first such pair), as Bowman et al.'s examples."""
+    picked = [t for t in texts if 6 <= len(t.split()) <= 12][:2]
+    return tuple(picked) if len(picked) == 2 else (texts[0], texts[-1])
+
+
+def evaluate_row(row: dict, cfg, run: Path, state: dict, args, log) -> dict:
+    """Test-set metrics, a homotopy and prior samples of the row's best model (cached in the state)."""
+    key = {"iw_samples": args.iw_samples, "eval_sentences": args.eval_sentences, "seed": cfg.train.seed}
+    if state.get("evaluation_key") == key and state.get("evaluation"):
+        return state
+    device = resolve_device(cfg.train.device)
+    model = TextVAE.from_pretrained(run, device=device)
+    split = subset(encode_split(load_splits(cfg.data, ("test",))["test"], model.tokenizer, cfg.data),
+                   args.eval_sentences)
+    log(f"[{row['name']}] evaluating on {len(split)} test sentences, k = {args.iw_samples} ...")
+    metrics = evaluate(model, split, iw_samples=args.iw_samples, seed=cfg.train.seed)
+    extras = {"samples": model.sample(3, seed=cfg.train.seed), "homotopy": None, "homotopy_ends": None}
+    if not model.is_lm:
+        a, b = homotopy_pair(split.texts)
+        extras.update(homotopy=model.interpolate(a, b, steps=5), homotopy_ends=[a, b])
+    state.update(evaluation=metrics, evaluation_key=key, evaluated_at=now(), evaluation_device=device_name(device),
+                 **extras)
+    write_json(run / STATE, state)
+    return state
+
+
+def row_record(row: dict, run: Path, overrides: list[str], state: dict) -> dict:
+    """The row's object in ptb.json; ``config`` is the run's resolved config.json."""
+    ev, sittings = state["evaluation"], state.get("sittings", [])
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    devices = list(dict.fromkeys(s["device"] for s in sittings))
+    commits = list(dict.fromkeys(s["commit"] for s in sittings))
+    ref = row.get("reference") or {}
+    return {
+        "row": row["name"], "method": row["method"], "paper": row["paper"],
+        "nll_iw": ev["nll_iw"], "ppl_iw": ev["ppl_iw"], "kl": ev["kl"], "mi_full": ev["mi_full"],
+        "mi_batch": ev["mi_batch"], "au": ev["au"], "elbo": ev["elbo"], "ppl_elbo": ev["ppl_elbo"],
+        "rec": ev["rec"], "bleu_rec": ev["bleu_rec"], "distinct_2": ev["distinct_2"],
+        "epochs": state["train_result"]["epoch"], "steps": state["train_result"]["step"],
+        "train_seconds": sum(s["seconds"] for s in sittings), "device": " + ".join(devices),
+        "commit": commits[-1] if commits else None, "commit_dirty": any(s.get("dirty") for s in sittings),
+        "iw_samples": state["evaluation_key"]["iw_samples"], "test_sentences": ev["sentences"],
+        "test_tokens": ev["tokens"], "eval_seconds": ev["seconds"], "eval_device": state.get("evaluation_device"),
+        "reference_ppl": ref.get("ppl"), "reference_source": ref.get("source"),
+        "samples": state["samples"], "homotopy": state["homotopy"], "homotopy_ends": state["homotopy_ends"],
+        "overrides": overrides, "config": config, "sittings": sittings,
+    }
+
+
+# --------------------------------------------------------------------------- the tables
+
+
+def _num(v, fmt="{:.2f}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "–"
+    if s < 60:
+        return f"{s:.0f}s"
+    h, m = divmod(int(round(s / 60)), 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+
+
+def render_markdown(records: list[dict], pending: list[str]) -> str:
+    commits = sorted({r["commit"] for r in records if r.get("commit")})
+    ks = sorted({r["iw_samples"] for r in records if r.get("iw_samples")})
+    lines = [
+        "# Penn Treebank: posterior-collapse remedies",
+        "",
+        "Written by `scripts/reproduce_ptb.py` (see its docstring for the command and the rows' exact "
+        "settings, also in `ptb.json`). Every row starts from the `ptb-li2019` preset (LSTM 256/256, "
+        "embedding 256, z 32, SGD lr 1) and changes only what its method needs. Test split; NLL, KL, MI "
+        "in nats per sentence; perplexities over words + EOS; NLL (IW) with k = "
+        f"{', '.join(map(str, ks)) or '–'} importance samples; −ELBO = rec + KL. MI: whole test set as the "
+        "aggregate posterior (Li et al. 2019's convention). AU: active units, Cov > 0.01. BLEU rec: greedy "
+        "reconstruction from the posterior mean.",
+        "",
+        f"Commit(s): {', '.join(c[:12] for c in commits) or '–'}.",
+        "",
+        "| row | method | NLL (IW) | PPL (IW) | KL | MI | AU | −ELBO | PPL (ELBO) | BLEU rec | epochs | train time "
+        "| device | published PPL |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        ref = "" if r.get("reference_ppl") is None else f"{r['reference_ppl']} ({r['reference_source']})"
+        lines.append(
+            f"| {r['row']} | {_md(r['method'])} | {_num(r['nll_iw'])} | {_num(r['ppl_iw'])} | {_num(r['kl'])} | "
+            f"{_num(r['mi_full'])} | {r['au']} | {_num(r['elbo'])} | {_num(r['ppl_elbo'])} | "
+            f"{_num(r['bleu_rec'], '{:.1f}')} | {r['epochs']} | {_duration(r['train_seconds'])} | {_md(r['device'])} "
+            f"| {ref} |")
+    for name in pending:
+        lines.append(f"| {name} | {_md(next(x['method'] for x in ROWS if x['name'] == name))} | not run yet "
+                     f"|  |  |  |  |  |  |  |  |  |  |  |")
+    lines += ["", "Published numbers: only where we are sure of them; Bowman et al. (2016) trained smaller "
+              "models (LSTM 191, embedding 353, z 13) on their own PTB split handling, so their perplexities are "
+              "context rather than targets. Blank: not stated here.", "", "## Samples and homotopies", ""]
+    for r in records:
+        lines += [f"### {r['row']}: {_md(r['method'])}", "", f"{_md(r['paper'])}.", "",
+                  "Three samples from the prior (ancestral sampling):", ""]
+        lines += [f"- {_md(s)}" for s in r["samples"]]
+        if r.get("homotopy"):
+            lines += ["", "Homotopy between the posterior means of two test sentences (greedy decoding, "
+                      "5 intermediate points; Bowman et al. 2016, sec. 5):", ""]
+            last = len(r["homotopy"]) - 1
+            lines += [f"{i + 1}. " + (f"**{_md(s)}**" if i in (0, last) else _md(s))
+                      for i, s in enumerate(r["homotopy"])]
+            lines += ["", f"(inputs: “{_md(r['homotopy_ends'][0])}” → “{_md(r['homotopy_ends'][1])}”)"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_outputs(out_dir: Path, records: dict[str, dict]) -> None:
+    """ptb.json: one object per row (table order); ptb.md: the table and examples."""
+    ordered = [records[n] for n in ROW_NAMES if n in records]
+    write_json(out_dir / "ptb.json", ordered)
+    pending = [n for n in ROW_NAMES if n not in records]
+    (out_dir / "ptb.md").write_text(render_markdown(ordered, pending) + "\n", encoding="utf-8")
+
+
+def load_records(out_dir: Path) -> dict[str, dict]:
+    try:
+        rows = json.loads((out_dir / "ptb.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {r["row"]: r for r in rows if isinstance(r, dict) and r.get("row") in ROW_NAMES}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TEXTVAE_PTB", DEFAULT_DATA)),
+                   help="PTB train/valid/test.txt (default: $TEXTVAE_PTB or ../shared/data/ptb)")
+    p.add_argument("--rows", default=",".join(ROW_NAMES), help=f"comma-separated, from: {', '.join(ROW_NAMES)}")
+    p.add_argument("--out-dir", type=Path, default=Path("results"), help="where ptb.json and ptb.md go")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/ptb"), help="one textvae run directory per row")
+    p.add_argument("--iw-samples", type=int, default=500, help="importance samples for the test NLL")
+    p.add_argument("--eval-sentences", type=int, default=None,
+                   help="evaluate on the first N test sentences only (smoke tests)")
+    p.add_argument("--max-epochs", type=int, default=None, help="train.max_epochs for every row (smoke tests)")
+    p.add_argument("--max-steps", type=int, default=None, help="train.max_steps for every row (smoke tests)")
+    p.add_argument("--device", default=None, help="train.device: auto | cpu | cuda | cuda:N")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra override for every row, e.g. train.progress=false (repeatable)")
+    p.add_argument("--list", action="store_true", help="print the rows and their overrides, then exit")
+    args = p.parse_args(argv)
+    args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in args.rows if r not in ROW_NAMES]
+    if unknown:
+        p.error(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROW_NAMES)}")
+    if args.max_steps is not None and args.max_steps < 2:
+        p.error("--max-steps must be at least 2 (the pretraining row needs an autoencoder and a VAE step)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.list:
+        for row in ROWS:
+            extra = f" objective.pretrain_ae_steps=<{row['pretrain_epochs']} epochs>" if row.get("pretrain_epochs") else ""
+            print(f"{row['name']:16} {row['method']}")
+            print(f"{'':16} {' '.join(row['overrides'])}{extra}")
+            print(f"{'':16} {row['paper']}")
+        return 0
+    if not args.data_dir.is_dir():
+        log(f"error: PTB data directory {args.data_dir} does not exist; pass --data-dir or set $TEXTVAE_PTB "
+            f"(see data/ptb/README.md)")
+        return 2
+    records, failed = load_records(args.out_dir), []
+    for row in (r for r in ROWS if r["name"] in args.rows):
+        run = args.runs_dir / row["name"]
+        try:
+            cfg, overrides = row_config(row, args)
+            state = train_row(row, cfg, run, log)
+            state = evaluate_row(row, cfg, run, state, args, log)
+        except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: the trainer saved a checkpoint first
+            log(f"[{row['name']}] interrupted ({e}); run the same command again to resume")
+            return 130
+        except TextVAEError as e:  # this row cannot go on; the others still can
+            log(f"[{row['name']}] failed: {e}")
+            failed.append(row["name"])
+            continue
+        records[row["name"]] = row_record(row, run, overrides, state)
+        write_outputs(args.out_dir, records)
+        r = records[row["name"]]
+        log(f"[{row['name']}] nll_iw {_num(r['nll_iw'])}  ppl_iw {_num(r['ppl_iw'])}  kl {_num(r['kl'])}  "
+            f"mi {_num(r['mi_full'])}  au {r['au']}  -> {args.out_dir / 'ptb.md'}")
+    if failed:
+        log(f"rows that failed: {', '.join(failed)} (fix and run again with --rows {','.join(failed)})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Posterior-collapse remedies: each rule does what its paper says (tiny corpus, tiny models).
+
+Annealing schedules and free bits are tested in test_objectives.py; word dropout in test_model.py.
+"""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from textvae import collapse
+from textvae.config import ModelConfig, ObjectiveConfig, TokenizerConfig, load_config
+from textvae.data import collate
+from textvae.errors import ConfigError
+from textvae.model import Decoder, TextVAE
+from textvae.objectives import kl_weight
+from textvae.tokenizers import train_tokenizer
+from textvae.train import Trainer, list_checkpoints, train
+
+SMALL = ("data.builtin_size=200",)  # 180 training sentences: 6 batches of 32 per epoch
+
+
+def tiny_cfg(*overrides):
+    return load_config(preset="tiny", overrides=[*SMALL, *overrides])
+
+
+def records(run, kind):
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def snapshot(params):
+    return [p.detach().clone() for p in params]
+
+
+def changed(before, params):
+    return any(not torch.equal(a, p) for a, p in zip(before, params))
+
+
+# --------------------------------------------------------------------------- He et al. (2019): aggressive
+
+
+def test_inner_loop_stops_when_the_window_loss_rises():
+    rule = collapse.InnerLoop(max_updates=100, window=3)
+    # windows of mean loss per token 5.0, 4.0, then 4.5: stop at the end of the third window
+    losses = [5.0] * 3 + [4.0] * 3 + [4.5] * 3
+    stops = [rule.update(10 * loss, 10) for loss in losses]
+    assert stops == [False] * 8 + [True] and rule.updates == 9
+
+
+def test_inner_loop_stops_at_max_updates():
+    rule = collapse.InnerLoop(max_updates=7, window=2)
+    stops = [rule.update(100.0 - i, 10) for i in range(7)]  # always improving
+    assert stops == [False] * 6 + [True]
+
+
+def test_aggressive_step_updates_encoder_only_then_decoder_once(tmp_path):
+    cfg = tiny_cfg("objective.aggressive=true", "objective.aggressive_max_inner=4", "objective.aggressive_window=2")
+    tr = Trainer(cfg, tmp_path / "run", log=lambda m: None)
+    enc, dec = collapse.encoder_parameters(tr.model), collapse.decoder_parameters(tr.model)
+    assert [len(g["params"]) for g in tr.optimizer.param_groups] == [len(enc), len(dec)]
+    assert {id(p) for p in enc}.isdisjoint(id(p) for p in dec)
+    assert len(enc) + len(dec) == len(list(tr.model.parameters()))
+    moves, original = [], tr.optimizer.step
+
+    def step(*a, **kw):
+        e, d = snapshot(enc), snapshot(dec)
+        out = original(*a, **kw)
+        moves.append((changed(e, enc), changed(d, dec)))
+        return out
+
+    tr.optimizer.step = step
+    dec_start = snapshot(dec)
+    idx = tr.sampler.global_batches(0)[0]
+    batch = collate(tr.train_data, idx.tolist())
+    n = tr._encoder_updates(batch, 0, len(idx))
+    assert n == 4 and moves == [(True, False)] * 4
+    assert not changed(dec_start, dec)  # the inner loop never touched the decoder
+    moves.clear()
+    terms = tr._step(batch, 0, len(idx))  # inner loop again, then one decoder-only update
+    assert terms["encoder_updates"] == 4
+    assert moves == [(True, False)] * 4 + [(False, True)]
+
+
+def test_aggressive_switches_off_for_good_when_mi_falls(tmp_path, monkeypatch):
+    mis = iter([0.5, 0.9, 0.7, 1.2])  # epoch 3's MI is below epoch 2's: off after epoch 3
+    monkeypatch.setattr(collapse, "validation_mi", lambda *a, **kw: next(mis))
+    inner_steps, original = [], Trainer._encoder_updates
+
+    def spy(self, *a):
+        inner_steps.append(self.progress.step)
+        return original(self, *a)
+
+    monkeypatch.setattr(Trainer, "_encoder_updates", spy)
+    run = tmp_path / "run"
+    cfg = tiny_cfg("objective.aggressive=true", "objective.aggressive_max_inner=2", "objective.aggressive_window=1",
+                   "train.max_epochs=4")
+    tr = Trainer(cfg, run, log=lambda m: None)
+    tr.fit()
+    per_epoch = tr.batches_per_epoch
+    assert inner_steps == list(range(3 * per_epoch))  # aggressive in epochs 1-3, plain VAE steps in epoch 4
+    logs = records(run, "aggressive")
+    assert [(r["epoch"], r["mi"], r["aggressive"]) for r in logs] == [(1, 0.5, True), (2, 0.9, True), (3, 0.7, False)]
+    assert tr.progress.aggressive is False and tr.progress.mi_prev == 0.7
+
+
+def test_validation_mi_is_he_et_al_calc_mi(tmp_path):
+    """validation_mi = metrics.mi_batch over length-sorted minibatches of the posterior means."""
+    from textvae.metrics import _batches, mi_batch, posterior_means
+
+    tr = Trainer(tiny_cfg(), tmp_path / "run", log=lambda m: None)
+    mu, logvar = posterior_means(tr.model, tr.valid_data, 16)
+    expected = mi_batch(mu, logvar, _batches(tr.valid_data, 16), generator=3)
+    assert collapse.validation_mi(tr.model, tr.valid_data, 16, 3) == pytest.approx(expected)
+    assert not collapse.mi_stopped_rising(None, -1.0)
+    assert collapse.mi_stopped_rising(0.9, 0.7) and not collapse.mi_stopped_rising(0.7, 0.7)
+
+
+def _crash_at(monkeypatch, step):
+    original = Trainer._save_checkpoint
+
+    def save_then_crash(self):
+        path = original(self)
+        if self.progress.step == step:
+            raise RuntimeError("simulated crash")
+        return path
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_crash)
+    return original
+
+
+def _assert_same_runs(a, b):
+    x, y = (load_file(str(list_checkpoints(r)[-1] / "model.safetensors")) for r in (a, b))
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rs]  # noqa: E731
+    for kind in ("valid", "train", "aggressive"):
+        assert strip(records(a, kind)) == strip(records(b, kind))
+
+
+def test_aggressive_resume_is_exact(tmp_path, monkeypatch):
+    # crash in the middle of epoch 2 (steps 6..11): after the first MI check, with random inner batches
+    crash_step = 8
+    cfg = ("objective.aggressive=true", "objective.aggressive_max_inner=3", "objective.aggressive_window=1",
+           "train.max_epochs=2", "train.checkpoint_every=4", "model.emb_dropout=0.1", "model.bn_gamma=0.5")
+    full, crashed = tmp_path / "full", tmp_path / "crashed"
+    train(tiny_cfg(*cfg), full)
+    original = _crash_at(monkeypatch, crash_step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_cfg(*cfg), crashed)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", original)
+    train(tiny_cfg(*cfg), crashed, resume=True)
+    assert len(records(full, "aggressive")) == 2  # the MI checks ran (and are part of what must match)
+    _assert_same_runs(full, crashed)
+
+
+# --------------------------------------------------------------------------- Li et al. (2019): pretraining
+
+
+def test_kl_weight_is_zero_while_pretraining_then_the_schedule_restarts():
+    c = ObjectiveConfig(kl_schedule="linear", kl_start=0.2, kl_weight=1.0, kl_warmup_steps=10, pretrain_ae_steps=5)
+    assert kl_weight(0, c) == 0.0 and kl_weight(1000, c, pretrain_end=None) == 0.0
+    assert kl_weight(5, c, 100, pretrain_end=5) == pytest.approx(0.2)  # phase 2 starts at the schedule's step 0
+    assert kl_weight(7, c, 100, pretrain_end=5) == pytest.approx(0.2 + 0.8 * 2 / 10)
+    cyc = ObjectiveConfig(kl_schedule="cyclical", cycles=2, cycle_ratio=1.0, pretrain_ae_steps=50)
+    assert kl_weight(75, cyc, 250, pretrain_end=50) == pytest.approx(0.25)  # cycles span the 200 VAE steps
+    assert not collapse.pretraining(ObjectiveConfig(), None)
+    assert collapse.pretraining(c, None) and not collapse.pretraining(c, 5)
+
+
+def test_pretraining_then_decoder_reset_keeps_the_encoder(tmp_path, monkeypatch):
+    betas, resets = {}, []
+    original_loss, original_reset = Trainer._loss, collapse.reset_decoder
+
+    def loss_spy(self, *a):
+        out = original_loss(self, *a)
+        betas[self.progress.step] = out[3]
+        return out
+
+    def reset_spy(model, seed):
+        enc, dec = collapse.encoder_parameters(model), collapse.decoder_parameters(model)
+        before = (snapshot(enc), snapshot(dec))
+        original_reset(model, seed)
+        resets.append((seed, before, snapshot(enc), snapshot(dec)))
+
+    monkeypatch.setattr(Trainer, "_loss", loss_spy)
+    monkeypatch.setattr(collapse, "reset_decoder", reset_spy)
+    cfg = tiny_cfg("objective.pretrain_ae_steps=5", "objective.kl_schedule=constant", "objective.free_bits=0.1",
+                   "objective.free_bits_mode=li", "train.max_steps=8", "train.seed=7")
+    tr = Trainer(cfg, tmp_path / "run", log=lambda m: None)
+    decoder_at_init = snapshot(collapse.decoder_parameters(tr.model))
+    tr.fit()
+    assert [betas[s] for s in range(8)] == [0.0] * 5 + [1.0] * 3  # autoencoder, then the VAE objective
+    assert tr.progress.pretrain_end == 5 and len(resets) == 1
+    seed, (enc_before, dec_before), enc_after, dec_after = resets[0]
+    assert all(torch.equal(a, b) for a, b in zip(enc_before, enc_after))  # encoder kept
+    assert changed(dec_before, dec_after)  # the trained decoder is gone ...
+    assert changed(decoder_at_init, dec_before)  # ... (it had been trained) ...
+    torch.manual_seed(seed)
+    fresh = list(Decoder(tr.model.decoder.cfg).parameters())
+    assert all(torch.equal(a, b) for a, b in zip(dec_after, fresh))  # ... replaced by a fresh initialisation
+
+
+def test_reset_decoder_leaves_the_global_rng_alone():
+    tok = train_tokenizer(TokenizerConfig(kind="word"), ["a b c .", "b c d ."])
+    model = TextVAE(ModelConfig(emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=2), tok)
+    state = torch.get_rng_state()
+    collapse.reset_decoder(model, 3)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_pretraining_ends_early_when_the_autoencoder_converges(tmp_path):
+    # lr ~ 0: no improvement; patience 0 and one decay allowed: phase 1 "converges" at step 2,
+    # phase 2 starts afresh (its own decay, then early stopping) instead of the run ending.
+    logs = []
+    result = train(tiny_cfg("objective.pretrain_ae_steps=50", "train.lr=1e-12", "train.lr_patience=0",
+                            "train.max_decays=1", "train.eval_every=1", "train.max_epochs=5"),
+                   tmp_path / "run", log=logs.append)
+    assert any("autoencoder pretraining ends, it converged" in line for line in logs)
+    meta = json.loads((list_checkpoints(tmp_path / "run")[-1] / "trainer_state.json").read_text())
+    assert meta["progress"]["pretrain_end"] == 2 and result["step"] == 5
+
+
+def test_pretraining_resume_across_the_switch_is_exact(tmp_path, monkeypatch):
+    cfg = ("objective.pretrain_ae_steps=5", "train.max_steps=9", "train.checkpoint_every=3", "model.emb_dropout=0.1")
+    full, crashed = tmp_path / "full", tmp_path / "crashed"
+    train(tiny_cfg(*cfg), full)
+    original = _crash_at(monkeypatch, 6)  # after the switch at step 5
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_cfg(*cfg), crashed)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", original)
+    train(tiny_cfg(*cfg), crashed, resume=True)
+    _assert_same_runs(full, crashed)
+
+
+# --------------------------------------------------------------------------- Zhu et al. (2020): BN-VAE
+
+
+def bn_model(gamma=0.7, latent_dim=8):
+    tok = train_tokenizer(TokenizerConfig(kind="word"), [" ".join(f"w{i}" for i in range(40))])
+    torch.manual_seed(0)
+    return TextVAE(ModelConfig(emb_dim=8, enc_hidden=16, dec_hidden=8, latent_dim=latent_dim, bn_gamma=gamma), tok)
+
+
+def random_batch(n=64, T=9, vocab=44):
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(4, vocab, (n, T), generator=g)
+    lengths = torch.randint(3, T + 1, (n,), generator=g)
+    tokens[:, 0] = 2
+    tokens[torch.arange(n), lengths - 1] = 3
+    tokens[torch.arange(T).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
+    return tokens, lengths
+
+
+def test_bn_vae_mu_has_mean_beta_and_std_gamma_and_the_kl_bound_holds():
+    gamma, Z = 0.7, 8
+    model = bn_model(gamma, Z).train()
+    with torch.no_grad():
+        model.mu_bn.bias.copy_(torch.linspace(-1, 1, Z))
+        model.posterior.weight.mul_(30)  # raw mu spread well above BatchNorm's eps = 1e-5
+    tokens, lengths = random_batch()
+    out = model(tokens, lengths)
+    assert torch.allclose(out.mu.mean(0), model.mu_bn.bias, atol=1e-5)
+    assert torch.allclose(out.mu.std(0, unbiased=False), torch.full((Z,), gamma), rtol=1e-3)
+    bound = 0.5 * (gamma ** 2 * Z + model.mu_bn.bias.pow(2).sum())  # 1/2 sum_d (gamma^2 + beta_d^2)
+    assert out.kl.sum(1).mean() >= 0.999 * bound and bound > Z * gamma ** 2 / 2
+    with torch.no_grad():
+        model.mu_bn.bias.zero_()  # beta = 0: the KL still cannot fall below Z gamma^2 / 2
+    assert model(tokens, lengths).kl.sum(1).mean() >= 0.999 * Z * gamma ** 2 / 2
+
+
+def test_bn_vae_gamma_is_fixed_and_beta_is_learned():
+    model = bn_model().train()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    beta = model.mu_bn.bias.detach().clone()
+    out = model(*random_batch())
+    (out.rec.mean() + out.kl.sum(1).mean()).backward()
+    opt.step()
+    assert torch.all(model.mu_bn.weight == 0.7) and not model.mu_bn.weight.requires_grad
+    assert not torch.equal(beta, model.mu_bn.bias)
+
+
+def test_bn_vae_eval_uses_running_statistics_and_round_trips(tmp_path):
+    model = bn_model().train()
+    tokens, lengths = random_batch()
+    with torch.no_grad():
+        for _ in range(5):
+            model(tokens, lengths)  # accumulate running statistics
+    bn = model.mu_bn
+    assert int(bn.num_batches_tracked) == 5
+    model.eval()
+    with torch.no_grad():
+        mu_all, _ = model.encode_posterior(tokens, lengths)
+        mu_one, _ = model.encode_posterior(tokens[:1], lengths[:1])
+        raw, _ = model.posterior(model.encoder(tokens, lengths)).chunk(2, -1)
+    expected = bn.weight * (raw - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) + bn.bias
+    assert torch.allclose(mu_all, expected, atol=1e-5)
+    assert torch.allclose(mu_one[0], mu_all[0], atol=1e-5)  # a sentence's code no longer depends on its batch
+    model.save_pretrained(tmp_path / "m")
+    loaded = TextVAE.from_pretrained(tmp_path / "m")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_posterior(tokens, lengths)[0], mu_all)
+
+
+def test_bn_vae_single_sentence_training_batch_uses_running_statistics():
+    model = bn_model().train()
+    tokens, lengths = random_batch()
+    out = model(tokens[:1], lengths[:1])  # BatchNorm1d alone would raise: one value per channel
+    assert torch.isfinite(out.rec).all() and int(model.mu_bn.num_batches_tracked) == 0
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.latent_dim=0", "model.bn_gamma=0.5"], "model.bn_gamma"),
+    (["model.bn_gamma=0"], "model.bn_gamma"),
+    (["model.latent_dim=0", "objective.aggressive=true"], "objective.aggressive"),
+    (["objective.aggressive_max_inner=0"], "objective.aggressive_max_inner"),
+    (["objective.pretrain_ae_steps=10", "train.max_steps=10"], "objective.pretrain_ae_steps"),
+])
+def test_config_rejects_impossible_settings(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(preset="tiny", overrides=overrides)
