@@ -198,7 +198,8 @@ def _check_text_file(path: Path, errors: str) -> None:
     with open(path, "rb") as f:  # fast pass: big chunks, decoded in C
         while chunk := f.read(1 << 24):
             chunk += f.readline()  # end on a line break so no character is cut in two
-            if b"\0" in chunk or (errors == "strict" and not _is_utf8(chunk)):
+            binary = b"\0" in chunk  # text never has NUL bytes: report that, not the invalid UTF-8 near it
+            if binary or (errors == "strict" and not _is_utf8(chunk)):
                 break
         else:
             return
@@ -207,7 +208,7 @@ def _check_text_file(path: Path, errors: str) -> None:
             if b"\0" in line:
                 raise DataError(f"{path}:{lineno}: contains NUL bytes; it looks like a binary file (or UTF-16 "
                                 f"text), not UTF-8 text with one example per line")
-            if errors == "strict":
+            if errors == "strict" and not binary:
                 try:
                     line.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -303,6 +304,8 @@ class EncodedSplit:
 
     ``ids[i]`` are example i's token ids (int32, no BOS/EOS); ``texts[i]`` its text as loaded (the
     whole text even when ``ids[i]`` was truncated); ``labels`` is None when the corpus has none.
+    ``label_ids`` (int64, one per example) are what a conditional model is conditioned on, set by
+    :func:`attach_label_ids`; None otherwise.
     ``stats``: examples, skipped_blank, truncated, dropped (= dropped_long + dropped_empty), tokens
     (= sum(len(ids) + 1), words + EOS: the perplexity denominator).
     """
@@ -310,6 +313,7 @@ class EncodedSplit:
     ids: list[np.ndarray] = field(repr=False)
     texts: list[str] = field(repr=False)
     labels: list[str] | None = field(default=None, repr=False)
+    label_ids: np.ndarray | None = field(default=None, repr=False)
     stats: dict = field(default_factory=dict)
     lengths: np.ndarray = field(init=False, repr=False)  # (N,) len(ids[i])
 
@@ -369,6 +373,23 @@ def encode_split(ds: datasets.Dataset, tokenizer, cfg: DataConfig,
         "dropped_empty": n_empty,
         "tokens": int(split.lengths.sum()) + len(split),  # words + one EOS per sentence
     }
+    return split
+
+
+def attach_label_ids(split: EncodedSplit, names: list[str] | None, what: str = "the split") -> EncodedSplit:
+    """Set ``split.label_ids`` to each example's index in ``names`` (a conditional model's labels);
+    nothing to do when ``names`` is None. A DataError when the split has no labels or unknown ones."""
+    if names is None:
+        return split
+    if split.labels is None:
+        raise DataError(f"{what} has no labels, but the model is conditional (model.conditional=true): give "
+                        f"each example a label ({{split}}.labels.txt beside a .txt split, or data.label_field)")
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted({label for label in split.labels if label not in index})
+    if unknown:
+        raise DataError(f"{what} has labels the model was not trained with: {unknown[:5]}; its labels are "
+                        f"{names[:20]}")
+    split.label_ids = np.array([index[label] for label in split.labels], dtype=np.int64)
     return split
 
 
@@ -462,6 +483,7 @@ class Batch:
     lengths: torch.Tensor  # (B,) long: n + 2, BOS and EOS included
     labels: list[str] | None
     indices: list[int]  # example indices in the split
+    label_ids: torch.Tensor | None = None  # (B,) long, for a conditional model (see attach_label_ids)
 
     def __post_init__(self):
         # counted once here, where the tensors are still on the CPU: no device sync in the loop
@@ -477,6 +499,8 @@ class Batch:
         moved = copy.copy(self)
         moved.tokens = self.tokens.to(device, non_blocking=non_blocking)
         moved.lengths = self.lengths.to(device, non_blocking=non_blocking)
+        if self.label_ids is not None:
+            moved.label_ids = self.label_ids.to(device, non_blocking=non_blocking)
         return moved
 
     def __len__(self) -> int:
@@ -503,4 +527,5 @@ def collate(split: EncodedSplit, indices) -> Batch:
     indices = [int(i) for i in indices]
     tokens, lengths = collate_ids([split.ids[i] for i in indices])
     labels = [split.labels[i] for i in indices] if split.labels is not None else None
-    return Batch(tokens, lengths, labels, indices)
+    label_ids = torch.from_numpy(split.label_ids[indices]) if split.label_ids is not None else None
+    return Batch(tokens, lengths, labels, indices, label_ids)

@@ -184,6 +184,11 @@ class WordTokenizer(Tokenizer):
 # is never in the vocabulary (it is removed from training text), so it encodes to UNK_ID and
 # decodes to <unk>. Two adjacent unknowns ("<unk><unk>") merge into one UNK_ID.
 _NOT_A_CHAR = "\uffff"
+# The trainer silently drops every training sentence that contains U+2585 (SentencePiece's internal
+# piece-boundary mark; when all contain it, training fails with an empty message). It is removed from
+# training text, like U+FFFF, so the rest of such a sentence is learnt; when encoding, it is an unseen
+# character (UNK).
+_NOT_FOR_TRAINING = str.maketrans("", "", _NOT_A_CHAR + "\u2585")
 _SPECIALS_RE = re.compile("|".join(re.escape(p) for p in SPECIAL_PIECES))
 
 
@@ -210,7 +215,10 @@ class SentencePieceTokenizer(Tokenizer):
         """Train in memory on ``texts`` (one sentence each). Deterministic for the same texts."""
         import sentencepiece as spm
 
-        texts = [(t.lower() if lowercase else t).replace(_NOT_A_CHAR, "") for t in texts]
+        texts = [(t.lower() if lowercase else t).translate(_NOT_FOR_TRAINING) for t in texts]
+        if not any(t and not t.isspace() for t in texts):
+            raise DataError("cannot train a SentencePiece model: no training text (the texts are blank or "
+                            "hold only characters SentencePiece cannot learn, U+2585 and U+FFFF)")
         buf = io.BytesIO()
         spm.set_random_generator_seed(0)  # only used when sampling input sentences; fixed anyway
         try:
@@ -232,7 +240,8 @@ class SentencePieceTokenizer(Tokenizer):
                 minloglevel=2,  # silence the training log on stderr
             )
         except RuntimeError as e:
-            reason = str(e).rpartition("] ")[2].strip()  # drop the "INTERNAL: src/x.cc(123) [check]" prefix
+            # drop the "INTERNAL: src/x.cc(123) [check]" prefix
+            reason = str(e).rpartition("] ")[2].strip() or str(e).strip() or "no reason given"
             raise ConfigError(f"SentencePiece training failed (tokenizer.vocab_size={vocab_size}, "
                               f"tokenizer.model_type={model_type}, tokenizer.character_coverage="
                               f"{character_coverage}, {len(texts)} training sentences): {reason} "
