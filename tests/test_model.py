@@ -119,3 +119,57 @@ def test_from_pretrained_errors(tmp_path):
     (tmp_path / "m2" / "model.safetensors").write_bytes(b"\x80\x04garbage")
     with pytest.raises(CheckpointError, match="not a valid safetensors"):
         TextVAE.from_pretrained(tmp_path / "m2")
+
+
+# --------------------------------------------------------------------------- gated-CNN encoder
+
+def test_gcnn_encoder_shapes_and_gradients():
+    model = tiny(encoder="gcnn", gcnn_layers=3, gcnn_kernel=5)
+    assert type(model.encoder).__name__ == "GatedCNNEncoder" and len(model.encoder.blocks) == 3
+    tokens, lengths = batch(model)
+    h = model.encoder(tokens, lengths)
+    assert h.shape == (4, 12) and model.encoder.out_dim == 12  # (B, enc_hidden)
+    mu, logvar = model.encode_posterior(tokens, lengths)
+    assert mu.shape == logvar.shape == (4, 4)
+    out = model(tokens, lengths)
+    (out.rec.mean() + out.kl.sum(1).mean()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for n, p in model.encoder.named_parameters() if n != "embedding.weight")
+
+
+def test_gcnn_encoder_ignores_padding():
+    model = tiny(encoder="gcnn", gcnn_layers=4, gcnn_kernel=3).eval()
+    tokens, lengths = batch(model)
+    with torch.no_grad():
+        ref = model.encoder(tokens, lengths)
+        padded = torch.cat([tokens, torch.zeros(4, 6, dtype=tokens.dtype)], 1)  # six more PAD columns
+        assert torch.allclose(model.encoder(padded, lengths), ref, atol=1e-6)
+        for i in range(4):  # each sentence alone (no padding at all) = its row in the padded batch
+            n = int(lengths[i])
+            alone = model.encoder(tokens[i:i + 1, :n], lengths[i:i + 1])
+            assert torch.allclose(alone, ref[i:i + 1], atol=1e-6)
+        garbage = padded.clone()  # whatever sits at padded positions is never seen
+        garbage[torch.arange(padded.size(1)) >= lengths.unsqueeze(1)] = 5
+        assert torch.allclose(model.encoder(garbage, lengths), ref, atol=1e-6)
+
+
+def test_gcnn_save_load_round_trip(tmp_path):
+    model = tiny(encoder="gcnn", gcnn_layers=2, gcnn_kernel=3).eval()
+    tokens, lengths = batch(model)
+    model.save_pretrained(tmp_path / "m")
+    again = TextVAE.from_pretrained(tmp_path / "m")
+    assert again.config == model.config and again.config.encoder == "gcnn"
+    assert torch.equal(model.encode_posterior(tokens, lengths)[0], again.encode_posterior(tokens, lengths)[0])
+
+
+def test_gcnn_config_is_validated():
+    from textvae.config import load_config
+    from textvae.errors import ConfigError
+
+    cfg = load_config(preset="tiny", overrides=["model.encoder=gcnn", "model.gcnn_layers=2", "model.gcnn_kernel=5"])
+    assert (cfg.model.encoder, cfg.model.gcnn_layers, cfg.model.gcnn_kernel) == ("gcnn", 2, 5)
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=["model.encoder=cnn", "model.gcnn_kernel=4", "model.gcnn_layers=0"])
+    for part in ("model.encoder='cnn' is not one of 'rnn', 'gcnn'", "model.gcnn_kernel=4 must be an odd",
+                 "model.gcnn_layers=0 must be > 0"):
+        assert part in str(e.value)

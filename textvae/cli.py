@@ -1,7 +1,8 @@
 """``textvae`` command line: each verb parses, builds a config, and calls one API function.
 
 Every verb is testable as ``main([...])``, which returns the exit status: 0 on success, 2 for bad
-input (one readable paragraph on stderr, no traceback unless ``--debug``), 130 when interrupted.
+input or an unusable path (one readable paragraph on stderr, no traceback unless ``--debug``), 130
+when interrupted (SIGINT or SIGTERM: training saves a checkpoint first).
 """
 
 import argparse
@@ -44,13 +45,16 @@ def _add_sampling(p: argparse.ArgumentParser, greedy_default: bool) -> None:
     g.add_argument("--greedy", action="store_true", default=greedy_default, help="argmax decoding")
     g.add_argument("--sample", dest="greedy", action="store_false", help="sample instead of greedy")
     g.add_argument("--max-len", type=_positive_int("--max-len"), default=50, help="max tokens generated")
+    g.add_argument("--form", metavar="LxN", help="poems of N lines of L characters, e.g. 5x4 or 7x4: "
+                   "'，' after odd lines, '。' after even ones (character-level models)")
+    p.add_argument("--label", help="a conditional model's label to encode and decode with (model.conditional)")
 
 
 def _sample_config(args):
     from .config import SampleConfig
 
     return SampleConfig(max_len=args.max_len, temperature=args.temperature, top_p=args.top_p,
-                        greedy=args.greedy, beam=args.beam)
+                        greedy=args.greedy, beam=args.beam, form=args.form)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prior samples for distinct-n and self-BLEU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--encoding-errors", choices=("strict", "replace"))
+    p.add_argument("--form", metavar="LxN", help="also report well_formed: the fraction of the (free) prior "
+                   "samples that are poems of this form, e.g. 5x4")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("plot", help="training curves, per-dimension KL, latent PCA map (PNG)")
@@ -108,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where to write PNGs (default: RUN/plots)")
     p.add_argument("--split", choices=("valid", "test"), default="valid", help="split for the PCA map")
     p.add_argument("--labels", help="file with one label per line of the split, to colour the PCA map")
+
+    p = sub.add_parser("probe", help="logistic regression on posterior means vs bag-of-words, N labelled examples")
+    p.add_argument("--model", required=True)
+    p.add_argument("--labels", help="one label per line of the split (default: the corpus's own labels)")
+    p.add_argument("--data-dir", help="corpus folder (default: the corpus the model was trained on)")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="valid")
+    p.add_argument("--n", type=_positive_int("--n"), default=100, help="training examples; the rest test")
+    p.add_argument("--seed", type=int, default=0, help="which examples train")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub.add_parser("presets", help="list the shipped presets")
     return parser
@@ -126,6 +141,9 @@ def _cmd_train(args) -> int:
         overrides.append(f"data.encoding_errors={args.encoding_errors}")
     preset = args.preset or (None if args.config else "default")
     cfg = load_config(preset=preset, config_file=args.config, overrides=overrides)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise TextVAEError(f"--out {args.out} is a file; the run directory must be a folder (new, or a run "
+                           f"to continue with --resume)")
     print(f"textvae train: {'preset ' + repr(preset) if preset else args.config} -> {args.out}", file=sys.stderr)
     result = train(cfg, args.out, resume=args.resume)
     print(f"trained to step {result['step']} (epoch {result['epoch']}); best valid elbo "
@@ -137,7 +155,7 @@ def _cmd_train(args) -> int:
 
 def _summary(run: str, cfg) -> None:
     """The end of a run: a short valid/test table, a few prior samples and one homotopy."""
-    from .data import encode_split, load_splits
+    from .data import attach_label_ids, encode_split, load_splits
     from .metrics import evaluate
     from .model import TextVAE
 
@@ -145,7 +163,8 @@ def _summary(run: str, cfg) -> None:
     splits = load_splits(cfg.data, ("valid", "test"))
     rows = []
     for name in ("valid", "test"):
-        enc = encode_split(splits[name], model.tokenizer, cfg.data)
+        enc = attach_label_ids(encode_split(splits[name], model.tokenizer, cfg.data), model.label_names,
+                               f"the {name} split")
         r = evaluate(model, enc, iw_samples=50, n_samples=50, seed=cfg.train.seed)
         rows.append((name, r))
     print("\n| split | nll_iw (k=50) | ppl_iw | elbo | rec | kl | au | bleu_rec |")
@@ -161,8 +180,9 @@ def _summary(run: str, cfg) -> None:
     texts = list(splits["test"]["text"])
     if not model.is_lm and len(texts) >= 2:
         a, b = texts[0], max(texts[1:], key=lambda t: len(t))
-        print("\nhomotopy (posterior means, greedy):")
-        for i, s in enumerate(model.interpolate(a, b, steps=5)):
+        label = splits["test"]["label"][0] if model.conditional else None  # a conditional model: a's label
+        print(f"\nhomotopy (posterior means, greedy{', label ' + label if label else ''}):")
+        for i, s in enumerate(model.interpolate(a, b, steps=5, label=label)):
             print(f"  {'*' if i in (0, 6) else ' '} {s}")
     print(f"\n({test['sentences']} test sentences, {test['tokens']} tokens; full metrics: "
           f"textvae evaluate --model {run} --split test)")
@@ -172,7 +192,7 @@ def _cmd_sample(args) -> int:
     from .model import TextVAE
 
     model = TextVAE.from_pretrained(args.model)
-    for s in model.sample(args.n, _sample_config(args), seed=args.seed):
+    for s in model.sample(args.n, _sample_config(args), seed=args.seed, label=args.label):
         print(s)
     return 0
 
@@ -188,7 +208,7 @@ def _cmd_reconstruct(args) -> int:
     if not sentences:
         raise TextVAEError("reconstruct: no sentences given; pass them as arguments or one per line on stdin")
     model = _checked_model(args.model, sentences)
-    for s in model.reconstruct(sentences, _sample_config(args)):
+    for s in model.reconstruct(sentences, _sample_config(args), label=args.label):
         print(s)
     return 0
 
@@ -223,14 +243,14 @@ def _cmd_interpolate(args) -> int:
             raise TextVAEError(f"{args.model} is a language model (latent_dim=0): nothing to interpolate")
         g = torch.Generator().manual_seed(args.seed)
         ends = torch.randn(2, model.latent_dim, generator=g).to(model.device)
-        lines = model.decode(homotopy(ends[0], ends[1], args.steps), sc)
+        lines = model.decode(homotopy(ends[0], ends[1], args.steps), sc, label=args.label)
     else:
         if len(args.sentences) != 2:
             raise TextVAEError(f"interpolate needs exactly two sentences (got {len(args.sentences)}), "
                                f'e.g. textvae interpolate --model R "first sentence" "second sentence"; '
                                f"or --prior")
         model = _checked_model(args.model, args.sentences)
-        lines = model.interpolate(args.sentences[0], args.sentences[1], args.steps, sc)
+        lines = model.interpolate(args.sentences[0], args.sentences[1], args.steps, sc, label=args.label)
     for i, s in enumerate(lines):
         end = i in (0, len(lines) - 1)
         print(f"**{s}**" if args.markdown and end else s)
@@ -239,7 +259,7 @@ def _cmd_interpolate(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from .config import DataConfig, _build
-    from .data import encode_split, load_splits
+    from .data import attach_label_ids, encode_split, load_splits
     from .metrics import evaluate
     from .model import TextVAE
 
@@ -251,9 +271,10 @@ def _cmd_evaluate(args) -> int:
     if args.encoding_errors:
         data_cfg.encoding_errors = args.encoding_errors
     split = load_splits(data_cfg, (args.split,))[args.split]
-    enc = encode_split(split, model.tokenizer, data_cfg)
+    enc = attach_label_ids(encode_split(split, model.tokenizer, data_cfg), model.label_names,
+                           f"the {args.split} split")
     result = evaluate(model, enc, iw_samples=args.iw_samples, batch_size=args.batch_size,
-                      seed=args.seed, n_samples=args.n_samples)
+                      seed=args.seed, n_samples=args.n_samples, form=args.form)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -280,6 +301,25 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _cmd_probe(args) -> int:
+    from .model import TextVAE
+    from .probe import labelled_split, probe
+
+    model = TextVAE.from_pretrained(args.model)
+    split = labelled_split(model, args.split, args.labels, args.data_dir)
+    r = probe(model, split, n=args.n, seed=args.seed)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"accuracy on {r['n_test']} {args.split} examples, classifiers trained on {r['n_train']} "
+          f"(seed {r['seed']}, {r['classes']} labels):")
+    for name, acc in ((f"posterior means ({r['latent_dim']} dims)", r["accuracy_latent"]),
+                      (f"bag of words ({r['bow_features']} tokens)", r["accuracy_bow"]),
+                      ("majority label", r["accuracy_majority"])):
+        print(f"  {name:<32} {acc:.4f}")
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from .config import list_presets, preset_dict
 
@@ -292,7 +332,7 @@ def _cmd_presets(args) -> int:
 
 VERBS = {"train": _cmd_train, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct,
          "interpolate": _cmd_interpolate, "evaluate": _cmd_evaluate, "plot": _cmd_plot,
-         "presets": _cmd_presets}
+         "probe": _cmd_probe, "presets": _cmd_presets}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,6 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"textvae {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that cannot be used: a file where a folder should be, permissions, disk full
+        if args.debug:
+            raise
+        paths = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        print(f"textvae {args.verb}: error: {paths + ': ' if paths else ''}{e.strerror or e}; check the paths "
+              f"given and their permissions (--debug shows where it happened)", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"textvae {args.verb}: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)

@@ -4,8 +4,8 @@ A run is described by one :class:`Config` with five sections::
 
     data       where the corpus is and how examples are cleaned
     tokenizer  word-level vocabulary or SentencePiece
-    model      encoder/decoder shapes, latent size, word dropout
-    objective  KL weight schedule and free bits (step-dependent weighting)
+    model      encoder/decoder shapes, latent size, word dropout, BN-VAE
+    objective  KL weight schedule, free bits, aggressive training, AE pretraining
     train      optimiser, evaluation, checkpoints, stopping
 
 Unknown keys and wrong types are errors that list every problem at once.
@@ -35,7 +35,9 @@ def _choice(problems: list[str], name: str, value: Any, choices) -> None:
 def _positive(problems: list[str], name: str, value, allow_zero: bool = False) -> None:
     if value is None:
         return
-    if value < 0 or (value == 0 and not allow_zero):
+    if value != value or value in (float("inf"), float("-inf")):  # NaN passes every comparison below
+        problems.append(f"{name}={value!r} must be a finite number")
+    elif value < 0 or (value == 0 and not allow_zero):
         problems.append(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
 
@@ -102,21 +104,43 @@ class ModelConfig:
     enc_hidden: int = 256
     enc_layers: int = 1
     bidirectional: bool = False
+    encoder: str = "rnn"  # rnn: LSTM|GRU (cell, enc_layers, bidirectional) | gcnn: gated CNN, Dauphin et al. 2017
+    gcnn_layers: int = 4  # gcnn: residual gated-convolution blocks, enc_hidden channels each
+    gcnn_kernel: int = 3  # gcnn: kernel width, odd (centred: (k - 1) / 2 tokens either side)
     dec_hidden: int = 256
     dec_layers: int = 1
     latent_dim: int = 32  # 0: no encoder, no latent: the LM baseline
     z_to_input: bool = True  # concatenate z to every decoder input embedding
     z_to_state: bool = True  # initial decoder state computed from z
+    # conditional VAE (Sohn et al. 2015): each example's label (the corpus's labels) is embedded and joins
+    # the encoder's final hidden state and, at the decoder, z; the prior stays N(0, I) (see model.py)
+    conditional: bool = False
+    label_dim: int = 16  # conditional: size of the label embeddings
+    num_labels: int = 0  # conditional: filled in from the training labels
     tie_embeddings: bool = False  # output projection shares the decoder embedding
     word_dropout: float = 0.0  # Bowman: decoder inputs replaced by <unk> with this probability (1 = inputless)
     emb_dropout: float = 0.0  # ordinary dropout on embeddings (encoder and decoder)
     out_dropout: float = 0.0  # dropout on decoder outputs before the projection
     logvar_min: float = -20.0  # log sigma^2 is clamped to [logvar_min, logvar_max]
     logvar_max: float = 10.0
+    # Zhu et al. (2020), "A Batch Normalized Inference Network Keeps the KL Vanishing Away" (BN-VAE):
+    # batch normalisation of mu with its scale fixed at gamma (not learned; the shift is learned).
+    # Each mu_d then has mean beta_d and variance gamma^2 over the data, and since
+    # KL = 1/2 sum_d (mu_d^2 + sigma_d^2 - log sigma_d^2 - 1) >= 1/2 sum_d mu_d^2, the expected KL
+    # per sentence is >= 1/2 sum_d (gamma^2 + beta_d^2) >= latent_dim * gamma^2 / 2. None: off.
+    bn_gamma: float | None = None
     vocab_size: int = 0  # filled in from the tokenizer
 
     def validate(self, p: list[str]) -> None:
         _choice(p, "model.cell", self.cell, ("lstm", "gru"))
+        _choice(p, "model.encoder", self.encoder, ("rnn", "gcnn"))
+        _positive(p, "model.gcnn_layers", self.gcnn_layers)
+        if self.gcnn_kernel < 1 or self.gcnn_kernel % 2 == 0:
+            p.append(f"model.gcnn_kernel={self.gcnn_kernel!r} must be an odd number >= 1 (the convolution is centred)")
+        _positive(p, "model.label_dim", self.label_dim)
+        _positive(p, "model.num_labels", self.num_labels, allow_zero=True)
+        if self.conditional and self.latent_dim == 0:
+            p.append("model.conditional is set but model.latent_dim=0; the conditional VAE needs a latent")
         for name in ("emb_dim", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers"):
             _positive(p, f"model.{name}", getattr(self, name))
         _positive(p, "model.latent_dim", self.latent_dim, allow_zero=True)
@@ -126,11 +150,16 @@ class ModelConfig:
         if self.logvar_min >= self.logvar_max:
             p.append("model.logvar_min must be < model.logvar_max")
         _positive(p, "model.vocab_size", self.vocab_size, allow_zero=True)
+        _positive(p, "model.bn_gamma", self.bn_gamma)
+        if self.bn_gamma is not None and self.latent_dim == 0:
+            p.append("model.bn_gamma is set but model.latent_dim=0 (the LM has no posterior to normalise); "
+                     "unset model.bn_gamma or give a latent_dim")
 
 
 @dataclass
 class ObjectiveConfig:
-    """Loss = rec + kl_weight(step) * KL', KL' the free-bits-adjusted KL (see objectives.py)."""
+    """Loss = rec + kl_weight(step) * KL', KL' the free-bits-adjusted KL (see objectives.py); how the
+    updates are made: aggressive training and autoencoder pretraining (see collapse.py)."""
 
     kl_schedule: str = "constant"  # constant | linear | logistic | cyclical
     kl_weight: float = 1.0  # the weight reached (constant: always; beta-VAE when != 1)
@@ -143,6 +172,21 @@ class ObjectiveConfig:
     cycle_steps: int | None = None  # cyclical: total steps the cycles span (default: train.max_steps or epochs)
     free_bits: float = 0.0  # lambda in nats; 0 disables
     free_bits_mode: str = "kingma"  # kingma: batch-mean KL per dim clamped at lambda; li: per example and dim, masked
+    # He et al. (2019), "Lagging Inference Networks and Posterior Collapse in Variational Autoencoders":
+    # before every step, encoder-only updates (first on the step's batch, then on random training
+    # batches) until their loss stops improving, then one decoder-only update on the step's batch;
+    # switched off for good at the end of the first epoch whose validation MI is below the previous
+    # epoch's. The encoder (encoder + posterior head) and decoder are separate optimiser groups.
+    aggressive: bool = False
+    aggressive_max_inner: int = 100  # most encoder-only updates per step (theirs: 99)
+    aggressive_window: int = 15  # every this many inner updates, stop if the mean loss per token of the
+    #                              last window is above the previous window's (their text.py: 15)
+    # Li et al. (2019), "A Surprisingly Effective Fix for Deep Latent Variable Modeling of Text via a
+    # Simple Pretraining and Free-Bits": phase 1 trains an autoencoder (KL weight 0) for this many
+    # steps, or until early stopping fires, whichever is first; phase 2 then restarts the KL schedule,
+    # the optimiser, learning rate and early stopping, and trains the VAE (use free_bits_mode=li).
+    pretrain_ae_steps: int = 0  # 0: no pretraining
+    reset_decoder: bool = True  # at the start of phase 2, re-initialise the decoder (the encoder is kept)
 
     def validate(self, p: list[str]) -> None:
         _choice(p, "objective.kl_schedule", self.kl_schedule, ("constant", "linear", "logistic", "cyclical"))
@@ -156,6 +200,9 @@ class ObjectiveConfig:
         _positive(p, "objective.cycle_steps", self.cycle_steps)
         _positive(p, "objective.free_bits", self.free_bits, allow_zero=True)
         _choice(p, "objective.free_bits_mode", self.free_bits_mode, ("kingma", "li"))
+        _positive(p, "objective.aggressive_max_inner", self.aggressive_max_inner)
+        _positive(p, "objective.aggressive_window", self.aggressive_window)
+        _positive(p, "objective.pretrain_ae_steps", self.pretrain_ae_steps, allow_zero=True)
 
 
 @dataclass
@@ -215,6 +262,13 @@ class Config:
         problems: list[str] = []
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(problems)
+        o = self.objective
+        if self.model.latent_dim == 0 and (o.aggressive or o.pretrain_ae_steps):
+            problems.append("objective.aggressive / objective.pretrain_ae_steps need an encoder, but "
+                            "model.latent_dim=0 (the LM); give a latent_dim or turn them off")
+        if o.pretrain_ae_steps and self.train.max_steps and o.pretrain_ae_steps >= self.train.max_steps:
+            problems.append(f"objective.pretrain_ae_steps={o.pretrain_ae_steps} leaves no VAE phase within "
+                            f"train.max_steps={self.train.max_steps}; make it smaller")
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
         return self
@@ -239,6 +293,9 @@ class SampleConfig:
     top_p: float = 1.0  # nucleus sampling; 1 disables
     greedy: bool = False  # argmax decoding (temperature and top_p ignored)
     beam: int = 1  # beam size; > 1 uses beam search (deterministic)
+    # poem form "LxN": N lines of L characters, "，" after odd lines and "。" after even lines and the
+    # last; decoding is constrained to it and its length replaces max_len (see generate.py). None: free
+    form: str | None = None
 
     def __post_init__(self):
         p: list[str] = []
@@ -247,6 +304,10 @@ class SampleConfig:
         if not 0.0 < self.top_p <= 1.0:
             p.append(f"top_p={self.top_p!r} must be in (0, 1]")
         _positive(p, "beam", self.beam)
+        if self.form is not None:
+            chars, _, lines = self.form.partition("x")
+            if not (chars.isdigit() and lines.isdigit() and int(chars) > 0 and int(lines) > 0):
+                p.append(f"form={self.form!r} is not LxN (characters per line x lines, e.g. 5x4 or 7x4)")
         if p:
             raise ConfigError("invalid sampling settings: " + "; ".join(p))
 
@@ -298,6 +359,8 @@ def _coerce(tp, value, key: str, source: str):
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
             value = _number(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value != value or abs(value) == float("inf"):
+                raise ConfigError(f"{source}: key {key!r} must be a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -308,16 +371,26 @@ def _coerce(tp, value, key: str, source: str):
                       f"({type(value).__name__})")
 
 
+def read_format_version(meta: dict, source: str, error: type = ConfigError, default: int = 0) -> int:
+    """``meta["format_version"]`` (``default`` when absent); an ``error`` naming ``source`` unless an int."""
+    version = meta.get("format_version", default)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise error(f"{source}: 'format_version' must be a whole number, got {version!r}; "
+                    f"the file is damaged or was not written by textvae")
+    return version
+
+
 def _build(cls, d: dict, source: str, prefix: str):
     if not isinstance(d, dict):
-        raise ConfigError(f"{source}: {prefix or 'the top level'} must be a mapping, got {d!r}")
+        where = f"section {prefix.rstrip('.')!r}" if prefix else "the top level"
+        raise ConfigError(f"{source}: {where} must be a mapping of keys to values, got {d!r:.60}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in d if k not in names and not (cls is Config and k == "format_version")]
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(repr(prefix + k) for k in unknown)}; "
                           f"valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(names))}")
-    if cls is Config and d.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+    if cls is Config and read_format_version(d, source) > FORMAT_VERSION:
         raise ConfigError(f"{source}: format_version {d['format_version']} is newer than this textvae "
                           f"understands ({FORMAT_VERSION}); upgrade textvae (pip install -U textvae)")
     kwargs = {}
@@ -356,7 +429,12 @@ def _read_mapping(path: Path, source: str) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{source}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
-    return d or {}
+    if d is None:  # an empty file
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections (data, tokenizer, model, "
+                          f"objective, train), got {type(d).__name__} {d!r:.60}")
+    return d
 
 
 def preset_dict(name: str) -> dict:

@@ -4,9 +4,18 @@ Data flow, top to bottom::
 
     tokens (B, T) = BOS x_1 .. x_n EOS PAD..
       -> Encoder: embedding -> LSTM|GRU (packed) -> final hidden (B, H_enc)
-      -> Posterior head: linear -> mu, logvar (B, Z); z = mu + sigma * eps
+         [or GatedCNNEncoder: embedding -> gated convolutions -> mean over real positions (B, H_enc)]
+      -> Posterior head: linear -> mu, logvar (B, Z) [BN-VAE: mu batch-normalised with fixed scale]
+         z = mu + sigma * eps
       -> Decoder: word dropout (<unk>) -> embedding [+ z] -> LSTM|GRU with initial state from z
          -> output projection on real tokens only -> reconstruction NLL per sentence
+
+Conditional VAE (Sohn et al. 2015, ``model.conditional``): every example has a label y; its
+embedding joins the encoder's final hidden state (q(z|x, y)) and z at the decoder (p(x|z, y): the
+decoder's code is [z; e_y], see ``decoder_code``). The prior stays p(z|y) = N(0, I): a label-dependent
+N(mu_y, I) is the same model reparameterised (z' = z - mu_y; every use of z in the decoder is affine,
+so the shift becomes a label-dependent bias the label embedding already provides), and with N(0, I)
+the KL, IW-NLL, MI and AU estimators stay as they are.
 
 ``forward`` returns the terms (reconstruction NLL per sentence, KL per dimension); the training
 loop decides how to weight them (see objectives.py). With ``latent_dim=0`` the same decoder is a
@@ -79,21 +88,61 @@ class Encoder(nn.Module):
         return h[-dirs:].transpose(0, 1).reshape(tokens.size(0), -1)  # (B, dirs * H)
 
 
+class GatedCNNEncoder(nn.Module):
+    """Dauphin et al. (2017), "Language Modeling with Gated Convolutional Networks", as an encoder.
+
+    Embedding -> linear to H = enc_hidden channels -> ``gcnn_layers`` residual blocks
+    h <- h + conv_A(h) * sigmoid(conv_B(h)), two same-shaped convolutions of width ``gcnn_kernel``
+    (one through a sigmoid, multiplied elementwise) -> mean over the real positions -> (B, H).
+
+    Padding never reaches a real position: each block's input is zeroed at padded positions, so a
+    convolution sees there the same zeros as beyond its border, and the mean counts only the n + 2
+    real positions (BOS, words, EOS); appending PAD to a batch changes nothing. Unlike Dauphin et
+    al.'s language model, the convolutions are centred, not causal: an encoder sees the whole sentence.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        H, k = cfg.enc_hidden, cfg.gcnn_kernel
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.emb_dim, padding_idx=0)
+        self.dropout = nn.Dropout(cfg.emb_dropout)
+        self.inp = nn.Linear(cfg.emb_dim, H)
+        # each Conv1d is conv_A and conv_B side by side: 2H output channels, split in halves
+        self.blocks = nn.ModuleList(nn.Conv1d(H, 2 * H, k, padding=k // 2) for _ in range(cfg.gcnn_layers))
+        self.out_dim = H
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        h = self.inp(self.dropout(self.embedding(tokens))).transpose(1, 2)  # (B, H, T)
+        real = torch.arange(tokens.size(1), device=tokens.device) < lengths.unsqueeze(1)  # (B, T)
+        real = real.unsqueeze(1).to(h.dtype)  # (B, 1, T): 1 at BOS, words, EOS; 0 at padding
+        for conv in self.blocks:
+            a, b = conv(h * real).chunk(2, dim=1)  # (B, H, T) each
+            h = h + a * torch.sigmoid(b)
+        return (h * real).sum(-1) / real.sum(-1)  # (B, H): mean over real positions
+
+
+ENCODERS = {"rnn": Encoder, "gcnn": GatedCNNEncoder}
+
+
 class Decoder(nn.Module):
-    """LSTM|GRU language model whose initial state and (optionally) every input carry z."""
+    """LSTM|GRU language model whose initial state and (optionally) every input carry its code:
+    z, or [z; label embedding] for the conditional VAE (:meth:`code`)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        z_in = cfg.latent_dim if cfg.z_to_input else 0
+        self.code_dim = cfg.latent_dim + (cfg.label_dim if cfg.conditional else 0)
+        if cfg.conditional:
+            self.label_embedding = nn.Embedding(cfg.num_labels, cfg.label_dim)
+        z_in = self.code_dim if cfg.z_to_input else 0
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.emb_dim, padding_idx=0)
         self.dropout = nn.Dropout(cfg.emb_dropout)
         self.rnn = RNN[cfg.cell](cfg.emb_dim + z_in, cfg.dec_hidden, cfg.dec_layers, batch_first=True)
         self.out_dropout = nn.Dropout(cfg.out_dropout)
-        self.use_z_state = cfg.latent_dim > 0 and cfg.z_to_state
+        self.use_z_state = self.code_dim > 0 and cfg.z_to_state
         if self.use_z_state:
             # z -> initial hidden state of every layer (and cell state for the LSTM)
-            self.z_to_hidden = nn.Linear(cfg.latent_dim, cfg.dec_layers * cfg.dec_hidden)
+            self.z_to_hidden = nn.Linear(self.code_dim, cfg.dec_layers * cfg.dec_hidden)
         if cfg.tie_embeddings:
             self.bottleneck = (nn.Linear(cfg.dec_hidden, cfg.emb_dim) if cfg.dec_hidden != cfg.emb_dim
                                else nn.Identity())
@@ -102,6 +151,12 @@ class Decoder(nn.Module):
         else:
             self.bottleneck = nn.Identity()
             self.proj = nn.Linear(cfg.dec_hidden, cfg.vocab_size)
+
+    def code(self, z: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor | None:
+        """What the decoder is conditioned on: z (N, Z), or [z; e_y] (N, Z + label_dim) when conditional."""
+        if not self.cfg.conditional:
+            return z
+        return torch.cat([z, self.label_embedding(y)], dim=-1)
 
     def init_state(self, z: torch.Tensor | None, n: int, device) -> torch.Tensor | tuple | None:
         """Initial RNN state for n sequences; None (zeros) for the LM or without z_to_state."""
@@ -115,27 +170,66 @@ class Decoder(nn.Module):
 
     def inputs(self, tokens: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         emb = self.dropout(self.embedding(tokens))  # (N, T, E)
-        if z is not None and self.cfg.z_to_input and self.cfg.latent_dim > 0:
-            emb = torch.cat([emb, z.unsqueeze(1).expand(-1, tokens.size(1), -1)], dim=-1)  # (N, T, E+Z)
+        if z is not None and self.cfg.z_to_input and self.code_dim > 0:
+            emb = torch.cat([emb, z.unsqueeze(1).expand(-1, tokens.size(1), -1)], dim=-1)  # (N, T, E+code)
         return emb
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.proj(self.bottleneck(self.out_dropout(hidden)))  # (..., V)
 
 
+class MeanBatchNorm(nn.BatchNorm1d):
+    """Zhu et al. (2020), "A Batch Normalized Inference Network Keeps the KL Vanishing Away" (BN-VAE):
+    batch normalisation of the posterior means, mu_d <- gamma (mu_d - E[mu_d]) / sqrt(Var[mu_d]) + beta_d,
+    with the scale gamma fixed (a parameter that is never trained) and the shift beta_d learned.
+
+    Over a training batch each mu_d then has mean beta_d and variance gamma^2, so the batch-mean KL
+    is >= 1/2 sum_d (gamma^2 + beta_d^2) >= Z gamma^2 / 2 (KL >= 1/2 sum_d mu_d^2, since
+    sigma^2 - log sigma^2 - 1 >= 0). In eval mode the running statistics are used, as in any
+    BatchNorm; they are buffers, so ``save_pretrained`` stores them. A training batch of one
+    sentence has no batch statistics; it is normalised with the running ones (Zhu et al.'s code
+    skips such batches). Under data parallelism each process normalises its own share of the
+    batch (plain BatchNorm, not SyncBatchNorm).
+    """
+
+    def __init__(self, latent_dim: int, gamma: float):
+        super().__init__(latent_dim)
+        self.weight.requires_grad_(False)  # gamma is fixed: the KL lower bound depends on it
+        with torch.no_grad():
+            self.weight.fill_(gamma)
+
+    def forward(self, mu: torch.Tensor) -> torch.Tensor:
+        if self.training and mu.size(0) == 1:
+            return F.batch_norm(mu, self.running_mean, self.running_var, self.weight, self.bias,
+                                training=False, eps=self.eps)
+        return super().forward(mu)
+
+
 class TextVAE(nn.Module):
     """Bowman et al. (2016) sentence VAE (or, with ``latent_dim=0``, the RNN LM baseline).
 
     ``tokenizer`` is kept on the module (not a submodule) so the high-level helpers
-    ``encode``/``sample``/``reconstruct``/``interpolate`` accept and return strings.
+    ``encode``/``sample``/``reconstruct``/``interpolate`` accept and return strings. ``labels``: the
+    label names of a conditional model (``config.conditional``), in id order; saved with the model.
     """
 
-    def __init__(self, config: ModelConfig, tokenizer=None):
+    def __init__(self, config: ModelConfig, tokenizer=None, labels: list[str] | None = None):
         super().__init__()
         if config.vocab_size <= 0:
             if tokenizer is None:
                 raise ValueError("ModelConfig.vocab_size is 0: pass a tokenizer or set vocab_size")
             config.vocab_size = tokenizer.vocab_size
+        self.label_names: list[str] | None = None
+        if config.conditional:
+            if labels is not None:
+                config.num_labels = len(labels)
+            if config.num_labels < 1:
+                raise ValueError("a conditional model (model.conditional) needs labels: pass labels=[...] "
+                                 "or set ModelConfig.num_labels")
+            names = labels if labels is not None else range(config.num_labels)
+            self.label_names = [str(x) for x in names]
+            if len(set(self.label_names)) != len(self.label_names):
+                raise ValueError(f"duplicate label names in {self.label_names[:20]}")
         self.config = config
         self.tokenizer = tokenizer
         self.extra_config: dict = {}  # e.g. {"data": {...}} from the training run, kept on save
@@ -143,8 +237,13 @@ class TextVAE(nn.Module):
         self.bos_id = getattr(tokenizer, "bos_id", 2)
         self.eos_id = getattr(tokenizer, "eos_id", 3)
         if config.latent_dim > 0:
-            self.encoder = Encoder(config)
-            self.posterior = nn.Linear(self.encoder.out_dim, 2 * config.latent_dim)
+            self.encoder = ENCODERS[config.encoder](config)
+            cond = config.label_dim if config.conditional else 0
+            if config.conditional:
+                self.label_embedding = nn.Embedding(config.num_labels, config.label_dim)  # q(z|x, y)'s
+            self.posterior = nn.Linear(self.encoder.out_dim + cond, 2 * config.latent_dim)
+            if config.bn_gamma is not None:
+                self.mu_bn = MeanBatchNorm(config.latent_dim, config.bn_gamma)  # BN-VAE (Zhu et al. 2020)
         self.decoder = Decoder(config)
 
     @property
@@ -156,27 +255,48 @@ class TextVAE(nn.Module):
         return self.config.latent_dim == 0
 
     @property
+    def conditional(self) -> bool:
+        return self.config.conditional
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     # ------------------------------------------------------------------ the probabilistic model
 
-    def encode_posterior(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z|x) = N(mu, diag(exp(logvar))); both (B, Z). The LM returns (B, 0) tensors."""
+    def _check_labels(self, y: torch.Tensor | None, n: int) -> None:
+        if self.conditional and (y is None or y.shape != (n,)):
+            raise ValueError(f"this model is conditional: pass y, the (N,) = ({n},) ids of the examples' labels "
+                             f"(model.label_ids(names)); got {None if y is None else tuple(y.shape)}")
+        if not self.conditional and y is not None:
+            raise ValueError("labels y were passed to a model that is not conditional (model.conditional=false)")
+
+    def encode_posterior(self, tokens: torch.Tensor, lengths: torch.Tensor,
+                         y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) = N(mu, diag(exp(logvar))); both (B, Z). The LM returns (B, 0) tensors.
+        A conditional model needs the labels ``y`` (B,): q(z|x, y)."""
         if self.is_lm:
             empty = tokens.new_zeros((tokens.size(0), 0), dtype=torch.float32)
             return empty, empty
-        mu, logvar = self.posterior(self.encoder(tokens, lengths)).chunk(2, dim=-1)
+        self._check_labels(y, tokens.size(0))
+        h = self.encoder(tokens, lengths)  # (B, H_enc)
+        if self.conditional:
+            h = torch.cat([h, self.label_embedding(y)], dim=-1)  # (B, H_enc + label_dim)
+        mu, logvar = self.posterior(h).chunk(2, dim=-1)
+        if self.config.bn_gamma is not None:
+            mu = self.mu_bn(mu)  # (B, Z): batch statistics in training, running statistics in eval
         return mu, logvar.clamp(self.config.logvar_min, self.config.logvar_max)
 
     def log_likelihood(self, tokens: torch.Tensor, lengths: torch.Tensor,
-                       z: torch.Tensor | None) -> torch.Tensor:
+                       z: torch.Tensor | None, y: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x|z) per sentence, summed over the n words and EOS (BOS is given, never predicted).
 
-        tokens (N, T), lengths (N,) with BOS and EOS counted, z (N, Z) or None for the LM.
+        tokens (N, T), lengths (N,) with BOS and EOS counted, z (N, Z) or None for the LM; y (N,)
+        label ids for a conditional model (p(x|z, y)).
         Logits and softmax are computed only for real target tokens (packed), not for padding.
         """
         n = tokens.size(0)
+        z = self.decoder_code(z, y)  # (N, Z [+ label_dim])
         inp = tokens[:, :-1]  # (N, T-1) decoder inputs: BOS x_1 .. x_n
         if self.training and self.config.word_dropout > 0:
             keep = torch.zeros_like(inp, dtype=torch.bool)
@@ -192,22 +312,31 @@ class TextVAE(nn.Module):
         nll = F.cross_entropy(self.decoder.logits(out.data), target, reduction="none")  # (sum steps,)
         return -torch.zeros(n, device=tokens.device, dtype=nll.dtype).index_add_(0, owner, nll)  # (N,)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor | None = None) -> VAEOutput:
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor | None = None,
+                y: torch.Tensor | None = None) -> VAEOutput:
         """One sample z ~ q(z|x) per sentence; returns reconstruction NLL and per-dimension KL.
 
         ``eps`` (B, Z) is the standard-normal noise of the reparameterisation (drawn here when
-        None); the trainer passes its own so that data-parallel runs see the same noise."""
-        mu, logvar = self.encode_posterior(tokens, lengths)
+        None); the trainer passes its own so that data-parallel runs see the same noise.
+        ``y`` (B,): label ids, for a conditional model only."""
+        mu, logvar = self.encode_posterior(tokens, lengths, y)
         if self.is_lm:
             z = mu
         else:
             eps = torch.randn_like(mu) if eps is None else eps
             z = mu + eps * (0.5 * logvar).exp()  # reparameterisation trick
-        rec = -self.log_likelihood(tokens, lengths, None if self.is_lm else z)
+        rec = -self.log_likelihood(tokens, lengths, None if self.is_lm else z, y)
         return VAEOutput(rec=rec, kl=gaussian_kl(mu, logvar), mu=mu, logvar=logvar, z=z)
 
+    def decoder_code(self, z: torch.Tensor | None, y: torch.Tensor | None = None) -> torch.Tensor | None:
+        """What the decoder is conditioned on, the ``z`` that ``step`` and ``init_state`` take: z itself,
+        or [z; e_y] for a conditional model (y (N,) label ids)."""
+        self._check_labels(y, 0 if z is None else z.size(0))
+        return self.decoder.code(z, None if y is None else y.to(z.device))
+
     def step(self, prev: torch.Tensor, state, z: torch.Tensor | None):
-        """One decoding step for N sequences: prev (N,) token ids -> logits (N, V), new state."""
+        """One decoding step for N sequences: prev (N,) token ids -> logits (N, V), new state.
+        ``z``: the decoder's code (:meth:`decoder_code`; z itself unless the model is conditional)."""
         out, state = self.decoder.rnn(self.decoder.inputs(prev.unsqueeze(1), z), state)
         return self.decoder.logits(out[:, 0]), state
 
@@ -228,42 +357,74 @@ class TextVAE(nn.Module):
         tokens, lengths = collate_ids(ids, self.bos_id, self.eos_id)
         return tokens.to(self.device), lengths.to(self.device)
 
+    def label_ids(self, labels: str | list[str] | None, n: int) -> torch.Tensor | None:
+        """Ids (n,) of a conditional model's labels: one name for all n, or a list of n names.
+        None for a model that is not conditional (a label given to it is an error)."""
+        from .errors import ConfigError
+
+        if not self.conditional:
+            if labels is not None:
+                raise ConfigError("this model is not conditional (it was trained without model.conditional): "
+                                  "it takes no label")
+            return None
+        if labels is None:
+            raise ConfigError(f"this model is conditional: give a label, one of {self.label_names[:20]}")
+        names = [labels] * n if isinstance(labels, str) else list(labels)
+        if len(names) != n:
+            raise ConfigError(f"{len(names)} labels for {n} sentences; give one label, or one per sentence")
+        index = {name: i for i, name in enumerate(self.label_names)}
+        unknown = sorted({str(x) for x in names if x not in index})
+        if unknown:
+            raise ConfigError(f"unknown label(s) {unknown[:5]}; this model's labels are {self.label_names[:20]}")
+        return torch.tensor([index[x] for x in names], dtype=torch.long, device=self.device)
+
     @torch.no_grad()
-    def encode(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mean and log-variance (each (B, Z)) for a list of sentences."""
+    def encode(self, sentences: list[str], label: str | list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance (each (B, Z)) for a list of sentences (and, for a
+        conditional model, their label: one for all, or one per sentence)."""
         was = self.training
         self.eval()
-        mu, logvar = self.encode_posterior(*self._tokenize(list(sentences)))
+        sentences = list(sentences)
+        mu, logvar = self.encode_posterior(*self._tokenize(sentences), self.label_ids(label, len(sentences)))
         self.train(was)
         return mu, logvar
 
     def decode(self, z: torch.Tensor | None, sample: SampleConfig | None = None, n: int | None = None,
-               generator: torch.Generator | None = None) -> list[str]:
-        """Decode latent codes (N, Z) to strings (for the LM, z=None and n sentences)."""
+               generator: torch.Generator | None = None, label: str | list[str] | None = None) -> list[str]:
+        """Decode latent codes (N, Z) to strings (for the LM, z=None and n sentences); a conditional
+        model decodes p(x|z, label)."""
         from .generate import generate
 
-        ids = generate(self, z, sample or SampleConfig(), n=n, generator=generator)
+        y = self.label_ids(label, z.size(0) if z is not None else n)
+        ids = generate(self, z, sample or SampleConfig(), n=n, generator=generator, labels=y)
         return [self.tokenizer.decode(s) for s in ids]
 
-    def sample(self, n: int, sample: SampleConfig | None = None, seed: int | None = None) -> list[str]:
-        """n sentences from the prior: z ~ N(0, I), then decode."""
+    def sample(self, n: int, sample: SampleConfig | None = None, seed: int | None = None,
+               label: str | list[str] | None = None) -> list[str]:
+        """n sentences from the prior: z ~ N(0, I), then decode. A conditional model decodes them
+        with ``label`` (without one: the labels in turn, sample i with label i mod K)."""
         g = torch.Generator(device="cpu")
         g.manual_seed(0 if seed is None else seed)
         z = None if self.is_lm else torch.randn(n, self.latent_dim, generator=g).to(self.device)
-        return self.decode(z, sample, n=n, generator=g)
+        if self.conditional and label is None:
+            label = [self.label_names[i % len(self.label_names)] for i in range(n)]
+        return self.decode(z, sample, n=n, generator=g, label=label)
 
-    def reconstruct(self, sentences: list[str], sample: SampleConfig | None = None) -> list[str]:
-        """Greedy decoding from the posterior mean (unless ``sample`` says otherwise)."""
-        mu, _ = self.encode(sentences)
-        return self.decode(mu, sample or SampleConfig(greedy=True))
+    def reconstruct(self, sentences: list[str], sample: SampleConfig | None = None,
+                    label: str | list[str] | None = None) -> list[str]:
+        """Greedy decoding from the posterior mean (unless ``sample`` says otherwise); a conditional
+        model encodes and decodes with ``label`` (one for all, or one per sentence)."""
+        mu, _ = self.encode(sentences, label)
+        return self.decode(mu, sample or SampleConfig(greedy=True), label=label)
 
-    def interpolate(self, a: str, b: str, steps: int, sample: SampleConfig | None = None) -> list[str]:
+    def interpolate(self, a: str, b: str, steps: int, sample: SampleConfig | None = None,
+                    label: str | None = None) -> list[str]:
         """Homotopy (Bowman et al. 2016, sec. 5): decode steps + 2 evenly spaced points between the
-        posterior means of a and b, endpoints included."""
+        posterior means of a and b, endpoints included (a conditional model: all with ``label``)."""
         from .generate import homotopy
 
-        mu, _ = self.encode([a, b])
-        return self.decode(homotopy(mu[0], mu[1], steps), sample or SampleConfig(greedy=True))
+        mu, _ = self.encode([a, b], label)
+        return self.decode(homotopy(mu[0], mu[1], steps), sample or SampleConfig(greedy=True), label=label)
 
     # ------------------------------------------------------------------ model directories
 
@@ -284,6 +445,7 @@ class TextVAE(nn.Module):
 
         meta = {"format_version": FORMAT_VERSION, "model": asdict(self.config),
                 "tokenizer_fingerprint": self.tokenizer.fingerprint() if self.tokenizer else None,
+                **({"labels": self.label_names} if self.conditional else {}),  # the conditional model's
                 **(extra or self.extra_config)}
         (d / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if self.tokenizer is not None:
@@ -295,7 +457,7 @@ class TextVAE(nn.Module):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from .config import _build
+        from .config import _build, read_format_version
         from .tokenizers import load_tokenizer
 
         d = resolve_model_dir(directory)
@@ -306,7 +468,7 @@ class TextVAE(nn.Module):
                                   f"is {d} a textvae model directory?") from None
         if not isinstance(meta, dict) or "model" not in meta:
             raise CheckpointError(f"{d / CONFIG_FILE} has no 'model' section; is {d} a textvae model directory?")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
+        if read_format_version(meta, str(d / CONFIG_FILE), CheckpointError) > FORMAT_VERSION:
             raise CheckpointError(f"{d} was written by a newer textvae (format_version "
                                   f"{meta['format_version']} > {FORMAT_VERSION}); upgrade textvae to load it")
         cfg = _build(ModelConfig, meta["model"], str(d / CONFIG_FILE), "model.")
@@ -319,7 +481,12 @@ class TextVAE(nn.Module):
         if tokenizer.vocab_size != cfg.vocab_size:
             raise CheckpointError(f"tokenizer in {d} has {tokenizer.vocab_size} tokens but the model "
                                   f"expects {cfg.vocab_size}; the directory mixes files from different models")
-        model = cls(cfg, tokenizer)
+        labels = meta.get("labels")
+        if cfg.conditional and not (isinstance(labels, list) and len(labels) == cfg.num_labels
+                                    and all(isinstance(x, str) for x in labels)):
+            raise CheckpointError(f"{d / CONFIG_FILE}: the model is conditional but 'labels' is not a list of its "
+                                  f"{cfg.num_labels} label names; the file is damaged or incomplete")
+        model = cls(cfg, tokenizer, labels if cfg.conditional else None)
         model.extra_config = {k: v for k, v in meta.items() if k == "data"}
         try:
             state = load_file(str(d / WEIGHTS_FILE))
@@ -354,6 +521,9 @@ def resolve_model_dir(path: str | Path) -> Path:
     ckpts = sorted((d / "checkpoints").glob("step-*[0-9]")) if (d / "checkpoints").is_dir() else []
     if ckpts:
         return ckpts[-1]
+    if (d / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{d / WEIGHTS_FILE} is missing: {d} has a {CONFIG_FILE} but no weights; copy the "
+                              f"weights file from the model it came with, or re-save the model")
     raise CheckpointError(f"{d} is neither a model directory (no {CONFIG_FILE} + {WEIGHTS_FILE}) nor a run "
                           f"directory with a best/ or checkpoints/ model")
 

@@ -11,7 +11,10 @@ A run directory looks like::
 Every checkpoint is written under a temporary name and renamed when complete, so a crash (even
 SIGKILL during a save) leaves the previous checkpoints intact. Resuming restores the model,
 optimiser, plateau/early-stopping state, RNG states, step and the position in the epoch's batch
-order, so on CPU a resumed run reproduces the uninterrupted one exactly.
+order, so on CPU a resumed run reproduces the uninterrupted one exactly. Resume uses the newest
+checkpoint that reads back completely (nothing is unpickled); newer damaged ones are named and moved
+to ``checkpoints/bad-step-N``. A run stopped before its first checkpoint starts again from step 0.
+SIGINT/SIGTERM finish the current step, save a checkpoint and raise KeyboardInterrupt.
 
 Data parallel: under ``torchrun --nproc_per_node N -m textvae train ...`` every process trains on
 its contiguous share of each global batch (``train.batch_size`` is the global batch) inside
@@ -39,8 +42,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from . import collapse
 from .config import FORMAT_VERSION, Config
-from .data import BucketBatchSampler, collate, encode_split, load_splits
+from .data import BucketBatchSampler, attach_label_ids, collate, encode_split, load_splits
 from .errors import CheckpointError, ConfigError, TrainingError
 from .metrics import validate
 from .model import TextVAE
@@ -65,6 +69,9 @@ class Progress:
     decays: int = 0  # learning-rate decays so far
     stopped_early: bool = False
     last_valid: dict = field(default_factory=dict)
+    aggressive: bool = False  # He et al. (2019) aggressive encoder training still on (collapse.py)
+    mi_prev: float | None = None  # its validation MI at the end of the previous epoch
+    pretrain_end: int | None = None  # step at which Li et al. (2019) phase 2 began; None: not (yet)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -139,6 +146,68 @@ def list_checkpoints(run: Path) -> list[Path]:
                   and (p / STATE_JSON).is_file() and (p / STATE_PT).is_file())
 
 
+class _UnusableCheckpoint(CheckpointError):
+    """A checkpoint whose files are damaged or tampered with (resume falls back to an older one)."""
+
+
+def read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict]:
+    """(trainer_state.json, trainer_state.pt, model weights) of checkpoint directory ``ckpt``.
+
+    Nothing is unpickled: JSON, ``torch.load(weights_only=True)`` (tensors and plain containers
+    only) and safetensors; the tokenizer files are checked too. A damaged, truncated or tampered
+    file is a CheckpointError naming it; a checkpoint from a newer textvae is one as well."""
+    import warnings
+
+    from safetensors.torch import load_file
+
+    from .config import read_format_version
+
+    path = ckpt / STATE_JSON
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(meta, dict) and isinstance(meta.get("progress"), dict) and "lr" in meta):
+            raise ValueError("not a textvae trainer state (it needs 'progress' and 'lr')")
+        version = read_format_version(meta, str(path), _UnusableCheckpoint)
+    except Exception as e:  # noqa: BLE001 - every failure means this checkpoint is unusable
+        raise _unusable(path, e) from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format_version {version}, newer than this textvae understands "
+                              f"({FORMAT_VERSION}); upgrade textvae to resume the run")
+    try:
+        path = ckpt / STATE_PT
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the pickle protocol before refusing it
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        if not (isinstance(state, dict) and "optimizer" in state):
+            raise ValueError("not a textvae optimiser state (no 'optimizer' entry)")
+        path = ckpt / "model.safetensors"
+        weights = load_file(str(path))
+        path = ckpt
+        load_tokenizer(ckpt)
+    except Exception as e:  # noqa: BLE001 - torch and safetensors raise many types; all mean unusable
+        raise _unusable(path, e) from None
+    return meta, state, weights
+
+
+def _unusable(path: Path, e: Exception) -> "_UnusableCheckpoint":
+    """The error for a checkpoint file that failed to load with ``e``: what is wrong, in one line."""
+    import pickle
+    import re
+
+    if isinstance(e, CheckpointError):
+        return _UnusableCheckpoint(str(e))
+    if isinstance(e, FileNotFoundError):
+        return _UnusableCheckpoint(f"{path} is missing")
+    if isinstance(e, pickle.UnpicklingError):
+        m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. Please use|\n\n|$)", str(e), re.S)
+        detail = f" ({' '.join(m.group(1).split())})" if m else ""
+        return _UnusableCheckpoint(f"{path} holds pickled Python objects, not just tensors{detail}; refused "
+                                   f"without running them (unpickling can execute arbitrary code)")
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return _UnusableCheckpoint(f"{path} is damaged, truncated or not in the expected format "
+                               f"({type(e).__name__}: {first})")
+
+
 class Trainer:
     """Owns the model, optimiser and data of one run; ``fit()`` runs it to the end."""
 
@@ -167,7 +236,12 @@ class Trainer:
                      f"dropped {s.get('dropped', 0)} (data.long_policy={cfg.data.long_policy})")
 
         cfg.model.vocab_size = self.tokenizer.vocab_size
-        self.model = TextVAE(cfg.model, self.tokenizer).to(self.device)
+        labels = None
+        if cfg.model.conditional:  # the conditional VAE's labels: the training split's, sorted
+            labels = sorted(set(self.train_data.labels or []))
+            attach_label_ids(self.train_data, labels, "the train split")
+            attach_label_ids(self.valid_data, labels, "the valid split")
+        self.model = TextVAE(cfg.model, self.tokenizer, labels).to(self.device)
         self.net = self.model  # what the step calls: the model itself, or its DDP wrapper
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -176,7 +250,8 @@ class Trainer:
                                                else None)
         # Reparameterisation noise for whole global batches, in the same state on every rank.
         self.noise = torch.Generator().manual_seed(cfg.train.seed + 1)
-        params = self.model.parameters()
+        # aggressive training (He et al. 2019) steps encoder and decoder separately: two groups
+        params = collapse.param_groups(self.model, cfg.objective.aggressive)
         t = cfg.train
         self.optimizer = make_optimizer(t, params)
         self.sampler = BucketBatchSampler(self.train_data.lengths, t.batch_size, shuffle=True, seed=t.seed,
@@ -184,7 +259,7 @@ class Trainer:
         self.batches_per_epoch = len(self.sampler.global_batches(0))
         planned = t.max_epochs * self.batches_per_epoch
         self.total_steps = min(planned, t.max_steps) if t.max_steps else planned
-        self.progress = Progress()
+        self.progress = Progress(aggressive=cfg.objective.aggressive)
         if self.world > 1:
             torch.manual_seed(t.seed + 1000 * self.rank)  # dropout masks differ between ranks
         if ckpt:
@@ -204,22 +279,32 @@ class Trainer:
         run = self.run
         if resume:
             ckpts = list_checkpoints(run)
+            if not ckpts and (run / "config.json").is_file():  # stopped before its first checkpoint
+                self.log(f"--resume: {run} has no complete checkpoint yet (the run stopped before its first "
+                         f"one); starting it again from step 0")
+                if self.is_main:
+                    (run / "metrics.jsonl").unlink(missing_ok=True)
+                return None
             if not ckpts:
                 raise CheckpointError(f"--resume: {run} has no complete checkpoint in {run / 'checkpoints'}; "
                                       f"start a new run without --resume")
             saved = run / "config.json"
             if saved.is_file():
-                old = Config.from_dict(json.loads(saved.read_text()), str(saved)).to_dict()
+                from .config import _read_mapping
+
+                old = Config.from_dict(_read_mapping(saved, str(saved)), str(saved)).to_dict()
                 new = self.cfg.to_dict()
                 changed = [f"{sec}.{k}" for sec in ("data", "tokenizer", "model", "objective")
                            for k in old[sec]
-                           if old[sec][k] != new[sec][k] and (sec, k) != ("model", "vocab_size")]
+                           if old[sec][k] != new[sec][k] and (sec, k) not in (("model", "vocab_size"),
+                                                                              ("model", "num_labels"))]
                 if changed:
                     raise ConfigError(f"--resume: these settings differ from the run's {saved}: "
                                       f"{', '.join(changed)}; resume with the same preset/config and "
                                       f"overrides (only train.* may change)")
-            self.log(f"resuming from {ckpts[-1]} (newest complete checkpoint)")
-            return ckpts[-1]
+            if self.is_main and not (run / "best").exists() and (run / "best.old").is_dir():
+                os.rename(run / "best.old", run / "best")  # stopped between the two renames of _save_best
+            return self._newest_usable(ckpts)
         if run.exists() and (list_checkpoints(run) or (run / "metrics.jsonl").exists()):
             raise ConfigError(f"--out {run} already holds a run; pass --resume to continue it, "
                               f"or choose a new --out directory")
@@ -227,20 +312,30 @@ class Trainer:
             run.mkdir(parents=True, exist_ok=True)
         return None
 
-    def _load_checkpoint(self, ckpt: Path) -> None:
-        from safetensors.torch import load_file
+    def _newest_usable(self, ckpts: list[Path]) -> Path:
+        """The newest checkpoint that reads back (see read_checkpoint). Damaged ones newer than it
+        are renamed bad-step-N (kept for inspection, never resumed from or pruned) and reported."""
+        bad: list[tuple[Path, str]] = []
+        for ckpt in reversed(ckpts):
+            try:
+                read_checkpoint(ckpt)
+            except _UnusableCheckpoint as e:
+                bad.append((ckpt, str(e)))
+                continue
+            for skipped, why in bad:
+                aside = skipped.with_name(f"bad-{skipped.name}")
+                if self.is_main:
+                    shutil.rmtree(aside, ignore_errors=True)
+                    os.rename(skipped, aside)
+                self.log(f"warning: skipped checkpoint {skipped}: {why}; moved it to {aside}")
+            self.log(f"resuming from {ckpt} (newest complete checkpoint)")
+            return ckpt
+        raise CheckpointError(f"--resume: no usable checkpoint in {self.run / 'checkpoints'}:\n  - "
+                              + "\n  - ".join(why for _, why in bad)
+                              + "\nStart a new run (another --out) or restore the checkpoint files")
 
-        try:
-            meta = json.loads((ckpt / STATE_JSON).read_text())
-            state = torch.load(ckpt / STATE_PT, map_location="cpu", weights_only=True)
-            weights = load_file(str(ckpt / "model.safetensors"))
-        except Exception as e:  # noqa: BLE001 - any failure here means an unusable checkpoint
-            raise CheckpointError(f"cannot load checkpoint {ckpt}: {type(e).__name__}: {e}. "
-                                  f"textvae loads weights with safetensors and optimiser state with "
-                                  f"weights_only=True; a tampered or truncated file is refused. Delete "
-                                  f"{ckpt} to resume from an older checkpoint.") from None
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise CheckpointError(f"{ckpt} was written by a newer textvae; upgrade textvae to resume it")
+    def _load_checkpoint(self, ckpt: Path) -> None:
+        meta, state, weights = read_checkpoint(ckpt)
         if self.cfg.model.tie_embeddings:
             weights.setdefault("decoder.proj.weight", weights.get("decoder.embedding.weight"))
         self.model.load_state_dict(weights)
@@ -295,7 +390,10 @@ class Trainer:
         os.rename(tmp, final)  # the commit point: a step-* directory is always complete
         _fsync_dir(ckdir)
         for old in list_checkpoints(self.run)[:-self.cfg.train.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+            gone = old.with_name(f".{old.name}.del")  # renamed first: a half-deleted step-* never exists
+            shutil.rmtree(gone, ignore_errors=True)
+            os.rename(old, gone)
+            shutil.rmtree(gone, ignore_errors=True)
 
     def _save_best(self) -> None:
         if not self.is_main:
@@ -353,21 +451,25 @@ class Trainer:
         p, t = self.progress, self.cfg.train
         v = validate(self.model, self.valid_data, batch_size=max(t.batch_size, 64), samples=t.eval_samples,
                      seed=t.seed)
-        beta = kl_weight(p.step, self.cfg.objective, self.total_steps)
+        beta = kl_weight(p.step, self.cfg.objective, self.total_steps, p.pretrain_end)
         self._record({"kind": "valid", "step": p.step, "epoch": p.epoch, "rec": v["rec"], "kl": v["kl"],
                       "elbo": v["elbo"], "ppl_elbo": v["ppl_elbo"], "au": v["au"], "kl_per_dim": v["kl_per_dim"],
                       "lr": self._lr(), "kl_weight": beta})
         self.log(f"valid step {p.step} epoch {p.epoch}: elbo {v['elbo']:.3f} = rec {v['rec']:.3f} + kl "
                  f"{v['kl']:.3f}  ppl_elbo {v['ppl_elbo']:.2f}  au {v['au']}  beta {beta:.3f}  lr {self._lr():.2e}")
         p.last_valid = {k: v[k] for k in ("rec", "kl", "elbo", "ppl_elbo", "au")}
-        if v["elbo"] < p.best_elbo - 1e-6:
-            p.best_elbo, p.best_step, p.bad_evals = v["elbo"], p.step, 0
+        # the autoencoder phase (Li et al. 2019) is judged by what it optimises: reconstruction
+        score = v["rec"] if collapse.pretraining(self.cfg.objective, p.pretrain_end) else v["elbo"]
+        if score < p.best_elbo - 1e-6:
+            p.best_elbo, p.best_step, p.bad_evals = score, p.step, 0
             self._save_best()
         elif p.step > 0:
             p.bad_evals += 1
             if t.max_decays and p.bad_evals > t.lr_patience:
                 p.bad_evals = 0
-                if p.decays >= t.max_decays:
+                if p.decays >= t.max_decays and collapse.pretraining(self.cfg.objective, p.pretrain_end):
+                    self._end_pretraining(f"it converged (no improvement after {p.decays} learning-rate decays)")
+                elif p.decays >= t.max_decays:
                     p.stopped_early = True
                     self.log(f"early stopping: no improvement after {p.decays} learning-rate decays")
                 else:
@@ -383,13 +485,11 @@ class Trainer:
         """One optimiser step on this rank's share (rows offset.. of a global batch of global_size).
 
         Returns the logged terms (this rank's share), or None when a non-finite step was skipped."""
-        p = self.progress
-        beta = kl_weight(p.step, self.cfg.objective, self.total_steps)
-        eps = torch.randn(global_size, self.model.latent_dim, generator=self.noise)[offset:offset + len(batch)]
-        out = self.net(batch.tokens, batch.lengths, eps.to(self.device, non_blocking=True))
-        rec = out.rec.mean()
-        kl_report = out.kl.sum(1).mean()
-        loss = rec + beta * kl_term(out.kl, self.cfg.objective)
+        p, o = self.progress, self.cfg.objective
+        if collapse.pretraining(o, p.pretrain_end) and p.step >= o.pretrain_ae_steps:
+            self._end_pretraining(f"objective.pretrain_ae_steps={o.pretrain_ae_steps} steps are done")
+        inner = self._encoder_updates(batch, offset, global_size) if p.aggressive else 0
+        loss, rec, kl_report, beta = self._loss(batch, offset, global_size)
         # DDP averages gradients over ranks; scaling by the share makes that the global-batch mean.
         share = len(batch) * self.world / global_size
         self.optimizer.zero_grad(set_to_none=True)
@@ -400,9 +500,85 @@ class Trainer:
             bad = ("reconstruction" if not torch.isfinite(rec) else "KL" if not torch.isfinite(loss)
                    else "gradient")
             return self._nonfinite(bad, rec, kl_report)
+        if p.aggressive:  # He et al.: after the encoder's inner loop, the decoder alone is updated
+            collapse.drop_grads(collapse.encoder_parameters(self.model))
         self.optimizer.step()
         self._skips = 0
-        return {"loss": loss.detach(), "rec": rec.detach(), "kl": kl_report.detach(), "kl_weight": beta}
+        terms = {"loss": loss.detach(), "rec": rec.detach(), "kl": kl_report.detach(), "kl_weight": beta}
+        if o.aggressive:
+            terms["encoder_updates"] = inner  # mean per step in the train log; 0 once switched off
+        return terms
+
+    def _loss(self, batch, offset: int, global_size: int):
+        """The weighted loss on this rank's share of a global batch: (loss, rec, kl, kl_weight)."""
+        p = self.progress
+        beta = kl_weight(p.step, self.cfg.objective, self.total_steps, p.pretrain_end)
+        eps = torch.randn(global_size, self.model.latent_dim, generator=self.noise)[offset:offset + len(batch)]
+        out = self.net(batch.tokens, batch.lengths, eps.to(self.device, non_blocking=True), y=batch.label_ids)
+        rec = out.rec.mean()
+        kl_report = out.kl.sum(1).mean()
+        loss = rec + beta * kl_term(out.kl, self.cfg.objective)
+        return loss, rec, kl_report, beta
+
+    # ------------------------------------------------------------------ posterior-collapse remedies
+
+    def _encoder_updates(self, batch, offset: int, global_size: int) -> int:
+        """He et al. (2019) aggressive training, the inner loop (see collapse.py): encoder-only
+        updates on this batch, then on training batches drawn at random, until the loss stops
+        improving. Returns the number of updates."""
+        o, t, p = self.cfg.objective, self.cfg.train, self.progress
+        rule = collapse.InnerLoop(o.aggressive_max_inner, o.aggressive_window)
+        rng = collapse.inner_batch_rng(t.seed, p.step)
+        batches = self.sampler.global_batches(p.epoch)
+        decoder = collapse.decoder_parameters(self.model)
+        while True:
+            loss, rec, kl, _ = self._loss(batch, offset, global_size)
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss * len(batch) * self.world / global_size).backward()
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or float("inf"))
+            if not (torch.isfinite(loss) and torch.isfinite(norm)):
+                self._nonfinite("encoder-update loss", rec, kl)  # raises unless train.nonfinite=skip
+                return rule.updates
+            collapse.drop_grads(decoder)
+            self.optimizer.step()
+            totals = torch.tensor([float(loss.detach()) * len(batch), float(batch.num_tokens)], device=self.device)
+            if self.world > 1:
+                dist.all_reduce(totals)  # every rank sees the global batch's loss: they stop together
+            if rule.update(float(totals[0]), int(totals[1])):
+                return rule.updates
+            chosen = batches[int(rng.integers(len(batches)))]
+            parts = np.array_split(chosen, self.world)
+            offset, global_size = sum(len(part) for part in parts[:self.rank]), len(chosen)
+            batch = collate(self.train_data, parts[self.rank].tolist()).to(self.device, non_blocking=True)
+
+    def _end_of_epoch(self) -> None:
+        """He et al. (2019): while aggressive training is on, measure the validation MI after every
+        epoch and switch aggressive training off for good once it falls."""
+        p, t = self.progress, self.cfg.train
+        if not p.aggressive:
+            return
+        mi = collapse.validation_mi(self.model, self.valid_data, t.batch_size, t.seed)
+        if collapse.mi_stopped_rising(p.mi_prev, mi):
+            p.aggressive = False
+        self._record({"kind": "aggressive", "step": p.step, "epoch": p.epoch, "mi": mi, "aggressive": p.aggressive})
+        self.log(f"aggressive training: valid MI {mi:.3f} after epoch {p.epoch} (previous "
+                 f"{'-' if p.mi_prev is None else f'{p.mi_prev:.3f}'}); "
+                 f"{'continues' if p.aggressive else 'MI fell, switched off for the rest of the run'}")
+        p.mi_prev = mi
+
+    def _end_pretraining(self, reason: str) -> None:
+        """Li et al. (2019): the autoencoder phase ends. Re-initialise the decoder (unless
+        objective.reset_decoder=false), keep the encoder, and start the VAE phase afresh as their
+        second run does: KL schedule from its step 0, new optimiser at train.lr, new best-model and
+        early-stopping state (the best/ model is the VAE's from now on)."""
+        p, t = self.progress, self.cfg.train
+        p.pretrain_end = p.step
+        if self.cfg.objective.reset_decoder:
+            collapse.reset_decoder(self.model, t.seed + p.step)
+        self.optimizer = make_optimizer(t, collapse.param_groups(self.model, self.cfg.objective.aggressive))
+        p.best_elbo, p.best_step, p.bad_evals, p.decays, p.stopped_early = math.inf, -1, 0, 0, False
+        self.log(f"step {p.step}: autoencoder pretraining ends, {reason}; "
+                 f"{'decoder re-initialised, ' if self.cfg.objective.reset_decoder else ''}VAE phase begins")
 
     def _nonfinite(self, term: str, rec, kl):
         p = self.progress
@@ -488,6 +664,7 @@ class Trainer:
                 if p.batch_in_epoch >= len(batches):
                     p.epoch += 1
                     p.batch_in_epoch = 0
+                    self._end_of_epoch()
                     if not t.eval_every:
                         checkpoint(with_eval=True)
             bar.close()
