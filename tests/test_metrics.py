@@ -260,7 +260,7 @@ def test_reconstruction_bleu_uses_decoded_inputs(split, monkeypatch):
 
     m = tiny()
 
-    def perfect(model, z, cfg=None, n=None, generator=None):
+    def perfect(model, z, cfg=None, n=None, generator=None, labels=None):
         if cfg is not None and cfg.greedy:  # reconstructions: echo the batch's inputs
             return [list(map(int, split.ids[i])) for i in perfect.rows.pop(0)]
         return [[4, 5, 6]] * (n or z.size(0))

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from .config import SampleConfig
-from .generate import eval_mode, generate
+from .errors import ConfigError
+from .generate import eval_mode, generate, has_line_length, parse_form, well_formed
 from .model import gaussian_kl, log_normal
 
 LOG_2PI = math.log(2 * math.pi)
@@ -68,28 +69,36 @@ def default_chunk(k: int, batch: int, steps: int, vocab: int) -> int:
     return max(1, min(k, LOGIT_BUDGET // max(1, batch * steps * vocab)))
 
 
+def _tile(y: torch.Tensor | None, times: int) -> torch.Tensor | None:
+    """Labels for a batch repeated ``times`` times (``tokens.repeat(times, 1)``); None stays None."""
+    return None if y is None else y.repeat(times)
+
+
 def elbo_terms(model, tokens: torch.Tensor, lengths: torch.Tensor, samples: int = 1,
-               generator: torch.Generator | None = None, posterior=None):
+               generator: torch.Generator | None = None, posterior=None, y: torch.Tensor | None = None):
     """Reconstruction NLL (B,) averaged over ``samples`` z ~ q(z|x), and KL (B, Z) per dimension.
 
     Returns (rec, kl, mu, logvar). rec + kl.sum(1) is the negative ELBO (Bowman et al. 2016).
     The LM gives rec = exact NLL and a (B, 0) KL. ``posterior`` = (mu, logvar) skips the encoder.
+    ``y`` (B,): label ids, for a conditional model (then q(z|x, y), p(x|z, y); the prior is N(0, I)).
     """
     g = _generator(generator)
     with eval_mode(model):
-        mu, logvar = posterior if posterior is not None else model.encode_posterior(tokens, lengths)
+        mu, logvar = posterior if posterior is not None else model.encode_posterior(tokens, lengths, y)
         B = tokens.size(0)
         if model.is_lm:
             return -model.log_likelihood(tokens, lengths, None), gaussian_kl(mu, logvar), mu, logvar
         eps = _randn((samples, B, model.latent_dim), g, mu)  # (S, B, Z)
         z = (mu + eps * (0.5 * logvar).exp()).reshape(samples * B, -1)  # (S*B, Z), sample-major
-        ll = model.log_likelihood(tokens.repeat(samples, 1), lengths.repeat(samples), z)  # (S*B,)
+        ll = model.log_likelihood(tokens.repeat(samples, 1), lengths.repeat(samples), z,
+                                  _tile(y, samples))  # (S*B,)
         rec = -ll.view(samples, B).mean(0)
         return rec, gaussian_kl(mu, logvar), mu, logvar
 
 
 def iw_log_weights(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int, chunk: int | None = None,
-                   generator: torch.Generator | None = None, posterior=None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, posterior=None,
+                   y: torch.Tensor | None = None) -> torch.Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x): a (B, k) tensor.
 
     The encoder runs once per sentence. The decoder runs on the batch repeated ``chunk`` times
@@ -99,7 +108,7 @@ def iw_log_weights(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int, c
     """
     g = _generator(generator)
     with eval_mode(model):
-        mu, logvar = posterior if posterior is not None else model.encode_posterior(tokens, lengths)
+        mu, logvar = posterior if posterior is not None else model.encode_posterior(tokens, lengths, y)
         B, T = tokens.shape
         chunk = chunk or default_chunk(k, B, T - 1, model.config.vocab_size)
         eps = _randn((k, B, model.latent_dim), g, mu)  # (k, B, Z)
@@ -111,27 +120,29 @@ def iw_log_weights(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int, c
             z = mu + e * std  # (c, B, Z)
             log_q = log_normal(z, mu, logvar)  # (c, B)
             log_prior = -0.5 * (z.pow(2).sum(-1) + model.latent_dim * LOG_2PI)  # (c, B)
-            ll = model.log_likelihood(tokens.repeat(c, 1), lengths.repeat(c), z.reshape(c * B, -1))
+            ll = model.log_likelihood(tokens.repeat(c, 1), lengths.repeat(c), z.reshape(c * B, -1),
+                                      _tile(y, c))
             out.append(ll.view(c, B) + log_prior - log_q)
         return torch.cat(out, 0).t()  # (B, k)
 
 
 def iw_log_likelihood(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int = 500,
                       chunk: int | None = None, generator: torch.Generator | None = None,
-                      posterior=None) -> torch.Tensor:
+                      posterior=None, y: torch.Tensor | None = None) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) per sentence, (B,) in nats.
 
     log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k, z_k ~ q(z|x)
     (Burda et al. 2016; the test-set NLL of He et al. 2019 and Li et al. 2019, k = 500 there).
     A lower bound on log p(x) in expectation, tight as k -> inf. ``chunk`` = samples per decoder
     pass (default: as many as fit ``LOGIT_BUDGET``). For the LM (no latent) the exact log p(x).
+    A conditional model (labels ``y``) gives log p(x|y) the same way, with the prior N(0, I).
     """
     if model.is_lm:
         with eval_mode(model):
             return model.log_likelihood(tokens, lengths, None)
     if k < 1:
         raise ValueError(f"k={k} must be >= 1")
-    return iw_bound(iw_log_weights(model, tokens, lengths, k, chunk, generator, posterior))
+    return iw_bound(iw_log_weights(model, tokens, lengths, k, chunk, generator, posterior, y))
 
 
 # =========================================================================== latent-space statistics
@@ -247,6 +258,34 @@ def _ids_to_text(model, ids) -> str:
     return tok.decode(ids) if tok is not None else " ".join(map(str, ids))
 
 
+def label_agreement(samples: list[str], requested: list[str]) -> dict:
+    """How often a conditional model's samples follow the label they were decoded with.
+
+    The check exists for labels that are poem forms "LxN" (e.g. "5x4" and "7x4" for a model trained
+    on tang5 + tang7 with the form as the label): ``line_length``, the sample is whole verses of L
+    characters each ended by "，" or "。" (:func:`~textvae.generate.has_line_length`); ``well_formed``,
+    it is exactly a poem of that form (:func:`~textvae.generate.well_formed`). Other labels have no
+    check. Returns ``label_line_length`` and ``label_well_formed``, fractions over the samples whose
+    label is a form (None when there are none), and ``label_match``: per label, those fractions
+    and the number of samples.
+    """
+    per: dict[str, list] = {}
+    for text, label in zip(samples, requested):
+        try:
+            chars, _ = parse_form(label)
+        except ConfigError:
+            continue  # not a form: no check
+        per.setdefault(label, []).append((has_line_length(text, chars), well_formed(text, label)))
+    checked = [r for rows in per.values() for r in rows]
+    return {
+        "label_line_length": float(np.mean([a for a, _ in checked])) if checked else None,
+        "label_well_formed": float(np.mean([b for _, b in checked])) if checked else None,
+        "label_match": {label: {"line_length": float(np.mean([a for a, _ in rows])),
+                                "well_formed": float(np.mean([b for _, b in rows])), "samples": len(rows)}
+                        for label, rows in sorted(per.items())},
+    }
+
+
 def posterior_means(model, split, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior means and log-variances (N, Z) of every example of ``split``, in split order (CPU)."""
     from .data import collate
@@ -256,7 +295,7 @@ def posterior_means(model, split, batch_size: int = 64) -> tuple[torch.Tensor, t
     with eval_mode(model):
         for idx in _batches(split, batch_size):
             b = collate(split, idx).to(model.device)
-            m, lv = model.encode_posterior(b.tokens, b.lengths)
+            m, lv = model.encode_posterior(b.tokens, b.lengths, b.label_ids)
             mu[idx], logvar[idx] = m.float().cpu(), lv.float().cpu()
     return mu, logvar
 
@@ -276,7 +315,7 @@ def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0
     with eval_mode(model):
         for idx in _batches(split, batch_size):
             b = collate(split, idx).to(model.device)
-            rec, kl, mu, _ = elbo_terms(model, b.tokens, b.lengths, samples, g)
+            rec, kl, mu, _ = elbo_terms(model, b.tokens, b.lengths, samples, g, y=b.label_ids)
             rec_sum += float(rec.double().sum())
             kl_dim += kl.double().sum(0).cpu()
             tokens += int((b.lengths - 1).sum())
@@ -294,7 +333,7 @@ def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0
 
 def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batch_size: int = 64, seed: int = 0,
              n_samples: int = 100, sample_cfg: SampleConfig | None = None, bleu_sentences: int | None = None,
-             au_threshold: float = 0.01, iw_chunk: int | None = None) -> dict:
+             au_threshold: float = 0.01, iw_chunk: int | None = None, form: str | None = None) -> dict:
     """Every test-set metric of the sentence-VAE papers, in one pass over ``split``.
 
     Likelihood: ``nll_iw`` (mean -log p(x) per sentence, k = ``iw_samples`` importance samples;
@@ -306,7 +345,15 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     tokenizer decodes their ids; the first ``bleu_sentences`` sentences of the split, all when
     None); ``distinct_1``, ``distinct_2``, ``self_bleu``, ``mean_len`` (tokens) of ``n_samples``
     prior samples decoded with ``sample_cfg`` (default: SampleConfig(), ancestral sampling).
-    Also ``tokens``, ``sentences``, ``iw_samples``, ``seconds``.
+    With ``form`` (a poem form such as "5x4"), ``well_formed``: the fraction of those samples that
+    are poems of that form (:func:`textvae.generate.well_formed`); with a free ``sample_cfg`` this
+    shows what the model learned of the form by itself. Also ``tokens``, ``sentences``,
+    ``iw_samples``, ``seconds``.
+
+    A conditional model needs ``split.label_ids`` (:func:`textvae.data.attach_label_ids`): every term
+    is then conditioned on the example's label (``nll_iw`` estimates -log p(x|y)), prior sample i is
+    decoded with label i mod K, and :func:`label_agreement` adds ``label_line_length``,
+    ``label_well_formed`` and ``label_match``.
 
     For the LM: ``nll_iw`` is the exact NLL (``iw_samples`` reported as 0), kl / MI / AU are 0 and
     ``bleu_rec`` is None. Deterministic for a seed (and batch size, which sets the minibatches of
@@ -315,6 +362,8 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     from .data import collate
 
     start = time.perf_counter()
+    if form:
+        parse_form(form)  # a bad form fails now, not after the pass
     g = _generator(seed)
     n = len(split.ids)
     if n == 0:
@@ -330,20 +379,22 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
         for idx in batches:
             b = collate(split, idx).to(model.device)
             tokens += int((b.lengths - 1).sum())
-            rec, kl, mu, logvar = elbo_terms(model, b.tokens, b.lengths, elbo_samples, g)
+            rec, kl, mu, logvar = elbo_terms(model, b.tokens, b.lengths, elbo_samples, g, y=b.label_ids)
             rec_sum += float(rec.double().sum())
             kl_dim += kl.double().sum(0).cpu()
             if lm:
                 nll_sum += float(rec.double().sum())
                 continue
             if iw_samples > 0:
-                ll = iw_log_likelihood(model, b.tokens, b.lengths, iw_samples, iw_chunk, g, posterior=(mu, logvar))
+                ll = iw_log_likelihood(model, b.tokens, b.lengths, iw_samples, iw_chunk, g, posterior=(mu, logvar),
+                                       y=b.label_ids)
                 nll_sum -= float(ll.double().sum())
             mu_all[idx], logvar_all[idx] = mu.float().cpu(), logvar.float().cpu()
             keep = [j for j, i in enumerate(idx) if i < bleu_limit]
             if keep:
                 max_len = int(b.lengths.max()) - 2 + 10
-                out = generate(model, mu[keep], SampleConfig(greedy=True, max_len=max_len))
+                out = generate(model, mu[keep], SampleConfig(greedy=True, max_len=max_len),
+                               labels=None if b.label_ids is None else b.label_ids[keep])
                 hyps += [_ids_to_text(model, o) for o in out]
                 refs += [_ids_to_text(model, split.ids[idx[j]]) for j in keep]
     kl_per_dim = (kl_dim / n).tolist()
@@ -367,8 +418,12 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     samples = []
     if n_samples > 0:
         z = None if lm else torch.randn(n_samples, Z, generator=g).to(model.device)
-        ids = generate(model, z, sample_cfg or SampleConfig(), n=n_samples, generator=g)
+        # a conditional model: sample i is decoded with label i mod K, so every label gets its share
+        y = torch.arange(n_samples, device=model.device) % len(model.label_names) if model.conditional else None
+        ids = generate(model, z, sample_cfg or SampleConfig(), n=n_samples, generator=g, labels=y)
         samples = [_ids_to_text(model, s) for s in ids]
+        if y is not None:
+            result.update(label_agreement(samples, [model.label_names[i] for i in y.tolist()]))
         mean_len = float(np.mean([len(s) for s in ids]))
     result.update(distinct_1=distinct_n(samples, 1) if samples else None,
                   distinct_2=distinct_n(samples, 2) if samples else None,
@@ -376,4 +431,6 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
                   mean_len=mean_len if samples else None,
                   tokens=tokens, sentences=n, iw_samples=0 if lm else iw_samples,
                   seconds=time.perf_counter() - start)
+    if form:
+        result["well_formed"] = float(np.mean([well_formed(s, form) for s in samples])) if samples else None
     return result

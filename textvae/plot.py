@@ -158,7 +158,7 @@ def plot_latent_pca(mu: torch.Tensor, path: Path, lengths=None, labels=None) -> 
 def _load_split(run_dir: Path, model, name: str):
     """``name`` ("valid", "test", ...) of the run's corpus, encoded with the model's tokenizer."""
     from .config import Config, DataConfig, _build
-    from .data import encode_split, load_splits
+    from .data import attach_label_ids, encode_split, load_splits
 
     data = getattr(model, "extra_config", {}).get("data")
     if data:
@@ -169,7 +169,8 @@ def _load_split(run_dir: Path, model, name: str):
     else:
         raise DataError(f"cannot tell which corpus {run_dir} was trained on (no data section in the model's "
                         f"config.json nor {run_dir / 'config.json'}); pass an encoded split instead")
-    return encode_split(load_splits(cfg, (name,))[name], model.tokenizer, cfg)
+    split = encode_split(load_splits(cfg, (name,))[name], model.tokenizer, cfg)
+    return attach_label_ids(split, getattr(model, "label_names", None), f"the {name} split")  # a conditional model's
 
 
 def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list[Path]:

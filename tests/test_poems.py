@@ -1,0 +1,356 @@
+"""Poems: form-aware decoding (SampleConfig.form, --form), well_formed, the tang presets."""
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from textvae.cli import main
+from textvae.config import ModelConfig, SampleConfig, load_config
+from textvae.errors import ConfigError
+from textvae.generate import beam_search, form_masks, form_regex, generate, parse_form, well_formed
+from textvae.metrics import evaluate
+from textvae.model import TextVAE
+from textvae.tokenizers import SentencePieceTokenizer, WordTokenizer, train_tokenizer
+
+CHARS = "春江花月夜山水風雲雨雪天地日星人家門前後上下東西南北紅綠青白黃金玉石秋"
+ACCEPT_5x4 = re.compile(r"^([^，。]{5}，[^，。]{5}。){2}$")  # the issue's acceptance check
+ACCEPT_7x4 = re.compile(r"^([^，。]{7}，[^，。]{7}。){2}$")
+
+
+def poem(rng: random.Random, chars: int) -> str:
+    lines = ["".join(rng.choice(CHARS) for _ in range(chars)) for _ in range(4)]
+    return f"{lines[0]}，{lines[1]}。{lines[2]}，{lines[3]}。"
+
+
+def corpus(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [poem(rng, 5 if i % 2 else 7) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def char_tok():
+    return SentencePieceTokenizer.train(corpus(60), vocab_size=200, model_type="char")
+
+
+def tiny_poet(tokenizer, seed: int = 0, latent_dim: int = 4) -> TextVAE:
+    """A randomly initialised character-level VAE with sharp, z-dependent output distributions."""
+    torch.manual_seed(seed)
+    model = TextVAE(ModelConfig(emb_dim=8, enc_hidden=8, dec_hidden=16, latent_dim=latent_dim), tokenizer)
+    with torch.no_grad():
+        model.decoder.proj.weight *= 3
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def poet(char_tok):
+    return tiny_poet(char_tok)
+
+
+def test_the_char_tokenizer_gives_one_token_per_character(char_tok):
+    for text in corpus(10, seed=1):
+        ids = char_tok.encode(text)
+        assert len(ids) == len(text) and char_tok.decode(ids) == text
+    assert len(char_tok.encode("，")) == 1 and len(char_tok.encode("。")) == 1
+
+
+def test_well_formed_is_the_acceptance_regex():
+    good = "自君之出矣，不復理殘機。思君如滿月，夜夜減清輝。"
+    assert well_formed(good, "5x4") and ACCEPT_5x4.match(good)
+    assert not well_formed(good, "7x4") and not well_formed(good, "5x2")
+    assert well_formed("自君之出矣，不復理殘機。", "5x2")
+    bad = [good[:-1], good + "。", good.replace("，", "。", 1), "自君之出，矣不復理殘機。思君如滿月，夜夜減清輝。",
+           "自君之出矣，不復理殘機。思君如滿月，夜夜減清輝，", " " + good, "<unk>，不復理殘機。思君如滿月，夜夜減清輝。",
+           "自君 出矣，不復理殘機。思君如滿月，夜夜減清輝。", ""]
+    for text in bad:
+        assert not well_formed(text, "5x4"), text
+    seven = "".join("一二三四五六七" + p for p in "，。，。")
+    assert well_formed(seven, "7x4") and ACCEPT_7x4.match(seven)
+    assert form_regex("5x3").pattern.count("。") == 2  # an odd last line ends in 。 too
+    for bad_form in ("5", "x4", "5x", "0x4", "5x0", "5*4", "a5x4", "5x4x1"):
+        with pytest.raises(ConfigError, match="LxN"):
+            parse_form(bad_form)
+        with pytest.raises(ConfigError, match="LxN"):
+            SampleConfig(form=bad_form)
+    assert SampleConfig(form="7x4").form == "7x4" and SampleConfig().form is None
+
+
+def test_form_masks_allow_content_punctuation_and_eos_at_their_places(char_tok):
+    masks = form_masks(char_tok, "5x4")
+    V = char_tok.vocab_size
+    assert masks.shape == (6 * 4 + 1, V)
+    comma, stop = char_tok.encode("，")[0], char_tok.encode("。")[0]
+    content = masks[0]
+    assert not content[[0, 1, 2, 3, comma, stop]].any()  # specials, <unk> and punctuation never
+    assert int(content.sum()) == V - 6  # every other (single-character) piece
+    for line, end in enumerate([comma, stop, comma, stop]):
+        for j in range(5):
+            assert torch.equal(masks[line * 6 + j], content)
+        assert masks[line * 6 + 5].nonzero().flatten().tolist() == [end]
+    assert masks[-1].nonzero().flatten().tolist() == [char_tok.eos_id]
+
+
+@pytest.mark.parametrize("form,accept", [("5x4", ACCEPT_5x4), ("7x4", ACCEPT_7x4)])
+def test_constrained_decoding_always_gives_the_form(poet, form, accept):
+    for cfg in (SampleConfig(form=form), SampleConfig(form=form, temperature=2.0, top_p=0.9),
+                SampleConfig(form=form, greedy=True), SampleConfig(form=form, beam=3),
+                SampleConfig(form=form, max_len=3)):  # the form's length replaces max_len
+        samples = poet.sample(20, cfg, seed=1)
+        assert len(samples) == 20
+        assert all(accept.match(s) and well_formed(s, form) for s in samples), (cfg, samples)
+    assert len(set(poet.sample(20, SampleConfig(form=form), seed=1))) > 10  # still sampled, not one poem
+
+
+def test_beam_search_under_a_form_is_at_least_as_good_as_greedy(poet):
+    z = torch.randn(6, poet.latent_dim, generator=torch.Generator().manual_seed(2))
+    greedy = generate(poet, z, SampleConfig(greedy=True, form="5x4"))
+    seqs, scores = beam_search(poet, z, 4, 50, form="5x4")
+    assert all(len(s) == 24 for s in seqs + greedy)
+    seqs1, scores1 = beam_search(poet, z, 1, 50, form="5x4")
+    assert seqs1 == greedy
+    assert (scores >= scores1 - 1e-4).all()
+
+
+def test_free_samples_of_an_untrained_model_are_rarely_well_formed(poet):
+    samples = poet.sample(50, SampleConfig(), seed=0)
+    assert sum(well_formed(s, "5x4") for s in samples) <= 5
+
+
+def test_reconstruct_interpolate_and_lm_obey_the_form(poet, char_tok):
+    texts = corpus(2, seed=5)
+    for s in poet.reconstruct(texts, SampleConfig(greedy=True, form="5x4")):
+        assert ACCEPT_5x4.match(s)
+    for s in poet.interpolate(texts[0], texts[1], steps=3, sample=SampleConfig(greedy=True, form="7x4")):
+        assert ACCEPT_7x4.match(s)
+    lm = tiny_poet(char_tok, latent_dim=0)
+    assert all(ACCEPT_5x4.match(s) for s in lm.sample(5, SampleConfig(form="5x4")))
+
+
+def test_form_needs_a_character_level_tokenizer_with_verse_punctuation(char_tok):
+    texts = corpus(40)
+    words = WordTokenizer.train([" ".join(t) for t in texts])  # single characters, joined by spaces
+    with pytest.raises(ConfigError, match="separators"):
+        tiny_poet(words).sample(2, SampleConfig(form="5x4"))
+    bpe = SentencePieceTokenizer.train(texts, vocab_size=120, model_type="bpe")
+    with pytest.raises(ConfigError, match="not character-level.*model_type=char"):
+        tiny_poet(bpe).sample(2, SampleConfig(form="5x4"))
+    plain = SentencePieceTokenizer.train([t.replace("，", "").replace("。", "") for t in texts], vocab_size=100,
+                                         model_type="char")
+    with pytest.raises(ConfigError, match="no token for"):
+        tiny_poet(plain).sample(2, SampleConfig(form="5x4"))
+
+
+def test_evaluate_reports_the_well_formed_fraction_of_free_samples(poet, char_tok):
+    from textvae.data import EncodedSplit
+
+    texts = corpus(8, seed=3)
+    split = EncodedSplit([np.array(char_tok.encode(t), dtype=np.int32) for t in texts], texts)
+    r = evaluate(poet, split, iw_samples=2, n_samples=20, form="5x4")
+    assert 0.0 <= r["well_formed"] <= 0.25
+    r = evaluate(poet, split, iw_samples=2, n_samples=20, form="5x4", sample_cfg=SampleConfig(form="5x4"))
+    assert r["well_formed"] == 1.0
+    assert "well_formed" not in evaluate(poet, split, iw_samples=0, n_samples=5)
+
+
+def test_cli_sample_reconstruct_interpolate_evaluate_with_form(poet, tmp_path, capsys):
+    data = tmp_path / "poems"
+    data.mkdir()
+    for name, seed in (("train", 0), ("valid", 1), ("test", 2)):
+        (data / f"{name}.txt").write_text("\n".join(corpus(12, seed)) + "\n", encoding="utf-8")
+    model_dir = tmp_path / "model"
+    poet.save_pretrained(model_dir)
+    assert main(["sample", "--model", str(model_dir), "--form", "5x4", "-n", "20"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 20 and all(ACCEPT_5x4.match(l) for l in lines)
+    assert main(["sample", "--model", str(model_dir), "--form", "7x4", "-n", "3", "--beam", "2"]) == 0
+    assert all(ACCEPT_7x4.match(l) for l in capsys.readouterr().out.splitlines())
+    two = corpus(2, seed=9)
+    assert main(["reconstruct", "--model", str(model_dir), "--form", "5x4", *two]) == 0
+    assert all(ACCEPT_5x4.match(l) for l in capsys.readouterr().out.splitlines())
+    assert main(["interpolate", "--model", str(model_dir), "--form", "5x4", "--steps", "2", *two]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all(ACCEPT_5x4.match(l) for l in lines)
+    assert main(["evaluate", "--model", str(model_dir), "--data-dir", str(data), "--form", "5x4", "--json",
+                 "--iw-samples", "2", "--n-samples", "10"]) == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out)["well_formed"] <= 1.0
+    assert main(["sample", "--model", str(model_dir), "--form", "5y4"]) == 2
+    assert "LxN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset,chars", [("tang5", 5), ("tang7", 7)])
+def test_tang_presets_use_a_character_tokenizer(preset, chars):
+    cfg = load_config(preset=preset)
+    t = cfg.tokenizer
+    assert (t.kind, t.model_type, t.character_coverage) == ("sentencepiece", "char", 1.0)
+    assert cfg.data.max_len >= 4 * (chars + 1)
+    # every character of the training text is kept, as one token each, and vocab_size is only a bound
+    texts = corpus(30)
+    tok = train_tokenizer(t, texts)
+    assert tok.vocab_size == len(set("".join(texts))) + 4 <= t.vocab_size
+    assert all(len(tok.encode(x)) == len(x) and 1 not in tok.encode(x) for x in texts)
+
+
+# --------------------------------------------------------------------------- conditional VAE
+
+FORMS = ["5x4", "7x4"]
+
+
+def tiny_cvae(tokenizer, seed: int = 0) -> TextVAE:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(emb_dim=8, enc_hidden=8, dec_hidden=16, latent_dim=4, conditional=True, label_dim=3)
+    model = TextVAE(cfg, tokenizer, labels=FORMS)
+    with torch.no_grad():  # labels as different as at the end of training, not at initialisation
+        model.decoder.label_embedding.weight.mul_(5)
+        model.label_embedding.weight.mul_(5)
+    return model.eval()
+
+
+def test_conditioning_reaches_encoder_and_decoder(char_tok):
+    model = tiny_cvae(char_tok)
+    assert model.conditional and model.label_names == FORMS and model.config.num_labels == 2
+    texts = corpus(4, seed=4)
+    tokens, lengths = model._tokenize(texts)
+    five, seven = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    z = torch.randn(4, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        # the decoder: p(x|z, y) changes with y for the same z and x
+        assert not torch.allclose(model.log_likelihood(tokens, lengths, z, five),
+                                  model.log_likelihood(tokens, lengths, z, seven))
+        code = model.decoder_code(z, seven)
+        assert code.shape == (4, 4 + 3) and torch.equal(code[:, :4], z)
+        first5, _ = model.step(torch.full((4,), model.bos_id), model.init_state(model.decoder_code(z, five), 4),
+                               model.decoder_code(z, five))
+        first7, _ = model.step(torch.full((4,), model.bos_id), model.init_state(code, 4), code)
+        assert not torch.allclose(first5.softmax(-1), first7.softmax(-1))
+        # the encoder: q(z|x, y) changes with y for the same x
+        assert not torch.allclose(model.encode_posterior(tokens, lengths, five)[0],
+                                  model.encode_posterior(tokens, lengths, seven)[0])
+    model.train()
+    out = model(tokens, lengths, y=torch.tensor([0, 1, 0, 1]))
+    (out.rec.mean() + out.kl.sum(1).mean()).backward()
+    for emb in (model.label_embedding, model.decoder.label_embedding):
+        assert emb.weight.grad is not None and (emb.weight.grad.abs().sum(1) > 0).all()
+    # the prior is N(0, I): the KL is the unconditional one
+    assert out.kl.shape == (4, 4)
+
+
+def test_conditional_string_api_and_errors(char_tok):
+    model = tiny_cvae(char_tok)
+    texts = corpus(2, seed=6)
+    assert model.sample(4, SampleConfig(form="7x4"), seed=0, label="7x4") != \
+        model.sample(4, SampleConfig(form="7x4"), seed=0, label="5x4")
+    assert len(model.sample(3, seed=0)) == 3  # without a label: the labels in turn
+    assert model.sample(2, seed=0) == model.sample(2, seed=0, label=["5x4", "7x4"])
+    assert len(model.reconstruct(texts, label=["7x4", "5x4"])) == 2
+    assert len(model.interpolate(texts[0], texts[1], steps=2, label="7x4")) == 4
+    with pytest.raises(ConfigError, match="unknown label.*'6x4'.*'5x4', '7x4'"):
+        model.sample(2, label="6x4")
+    with pytest.raises(ConfigError, match="conditional: give a label"):
+        model.encode(texts)
+    with pytest.raises(ValueError, match="conditional: pass y"):
+        model.encode_posterior(*model._tokenize(texts))
+    with pytest.raises(ConfigError, match="not conditional"):
+        tiny_poet(char_tok).sample(2, label="5x4")
+    with pytest.raises(ValueError, match="needs labels"):
+        TextVAE(ModelConfig(latent_dim=4, conditional=True), char_tok)
+    with pytest.raises(ConfigError, match="conditional VAE needs a latent"):
+        load_config(overrides=["model.conditional=true", "model.latent_dim=0"])
+
+
+def test_conditional_save_load_round_trip(char_tok, tmp_path):
+    model = tiny_cvae(char_tok)
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["labels"] == FORMS
+    again = TextVAE.from_pretrained(tmp_path / "m")
+    assert again.label_names == FORMS and again.config == model.config
+    assert again.sample(4, seed=2, label="7x4") == model.sample(4, seed=2, label="7x4")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    del meta["labels"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    from textvae.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="conditional but 'labels'"):
+        TextVAE.from_pretrained(tmp_path / "m")
+
+
+def test_label_agreement_checks_forms_only():
+    from textvae.metrics import label_agreement
+
+    five = "一二三四五，一二三四五。一二三四五，一二三四五。"
+    seven = "一二三四五六七，一二三四五六七。"
+    r = label_agreement([five, seven, five, "一二三", "x"], ["5x4", "7x4", "7x4", "5x4", "topic"])
+    assert r["label_line_length"] == pytest.approx(2 / 4)  # five as 5x4, seven (two verses) as 7x4
+    assert r["label_well_formed"] == pytest.approx(1 / 4)  # only five as 5x4 is the whole form
+    assert r["label_match"] == {"5x4": {"line_length": 0.5, "well_formed": 0.5, "samples": 2},
+                                "7x4": {"line_length": 0.5, "well_formed": 0.0, "samples": 2}}
+    assert label_agreement(["a"], ["topic"])["label_line_length"] is None
+
+
+def test_attach_label_ids_names_missing_and_unknown_labels():
+    from textvae.data import EncodedSplit, attach_label_ids
+    from textvae.errors import DataError
+
+    ids = [np.array([4, 5], dtype=np.int32)] * 3
+    split = attach_label_ids(EncodedSplit(ids, ["a"] * 3, ["7x4", "5x4", "7x4"]), FORMS)
+    assert split.label_ids.tolist() == [1, 0, 1]
+    assert attach_label_ids(EncodedSplit(ids, ["a"] * 3), None).label_ids is None
+    with pytest.raises(DataError, match="has no labels"):
+        attach_label_ids(EncodedSplit(ids, ["a"] * 3), FORMS)
+    with pytest.raises(DataError, match=r"not trained with: \['6x4'\]"):
+        attach_label_ids(EncodedSplit(ids, ["a"] * 3, ["6x4", "5x4", "7x4"]), FORMS, "the valid split")
+
+
+@pytest.fixture(scope="module")
+def cvae_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cvae")
+    data = root / "forms"
+    data.mkdir()
+    for name, n, seed in (("train", 200, 0), ("valid", 40, 1), ("test", 40, 2)):
+        texts = corpus(n, seed)  # 7x4 and 5x4 poems in turn
+        (data / f"{name}.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+        (data / f"{name}.labels.txt").write_text("\n".join("7x4" if len(t) == 32 else "5x4" for t in texts) + "\n")
+    run = root / "run"
+    assert main(["train", "--preset", "tiny", "--data-dir", str(data), "--out", str(run), "train.max_steps=30",
+                 "tokenizer.kind=sentencepiece", "tokenizer.model_type=char", "tokenizer.vocab_size=100",
+                 "model.conditional=true", "model.label_dim=4"]) == 0
+    return data, run
+
+
+def test_conditional_training_and_cli(cvae_run, capsys):
+    data, run = cvae_run
+    capsys.readouterr()
+    model = TextVAE.from_pretrained(run)
+    assert model.label_names == FORMS
+    assert main(["sample", "--model", str(run), "--label", "7x4", "--form", "7x4", "-n", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5 and all(ACCEPT_7x4.match(l) for l in lines)
+    assert main(["sample", "--model", str(run), "--label", "9x4"]) == 2
+    assert "unknown label" in capsys.readouterr().err
+    two = corpus(2, seed=8)
+    assert main(["reconstruct", "--model", str(run), "--label", "5x4", *two]) == 0
+    assert main(["interpolate", "--model", str(run), "--label", "7x4", "--steps", "1", *two]) == 0
+    assert main(["interpolate", "--model", str(run), "--label", "7x4", "--prior", "--steps", "1"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(run), "--json", "--iw-samples", "3", "--n-samples", "10"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert 0.0 <= r["label_line_length"] <= 1.0 and 0.0 <= r["label_well_formed"] <= r["label_line_length"]
+    assert {k: v["samples"] for k, v in r["label_match"].items()} == {"5x4": 5, "7x4": 5}
+    # the probe still conditions the encoder on the corpus's labels while it predicts others
+    assert main(["probe", "--model", str(run), "--n", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_test"] == 20
+    # --resume keeps the filled-in num_labels
+    assert main(["train", "--preset", "tiny", "--data-dir", str(data), "--out", str(run), "--resume",
+                 "--no-summary", "train.max_steps=32", "tokenizer.kind=sentencepiece", "tokenizer.model_type=char",
+                 "tokenizer.vocab_size=100", "model.conditional=true", "model.label_dim=4"]) == 0
+
+
+def test_a_conditional_model_needs_labelled_data(tmp_path, capsys):
+    data = tmp_path / "nolabels"
+    data.mkdir()
+    for name in ("train", "valid", "test"):
+        (data / f"{name}.txt").write_text("\n".join(corpus(20)) + "\n", encoding="utf-8")
+    assert main(["train", "--preset", "tiny", "--data-dir", str(data), "--out", str(tmp_path / "r"),
+                 "model.conditional=true"]) == 2
+    assert "the train split has no labels" in capsys.readouterr().err

@@ -1,0 +1,178 @@
+"""Latent probe: how much of a label a linear classifier reads off the posterior means.
+
+A multinomial logistic regression on E_q[z|x] (``mu``) of N labelled examples drawn from a split
+with a seed, scored on the split's other examples; the same classifier on bag-of-words counts of
+the same N examples is the baseline that needs no model, and the most frequent label among the N
+is the floor. A latent that beats bag-of-words with the same N has made the label easy to read.
+
+    labelled_split     a split with one label per example (a labels file or the corpus's own)
+    bag_of_words       token counts over the tokens of the N training examples
+    fit_logistic_regression / predict   L2-regularised softmax regression, L-BFGS in float64
+
+Features are standardised with the mean and standard deviation of the N training examples. The
+penalty is scikit-learn's: sum of cross-entropies + ||W||^2 / (2 C), C = 1 by default, the bias
+not penalised. Everything is deterministic for a seed (zero initialisation, full-batch L-BFGS).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import DataError, TextVAEError
+
+
+def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float = 1.0,
+                            max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression: minimise sum_i CE(x_i W + b, y_i) + ||W||^2 / (2c).
+
+    x (N, D) features, y (N,) class ids in [0, num_classes). Full-batch L-BFGS with a strong Wolfe
+    line search in float64 from W = 0, b = 0: the same inputs give the same weights.
+    Returns W (D, K) and b (K,).
+    """
+    x = x.to(torch.float64)
+    W = torch.zeros(x.size(1), num_classes, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-9,
+                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    n = x.size(0)
+
+    def closure():
+        opt.zero_grad()
+        # divided by n so the tolerances do not depend on the number of examples
+        loss = (F.cross_entropy(x @ W + b, y, reduction="sum") + W.pow(2).sum() / (2 * c)) / n
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return W.detach(), b.detach()
+
+
+def predict(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Class ids (N,) of features x (N, D) under a fitted regression."""
+    return (x.to(torch.float64) @ W + b).argmax(-1)
+
+
+def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale both with the training rows' mean and standard deviation (constant columns: 1)."""
+    mean, std = train.mean(0), train.std(0, unbiased=False)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    return (train - mean) / std, (test - mean) / std
+
+
+def bag_of_words(ids: list, train_rows: list[int]) -> torch.Tensor:
+    """Token counts (N, D) of every example, over the D distinct tokens of the ``train_rows``
+    examples (a token never seen in training gets no weight from an L2 regression anyway)."""
+    vocab = np.unique(np.concatenate([np.asarray(ids[i]) for i in train_rows]))
+    column = {int(t): j for j, t in enumerate(vocab)}
+    counts = torch.zeros(len(ids), len(vocab), dtype=torch.float64)
+    for i, seq in enumerate(ids):
+        for t in np.asarray(seq).tolist():
+            j = column.get(t)
+            if j is not None:
+                counts[i, j] += 1
+    return counts
+
+
+def _accuracy(features: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch.Tensor,
+              num_classes: int, c: float) -> float:
+    x_train, x_test = _standardise(features[train].to(torch.float64), features[test].to(torch.float64))
+    W, b = fit_logistic_regression(x_train, y[train], num_classes, c)
+    return float((predict(W, b, x_test) == y[test]).double().mean())
+
+
+def probe(model, split, n: int = 100, seed: int = 0, c: float = 1.0, batch_size: int = 64) -> dict:
+    """Accuracy of a logistic regression on posterior means vs on bag-of-words, N training examples.
+
+    ``split`` is an :class:`~textvae.data.EncodedSplit` with ``labels`` (see :func:`labelled_split`);
+    examples whose label is empty are left out. ``n`` of the labelled examples, drawn with ``seed``,
+    train both classifiers; all the others test them. Labels that no training example has count as
+    errors. Returns ``accuracy_latent``, ``accuracy_bow``, ``accuracy_majority`` (the most frequent
+    training label), ``n_train``, ``n_test``, ``classes`` (labels among the training examples),
+    ``latent_dim``, ``bow_features``, ``seed``.
+    """
+    from .metrics import posterior_means
+
+    if model.is_lm:
+        raise TextVAEError("this model is a language model (latent_dim=0): it has no latent space to probe")
+    if split.labels is None:
+        raise DataError("the split has no labels; pass a labels file (one label per line of the split)")
+    rows = [i for i, label in enumerate(split.labels) if label != ""]
+    if not 2 <= n < len(rows):
+        raise TextVAEError(f"--n {n}: the probe needs at least 2 training examples and at least one left to "
+                           f"test on; the split has {len(rows)} labelled examples")
+    order = np.random.default_rng(seed).permutation(len(rows))
+    train_rows, test_rows = [rows[i] for i in order[:n]], [rows[i] for i in order[n:]]
+    classes = sorted({split.labels[i] for i in train_rows})
+    class_id = {label: k for k, label in enumerate(classes)}
+    y = torch.tensor([class_id.get(label, -1) for label in split.labels])  # -1: never predicted
+    train, test = torch.tensor(train_rows), torch.tensor(test_rows)
+
+    mu, _ = posterior_means(model, split, batch_size)  # (N, Z)
+    bow = bag_of_words(split.ids, train_rows)  # (N, D)
+    counts = torch.bincount(y[train], minlength=len(classes))
+    majority = int(counts.argmax())  # the first of the most frequent, in sorted label order
+    return {
+        "accuracy_latent": _accuracy(mu, y, train, test, len(classes), c),
+        "accuracy_bow": _accuracy(bow, y, train, test, len(classes), c),
+        "accuracy_majority": float((y[test] == majority).double().mean()),
+        "n_train": n, "n_test": len(test_rows), "classes": len(classes),
+        "latent_dim": model.latent_dim, "bow_features": bow.size(1), "seed": seed,
+    }
+
+
+# --------------------------------------------------------------------------- labels
+
+def read_labels(path: str | Path) -> list[str]:
+    """One label per line (stripped); the file's lines, blank ones included."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return [line.rstrip("\n").strip() for line in f]
+    except OSError as e:
+        raise DataError(f"cannot read labels file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"labels file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def labelled_split(model, split: str = "valid", labels_file: str | Path | None = None,
+                   data_dir: str | None = None):
+    """The ``split`` of the corpus the model was trained on (or ``data_dir``), encoded with the model's
+    tokenizer, with ``labels`` from ``labels_file`` or else the corpus's own (``{split}.labels.txt``,
+    a JSON label field, the built-in corpus's topics).
+
+    The labels file has one label per line of the split's text file: either every line, blank
+    ones included (the labels of blank lines are dropped with them), or one per example as loaded.
+    A conditional model is still conditioned on the corpus's own labels (``label_ids``).
+    """
+    from .config import DataConfig, _build
+    from .data import attach_label_ids, encode_split, load_splits
+
+    data = model.extra_config.get("data", {})
+    cfg = _build(DataConfig, data, "the model's config.json", "data.") if data else DataConfig()
+    if data_dir:
+        cfg.data_dir, cfg.dataset = data_dir, None
+    loaded = load_splits(cfg, (split,))
+    ds = loaded[split]
+    what = f"the {split} split ({loaded.stats[split]['source']})"
+    own = attach_label_ids(encode_split(ds, model.tokenizer, cfg), model.label_names, what)
+    if labels_file is None and own.labels is None:
+        raise DataError(f"{what} has no labels; pass --labels FILE with one label per line, or put them in "
+                        f"{split}.labels.txt beside it")
+    if labels_file is not None:
+        labels = read_labels(labels_file)
+        source = loaded.stats[split]["source"]
+        if len(labels) != len(ds) and source.endswith(".txt") and Path(source).is_file():
+            with open(source, encoding="utf-8-sig", errors=cfg.encoding_errors) as f:
+                lines = [line for line in f]
+            if len(labels) == len(lines):  # one per line of the file: drop the blank lines' labels
+                labels = [label for label, line in zip(labels, lines) if line.strip()]
+        if len(labels) != len(ds):
+            raise DataError(f"labels file {labels_file} has {len(labels)} lines but {what} has {len(ds)} "
+                            f"examples; give one label per line of the split")
+        if "label" in ds.column_names:
+            ds = ds.remove_columns("label")
+        probed = encode_split(ds.add_column("label", labels), model.tokenizer, cfg)  # the same examples kept
+        probed.label_ids = own.label_ids
+        return probed
+    return own
