@@ -1,6 +1,7 @@
 """Training throughput: textvae's real step vs. a hand-written floor, side by side in one process.
 
-For each configuration (``ptb-li2019``; GRU 256 / emb 300 / z 16 / batch 32 as in the widely used
+For each configuration (``ptb-li2019``; GRU 256 / emb 300 / z 16 / batch 32 with one embedding
+table shared by encoder and decoder and z feeding only the initial state, as in the widely used
 Sentence-VAE port), on PTB training sentences:
 
   real   textvae's own path: BucketBatchSampler -> collate -> Trainer._step (forward over packed
@@ -39,6 +40,7 @@ CONFIGS = {
     "ptb-li2019": ("ptb-li2019", []),
     "gru256-emb300-z16": ("ptb-li2019", ["model.cell=gru", "model.emb_dim=300", "model.enc_hidden=256",
                                          "model.dec_hidden=256", "model.latent_dim=16", "model.z_to_input=false",
+                                         "model.share_embedding=true",
                                          "model.emb_dropout=0", "model.out_dropout=0", "train.optimizer=adam",
                                          "train.lr=0.001"]),
 }

@@ -80,7 +80,8 @@ def test_word_dropout_only_in_training():
 
 
 def test_save_load_gives_identical_outputs(tmp_path):
-    for kw in ({}, {"tie_embeddings": True, "cell": "gru"}, {"latent_dim": 0}):
+    for kw in ({}, {"tie_embeddings": True, "cell": "gru"}, {"latent_dim": 0},
+               {"share_embedding": True, "tie_embeddings": True}):
         model = tiny(**kw).eval()
         tokens, lengths = batch(model)
         model.save_pretrained(tmp_path / "m")
@@ -173,3 +174,10 @@ def test_gcnn_config_is_validated():
     for part in ("model.encoder='cnn' is not one of 'rnn', 'gcnn'", "model.gcnn_kernel=4 must be an odd",
                  "model.gcnn_layers=0 must be > 0"):
         assert part in str(e.value)
+
+
+def test_shared_embedding_is_one_table():
+    model = tiny(share_embedding=True)
+    assert model.encoder.embedding.weight is model.decoder.embedding.weight
+    n_shared = model.num_parameters()
+    assert tiny().num_parameters() - n_shared == model.decoder.embedding.weight.numel()

@@ -118,6 +118,7 @@ class ModelConfig:
     label_dim: int = 16  # conditional: size of the label embeddings
     num_labels: int = 0  # conditional: filled in from the training labels
     tie_embeddings: bool = False  # output projection shares the decoder embedding
+    share_embedding: bool = False  # encoder and decoder use one embedding table (as the Sentence-VAE port)
     word_dropout: float = 0.0  # Bowman: decoder inputs replaced by <unk> with this probability (1 = inputless)
     emb_dropout: float = 0.0  # ordinary dropout on embeddings (encoder and decoder)
     out_dropout: float = 0.0  # dropout on decoder outputs before the projection

@@ -245,6 +245,8 @@ class TextVAE(nn.Module):
             if config.bn_gamma is not None:
                 self.mu_bn = MeanBatchNorm(config.latent_dim, config.bn_gamma)  # BN-VAE (Zhu et al. 2020)
         self.decoder = Decoder(config)
+        if config.share_embedding and config.latent_dim > 0:
+            self.encoder.embedding = self.decoder.embedding  # one table for both, as in the Sentence-VAE port
 
     @property
     def latent_dim(self) -> int:
@@ -438,8 +440,8 @@ class TextVAE(nn.Module):
         d.mkdir(parents=True, exist_ok=True)
         module = getattr(self, "_orig_mod", self)  # unwrap torch.compile
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-        if self.config.tie_embeddings:
-            state.pop("decoder.proj.weight", None)  # shared with decoder.embedding.weight
+        for alias in shared_weights(self.config):
+            state.pop(alias, None)  # the same tensor as another key; safetensors stores it once
         save_file(state, str(d / WEIGHTS_FILE), metadata={"format": "pt"})
         from dataclasses import asdict
 
@@ -495,8 +497,7 @@ class TextVAE(nn.Module):
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{d / WEIGHTS_FILE} is not a valid safetensors file ({e}); "
                                   f"textvae never unpickles weights. Re-download or re-train the model.") from None
-        if cfg.tie_embeddings:
-            state.setdefault("decoder.proj.weight", state.get("decoder.embedding.weight"))
+        restore_shared(state, cfg)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise CheckpointError(f"{d / WEIGHTS_FILE} does not fit the config: missing {missing[:5]}, "
@@ -531,3 +532,22 @@ def resolve_model_dir(path: str | Path) -> Path:
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, diag(exp(logvar))) summed over the last dimension."""
     return -0.5 * (((z - mu) ** 2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1)
+
+
+def shared_weights(cfg: ModelConfig) -> dict[str, str]:
+    """State-dict keys that are the same tensor as another key (tied or shared embeddings):
+    alias -> owner. Saved once, under the owner's name."""
+    out = {}
+    if cfg.tie_embeddings:
+        out["decoder.proj.weight"] = "decoder.embedding.weight"
+    if cfg.share_embedding and cfg.latent_dim > 0:
+        out["encoder.embedding.weight"] = "decoder.embedding.weight"
+    return out
+
+
+def restore_shared(state: dict, cfg: ModelConfig) -> dict:
+    """Put the aliases of :func:`shared_weights` back into a loaded state dict (in place)."""
+    for alias, owner in shared_weights(cfg).items():
+        if owner in state:
+            state.setdefault(alias, state[owner])
+    return state

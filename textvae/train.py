@@ -47,7 +47,7 @@ from .config import FORMAT_VERSION, Config
 from .data import BucketBatchSampler, attach_label_ids, collate, encode_split, load_splits
 from .errors import CheckpointError, ConfigError, TrainingError
 from .metrics import validate
-from .model import TextVAE
+from .model import TextVAE, restore_shared
 from .objectives import kl_term, kl_weight
 from .tokenizers import load_tokenizer, train_tokenizer
 
@@ -336,9 +336,7 @@ class Trainer:
 
     def _load_checkpoint(self, ckpt: Path) -> None:
         meta, state, weights = read_checkpoint(ckpt)
-        if self.cfg.model.tie_embeddings:
-            weights.setdefault("decoder.proj.weight", weights.get("decoder.embedding.weight"))
-        self.model.load_state_dict(weights)
+        self.model.load_state_dict(restore_shared(weights, self.cfg.model))
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**meta["progress"])
         for g in self.optimizer.param_groups:
