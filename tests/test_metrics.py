@@ -271,3 +271,11 @@ def test_reconstruction_bleu_uses_decoded_inputs(split, monkeypatch):
     assert r["bleu_rec"] == pytest.approx(100.0)
     assert r["self_bleu"] == pytest.approx(100.0) and r["mean_len"] == 3.0
     assert r["distinct_1"] == pytest.approx(3 / 9)
+
+
+def test_distinct_n_counts_characters_for_chinese():
+    from textvae.metrics import distinct_n
+
+    poems = ["白日依山盡", "白日照山川"]
+    assert distinct_n(poems, 1) == 7 / 10  # 白 日 山 repeat
+    assert distinct_n(poems, 2) == 7 / 8  # 白日 repeats

@@ -13,28 +13,25 @@ from pathlib import Path
 from .errors import TextVAEError
 
 
-def _positive_int(name: str):
+def _int_at_least(name: str, minimum: int):
+    """An argparse type: a whole number >= minimum, with a message naming the option."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be at least {minimum}, got {value}")
         return value
     return parse
+
+
+def _positive_int(name: str):
+    return _int_at_least(name, 1)
 
 
 def _nonneg_int(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be 0 or more, got {value}")
-        return value
-    return parse
+    return _int_at_least(name, 0)
 
 
 def _add_sampling(p: argparse.ArgumentParser, greedy_default: bool) -> None:

@@ -225,9 +225,15 @@ def bleu(hyps: list[str], refs: list[str]) -> float:
     return float(sacrebleu.corpus_bleu(list(hyps), [list(refs)], tokenize=tok, force=True).score)
 
 
+def _units(sentence: str) -> list[str]:
+    """What distinct-n counts: whitespace tokens, or characters for CJK text (written without spaces)."""
+    return [c for c in sentence if not c.isspace()] if _CJK.search(sentence) else sentence.split()
+
+
 def distinct_n(sentences: list[str], n: int) -> float:
-    """Li et al. (2016): distinct n-grams / total n-grams, whitespace tokens, over all sentences."""
-    grams = [tuple(w[i:i + n]) for w in (s.split() for s in sentences) for i in range(len(w) - n + 1)]
+    """Li et al. (2016): distinct n-grams / total n-grams over all sentences; n-grams of whitespace
+    tokens, or of characters for CJK text."""
+    grams = [tuple(w[i:i + n]) for w in map(_units, sentences) for i in range(len(w) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
