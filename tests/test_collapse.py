@@ -207,6 +207,22 @@ def test_reset_decoder_leaves_the_global_rng_alone():
     assert torch.equal(state, torch.get_rng_state())
 
 
+def test_reset_decoder_keeps_a_shared_embedding():
+    # model.share_embedding: the table is the encoder's input too; the reset must not wipe it
+    tok = train_tokenizer(TokenizerConfig(kind="word"), ["a b c .", "b c d ."])
+    model = TextVAE(ModelConfig(emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=2, share_embedding=True), tok)
+    with torch.no_grad():
+        model.decoder.embedding.weight.add_(1.0)
+        for p in model.decoder.rnn.parameters():
+            p.add_(1.0)
+    table = model.decoder.embedding.weight.detach().clone()
+    rnn = [p.detach().clone() for p in model.decoder.rnn.parameters()]
+    collapse.reset_decoder(model, 3)
+    assert model.encoder.embedding is model.decoder.embedding
+    assert torch.equal(model.decoder.embedding.weight, table)
+    assert all(not torch.equal(a, b) for a, b in zip(rnn, model.decoder.rnn.parameters()))
+
+
 def test_pretraining_ends_early_when_the_autoencoder_converges(tmp_path):
     # lr ~ 0: no improvement; patience 0 and one decay allowed: phase 1 "converges" at step 2,
     # phase 2 starts afresh (its own decay, then early stopping) instead of the run ending.

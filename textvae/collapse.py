@@ -128,8 +128,16 @@ def reset_decoder(model, seed: int) -> None:
     """Li et al. (2019), phase 2: re-initialise the decoder's parameters as a new model's (textvae's
     own initialisation) and keep the encoder. Deterministic for ``seed``; the global RNG state is
     left as it was. The parameters are overwritten in place, so optimisers and DDP wrappers that
-    hold them stay valid."""
+    hold them stay valid.
+
+    With ``model.share_embedding`` the embedding table is the encoder's input layer as much as the
+    decoder's, so it is kept: resetting it would throw away the encoder that phase 1 trained."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        fresh = Decoder(model.decoder.cfg)
-    model.decoder.load_state_dict(fresh.state_dict())
+        fresh = Decoder(model.decoder.cfg).state_dict()
+    if model.decoder.embedding is getattr(getattr(model, "encoder", None), "embedding", None):
+        fresh.pop("embedding.weight")
+        if model.decoder.cfg.tie_embeddings:  # the output projection is the same table
+            fresh.pop("proj.weight", None)
+    missing, unexpected = model.decoder.load_state_dict(fresh, strict=False)
+    assert not unexpected and set(missing) <= {"embedding.weight", "proj.weight"}, (missing, unexpected)
