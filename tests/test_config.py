@@ -77,3 +77,22 @@ def test_newer_format_version_is_refused(tmp_path):
     path.write_text(json.dumps({"format_version": 99}))
     with pytest.raises(ConfigError, match="newer"):
         load_config(config_file=str(path))
+
+
+def test_an_empty_config_file_is_an_error_not_the_defaults(tmp_path):
+    for text in ("", "# only a comment\n", "{}\n"):
+        path = tmp_path / "empty.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match="empty.yaml is empty"):
+            load_config(config_file=str(path))
+
+
+def test_a_splits_override_changes_one_entry(tmp_path):
+    cfg = load_config(overrides=["data.splits.valid=dev"])
+    assert cfg.data.splits == {"train": "train", "valid": "dev", "test": "test"}
+    # a file's mapping is whole (it may rename every split); an override then edits one entry of it
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  splits: {train: tr, valid: va, test: te}\n")
+    assert load_config(config_file=str(path)).data.splits == {"train": "tr", "valid": "va", "test": "te"}
+    cfg = load_config(config_file=str(path), overrides=["data.splits.test=held_out"])
+    assert cfg.data.splits == {"train": "tr", "valid": "va", "test": "held_out"}

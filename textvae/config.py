@@ -445,11 +445,13 @@ def preset_dict(name: str) -> dict:
     return _read_mapping(Path(str(path)), f"preset {name!r}")
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def _merge(base: dict, extra: dict, replace_splits: bool = True) -> dict:
+    """``extra`` on top of ``base``, section by section. A file's ``data.splits`` replaces the whole
+    mapping (it names every split); a command-line ``data.splits.valid=X`` changes one entry."""
     out = dict(base)
     for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "splits":
-            out[k] = _merge(out[k], v)
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and (k != "splits" or not replace_splits):
+            out[k] = _merge(out[k], v, replace_splits)
         else:
             out[k] = v
     return out
@@ -488,5 +490,13 @@ def load_config(preset: str | None = None, config_file: str | None = None,
         base, source = preset_dict(preset), f"preset {preset!r}"
     elif config_file:
         base, source = _read_mapping(Path(config_file), f"config file {config_file}"), f"config file {config_file}"
-    merged = _merge(base, parse_overrides(overrides or []))
+        if not base:
+            raise ConfigError(f"config file {config_file} is empty (no sections); write at least one section "
+                              f"(data, tokenizer, model, objective, train), or leave out --config to use the "
+                              f"defaults")
+    overrides_dict = parse_overrides(overrides or [])
+    if "splits" in overrides_dict.get("data", {}) and isinstance(overrides_dict["data"]["splits"], dict):
+        # one entry changes; the defaults fill the entries neither the file nor the overrides name
+        base = _merge({"data": {"splits": dict(DataConfig().splits)}}, base)
+    merged = _merge(base, overrides_dict, replace_splits=False)
     return Config.from_dict(merged, source if not overrides else f"{source} with overrides")
