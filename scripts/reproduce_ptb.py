@@ -157,7 +157,8 @@ def device_name(device: torch.device) -> str:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"CPU {cpu}, {torch.get_num_threads()} threads"
+    n = torch.get_num_threads()
+    return f"CPU {cpu}, {n} thread{'s' if n != 1 else ''}"
 
 
 def now() -> str:
@@ -288,6 +289,14 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
 
 
+def command_line_settings(record: dict) -> list[str]:
+    """The record's overrides that came from the command line (--max-epochs, --set ...), not from its row;
+    the data directory and the derived pretraining length are left out (they are in ``config``)."""
+    row = next((x for x in ROWS if x["name"] == record["row"]), {"overrides": []})
+    return [o for o in record.get("overrides", []) if o not in row["overrides"]
+            and not o.startswith(("data.data_dir=", "objective.pretrain_ae_steps="))]
+
+
 def render_markdown(records: list[dict], pending: list[str]) -> str:
     commits = sorted({r["commit"] for r in records if r.get("commit")})
     ks = sorted({r["iw_samples"] for r in records if r.get("iw_samples")})
@@ -305,19 +314,30 @@ def render_markdown(records: list[dict], pending: list[str]) -> str:
         f"Commit(s): {', '.join(c[:12] for c in commits) or '–'}.",
         "",
         "| row | method | NLL (IW) | PPL (IW) | KL | MI | AU | −ELBO | PPL (ELBO) | BLEU rec | epochs | train time "
-        "| device | published PPL |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| eval time | device | published PPL |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in records:
+    by_name = {r["row"]: r for r in records}
+    for name in (n for n in ROW_NAMES if n in by_name or n in pending):  # the table's order, run or not
+        if name not in by_name:
+            lines.append(f"| {name} | {_md(next(x['method'] for x in ROWS if x['name'] == name))} | not run yet "
+                         f"|  |  |  |  |  |  |  |  |  |  |  |  |")
+            continue
+        r = by_name[name]
         ref = "" if r.get("reference_ppl") is None else f"{r['reference_ppl']} ({r['reference_source']})"
         lines.append(
             f"| {r['row']} | {_md(r['method'])} | {_num(r['nll_iw'])} | {_num(r['ppl_iw'])} | {_num(r['kl'])} | "
             f"{_num(r['mi_full'])} | {r['au']} | {_num(r['elbo'])} | {_num(r['ppl_elbo'])} | "
-            f"{_num(r['bleu_rec'], '{:.1f}')} | {r['epochs']} | {_duration(r['train_seconds'])} | {_md(r['device'])} "
-            f"| {ref} |")
-    for name in pending:
-        lines.append(f"| {name} | {_md(next(x['method'] for x in ROWS if x['name'] == name))} | not run yet "
-                     f"|  |  |  |  |  |  |  |  |  |  |  |")
+            f"{_num(r['bleu_rec'], '{:.1f}')} | {r['epochs']} | {_duration(r['train_seconds'])} | "
+            f"{_duration(r.get('eval_seconds'))} | {_md(r['device'])} | {ref} |")
+    extras: dict[str, list[str]] = {}
+    for r in records:
+        extras.setdefault(" ".join(f"`{o}`" for o in command_line_settings(r)) or "none", []).append(r["row"])
+    if records:
+        lines += ["", "Settings given on the command line (on top of the preset and each row's own): " + "; ".join(
+            f"{', '.join(rows)}: {_md(settings) if settings == 'none' else settings}" for settings, rows in extras.items())
+            + ". `train.max_epochs` below the preset's 40 is a compute budget: such a row stopped there, not at "
+              "convergence (early stopping after 5 learning-rate halvings)."]
     lines += ["", "Published numbers: only where we are sure of them; Bowman et al. (2016) trained smaller "
               "models (LSTM 191, embedding 353, z 13) on their own PTB split handling, so their perplexities are "
               "context rather than targets. Blank: not stated here.", "", "## Samples and homotopies", ""]
