@@ -47,6 +47,11 @@ def test_rows_train_evaluate_and_write_the_table(script, ptb_dir, tmp_path, caps
         assert r["nll_iw"] > 0 and r["ppl_iw"] > 1 and r["steps"] == 4
         assert r["config"]["train"]["max_steps"] == 4 and r["train_seconds"] > 0 and r["device"].startswith("CPU")
         assert len(r["samples"]) == 3
+    n_train = len((ptb_dir / "ptb.train.txt").read_text().splitlines())
+    per_epoch = -(-n_train // records[0]["config"]["train"]["batch_size"])
+    for r in records:  # the shared recipe, with validation every half epoch of this corpus
+        assert r["config"]["train"]["optimizer"] == "adam" and r["config"]["model"]["out_dropout"] == 0.4
+        assert r["config"]["train"]["eval_every"] == -(-per_epoch // 2)
     lm, pretrain, bn = records
     assert lm["kl"] == 0 and lm["au"] == 0 and lm["homotopy"] is None
     assert lm["nll_iw"] == pytest.approx(lm["elbo"], rel=1e-5)  # no latent: IW-NLL is the exact NLL
@@ -57,6 +62,8 @@ def test_rows_train_evaluate_and_write_the_table(script, ptb_dir, tmp_path, caps
     md = (tmp_path / "results" / "ptb.md").read_text()
     assert md.count("not run yet") == len(script.ROWS) - 3
     assert "`train.max_epochs=1` `train.max_steps=4`" in md  # the budget is stated, not hidden
+    settings = next(line for line in md.splitlines() if line.startswith("Settings given on the command line"))
+    assert "train.optimizer" not in settings and "eval_every" not in settings  # the recipe is not a budget
     assert "| lstm-lm | LSTM-LM |" in md and "116 (Bowman et al. 2016)" in md
     order = [md.index(f"| {name} |") for name in script.ROW_NAMES]
     assert order == sorted(order)  # pending rows stand in their place, not at the end
