@@ -309,11 +309,18 @@ def _md(text: str) -> str:
 
 
 def command_line_settings(record: dict) -> list[str]:
-    """The record's overrides that came from the command line (--max-epochs, --set ...), not from its row;
-    the data directory and the derived pretraining length are left out (they are in ``config``)."""
+    """The record's overrides that came from the command line (--max-epochs, --set ...), not from its row
+    or ``RECIPE``; the data directory and the derived values (row_config puts them before the command
+    line's: the first ``train.eval_every`` and ``objective.pretrain_ae_steps``) are left out."""
     row = next((x for x in ROWS if x["name"] == record["row"]), {"overrides": []})
-    return [o for o in record.get("overrides", []) if o not in row["overrides"] and o not in RECIPE
-            and not o.startswith(("data.data_dir=", "objective.pretrain_ae_steps=", "train.eval_every="))]
+    derived, out = {"train.eval_every", "objective.pretrain_ae_steps"}, []
+    for o in record.get("overrides", []):
+        key = o.split("=", 1)[0]
+        if key in derived:
+            derived.discard(key)  # a later one was given on the command line
+        elif o not in row["overrides"] and o not in RECIPE and key != "data.data_dir":
+            out.append(o)
+    return out
 
 
 def render_markdown(records: list[dict], pending: list[str]) -> str:

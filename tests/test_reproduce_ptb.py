@@ -76,6 +76,14 @@ def test_rows_train_evaluate_and_write_the_table(script, ptb_dir, tmp_path, caps
     assert json.loads((tmp_path / "results" / "ptb.json").read_text()) == records
 
 
+def test_command_line_settings_leave_out_recipe_and_derived_values_only(script):
+    derived = ["train.eval_every=658", "objective.pretrain_ae_steps=26300"]
+    row = next(r for r in script.ROWS if r["name"] == "vae-pretrain-fb")
+    cli = ['data.data_dir="/x"', "train.eval_every=0", "train.lr=1"]
+    record = {"row": row["name"], "overrides": [*script.RECIPE, *derived, *row["overrides"], *cli]}
+    assert script.command_line_settings(record) == ["train.eval_every=0", "train.lr=1"]
+
+
 def test_missing_data_dir_is_a_clear_error(script, tmp_path, capsys):
     assert script.main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
