@@ -214,6 +214,7 @@ class TrainConfig:
     batch_size: int = 32
     max_epochs: int = 30
     max_steps: int | None = None  # stop after this many optimiser steps (overrides epochs when reached first)
+    max_minutes: float | None = None  # wall-clock budget per sitting: then validate, checkpoint and stop
     optimizer: str = "adam"  # adam | sgd
     lr: float = 1e-3
     momentum: float = 0.0  # sgd only
@@ -233,7 +234,8 @@ class TrainConfig:
     eval_samples: int = 1  # z samples per sentence for the ELBO during validation
 
     def validate(self, p: list[str]) -> None:
-        for name in ("batch_size", "max_epochs", "max_steps", "lr", "eval_samples", "keep_checkpoints"):
+        for name in ("batch_size", "max_epochs", "max_steps", "max_minutes", "lr", "eval_samples",
+                     "keep_checkpoints"):
             _positive(p, f"train.{name}", getattr(self, name))
         for name in ("momentum", "weight_decay", "grad_clip", "eval_every", "lr_patience", "max_decays",
                      "min_lr", "checkpoint_every"):

@@ -37,8 +37,10 @@ from .model import gaussian_kl, log_normal
 LOG_2PI = math.log(2 * math.pi)
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 # Decoder logits budget per log_likelihood call (elements of the (rows, V) matrix); it sets the
-# default IW chunk. 2**26 floats = 256 MiB, plus as much again for the log-softmax.
+# default IW chunk. 2**26 floats = 256 MiB, plus as much again for the log-softmax. A GPU runs
+# small decoder passes far below its speed (each is a few kernel launches), so it gets 4x more.
 LOGIT_BUDGET = 2 ** 26
+LOGIT_BUDGET_CUDA = 2 ** 28
 
 
 def _generator(seed_or_gen) -> torch.Generator:
@@ -64,9 +66,9 @@ def iw_bound(log_w: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.logsumexp(log_w, dim=dim) - math.log(k)
 
 
-def default_chunk(k: int, batch: int, steps: int, vocab: int) -> int:
-    """Samples per decoder pass so that batch x chunk x steps x vocab logits fit LOGIT_BUDGET."""
-    return max(1, min(k, LOGIT_BUDGET // max(1, batch * steps * vocab)))
+def default_chunk(k: int, batch: int, steps: int, vocab: int, budget: int = LOGIT_BUDGET) -> int:
+    """Samples per decoder pass so that batch x chunk x steps x vocab logits fit ``budget``."""
+    return max(1, min(k, budget // max(1, batch * steps * vocab)))
 
 
 def _tile(y: torch.Tensor | None, times: int) -> torch.Tensor | None:
@@ -110,7 +112,8 @@ def iw_log_weights(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int, c
     with eval_mode(model):
         mu, logvar = posterior if posterior is not None else model.encode_posterior(tokens, lengths, y)
         B, T = tokens.shape
-        chunk = chunk or default_chunk(k, B, T - 1, model.config.vocab_size)
+        budget = LOGIT_BUDGET_CUDA if mu.is_cuda else LOGIT_BUDGET
+        chunk = chunk or default_chunk(k, B, T - 1, model.config.vocab_size, budget)
         eps = _randn((k, B, model.latent_dim), g, mu)  # (k, B, Z)
         std = (0.5 * logvar).exp()
         out = []
@@ -134,7 +137,8 @@ def iw_log_likelihood(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int
     log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k, z_k ~ q(z|x)
     (Burda et al. 2016; the test-set NLL of He et al. 2019 and Li et al. 2019, k = 500 there).
     A lower bound on log p(x) in expectation, tight as k -> inf. ``chunk`` = samples per decoder
-    pass (default: as many as fit ``LOGIT_BUDGET``). For the LM (no latent) the exact log p(x).
+    pass (default: as many as fit ``LOGIT_BUDGET``, ``LOGIT_BUDGET_CUDA`` on a GPU). For the LM (no
+    latent) the exact log p(x).
     A conditional model (labels ``y``) gives log p(x|y) the same way, with the prior N(0, I).
     """
     if model.is_lm:

@@ -635,7 +635,23 @@ class Trainer:
                 self._save_checkpoint()
                 t0 = time.perf_counter()  # tokens_per_s measures training, not validation or saving
 
-            done = lambda: p.stopped_early or (t.max_steps and p.step >= t.max_steps)  # noqa: E731
+            deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes else None
+            timed_out = False
+
+            def out_of_time() -> bool:
+                """train.max_minutes reached; checked every log_every steps, by rank 0 for all ranks."""
+                nonlocal timed_out
+                if deadline is None or timed_out or p.step % log_every:
+                    return timed_out
+                flag = torch.tensor([float(time.monotonic() >= deadline)], device=self.device)
+                if self.world > 1:
+                    dist.broadcast(flag, 0)
+                timed_out = bool(flag.item())
+                return timed_out
+
+            def done() -> bool:
+                return bool(p.stopped_early or (t.max_steps and p.step >= t.max_steps) or out_of_time())
+
             log_every = max(1, min(50, self.batches_per_epoch // 4))
             while p.epoch < t.max_epochs and not done() and self._stop_signal is None:
                 batches = self.sampler.global_batches(p.epoch)
@@ -671,9 +687,15 @@ class Trainer:
                 name = signal.Signals(self._stop_signal).name
                 raise KeyboardInterrupt(f"{name} received at step {p.step}: checkpoint saved in "
                                         f"{list_checkpoints(self.run)[-1]}; continue with --resume")
+            if timed_out:
+                self.log(f"time budget train.max_minutes={t.max_minutes:g} reached at step {p.step} (epoch "
+                         f"{p.epoch}, {p.batch_in_epoch} batches into the next); --resume continues")
             if evaluated_at != p.step:
                 checkpoint(with_eval=True)
-            return dict(p.last_valid, step=p.step, epoch=p.epoch, best_elbo=p.best_elbo, best_step=p.best_step)
+            stopped = ("early" if p.stopped_early else "time" if timed_out
+                       else "max_steps" if t.max_steps and p.step >= t.max_steps else "max_epochs")
+            return dict(p.last_valid, step=p.step, epoch=p.epoch, best_elbo=p.best_elbo, best_step=p.best_step,
+                        stopped=stopped)
         finally:
             for sig, h in handlers.items():
                 signal.signal(sig, h)
