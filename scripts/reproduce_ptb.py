@@ -43,8 +43,10 @@ import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,6 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ptb"
 PRESET = "ptb-li2019"
 STATE = "reproduce.json"
+CONCURRENT_ENV = "TEXTVAE_CONCURRENT_ROWS"  # set by --jobs for its row processes: how many share the machine
 
 BOWMAN = "Bowman et al. 2016"
 LOGISTIC = ["objective.kl_schedule=logistic", "objective.logistic_k=0.0025", "objective.logistic_x0=2500"]
@@ -129,6 +132,8 @@ def row_config(row: dict, args):
         cli.append(f"train.max_epochs={args.max_epochs}")
     if args.max_steps:
         cli.append(f"train.max_steps={args.max_steps}")
+    if args.max_minutes:
+        cli.append(f"train.max_minutes={args.max_minutes:g}")
     if args.device:
         cli.append(f"train.device={args.device}")
     overrides = [*RECIPE, *row["overrides"], *cli, *args.set]
@@ -214,7 +219,8 @@ def train_row(row: dict, cfg, run: Path, log) -> dict:
     device = resolve_device(cfg.train.device)
     commit, dirty = git_commit()
     sitting = {"started": now(), "device": device_name(device), "commit": commit, "dirty": dirty,
-               "resumed": resume, "seconds": 0.0, "completed": False}
+               "resumed": resume, "seconds": 0.0, "completed": False,
+               "concurrent_rows": int(os.environ.get(CONCURRENT_ENV, "1"))}
     log(f"[{row['name']}] {'resuming' if resume else 'training'} in {run} on {sitting['device']}")
     start = time.perf_counter()
     try:
@@ -400,6 +406,79 @@ def load_records(out_dir: Path) -> dict[str, dict]:
     return {r["row"]: r for r in rows if isinstance(r, dict) and r.get("row") in ROW_NAMES}
 
 
+# --------------------------------------------------------------------------- several rows at once
+
+
+def row_command(args, name: str, out_dir: Path) -> list[str]:
+    """This script's command line for one row, with the same settings, writing its table to out_dir."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--rows", name, "--data-dir", str(args.data_dir),
+           "--out-dir", str(out_dir), "--runs-dir", str(args.runs_dir), "--iw-samples", str(args.iw_samples)]
+    for flag, value in (("--eval-sentences", args.eval_sentences), ("--max-epochs", args.max_epochs),
+                        ("--max-steps", args.max_steps), ("--max-minutes", args.max_minutes),
+                        ("--device", args.device)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    for o in args.set:
+        cmd += ["--set", o]
+    return cmd
+
+
+def run_in_parallel(args, log) -> list[str] | None:
+    """Train and evaluate the rows in up to ``args.jobs`` processes at once (each its own
+    ``--rows ROW`` run of this script, output in ``--runs-dir/ROW.log``); returns the rows that
+    failed, or None when interrupted (SIGINT/SIGTERM reach the row processes, which checkpoint)."""
+    names = [n for n in ROW_NAMES if n in args.rows]
+    args.runs_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, **{CONCURRENT_ENV: str(min(args.jobs, len(names)))})
+    on_cpu = args.device == "cpu" or (args.device in (None, "auto") and not torch.cuda.is_available())
+    if on_cpu and "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // min(args.jobs, len(names))))
+    scratch = Path(tempfile.mkdtemp(prefix="reproduce-ptb-"))
+    waiting, running, failed = list(names), {}, []
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        while waiting or running:
+            while waiting and len(running) < args.jobs:
+                name = waiting.pop(0)
+                logfile = open(args.runs_dir / f"{name}.log", "a", encoding="utf-8")
+                proc = subprocess.Popen(row_command(args, name, scratch / name), stdout=logfile,
+                                        stderr=subprocess.STDOUT, env=env)
+                running[name] = (proc, logfile, time.perf_counter())
+                log(f"[{name}] started (process {proc.pid}); log: {args.runs_dir / f'{name}.log'}")
+            time.sleep(1.0)
+            for name, (proc, logfile, started) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                logfile.close()
+                del running[name]
+                took = _duration(time.perf_counter() - started)
+                if proc.returncode == 130:
+                    log(f"[{name}] interrupted after {took}; run the same command again to resume it")
+                    failed.append(name)
+                elif proc.returncode:
+                    log(f"[{name}] failed after {took} (exit status {proc.returncode}); see "
+                        f"{args.runs_dir / f'{name}.log'}")
+                    failed.append(name)
+                else:
+                    log(f"[{name}] done in {took}")
+    except KeyboardInterrupt:
+        log(f"interrupted: waiting for {', '.join(running)} to save a checkpoint")
+        for proc, _, _ in running.values():
+            proc.terminate()
+        for proc, logfile, _ in running.values():
+            proc.wait()
+            logfile.close()
+        return None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return failed
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -416,7 +495,13 @@ def parse_args(argv=None):
                    help="evaluate on the first N test sentences only (smoke tests)")
     p.add_argument("--max-epochs", type=int, default=None, help="train.max_epochs for every row (smoke tests)")
     p.add_argument("--max-steps", type=int, default=None, help="train.max_steps for every row (smoke tests)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="train.max_minutes for every row: wall-clock training budget per sitting")
     p.add_argument("--device", default=None, help="train.device: auto | cpu | cuda | cuda:N")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="rows trained and evaluated at once, each in its own process (one GPU runs several "
+                        "of these small models faster together than one after another); logs in "
+                        "--runs-dir/ROW.log")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for every row, e.g. train.progress=false (repeatable)")
     p.add_argument("--list", action="store_true", help="print the rows and their overrides, then exit")
@@ -425,6 +510,10 @@ def parse_args(argv=None):
     unknown = [r for r in args.rows if r not in ROW_NAMES]
     if unknown:
         p.error(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROW_NAMES)}")
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        p.error("--max-minutes must be > 0")
     if args.max_steps is not None and args.max_steps < 2:
         p.error("--max-steps must be at least 2 (the pretraining row needs an autoencoder and a VAE step)")
     return args
@@ -445,7 +534,11 @@ def main(argv=None) -> int:
             f"(see data/ptb/README.md)")
         return 2
     records, failed = load_records(args.out_dir), []
-    for row in (r for r in ROWS if r["name"] in args.rows):
+    if args.jobs > 1 and len(args.rows) > 1:
+        failed = run_in_parallel(args, log)  # then the loop below only reads each row's finished state
+        if failed is None:
+            return 130
+    for row in (r for r in ROWS if r["name"] in args.rows and r["name"] not in failed):
         run = args.runs_dir / row["name"]
         try:
             cfg, overrides = row_config(row, args)
