@@ -279,3 +279,12 @@ def test_distinct_n_counts_characters_for_chinese():
     poems = ["白日依山盡", "白日照山川"]
     assert distinct_n(poems, 1) == 7 / 10  # 白 日 山 repeat
     assert distinct_n(poems, 2) == 7 / 8  # 白日 repeats
+
+
+def test_default_chunk_fits_the_logit_budget_and_a_gpu_gets_a_larger_one():
+    from textvae.metrics import LOGIT_BUDGET, LOGIT_BUDGET_CUDA, default_chunk
+    cpu = default_chunk(500, 64, 24, 10_000)
+    gpu = default_chunk(500, 64, 24, 10_000, LOGIT_BUDGET_CUDA)
+    assert cpu * 64 * 24 * 10_000 <= LOGIT_BUDGET < (cpu + 1) * 64 * 24 * 10_000
+    assert 4 * cpu <= gpu <= 4 * cpu + 3  # 4x the budget, floor division
+    assert default_chunk(500, 1, 2, 3) == 500 and default_chunk(5, 10 ** 4, 100, 10 ** 5) == 1  # clamped to [1, k]

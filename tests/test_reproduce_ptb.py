@@ -88,3 +88,31 @@ def test_missing_data_dir_is_a_clear_error(script, tmp_path, capsys):
     assert script.main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "ptb.json").exists()
+
+
+def test_jobs_run_rows_in_parallel_processes_then_write_one_table(script, ptb_dir, tmp_path, capsys):
+    rows = "lstm-lm,bn-vae"
+    assert script.main(["--data-dir", str(ptb_dir), "--rows", rows, "--jobs", "2",
+                        "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                        "--max-epochs", "1", "--max-steps", "3", "--iw-samples", "3", "--eval-sentences", "8",
+                        "--set", "model.emb_dim=16", "--set", "model.enc_hidden=16", "--set", "model.dec_hidden=16",
+                        "--set", "train.progress=false"]) == 0
+    err = capsys.readouterr().err
+    assert "[lstm-lm] started (process" in err and "[bn-vae] done in" in err
+    assert err.count("not retrained") == 2 and "evaluating" not in err  # the parent only reads the runs
+    records = json.loads((tmp_path / "results" / "ptb.json").read_text())
+    assert [r["row"] for r in records] == rows.split(",")
+    for r in records:
+        assert r["concurrent_rows"] == 2 and r["stopped"] == "max_steps" and r["steps"] == 3
+        assert r["sittings"][0]["concurrent_rows"] == 2 and r["nll_iw"] > 0
+        assert "nll_iw" in (tmp_path / "runs" / f"{r['row']}.log").read_text()  # each process's own log
+    md = (tmp_path / "results" / "ptb.md").read_text()
+    assert md.count("2 rows at once") == 2 and md.count("(step limit)") == 2
+
+
+def test_stop_reason_of_runs_that_did_not_record_it(script):
+    config = {"train": {"max_epochs": 10, "max_steps": None}}
+    assert script.stop_reason({"epoch": 8, "step": 100, "stopped": "time"}, config) == "time"
+    assert script.stop_reason({"epoch": 8, "step": 100}, config) == "early"
+    assert script.stop_reason({"epoch": 10, "step": 100}, config) == "max_epochs"
+    assert script.stop_reason({"epoch": 0, "step": 4}, {"train": {"max_epochs": 1, "max_steps": 4}}) == "max_steps"

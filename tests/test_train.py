@@ -145,3 +145,27 @@ def test_early_stopping_after_max_decays(tmp_path):
     assert result["step"] < 20
     valid = records(tmp_path / "r", "valid")
     assert valid[-1]["lr"] < valid[0]["lr"]
+
+
+def test_time_budget_stops_validates_and_resumes(tmp_path, monkeypatch):
+    # A clock that advances 1 s per reading: train.max_minutes=0.1 (6 s) ends the sitting after a
+    # few of the trainer's checks (every log_every steps), long before the 20 planned epochs.
+    clock = iter(range(10 ** 6))
+    monkeypatch.setattr(time, "monotonic", lambda: float(next(clock)))
+    run = tmp_path / "r"
+    cfg = tiny_cfg("train.max_epochs=20", "train.max_minutes=0.1")
+    trainer = Trainer(cfg, run)
+    result = trainer.fit()
+    assert result["stopped"] == "time"
+    assert 0 < result["step"] < trainer.total_steps
+    assert records(run, "valid")[-1]["step"] == result["step"]  # validated where it stopped
+    assert list_checkpoints(run)[-1].name == f"step-{result['step']:08d}"
+    # the next sitting gets a budget of its own and goes on from there
+    again = train(cfg, run, resume=True)
+    assert again["stopped"] == "time" and again["step"] > result["step"]
+    assert train(tiny_cfg("train.max_steps=3"), tmp_path / "short")["stopped"] == "max_steps"
+
+
+def test_time_budget_must_be_positive():
+    with pytest.raises(ConfigError, match="train.max_minutes"):
+        tiny_cfg("train.max_minutes=0")
