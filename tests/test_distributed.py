@@ -31,3 +31,16 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     # and the run really moved away from its initialisation
     first = load_file(str(sorted((ddp / "checkpoints").glob("step-*"))[0] / "model.safetensors"))
     assert any(not torch.allclose(first[k], b[k]) for k in b)
+
+
+def test_time_budget_stops_every_process_at_the_same_step(tmp_path):
+    # rank 0 decides and broadcasts: a rank that stopped alone would leave the other waiting in DDP
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = [a for a in ARGS if not a.startswith("train.max_steps=")] + ["train.max_epochs=1000",
+                                                                         "train.max_minutes=0.05"]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "textvae", "train", "--out", str(tmp_path / "ddp"), *args],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "time budget train.max_minutes=0.05 reached" in proc.stdout + proc.stderr
+    assert list_checkpoints(tmp_path / "ddp")

@@ -149,7 +149,7 @@ def test_early_stopping_after_max_decays(tmp_path):
 
 def test_time_budget_stops_validates_and_resumes(tmp_path, monkeypatch):
     # A clock that advances 1 s per reading: train.max_minutes=0.1 (6 s) ends the sitting after a
-    # few of the trainer's checks (every log_every steps), long before the 20 planned epochs.
+    # few of the trainer's checks (one per step), long before the 20 planned epochs.
     clock = iter(range(10 ** 6))
     monkeypatch.setattr(time, "monotonic", lambda: float(next(clock)))
     run = tmp_path / "r"

@@ -15,6 +15,8 @@ order, so on CPU a resumed run reproduces the uninterrupted one exactly. Resume 
 checkpoint that reads back completely (nothing is unpickled); newer damaged ones are named and moved
 to ``checkpoints/bad-step-N``. A run stopped before its first checkpoint starts again from step 0.
 SIGINT/SIGTERM finish the current step, save a checkpoint and raise KeyboardInterrupt.
+``train.max_minutes`` ends a sitting like ``max_steps`` (validation, checkpoint, normal return, with
+``stopped="time"`` in the result); a resumed run gets a new budget.
 
 Data parallel: under ``torchrun --nproc_per_node N -m textvae train ...`` every process trains on
 its contiguous share of each global batch (``train.batch_size`` is the global batch) inside
@@ -639,14 +641,17 @@ class Trainer:
             timed_out = False
 
             def out_of_time() -> bool:
-                """train.max_minutes reached; checked every log_every steps, by rank 0 for all ranks."""
+                """train.max_minutes reached: checked at every step, or with several processes every
+                log_every steps by rank 0 for all (so that they stop at the same step)."""
                 nonlocal timed_out
-                if deadline is None or timed_out or p.step % log_every:
+                if deadline is None or timed_out:
                     return timed_out
-                flag = torch.tensor([float(time.monotonic() >= deadline)], device=self.device)
-                if self.world > 1:
+                if self.world == 1:
+                    timed_out = time.monotonic() >= deadline
+                elif p.step % log_every == 0:
+                    flag = torch.tensor([float(time.monotonic() >= deadline)], device=self.device)
                     dist.broadcast(flag, 0)
-                timed_out = bool(flag.item())
+                    timed_out = bool(flag.item())
                 return timed_out
 
             def done() -> bool:
@@ -688,8 +693,8 @@ class Trainer:
                 raise KeyboardInterrupt(f"{name} received at step {p.step}: checkpoint saved in "
                                         f"{list_checkpoints(self.run)[-1]}; continue with --resume")
             if timed_out:
-                self.log(f"time budget train.max_minutes={t.max_minutes:g} reached at step {p.step} (epoch "
-                         f"{p.epoch}, {p.batch_in_epoch} batches into the next); --resume continues")
+                self.log(f"time budget train.max_minutes={t.max_minutes:g} reached at step {p.step} ({p.epoch} "
+                         f"epochs and {p.batch_in_epoch} batches); --resume continues with a new budget")
             if evaluated_at != p.step:
                 checkpoint(with_eval=True)
             stopped = ("early" if p.stopped_early else "time" if timed_out
