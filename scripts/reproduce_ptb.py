@@ -33,6 +33,8 @@ newest checkpoint with ``resume=True`` (only ``train.*`` may change between sitt
 After every row, ``--out-dir/ptb.json`` (one object per row) and ``ptb.md`` (the table with the
 published numbers beside it, then a homotopy and three prior samples per row) are rewritten; rows
 already in ``ptb.json`` whose run directory is not here (say, trained on another machine) are kept.
+A kept row trained before an item was added to ``RECIPE`` is marked † in the table, with the items it
+lacks; the table compares the LM row only with VAE rows trained under the same recipe.
 
 Several rows at once: ``--jobs N`` runs each row in its own process of this script (``--rows ROW``,
 output in ``--runs-dir/ROW.log``), N at a time, then writes the table from their runs. These models
@@ -365,6 +367,30 @@ def command_line_settings(record: dict) -> list[str]:
     return out
 
 
+def recipe_gaps(record: dict) -> list[str]:
+    """The items of today's ``RECIPE`` that the record's run was not given: it was trained under an
+    earlier recipe (``ptb.json`` keeps rows trained on other machines), so it compares with the rows
+    missing the same items, not with the rest."""
+    given = set(record.get("overrides", []))
+    return [o for o in RECIPE if o not in given]
+
+
+def lm_comparison(records: list[dict], min_kl: float = 5.0, min_au: int = 10) -> list[str]:
+    """One line per VAE row trained under the LM row's recipe that uses its latent (KL >= min_kl nats,
+    AU >= min_au): its test perplexity against the LM's. Empty without an LM row."""
+    lm = next((r for r in records if r["row"] == "lstm-lm"), None)
+    if lm is None:
+        return []
+    out = []
+    for r in records:
+        if r is lm or recipe_gaps(r) != recipe_gaps(lm) or r["kl"] < min_kl or r["au"] < min_au:
+            continue
+        verdict = "below" if r["ppl_iw"] < lm["ppl_iw"] else "not below"
+        out.append(f"{r['row']}: PPL (IW) {r['ppl_iw']:.2f}, {verdict} the LM's {lm['ppl_iw']:.2f} "
+                   f"({r['ppl_iw'] - lm['ppl_iw']:+.2f}), KL {r['kl']:.2f}, AU {r['au']}")
+    return out
+
+
 def render_markdown(records: list[dict], pending: list[str]) -> str:
     commits = sorted({r["commit"] for r in records if r.get("commit")})
     ks = sorted({r["iw_samples"] for r in records if r.get("iw_samples")})
@@ -394,11 +420,24 @@ def render_markdown(records: list[dict], pending: list[str]) -> str:
             continue
         r = by_name[name]
         ref = "" if r.get("reference_ppl") is None else f"{r['reference_ppl']} ({r['reference_source']})"
+        mark = " †" if recipe_gaps(r) else ""
         lines.append(
-            f"| {r['row']} | {_md(r['method'])} | {_num(r['nll_iw'])} | {_num(r['ppl_iw'])} | {_num(r['kl'])} | "
+            f"| {r['row']}{mark} | {_md(r['method'])} | {_num(r['nll_iw'])} | {_num(r['ppl_iw'])} | {_num(r['kl'])} | "
             f"{_num(r['mi_full'])} | {r['au']} | {_num(r['elbo'])} | {_num(r['ppl_elbo'])} | "
             f"{_num(r['bleu_rec'], '{:.1f}')} | {_epochs(r)} | {_duration(r['train_seconds'])} | "
             f"{_duration(r.get('eval_seconds'))} | {_device(r)} | {ref} |")
+    earlier: dict[str, list[str]] = {}
+    for r in records:
+        if recipe_gaps(r):
+            earlier.setdefault(" ".join(f"`{o}`" for o in recipe_gaps(r)), []).append(r["row"])
+    for missing, rows in earlier.items():
+        lines += ["", f"† Trained under an earlier recipe, without {missing}: {', '.join(rows)}. Compare "
+                  "these rows with each other, not with the rest; to bring one up to date, run it again "
+                  "(`--rows`) without its old run directory."]
+    compared = lm_comparison(records)
+    if compared:
+        lines += ["", "VAE rows trained under the LM row's recipe whose latent is in use (KL ≥ 5 nats, AU ≥ 10), "
+                  "against the LM (the epochs column says whether each converged): " + "; ".join(compared) + "."]
     extras: dict[str, list[str]] = {}
     for r in records:
         extras.setdefault(" ".join(f"`{o}`" for o in command_line_settings(r)) or "none", []).append(r["row"])

@@ -116,3 +116,24 @@ def test_stop_reason_of_runs_that_did_not_record_it(script):
     assert script.stop_reason({"epoch": 8, "step": 100}, config) == "early"
     assert script.stop_reason({"epoch": 10, "step": 100}, config) == "max_epochs"
     assert script.stop_reason({"epoch": 0, "step": 4}, {"train": {"max_epochs": 1, "max_steps": 4}}) == "max_steps"
+
+
+def test_rows_from_an_earlier_recipe_are_marked_and_compared_only_with_their_own_lm(script):
+    def record(name, recipe, ppl, kl, au):
+        return {"row": name, "method": name, "paper": "p", "overrides": [*recipe, "train.eval_every=9"],
+                "nll_iw": 1.0, "ppl_iw": ppl, "kl": kl, "mi_full": 0.0, "au": au, "elbo": 1.0, "ppl_elbo": ppl,
+                "bleu_rec": None, "epochs": 3, "stopped": "early", "train_seconds": 1.0, "device": "CPU",
+                "samples": []}
+    old = script.RECIPE[:-1]  # as if the recipe's last item had been added after these rows ran
+    records = [record("lstm-lm", script.RECIPE, 120.0, 0.0, 0), record("vae-free-bits", script.RECIPE, 118.5, 7.5, 32),
+               record("bn-vae", script.RECIPE, 121.0, 6.1, 32), record("vae-cyclical", script.RECIPE, 110.0, 0.6, 2),
+               record("vae-plain", old, 100.0, 9.0, 32)]
+    assert script.recipe_gaps(records[0]) == [] and script.recipe_gaps(records[-1]) == [script.RECIPE[-1]]
+    lines = script.lm_comparison(records)
+    # the collapsed row (KL 0.6) and the earlier-recipe row are not compared, however low their perplexity
+    assert [line.split(":")[0] for line in lines] == ["vae-free-bits", "bn-vae"]
+    assert "below the LM's 120.00 (-1.50)" in lines[0] and "not below the LM's 120.00 (+1.00)" in lines[1]
+    md = script.render_markdown(records, [])
+    assert "| vae-plain † |" in md and "| bn-vae |" in md
+    assert f"without `{script.RECIPE[-1]}`: vae-plain." in md
+    assert script.lm_comparison(records[1:]) == []  # no LM row, nothing to compare with
