@@ -2,6 +2,7 @@
 then the outputs, then a second sitting that must reuse the runs instead of retraining."""
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,43 @@ def test_rows_from_an_earlier_recipe_are_marked_and_compared_only_with_their_own
     assert "| vae-plain † |" in md and "| bn-vae |" in md
     assert f"without `{script.RECIPE[-1]}`: vae-plain." in md
     assert script.lm_comparison(records[1:]) == []  # no LM row, nothing to compare with
+
+
+@pytest.fixture(scope="module")
+def seed_noise_script():
+    spec = importlib.util.spec_from_file_location("iw_seed_noise", SCRIPT.parent / "iw_seed_noise.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_iw_seed_noise_of_a_trained_row(script, seed_noise_script, ptb_dir, tmp_path, capsys):
+    assert run(script, ptb_dir, tmp_path) == 0
+    capsys.readouterr()
+    runs = tmp_path / "runs"
+    argv = ["--data-dir", str(ptb_dir), "--sentences", "12", "-k", "4", "--json"]
+    assert seed_noise_script.main([str(runs / "bn-vae"), *argv]) == 0
+    out = json.loads(capsys.readouterr().out)
+    n_test = len((ptb_dir / "ptb.test.txt").read_text().splitlines())
+    assert out["sentences"] == 12 and out["split_sentences"] == n_test
+    a, b = out["nll_per_seed"]
+    assert a != b and out["sentence_sd"] > 0  # two seeds, two different estimates
+    assert out["split_se_nats"] == pytest.approx(out["sentence_sd"] / n_test ** 0.5)
+    with pytest.raises(SystemExit):  # one seed twice measures nothing: a usage error
+        seed_noise_script.main([str(runs / "bn-vae"), *argv, "--seeds", "3,3"])
+    # the LM's NLL is exact: nothing to measure, said so
+    assert seed_noise_script.main([str(runs / "lstm-lm"), *argv]) == 2
+    assert "exact" in capsys.readouterr().err
+    assert seed_noise_script.main([str(tmp_path / "nowhere"), *argv]) == 2
+    assert "config.json not found" in capsys.readouterr().err
+
+
+def test_seed_noise_arithmetic(seed_noise_script):
+    import torch
+    a = torch.tensor([10.0, 11.0, 12.0, 13.0], dtype=torch.float64)
+    b = a + torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
+    got = seed_noise_script.seed_noise(a, b, split_sentences=100, split_tokens=2000)
+    sd = (4 / 3) ** 0.5 / 2 ** 0.5  # sample sd of the differences (+-1), over sqrt(2)
+    assert got["sentence_sd"] == pytest.approx(sd)
+    assert got["split_se_nats"] == pytest.approx(sd / 10)
+    assert got["split_se_ppl_rel"] == pytest.approx(math.exp(sd / 10 * 100 / 2000) - 1)
