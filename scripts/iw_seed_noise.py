@@ -22,13 +22,13 @@ import torch
 from textvae.config import ConfigError, load_config
 from textvae.data import collate, encode_split, load_splits
 from textvae.generate import eval_mode
-from textvae.metrics import _generator, iw_log_likelihood
+from textvae.metrics import iw_log_likelihood
 from textvae.model import TextVAE
 
 
 def per_sentence_log_likelihood(model, split, n: int, k: int, seed: int, batch_size: int = 50) -> torch.Tensor:
     """IW log p(x) of the split's first n sentences, (n,) float64, from one seed's generator."""
-    g, out = _generator(seed), []
+    g, out = torch.Generator().manual_seed(seed), []  # CPU noise, as metrics.evaluate draws it
     with eval_mode(model), torch.no_grad():
         for i in range(0, n, batch_size):
             b = collate(split, list(range(i, min(i + batch_size, n)))).to(model.device)
