@@ -181,3 +181,18 @@ def test_shared_embedding_is_one_table():
     assert model.encoder.embedding.weight is model.decoder.embedding.weight
     n_shared = model.num_parameters()
     assert tiny().num_parameters() - n_shared == model.decoder.embedding.weight.numel()
+
+
+def test_emb_init_starts_every_word_table_uniform_and_keeps_pad_zero():
+    from textvae.collapse import reset_decoder
+
+    default = tiny(tie_embeddings=True)
+    assert default.decoder.embedding.weight.abs().max() > 1  # PyTorch's N(0, 1): the tied output layer too
+    for encoder in ("rnn", "gcnn"):
+        model = tiny(tie_embeddings=True, emb_init=0.1, encoder=encoder)
+        for table in (model.encoder.embedding.weight, model.decoder.embedding.weight, model.decoder.proj.weight):
+            assert table.abs().max() <= 0.1 and table[1:].std() > 0.03  # U(-0.1, 0.1), not a constant
+            assert torch.all(table[0] == 0)  # PAD
+    model.decoder.embedding.weight.data.fill_(3.0)
+    reset_decoder(model, seed=1)  # Li et al.'s decoder reset starts it over with the same init
+    assert model.decoder.embedding.weight.abs().max() <= 0.1 and model.decoder.proj.weight.abs().max() <= 0.1

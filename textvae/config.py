@@ -118,6 +118,10 @@ class ModelConfig:
     label_dim: int = 16  # conditional: size of the label embeddings
     num_labels: int = 0  # conditional: filled in from the training labels
     tie_embeddings: bool = False  # output projection shares the decoder embedding
+    # > 0: word embeddings start U(-emb_init, emb_init), as He et al.'s and Li et al.'s code (0.1), instead
+    # of PyTorch's N(0, 1). Matters with tie_embeddings, where the table is also the output layer
+    # (on PTB's LSTM-LM, N(0, 1) made the tied model train far slower than the untied one).
+    emb_init: float = 0.0
     share_embedding: bool = False  # encoder and decoder use one embedding table (as the Sentence-VAE port)
     word_dropout: float = 0.0  # Bowman: decoder inputs replaced by <unk> with this probability (1 = inputless)
     emb_dropout: float = 0.0  # ordinary dropout on embeddings (encoder and decoder)
@@ -151,6 +155,7 @@ class ModelConfig:
         if self.logvar_min >= self.logvar_max:
             p.append("model.logvar_min must be < model.logvar_max")
         _positive(p, "model.vocab_size", self.vocab_size, allow_zero=True)
+        _positive(p, "model.emb_init", self.emb_init, allow_zero=True)
         _positive(p, "model.bn_gamma", self.bn_gamma)
         if self.bn_gamma is not None and self.latent_dim == 0:
             p.append("model.bn_gamma is set but model.latent_dim=0 (the LM has no posterior to normalise); "

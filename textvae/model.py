@@ -40,6 +40,17 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
+def word_embedding(cfg: ModelConfig) -> nn.Embedding:
+    """The word embedding table (row 0, PAD, stays zero): PyTorch's N(0, 1) init, or U(-a, a) for
+    ``cfg.emb_init`` = a > 0."""
+    emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim, padding_idx=0)
+    if cfg.emb_init > 0:
+        with torch.no_grad():
+            nn.init.uniform_(emb.weight, -cfg.emb_init, cfg.emb_init)
+            emb.weight[0].zero_()
+    return emb
+
+
 @dataclass
 class VAEOutput:
     """What one forward pass computes. The loss is the trainer's business."""
@@ -73,7 +84,7 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.embedding = nn.Embedding(cfg.vocab_size, cfg.emb_dim, padding_idx=0)
+        self.embedding = word_embedding(cfg)
         self.dropout = nn.Dropout(cfg.emb_dropout)
         self.rnn = RNN[cfg.cell](cfg.emb_dim, cfg.enc_hidden, cfg.enc_layers, batch_first=True,
                                  bidirectional=cfg.bidirectional)
@@ -104,7 +115,7 @@ class GatedCNNEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         H, k = cfg.enc_hidden, cfg.gcnn_kernel
-        self.embedding = nn.Embedding(cfg.vocab_size, cfg.emb_dim, padding_idx=0)
+        self.embedding = word_embedding(cfg)
         self.dropout = nn.Dropout(cfg.emb_dropout)
         self.inp = nn.Linear(cfg.emb_dim, H)
         # each Conv1d is conv_A and conv_B side by side: 2H output channels, split in halves
@@ -135,7 +146,7 @@ class Decoder(nn.Module):
         if cfg.conditional:
             self.label_embedding = nn.Embedding(cfg.num_labels, cfg.label_dim)
         z_in = self.code_dim if cfg.z_to_input else 0
-        self.embedding = nn.Embedding(cfg.vocab_size, cfg.emb_dim, padding_idx=0)
+        self.embedding = word_embedding(cfg)
         self.dropout = nn.Dropout(cfg.emb_dropout)
         self.rnn = RNN[cfg.cell](cfg.emb_dim + z_in, cfg.dec_hidden, cfg.dec_layers, batch_first=True)
         self.out_dropout = nn.Dropout(cfg.out_dropout)
