@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from textvae.config import ConfigError, load_config
+from textvae.config import load_config
+from textvae.errors import TextVAEError
 from textvae.data import collate, encode_split, load_splits
 from textvae.generate import eval_mode
 from textvae.metrics import iw_log_likelihood
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
         cfg = load_config(config_file=str(args.run / "config.json"), overrides=overrides)
         model = TextVAE.from_pretrained(args.run)
         split = encode_split(load_splits(cfg.data, (args.split,))[args.split], model.tokenizer, cfg.data)
-    except (ConfigError, OSError, ValueError, KeyError) as e:
+    except (TextVAEError, OSError, ValueError, KeyError) as e:  # bad config, checkpoint or data
         print(f"error: {e}", file=sys.stderr)
         return 2
     if model.is_lm:

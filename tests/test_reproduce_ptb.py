@@ -167,6 +167,11 @@ def test_iw_seed_noise_of_a_trained_row(script, seed_noise_script, ptb_dir, tmp_
     assert "exact" in capsys.readouterr().err
     assert seed_noise_script.main([str(tmp_path / "nowhere"), *argv]) == 2
     assert "config.json not found" in capsys.readouterr().err
+    no_weights = tmp_path / "no-weights"  # a config but no model: an error message, not a traceback
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text((runs / "bn-vae" / "config.json").read_text())
+    assert seed_noise_script.main([str(no_weights), *argv]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
 
 
 def test_seed_noise_arithmetic(seed_noise_script):
