@@ -196,3 +196,17 @@ def test_emb_init_starts_every_word_table_uniform_and_keeps_pad_zero():
     model.decoder.embedding.weight.data.fill_(3.0)
     reset_decoder(model, seed=1)  # Li et al.'s decoder reset starts it over with the same init
     assert model.decoder.embedding.weight.abs().max() <= 0.1 and model.decoder.proj.weight.abs().max() <= 0.1
+
+
+def test_enc_dropout_applies_to_the_encoder_alone_and_defaults_to_emb_dropout():
+    tokens = torch.tensor([[2, 5, 6, 7, 3]])
+    lengths = torch.tensor([5])
+    for encoder in ("rnn", "gcnn"):
+        inherit = tiny(encoder=encoder, emb_dropout=0.4)
+        assert inherit.encoder.dropout.p == 0.4 and inherit.decoder.dropout.p == 0.4
+        model = tiny(encoder=encoder, emb_dropout=0.4, enc_dropout=0.0)
+        assert model.encoder.dropout.p == 0.0 and model.decoder.dropout.p == 0.4
+        model.train()  # no dropout in the encoder: training-mode posteriors are deterministic
+        assert torch.equal(model.encode_posterior(tokens, lengths)[0], model.encode_posterior(tokens, lengths)[0])
+        inherit.train()
+        assert not torch.equal(inherit.encode_posterior(tokens, lengths)[0], inherit.encode_posterior(tokens, lengths)[0])

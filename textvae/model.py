@@ -51,6 +51,11 @@ def word_embedding(cfg: ModelConfig) -> nn.Embedding:
     return emb
 
 
+def encoder_dropout(cfg: ModelConfig) -> float:
+    """Dropout on the encoder's embeddings: ``cfg.enc_dropout``, or ``cfg.emb_dropout`` when unset."""
+    return cfg.emb_dropout if cfg.enc_dropout is None else cfg.enc_dropout
+
+
 @dataclass
 class VAEOutput:
     """What one forward pass computes. The loss is the trainer's business."""
@@ -85,7 +90,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.embedding = word_embedding(cfg)
-        self.dropout = nn.Dropout(cfg.emb_dropout)
+        self.dropout = nn.Dropout(encoder_dropout(cfg))
         self.rnn = RNN[cfg.cell](cfg.emb_dim, cfg.enc_hidden, cfg.enc_layers, batch_first=True,
                                  bidirectional=cfg.bidirectional)
         self.out_dim = cfg.enc_hidden * (2 if cfg.bidirectional else 1)
@@ -116,7 +121,7 @@ class GatedCNNEncoder(nn.Module):
         super().__init__()
         H, k = cfg.enc_hidden, cfg.gcnn_kernel
         self.embedding = word_embedding(cfg)
-        self.dropout = nn.Dropout(cfg.emb_dropout)
+        self.dropout = nn.Dropout(encoder_dropout(cfg))
         self.inp = nn.Linear(cfg.emb_dim, H)
         # each Conv1d is conv_A and conv_B side by side: 2H output channels, split in halves
         self.blocks = nn.ModuleList(nn.Conv1d(H, 2 * H, k, padding=k // 2) for _ in range(cfg.gcnn_layers))
