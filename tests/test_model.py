@@ -210,3 +210,17 @@ def test_enc_dropout_applies_to_the_encoder_alone_and_defaults_to_emb_dropout():
         assert torch.equal(model.encode_posterior(tokens, lengths)[0], model.encode_posterior(tokens, lengths)[0])
         inherit.train()
         assert not torch.equal(inherit.encode_posterior(tokens, lengths)[0], inherit.encode_posterior(tokens, lengths)[0])
+
+
+def test_bn_vae_bound_holds_for_raw_means_with_variance_far_below_pytorchs_eps():
+    """BatchNorm divides by sqrt(Var + eps); with eps = 1e-5 raw means of variance 1e-8 come out with
+    variance ~1e-3 gamma^2, and the KL lower bound Z gamma^2 / 2 is gone."""
+    from textvae.model import MeanBatchNorm
+
+    torch.manual_seed(0)
+    bn = MeanBatchNorm(4, gamma=0.6).train()
+    raw = 0.01 + 1e-4 * torch.randn(256, 4)  # Var ~ 1e-8
+    out = bn(raw)
+    assert torch.allclose(out.var(dim=0, unbiased=False), torch.full((4,), 0.36), rtol=0.02)
+    kl_floor = 0.5 * out.pow(2).mean(0).sum()  # the mu^2 part of the batch-mean KL
+    assert kl_floor >= 4 * 0.36 / 2 * 0.98
