@@ -28,7 +28,10 @@ Resumable, row by row: row R trains in ``--runs-dir/R`` (a textvae run directory
 ``reproduce.json`` records the sittings: seconds, device, commit). A row whose training finished
 is not retrained; one interrupted (Ctrl-C, SIGTERM, a crash, the end of a session) resumes from its
 newest checkpoint with ``resume=True`` (only ``train.*`` may change between sittings, e.g.
-``--device``). A finished row is evaluated once per (``--iw-samples``, ``--eval-sentences``).
+``--device``). A row that stopped at its ``--max-minutes`` budget counts as finished unless the
+command has ``--extend``: then it trains on from its newest checkpoint (lr, patience and halvings as
+they were) in a new sitting, with a new budget, and is evaluated again. A finished row is evaluated
+once per (``--iw-samples``, ``--eval-sentences``).
 After every row, ``--out-dir/ptb.json`` (one object per row) and ``ptb.md`` (the table with the
 published numbers beside it, then a homotopy and three prior samples per row) are rewritten; rows
 already in ``ptb.json`` whose run directory is not here (say, trained on another machine) are kept.
@@ -218,12 +221,18 @@ def write_json(path: Path, obj) -> None:
 # --------------------------------------------------------------------------- one row
 
 
-def train_row(row: dict, cfg, run: Path, log) -> dict:
-    """Train (or resume) the row's run; returns its reproduce.json state."""
+def train_row(row: dict, cfg, run: Path, log, extend: bool = False) -> dict:
+    """Train (or resume) the row's run; returns its reproduce.json state. ``extend``: a row that stopped
+    at its time budget (``--max-minutes``) trains on in a new sitting instead of counting as finished."""
     state = read_state(run)
     if state.get("finished"):
-        log(f"[{row['name']}] training already finished ({len(state['sittings'])} sitting(s)); not retrained")
-        return state
+        if not (extend and (state.get("train_result") or {}).get("stopped") == "time"):
+            log(f"[{row['name']}] training already finished ({len(state['sittings'])} sitting(s)); not retrained")
+            return state
+        log(f"[{row['name']}] stopped at its time budget; training on from its newest checkpoint (--extend)")
+        for key in ("finished", "finished_at", "train_result", "evaluation", "evaluation_key"):
+            state.pop(key, None)  # a new best model: the old evaluation no longer describes it
+        write_json(run / STATE, state)
     resume = bool(list_checkpoints(run))
     if not resume and run.exists():
         shutil.rmtree(run)  # started but never checkpointed: nothing to resume, start afresh
@@ -495,7 +504,7 @@ def row_command(args, name: str, out_dir: Path) -> list[str]:
             cmd += [flag, str(value)]
     for o in args.set:
         cmd += ["--set", o]
-    return cmd
+    return cmd + (["--extend"] if args.extend else [])
 
 
 def run_in_parallel(args, log) -> list[str] | None:
@@ -573,6 +582,9 @@ def parse_args(argv=None):
     p.add_argument("--max-minutes", type=float, default=None,
                    help="train.max_minutes for every row: wall-clock training budget per sitting")
     p.add_argument("--device", default=None, help="train.device: auto | cpu | cuda | cuda:N")
+    p.add_argument("--extend", action="store_true",
+                   help="rows that stopped at their time budget train on from their newest checkpoint (a new "
+                        "--max-minutes sitting) and are evaluated again; without it they count as finished")
     p.add_argument("--jobs", type=int, default=1,
                    help="rows trained and evaluated at once, each in its own process (one GPU runs several "
                         "of these small models faster together than one after another); logs in "
@@ -617,7 +629,7 @@ def main(argv=None) -> int:
         run = args.runs_dir / row["name"]
         try:
             cfg, overrides = row_config(row, args)
-            state = train_row(row, cfg, run, log)
+            state = train_row(row, cfg, run, log, extend=args.extend)
             state = evaluate_row(row, cfg, run, state, args, log)
         except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: the trainer saved a checkpoint first
             log(f"[{row['name']}] interrupted ({e}); run the same command again to resume")

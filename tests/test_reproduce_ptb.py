@@ -183,3 +183,29 @@ def test_seed_noise_arithmetic(seed_noise_script):
     assert got["sentence_sd"] == pytest.approx(sd)
     assert got["split_se_nats"] == pytest.approx(sd / 10)
     assert got["split_se_ppl_rel"] == pytest.approx(math.exp(sd / 10 * 100 / 2000) - 1)
+
+
+def test_extend_trains_a_row_on_after_its_time_budget_and_evaluates_it_again(script, ptb_dir, tmp_path, capsys):
+    def lm(*extra):
+        return script.main(["--data-dir", str(ptb_dir), "--rows", "lstm-lm", "--out-dir", str(tmp_path / "results"),
+                            "--runs-dir", str(tmp_path / "runs"), "--max-steps", "6", "--iw-samples", "2",
+                            "--eval-sentences", "8", "--set", "model.emb_dim=16", "--set", "model.dec_hidden=16",
+                            "--set", "train.progress=false", *extra])
+
+    def record():
+        return json.loads((tmp_path / "results" / "ptb.json").read_text())[0]
+
+    assert lm("--max-minutes", "1e-6") == 0  # the budget ends the sitting after its first step
+    first = record()
+    assert first["stopped"] == "time" and first["steps"] < 6 and len(first["sittings"]) == 1
+    assert lm("--max-minutes", "1e-6") == 0 and record() == first  # without --extend: finished, kept as is
+    capsys.readouterr()
+    assert lm("--extend") == 0  # no budget this time: trains on to max_steps from its checkpoint
+    err = capsys.readouterr().err
+    assert "training on from its newest checkpoint" in err and "evaluating" in err
+    second = record()
+    assert second["stopped"] == "max_steps" and second["steps"] == 6 and len(second["sittings"]) == 2
+    assert second["sittings"][1]["resumed"] and second["nll_iw"] != first["nll_iw"]
+    capsys.readouterr()
+    assert lm("--extend") == 0  # a row that did not stop at a budget is not trained on
+    assert "not retrained" in capsys.readouterr().err and record() == second
