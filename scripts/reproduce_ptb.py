@@ -13,7 +13,9 @@ Every row starts from the ``ptb-li2019`` preset's shapes (LSTM encoder/decoder 2
 z 32, z into the decoder's initial state and every input, gradient clipping 5, linear KL warm-up from
 0.1 over ~10 epochs), trains with one shared recipe (``RECIPE``: Adam lr 2e-3 instead of Li et al.'s
 SGD lr 1, embedding/output dropout 0.4 instead of 0.5, validation every half epoch, lr halved after
-2 evaluations without improvement, stop after 5 halvings) and changes only what its method needs
+2 evaluations without improvement, stop after 5 halvings; the decoder's output layer tied to its
+input embeddings, every embedding table initialised U(-0.1, 0.1) as in He et al.'s and Li et al.'s
+code) and changes only what its method needs
 (``ROWS``: one dict per row, citing its paper). The recipe is a compute budget: Li et al.'s schedule
 runs ~100 epochs, 4-5 hours per row on 2 CPU threads (2.3-2.75 min per epoch). On PTB's LSTM-LM
 (valid perplexity after 2.5 epochs, side by side: Adam / dropout 0.5 185, Adam / 0.4 167; the
@@ -86,7 +88,7 @@ LOGISTIC = ["objective.kl_schedule=logistic", "objective.logistic_k=0.0025", "ob
 # Every row's training recipe, before its own overrides (see the docstring for why it differs from the
 # preset's SGD); the validation interval is added by row_config: half an epoch of steps.
 RECIPE = ["train.optimizer=adam", "train.lr=2e-3", "model.emb_dropout=0.4", "model.out_dropout=0.4",
-          "train.lr_patience=1"]
+          "train.lr_patience=1", "model.tie_embeddings=true", "model.emb_init=0.1"]
 
 # One dict per row, in the table's order. "overrides" go on top of the ptb-li2019 preset;
 # "pretrain_epochs" (Li et al.) becomes objective.pretrain_ae_steps once the epoch length is known;
