@@ -126,9 +126,7 @@ class ModelConfig:
     word_dropout: float = 0.0  # Bowman: decoder inputs replaced by <unk> with this probability (1 = inputless)
     emb_dropout: float = 0.0  # ordinary dropout on embeddings (encoder and decoder)
     # dropout on the encoder's embeddings alone; None: emb_dropout. He et al.'s, Li et al.'s and Zhu et
-    # al.'s code has none in the encoder (0). With BN-VAE it matters: in training the batch statistics
-    # of mu include the dropout noise, so the running statistics used at evaluation can shrink mu's
-    # real spread (on PTB with emb_init=0.1 and dropout 0.4: validation AU 0 despite KL 8-12).
+    # al.'s code has none in the encoder (0).
     enc_dropout: float | None = None
     out_dropout: float = 0.0  # dropout on decoder outputs before the projection
     logvar_min: float = -20.0  # log sigma^2 is clamped to [logvar_min, logvar_max]
