@@ -380,9 +380,10 @@ def command_line_settings(record: dict) -> list[str]:
 def recipe_gaps(record: dict) -> list[str]:
     """The items of today's ``RECIPE`` that the record's run was not given: it was trained under an
     earlier recipe (``ptb.json`` keeps rows trained on other machines), so it compares with the rows
-    missing the same items, not with the rest."""
-    given = set(record.get("overrides", []))
-    return [o for o in RECIPE if o not in given]
+    missing the same items, not with the rest. A later override of the same key (``--set``) wins, as
+    in the row's config."""
+    given = dict(o.split("=", 1) for o in record.get("overrides", []))
+    return [o for o in RECIPE if given.get(o.split("=", 1)[0]) != o.split("=", 1)[1]]
 
 
 def lm_comparison(records: list[dict], min_kl: float = 5.0, min_au: int = 10) -> list[str]:

@@ -130,6 +130,9 @@ def test_rows_from_an_earlier_recipe_are_marked_and_compared_only_with_their_own
                record("bn-vae", script.RECIPE, 121.0, 6.1, 32), record("vae-cyclical", script.RECIPE, 110.0, 0.6, 2),
                record("vae-plain", old, 100.0, 9.0, 32)]
     assert script.recipe_gaps(records[0]) == [] and script.recipe_gaps(records[-1]) == [script.RECIPE[-1]]
+    key = script.RECIPE[-1].split("=")[0]  # an item given, then undone by --set: not the recipe either
+    undone = record("vae-plain", [*script.RECIPE, f"{key}=0.5"], 100.0, 9.0, 32)
+    assert script.recipe_gaps(undone) == [script.RECIPE[-1]]
     lines = script.lm_comparison(records)
     # the collapsed row (KL 0.6) and the earlier-recipe row are not compared, however low their perplexity
     assert [line.split(":")[0] for line in lines] == ["vae-free-bits", "bn-vae"]
