@@ -178,12 +178,14 @@ def pretrain_steps(row: dict, cfg, per_epoch: int) -> int:
 # --------------------------------------------------------------------------- provenance
 
 
-def git_commit() -> tuple[str, bool]:
-    """(HEAD commit, whether tracked files have uncommitted changes); ("unknown", False) without git."""
+def git_commit(repo: Path = REPO) -> tuple[str, bool]:
+    """(HEAD commit, whether tracked files other than ``results/`` have uncommitted changes);
+    ("unknown", False) without git. ``results/`` is left out: it is this script's output, rewritten
+    after every row, so a row started beside another row's evaluation would otherwise look dirty."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=repo, capture_output=True, text=True, check=True)
         return head.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
@@ -641,7 +643,9 @@ def main(argv=None) -> int:
             log(f"[{row['name']}] failed: {e}")
             failed.append(row["name"])
             continue
-        records[row["name"]] = row_record(row, run, overrides, state)
+        # read ptb.json again: another process (a row run on its own beside this one) may have
+        # written its row since this command started, and that row must not go back to its old record
+        records = {**records, **load_records(args.out_dir), row["name"]: row_record(row, run, overrides, state)}
         write_outputs(args.out_dir, records)
         r = records[row["name"]]
         log(f"[{row['name']}] nll_iw {_num(r['nll_iw'])}  ppl_iw {_num(r['ppl_iw'])}  kl {_num(r['kl'])}  "

@@ -212,3 +212,45 @@ def test_extend_trains_a_row_on_after_its_time_budget_and_evaluates_it_again(scr
     capsys.readouterr()
     assert lm("--extend") == 0  # a row that did not stop at a budget is not trained on
     assert "not retrained" in capsys.readouterr().err and record() == second
+
+
+def test_a_row_run_on_its_own_keeps_rows_another_process_wrote_meanwhile(script, ptb_dir, tmp_path, monkeypatch):
+    # e.g. `--rows bn-vae` evaluating while `--rows vae-free-bits` trains in a second shell
+    assert run(script, ptb_dir, tmp_path) == 0
+    path = tmp_path / "results" / "ptb.json"
+    evaluate = script.evaluate_row
+
+    def other_process_writes_first(row, *a, **kw):
+        records = json.loads(path.read_text())
+        records[0]["nll_iw"] = 1.25  # lstm-lm's row, rewritten after this command read ptb.json
+        path.write_text(json.dumps(records))
+        return evaluate(row, *a, **kw)
+
+    monkeypatch.setattr(script, "evaluate_row", other_process_writes_first)
+    assert script.main(["--data-dir", str(ptb_dir), "--rows", "bn-vae", "--out-dir", str(tmp_path / "results"),
+                        "--runs-dir", str(tmp_path / "runs"), "--max-epochs", "1", "--max-steps", "4",
+                        "--iw-samples", "3", "--eval-sentences", "8", "--set", "model.emb_dim=16",
+                        "--set", "model.enc_hidden=16", "--set", "model.dec_hidden=16",
+                        "--set", "train.progress=false"]) == 0
+    records = {r["row"]: r for r in json.loads(path.read_text())}
+    assert records["lstm-lm"]["nll_iw"] == 1.25 and set(records) == set(ROWS.split(","))
+
+
+def test_the_scripts_own_results_do_not_make_a_sitting_dirty(script, tmp_path):
+    import subprocess
+
+    def git(*a):
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "ptb.json").write_text("[]\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    commit, dirty = script.git_commit(tmp_path)
+    assert len(commit) == 40 and not dirty
+    (tmp_path / "results" / "ptb.json").write_text("[{}]\n")  # a row's evaluation rewrote the table
+    assert script.git_commit(tmp_path) == (commit, False)
+    (tmp_path / "code.py").write_text("x = 2\n")  # the code that trains changed: that is dirty
+    assert script.git_commit(tmp_path) == (commit, True)
