@@ -390,7 +390,8 @@ def recipe_gaps(record: dict) -> list[str]:
 
 def lm_comparison(records: list[dict], min_kl: float = 5.0, min_au: int = 10) -> list[str]:
     """One line per VAE row trained under the LM row's recipe that uses its latent (KL >= min_kl nats,
-    AU >= min_au): its test perplexity against the LM's. Empty without an LM row."""
+    AU >= min_au): its test perplexity against the LM's, and the gap in NLL nats per sentence (the
+    scale of the IW estimate's seed noise, ``scripts/iw_seed_noise.py``). Empty without an LM row."""
     lm = next((r for r in records if r["row"] == "lstm-lm"), None)
     if lm is None:
         return []
@@ -400,7 +401,8 @@ def lm_comparison(records: list[dict], min_kl: float = 5.0, min_au: int = 10) ->
             continue
         verdict = "below" if r["ppl_iw"] < lm["ppl_iw"] else "not below"
         out.append(f"{r['row']}: PPL (IW) {r['ppl_iw']:.2f}, {verdict} the LM's {lm['ppl_iw']:.2f} "
-                   f"({r['ppl_iw'] - lm['ppl_iw']:+.2f}), KL {r['kl']:.2f}, AU {r['au']}")
+                   f"({r['ppl_iw'] - lm['ppl_iw']:+.2f}; NLL {r['nll_iw'] - lm['nll_iw']:+.3f} nats per sentence), "
+                   f"KL {r['kl']:.2f}, AU {r['au']}")
     return out
 
 

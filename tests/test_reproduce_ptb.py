@@ -122,7 +122,7 @@ def test_stop_reason_of_runs_that_did_not_record_it(script):
 def test_rows_from_an_earlier_recipe_are_marked_and_compared_only_with_their_own_lm(script):
     def record(name, recipe, ppl, kl, au):
         return {"row": name, "method": name, "paper": "p", "overrides": [*recipe, "train.eval_every=9"],
-                "nll_iw": 1.0, "ppl_iw": ppl, "kl": kl, "mi_full": 0.0, "au": au, "elbo": 1.0, "ppl_elbo": ppl,
+                "nll_iw": ppl / 10, "ppl_iw": ppl, "kl": kl, "mi_full": 0.0, "au": au, "elbo": 1.0, "ppl_elbo": ppl,
                 "bleu_rec": None, "epochs": 3, "stopped": "early", "train_seconds": 1.0, "device": "CPU",
                 "samples": []}
     old = script.RECIPE[:-1]  # as if the recipe's last item had been added after these rows ran
@@ -136,7 +136,8 @@ def test_rows_from_an_earlier_recipe_are_marked_and_compared_only_with_their_own
     lines = script.lm_comparison(records)
     # the collapsed row (KL 0.6) and the earlier-recipe row are not compared, however low their perplexity
     assert [line.split(":")[0] for line in lines] == ["vae-free-bits", "bn-vae"]
-    assert "below the LM's 120.00 (-1.50)" in lines[0] and "not below the LM's 120.00 (+1.00)" in lines[1]
+    assert "below the LM's 120.00 (-1.50; NLL -0.150 nats per sentence)" in lines[0]
+    assert "not below the LM's 120.00 (+1.00; NLL +0.100 nats per sentence)" in lines[1]
     md = script.render_markdown(records, [])
     assert "| vae-plain † |" in md and "| bn-vae |" in md
     assert f"without `{script.RECIPE[-1]}`: vae-plain." in md
