@@ -3,6 +3,7 @@ then the outputs, then a second sitting that must reuse the runs instead of retr
 import importlib.util
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -238,8 +239,6 @@ def test_a_row_run_on_its_own_keeps_rows_another_process_wrote_meanwhile(script,
 
 
 def test_the_scripts_own_results_do_not_make_a_sitting_dirty(script, tmp_path):
-    import subprocess
-
     def git(*a):
         subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
 
