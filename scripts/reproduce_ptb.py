@@ -20,7 +20,7 @@ code) and changes only what its method needs
 runs ~100 epochs, 4-5 hours per row on 2 CPU threads (2.3-2.75 min per epoch). On PTB's LSTM-LM
 (valid perplexity after 2.5 epochs, side by side: Adam / dropout 0.5 185, Adam / 0.4 167; the
 preset's SGD lr 1 / 0.5, ``textvae train --preset ptb-li2019 model.latent_dim=0``, was at 249 after
-2 and 231 after 3 epochs) it converges in 20-25 epochs (see the README; those side-by-side figures
+2 and 231 after 3 epochs) it converges in 20-28 epochs (see the README; those side-by-side figures
 are untied). ``--set`` restores the preset's own schedule: ``train.optimizer=sgd``, ``train.lr=1``,
 ``model.emb_dropout=0.5``, ``model.out_dropout=0.5``, ``train.lr_patience=5``, ``train.eval_every=0``.
 Bowman et al.'s reference perplexities were obtained with their own, smaller shapes (LSTM 191,

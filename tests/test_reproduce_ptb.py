@@ -32,8 +32,8 @@ def ptb_dir(tmp_path):
     return d
 
 
-def run(script, ptb_dir, tmp_path, *extra):
-    return script.main(["--data-dir", str(ptb_dir), "--rows", ROWS, "--out-dir", str(tmp_path / "results"),
+def run(script, ptb_dir, tmp_path, *extra, rows=ROWS):
+    return script.main(["--data-dir", str(ptb_dir), "--rows", rows, "--out-dir", str(tmp_path / "results"),
                         "--runs-dir", str(tmp_path / "runs"), "--max-epochs", "1", "--max-steps", "4",
                         "--iw-samples", "3", "--eval-sentences", "8",
                         "--set", "model.emb_dim=16", "--set", "model.enc_hidden=16", "--set", "model.dec_hidden=16",
@@ -229,11 +229,7 @@ def test_a_row_run_on_its_own_keeps_rows_another_process_wrote_meanwhile(script,
         return evaluate(row, *a, **kw)
 
     monkeypatch.setattr(script, "evaluate_row", other_process_writes_first)
-    assert script.main(["--data-dir", str(ptb_dir), "--rows", "bn-vae", "--out-dir", str(tmp_path / "results"),
-                        "--runs-dir", str(tmp_path / "runs"), "--max-epochs", "1", "--max-steps", "4",
-                        "--iw-samples", "3", "--eval-sentences", "8", "--set", "model.emb_dim=16",
-                        "--set", "model.enc_hidden=16", "--set", "model.dec_hidden=16",
-                        "--set", "train.progress=false"]) == 0
+    assert run(script, ptb_dir, tmp_path, rows="bn-vae") == 0
     records = {r["row"]: r for r in json.loads(path.read_text())}
     assert records["lstm-lm"]["nll_iw"] == 1.25 and set(records) == set(ROWS.split(","))
 
