@@ -27,9 +27,9 @@ Bowman et al.'s reference perplexities were obtained with their own, smaller sha
 embedding 353, z 13) and preprocessing, so they are context, not targets.
 
 Resumable, row by row: row R trains in ``--runs-dir/R`` (a textvae run directory; its
-``reproduce.json`` records the sittings: seconds, device, commit). A row whose training finished
-is not retrained; one interrupted (Ctrl-C, SIGTERM, a crash, the end of a session) resumes from its
-newest checkpoint with ``resume=True`` (only ``train.*`` may change between sittings, e.g.
+``reproduce.json`` records the sittings: command, seconds, device, commit; ``ptb.md`` lists the
+commands). A row whose training finished is not retrained; one interrupted (Ctrl-C, SIGTERM, a crash,
+the end of a session) resumes from its newest checkpoint with ``resume=True`` (only ``train.*`` may change between sittings, e.g.
 ``--device``). A row that stopped at its ``--max-minutes`` budget counts as finished unless the
 command has ``--extend``: then it trains on from its newest checkpoint (lr, patience and halvings as
 they were) in a new sitting, with a new budget, and is evaluated again. A finished row is evaluated
@@ -58,6 +58,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import signal
 import subprocess
@@ -81,6 +82,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "ptb"
 PRESET = "ptb-li2019"
 STATE = "reproduce.json"
 CONCURRENT_ENV = "TEXTVAE_CONCURRENT_ROWS"  # set by --jobs for its row processes: how many share the machine
+COMMAND_ENV = "TEXTVAE_REPRODUCE_COMMAND"  # set by --jobs for its row processes: the command the user typed
 
 BOWMAN = "Bowman et al. 2016"
 LOGISTIC = ["objective.kl_schedule=logistic", "objective.logistic_k=0.0025", "objective.logistic_x0=2500"]
@@ -225,9 +227,19 @@ def write_json(path: Path, obj) -> None:
 # --------------------------------------------------------------------------- one row
 
 
-def train_row(row: dict, cfg, run: Path, log, extend: bool = False) -> dict:
+def invocation(argv: list[str]) -> str:
+    """The command that started this sitting, as a user would retype it: this script with its arguments,
+    after ``OMP_NUM_THREADS=N`` where that was set. A row process of ``--jobs`` reports its parent's."""
+    if os.environ.get(COMMAND_ENV):
+        return os.environ[COMMAND_ENV]
+    threads = f"OMP_NUM_THREADS={shlex.quote(os.environ['OMP_NUM_THREADS'])} " if "OMP_NUM_THREADS" in os.environ else ""
+    return f"{threads}python scripts/reproduce_ptb.py {shlex.join(argv)}".rstrip()
+
+
+def train_row(row: dict, cfg, run: Path, log, extend: bool = False, command: str | None = None) -> dict:
     """Train (or resume) the row's run; returns its reproduce.json state. ``extend``: a row that stopped
-    at its time budget (``--max-minutes``) trains on in a new sitting instead of counting as finished."""
+    at its time budget (``--max-minutes``) trains on in a new sitting instead of counting as finished.
+    ``command`` (``invocation``) is recorded with the sitting."""
     state = read_state(run)
     if state.get("finished"):
         if not (extend and (state.get("train_result") or {}).get("stopped") == "time"):
@@ -244,7 +256,7 @@ def train_row(row: dict, cfg, run: Path, log, extend: bool = False) -> dict:
     commit, dirty = git_commit()
     sitting = {"started": now(), "device": device_name(device), "commit": commit, "dirty": dirty,
                "resumed": resume, "seconds": 0.0, "completed": False,
-               "concurrent_rows": int(os.environ.get(CONCURRENT_ENV, "1"))}
+               "concurrent_rows": int(os.environ.get(CONCURRENT_ENV, "1")), "command": command}
     log(f"[{row['name']}] {'resuming' if resume else 'training'} in {run} on {sitting['device']}")
     start = time.perf_counter()
     try:
@@ -275,7 +287,7 @@ def homotopy_pair(texts: list[str]) -> tuple[str, str]:
     return tuple(picked) if len(picked) == 2 else (texts[0], texts[-1])
 
 
-def evaluate_row(row: dict, cfg, run: Path, state: dict, args, log) -> dict:
+def evaluate_row(row: dict, cfg, run: Path, state: dict, args, log, command: str | None = None) -> dict:
     """Test-set metrics, a homotopy and prior samples of the row's best model (cached in the state)."""
     key = {"iw_samples": args.iw_samples, "eval_sentences": args.eval_sentences, "seed": cfg.train.seed}
     if state.get("evaluation_key") == key and state.get("evaluation"):
@@ -291,7 +303,7 @@ def evaluate_row(row: dict, cfg, run: Path, state: dict, args, log) -> dict:
         a, b = homotopy_pair(split.texts)
         extras.update(homotopy=model.interpolate(a, b, steps=5), homotopy_ends=[a, b])
     state.update(evaluation=metrics, evaluation_key=key, evaluated_at=now(), evaluation_device=device_name(device),
-                 **extras)
+                 evaluation_command=command, **extras)
     write_json(run / STATE, state)
     return state
 
@@ -315,6 +327,7 @@ def row_record(row: dict, run: Path, overrides: list[str], state: dict) -> dict:
         "commit": commits[-1] if commits else None, "commit_dirty": any(s.get("dirty") for s in sittings),
         "iw_samples": state["evaluation_key"]["iw_samples"], "test_sentences": ev["sentences"],
         "test_tokens": ev["tokens"], "eval_seconds": ev["seconds"], "eval_device": state.get("evaluation_device"),
+        "eval_command": state.get("evaluation_command"),
         "reference_ppl": ref.get("ppl"), "reference_source": ref.get("source"),
         "samples": state["samples"], "homotopy": state["homotopy"], "homotopy_ends": state["homotopy_ends"],
         "overrides": overrides, "config": config, "sittings": sittings,
@@ -406,6 +419,30 @@ def lm_comparison(records: list[dict], min_kl: float = 5.0, min_au: int = 10) ->
     return out
 
 
+def commands_section(records: list[dict]) -> list[str]:
+    """For each row whose run recorded them, the commands of its training sittings (each with its machine,
+    time and whether it finished) and of the evaluation in the table: what to type to redo the row."""
+    items, unrecorded = [], []
+    for r in records:
+        sittings = r.get("sittings") or []
+        if not r.get("eval_command") and not any(s.get("command") for s in sittings):
+            unrecorded.append(r["row"])
+            continue
+        steps = [f"`{s.get('command') or 'not recorded'}` ({_md(s['device'])}, {_duration(s['seconds'])}"
+                 + ("" if s.get("completed", True) else ", interrupted") + ")" for s in sittings]
+        steps.append(f"evaluated by `{r.get('eval_command') or 'not recorded'}` "
+                     f"({_md(r.get('eval_device') or '?')}, {_duration(r.get('eval_seconds'))})")
+        items.append(f"- {r['row']}: " + "; then ".join(steps) + ".")
+    if not items:
+        return []
+    out = ["", "Commands that made each row, in order (training sittings, then the evaluation in the table):", ""]
+    out += items
+    if unrecorded:
+        out += ["", f"Not recorded for {', '.join(unrecorded)}: they ran before the script kept its command "
+                "line (the README lists them)."]
+    return out
+
+
 def render_markdown(records: list[dict], pending: list[str]) -> str:
     commits = sorted({r["commit"] for r in records if r.get("commit")})
     ks = sorted({r["iw_samples"] for r in records if r.get("iw_samples")})
@@ -463,6 +500,7 @@ def render_markdown(records: list[dict], pending: list[str]) -> str:
               "that stopped at its epoch limit or time budget had not converged (early stop: 5 learning-rate "
               "halvings without improvement). Train and eval times are wall-clock; where several rows ran at once "
               "(`--jobs`) they shared the machine, so each took longer than it would alone."]
+    lines += commands_section(records)
     lines += ["", "Published numbers: only where we are sure of them; Bowman et al. (2016) trained smaller "
               "models (LSTM 191, embedding 353, z 13) on their own PTB split handling, so their perplexities are "
               "context rather than targets. Blank: not stated here.", "", "## Samples and homotopies", ""]
@@ -520,7 +558,7 @@ def run_in_parallel(args, log) -> list[str] | None:
     failed, or None when interrupted (SIGINT/SIGTERM reach the row processes, which checkpoint)."""
     names = [n for n in ROW_NAMES if n in args.rows]
     args.runs_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, **{CONCURRENT_ENV: str(min(args.jobs, len(names)))})
+    env = dict(os.environ, **{CONCURRENT_ENV: str(min(args.jobs, len(names))), COMMAND_ENV: args.command})
     on_cpu = args.device == "cpu" or (args.device in (None, "auto") and not torch.cuda.is_available())
     if on_cpu and "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // min(args.jobs, len(names))))
@@ -615,6 +653,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.command = invocation(sys.argv[1:] if argv is None else list(argv))
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.list:
         for row in ROWS:
@@ -636,8 +675,8 @@ def main(argv=None) -> int:
         run = args.runs_dir / row["name"]
         try:
             cfg, overrides = row_config(row, args)
-            state = train_row(row, cfg, run, log, extend=args.extend)
-            state = evaluate_row(row, cfg, run, state, args, log)
+            state = train_row(row, cfg, run, log, extend=args.extend, command=args.command)
+            state = evaluate_row(row, cfg, run, state, args, log, command=args.command)
         except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: the trainer saved a checkpoint first
             log(f"[{row['name']}] interrupted ({e}); run the same command again to resume")
             return 130

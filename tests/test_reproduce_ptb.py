@@ -110,6 +110,8 @@ def test_jobs_run_rows_in_parallel_processes_then_write_one_table(script, ptb_di
         assert "nll_iw" in (tmp_path / "runs" / f"{r['row']}.log").read_text()  # each process's own log
     md = (tmp_path / "results" / "ptb.md").read_text()
     assert md.count("2 rows at once") == 2 and md.count("(step limit)") == 2
+    for r in records:  # each row process records the command the user typed, not its own
+        assert "--jobs 2" in r["sittings"][0]["command"] and r["eval_command"] == r["sittings"][0]["command"]
 
 
 def test_stop_reason_of_runs_that_did_not_record_it(script):
@@ -214,6 +216,25 @@ def test_extend_trains_a_row_on_after_its_time_budget_and_evaluates_it_again(scr
     capsys.readouterr()
     assert lm("--extend") == 0  # a row that did not stop at a budget is not trained on
     assert "not retrained" in capsys.readouterr().err and record() == second
+    # each sitting keeps the command that ran it, and the table lists them: how to redo the row
+    commands = [s["command"] for s in second["sittings"]]
+    assert commands[0].endswith("--max-minutes 1e-6") and commands[1].endswith("--extend")
+    assert all(c.startswith(("python scripts/reproduce_ptb.py --data-dir", "OMP_NUM_THREADS=")) for c in commands)
+    assert second["eval_command"] == commands[1]
+    md = (tmp_path / "results" / "ptb.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("- lstm-lm: "))
+    assert line.index(commands[0]) < line.index(commands[1]) < line.index("evaluated by")
+
+
+def test_the_recorded_command_can_be_typed_again(script, monkeypatch):
+    monkeypatch.delenv(script.COMMAND_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert script.invocation(["--rows", "bn-vae", "--data-dir", "my ptb"]) == \
+        "python scripts/reproduce_ptb.py --rows bn-vae --data-dir 'my ptb'"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert script.invocation(["--rows", "lstm-lm"]) == "OMP_NUM_THREADS=1 python scripts/reproduce_ptb.py --rows lstm-lm"
+    monkeypatch.setenv(script.COMMAND_ENV, "python scripts/reproduce_ptb.py --jobs 7")  # a --jobs row process
+    assert script.invocation(["--rows", "lstm-lm", "--out-dir", "/tmp/x"]) == "python scripts/reproduce_ptb.py --jobs 7"
 
 
 def test_a_row_run_on_its_own_keeps_rows_another_process_wrote_meanwhile(script, ptb_dir, tmp_path, monkeypatch):
