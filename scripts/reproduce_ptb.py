@@ -29,8 +29,8 @@ embedding 353, z 13) and preprocessing, so they are context, not targets.
 Resumable, row by row: row R trains in ``--runs-dir/R`` (a textvae run directory; its
 ``reproduce.json`` records the sittings: command, seconds, device, commit; ``ptb.md`` lists the
 commands). A row whose training finished is not retrained; one interrupted (Ctrl-C, SIGTERM, a crash,
-the end of a session) resumes from its newest checkpoint with ``resume=True`` (only ``train.*`` may change between sittings, e.g.
-``--device``). A row that stopped at its ``--max-minutes`` budget counts as finished unless the
+the end of a session) resumes from its newest checkpoint with ``resume=True`` (only ``train.*`` may
+change between sittings, e.g. ``--device``). A row that stopped at its ``--max-minutes`` budget counts as finished unless the
 command has ``--extend``: then it trains on from its newest checkpoint (lr, patience and halvings as
 they were) in a new sitting, with a new budget, and is evaluated again. A finished row is evaluated
 once per (``--iw-samples``, ``--eval-sentences``).
