@@ -30,10 +30,10 @@ Resumable, row by row: row R trains in ``--runs-dir/R`` (a textvae run directory
 ``reproduce.json`` records the sittings: command, seconds, device, commit; ``ptb.md`` lists the
 commands). A row whose training finished is not retrained; one interrupted (Ctrl-C, SIGTERM, a crash,
 the end of a session) resumes from its newest checkpoint with ``resume=True`` (only ``train.*`` may
-change between sittings, e.g. ``--device``). A row that stopped at its ``--max-minutes`` budget counts as finished unless the
-command has ``--extend``: then it trains on from its newest checkpoint (lr, patience and halvings as
-they were) in a new sitting, with a new budget, and is evaluated again. A finished row is evaluated
-once per (``--iw-samples``, ``--eval-sentences``).
+change between sittings, e.g. ``--device``). A row that stopped at its ``--max-minutes`` budget counts
+as finished unless the command has ``--extend``: then it trains on from its newest checkpoint (lr,
+patience and halvings as they were) in a new sitting, with a new budget, and is evaluated again. A
+finished row is evaluated once per (``--iw-samples``, ``--eval-sentences``).
 After every row, ``--out-dir/ptb.json`` (one object per row) and ``ptb.md`` (the table with the
 published numbers beside it, then a homotopy and three prior samples per row) are rewritten; rows
 already in ``ptb.json`` whose run directory is not here (say, trained on another machine) are kept.
@@ -232,7 +232,8 @@ def invocation(argv: list[str]) -> str:
     after ``OMP_NUM_THREADS=N`` where that was set. A row process of ``--jobs`` reports its parent's."""
     if os.environ.get(COMMAND_ENV):
         return os.environ[COMMAND_ENV]
-    threads = f"OMP_NUM_THREADS={shlex.quote(os.environ['OMP_NUM_THREADS'])} " if "OMP_NUM_THREADS" in os.environ else ""
+    omp = os.environ.get("OMP_NUM_THREADS")
+    threads = f"OMP_NUM_THREADS={shlex.quote(omp)} " if omp is not None else ""
     return f"{threads}python scripts/reproduce_ptb.py {shlex.join(argv)}".rstrip()
 
 
