@@ -184,3 +184,36 @@ def test_homotopy():
     assert torch.allclose(h[2], (a + b) / 2, atol=1e-6)
     assert torch.allclose(h[1:] - h[:-1], (b - a).expand(4, -1) / 4, atol=1e-6)
     assert homotopy(a, b, 0).shape == (2, 5)
+
+
+class NoRepeat:
+    """A prefix-dependent constraint: never the token just decoded; EOS only after 4 tokens."""
+
+    steps = None
+
+    def __init__(self, model):
+        self.model, self.prefixes = model, []
+
+    def allowed(self, step, prefix):
+        self.prefixes.append(prefix.clone())
+        V = self.model.config.vocab_size
+        mask = torch.ones(prefix.size(0), V, dtype=torch.bool)
+        if step > 0:
+            mask[torch.arange(prefix.size(0)), prefix[:, -1]] = False
+        if step < 4:
+            mask[:, self.model.eos_id] = False
+        return mask
+
+
+@pytest.mark.parametrize("cfg", [SampleConfig(max_len=10), SampleConfig(greedy=True, max_len=10),
+                                 SampleConfig(beam=3, max_len=10)])
+def test_every_decoder_obeys_a_constraint_given_what_it_decoded(model, cfg):
+    rule = NoRepeat(model)
+    out = generate(model, latents(8, seed=4), cfg, generator=torch.Generator().manual_seed(0), constraint=rule)
+    assert all(len(s) >= 4 for s in out)
+    assert all(a != b for s in out for a, b in zip(s, s[1:]))
+    # the hook saw the tokens decoded so far: (rows, step) at each step
+    assert [p.size(1) for p in rule.prefixes] == list(range(len(rule.prefixes)))
+    assert rule.prefixes[0].size(0) == 8 * cfg.beam
+    free = generate(model, latents(8, seed=4), cfg, generator=torch.Generator().manual_seed(0))
+    assert any(a == b for s in free for a, b in zip(s, s[1:])) or any(len(s) < 4 for s in free)

@@ -11,6 +11,7 @@ from textvae.data import EncodedSplit, collate
 from textvae.metrics import (active_units, bleu, bleu_tokenize, distinct_n, elbo_terms, evaluate, iw_bound,
                              iw_log_likelihood, iw_log_weights, length_batches, mi_batch, mi_full, model_split,
                              mutual_information, posterior_parameters, self_bleu, self_bleu_texygen, validate)
+from textvae.errors import DataError
 from textvae.model import TextVAE
 from textvae.tokenizers import WordTokenizer
 
@@ -342,3 +343,32 @@ def test_default_chunk_fits_the_logit_budget_and_a_gpu_gets_a_larger_one():
     assert cpu * 64 * 24 * 10_000 <= LOGIT_BUDGET < (cpu + 1) * 64 * 24 * 10_000
     assert 4 * cpu <= gpu <= 4 * cpu + 3  # 4x the budget, floor division
     assert default_chunk(500, 1, 2, 3) == 500 and default_chunk(5, 10 ** 4, 100, 10 ** 5) == 1  # clamped to [1, k]
+
+
+def test_posterior_parameters_are_the_encoder_outputs_in_split_order(model, split):
+    mu, logvar = posterior_parameters(model, split, batch_size=7)
+    b = collate(split, [3, 0, 11])
+    with torch.no_grad():
+        m, lv = model.eval().encode_posterior(b.tokens, b.lengths, None)
+    assert torch.allclose(mu[[3, 0, 11]], m, atol=1e-5) and torch.allclose(logvar[[3, 0, 11]], lv, atol=1e-5)
+
+
+def test_model_split_reads_the_models_corpus_or_the_one_given(tmp_path):
+    from textvae.config import DataConfig
+    from textvae.tokenizers import WordTokenizer
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name in ("train", "valid", "test"):
+        (folder / f"{name}.txt").write_text("the cat sat\na dog ran\n\nthe end\n")
+    tok = WordTokenizer.train(["the cat sat", "a dog ran", "the end"])
+    m = TextVAE(ModelConfig(vocab_size=tok.vocab_size, emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=2), tok)
+    data = DataConfig(data_dir=str(folder))
+    split = model_split(m, "valid", data=data)
+    assert split.texts == ["the cat sat", "a dog ran", "the end"] and split.labels is None
+    assert model_split(m, "test", data=DataConfig(), data_dir=str(folder)).texts == split.texts
+    assert data.data_dir == str(folder)  # the caller's config is not changed
+    with pytest.raises(DataError, match="no labels"):
+        model_split(m, "valid", data=data, need_labels=True)
+    (tmp_path / "labels.txt").write_text("x\ny\n-\nz\n")  # one per line of the file, blank included
+    assert model_split(m, "valid", data=data, labels_file=tmp_path / "labels.txt").labels == ["x", "y", "z"]

@@ -356,3 +356,16 @@ def test_a_conditional_model_needs_labelled_data(tmp_path, capsys):
     assert main(["train", "--preset", "tiny", "--data-dir", str(data), "--out", str(tmp_path / "r"),
                  "model.conditional=true"]) == 2
     assert "the train split has no labels" in capsys.readouterr().err
+
+
+def test_the_sample_checks_evaluate_gets_from_poems():
+    from textvae.poems import form_sample_checks, is_form, label_agreement
+
+    assert label_agreement(["白日依山盡"], None) == {}  # an unconditional model: no label keys
+    assert is_form("5x4") and not is_form("topic") and not is_form("0x4")
+    five = "自君之出矣，不復理殘機。思君如滿月，夜夜減清輝。"
+    checks = form_sample_checks("5x4")
+    assert len(checks) == 2 and len(form_sample_checks()) == 1
+    assert checks[1]([five, "x"], None) == {"well_formed": 0.5}
+    with pytest.raises(ConfigError, match="LxN"):
+        form_sample_checks("5y4")  # before any pass over data
