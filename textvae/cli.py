@@ -199,8 +199,6 @@ def _read_stdin_lines() -> list[str]:
 
 
 def _cmd_reconstruct(args) -> int:
-    from .model import TextVAE
-
     sentences = args.sentences or _read_stdin_lines()
     if not sentences:
         raise TextVAEError("reconstruct: no sentences given; pass them as arguments or one per line on stdin")
