@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from textvae.config import ModelConfig, SampleConfig
-from textvae.generate import beam_search, generate, homotopy, sequence_log_prob
+from textvae.generate import PAD_ID, beam_search, generate, homotopy
 from textvae.model import TextVAE
 
 V, Z = 12, 4
@@ -21,6 +21,33 @@ def tiny(latent_dim=Z, cell="lstm", seed=0, vocab=V) -> TextVAE:
         if latent_dim:
             model.decoder.z_to_hidden.weight *= 3
     return model
+
+
+@torch.no_grad()
+def next_token_log_probs(model, z, prefix: list[int]) -> torch.Tensor:
+    """log p(w | prefix, z) for every token w (V,), from model.log_likelihood: it scores
+    BOS prefix w as log p(prefix) + log p(w | prefix), and the V continuations sum to one."""
+    V = model.config.vocab_size
+    rows = torch.tensor([[model.bos_id, *prefix, w] for w in range(V)])
+    ll = model.log_likelihood(rows, torch.full((V,), len(prefix) + 2), None if z is None else z.expand(V, -1))
+    return ll - ll.logsumexp(0)
+
+
+def decoding_log_prob(model, z, seq: list[int], max_len: int) -> float:
+    """log-probability of ``seq`` under the decoders' distribution: PAD, BOS and a first EOS
+    excluded and the rest renormalised; EOS scored after it unless it has ``max_len`` words."""
+    model.eval()
+    targets = seq + ([model.eos_id] if len(seq) < max_len else [])
+    total = 0.0
+    for t, y in enumerate(targets):
+        logp = next_token_log_probs(model, z, seq[:t])
+        logp[[PAD_ID, model.bos_id] + ([model.eos_id] if t == 0 else [])] = float("-inf")
+        total += float((logp - logp.logsumexp(0))[y])
+    return total
+
+
+def decoding_log_probs(model, z, seqs, max_len) -> torch.Tensor:
+    return torch.tensor([decoding_log_prob(model, z[i:i + 1], s, max_len) for i, s in enumerate(seqs)])
 
 
 def latents(n, seed=1):
@@ -107,10 +134,10 @@ def test_beam_one_is_greedy_and_wider_beams_score_at_least_greedy(model):
     greedy = generate(model, z, SampleConfig(greedy=True, max_len=10))
     seqs, scores = beam_search(model, z, beam=1, max_len=10)
     assert seqs == greedy
-    g_scores = sequence_log_prob(model, z, greedy, max_len=10)
+    g_scores = decoding_log_probs(model, z, greedy, max_len=10)
     assert torch.allclose(scores, g_scores, atol=1e-4)
     seqs5, scores5 = beam_search(model, z, beam=5, max_len=10)
-    assert torch.allclose(scores5, sequence_log_prob(model, z, seqs5, max_len=10), atol=1e-4)
+    assert torch.allclose(scores5, decoding_log_probs(model, z, seqs5, max_len=10), atol=1e-4)
     assert (scores5 >= g_scores - 1e-4).all()
     assert (scores5 > g_scores + 1e-3).any()  # the search does find better sequences
 
@@ -122,7 +149,7 @@ def test_exhaustive_beam_finds_the_most_probable_sequence():
     words = [1, 4, 5]
     cands = [list(s) for n in range(max_len + 1) for s in itertools.product(words, repeat=n)]
     for i in range(3):
-        scores = sequence_log_prob(m, z[i:i + 1].expand(len(cands), -1), cands, max_len=max_len)
+        scores = torch.tensor([decoding_log_prob(m, z[i:i + 1], c, max_len) for c in cands])
         best = cands[int(scores.argmax())]
         seqs, s = beam_search(m, z[i:i + 1], beam=len(cands), max_len=max_len)
         assert seqs[0] == best and float(s[0]) == pytest.approx(float(scores.max()), abs=1e-5)
@@ -157,3 +184,36 @@ def test_homotopy():
     assert torch.allclose(h[2], (a + b) / 2, atol=1e-6)
     assert torch.allclose(h[1:] - h[:-1], (b - a).expand(4, -1) / 4, atol=1e-6)
     assert homotopy(a, b, 0).shape == (2, 5)
+
+
+class NoRepeat:
+    """A prefix-dependent constraint: never the token just decoded; EOS only after 4 tokens."""
+
+    steps = None
+
+    def __init__(self, model):
+        self.model, self.prefixes = model, []
+
+    def allowed(self, step, prefix):
+        self.prefixes.append(prefix.clone())
+        V = self.model.config.vocab_size
+        mask = torch.ones(prefix.size(0), V, dtype=torch.bool)
+        if step > 0:
+            mask[torch.arange(prefix.size(0)), prefix[:, -1]] = False
+        if step < 4:
+            mask[:, self.model.eos_id] = False
+        return mask
+
+
+@pytest.mark.parametrize("cfg", [SampleConfig(max_len=10), SampleConfig(greedy=True, max_len=10),
+                                 SampleConfig(beam=3, max_len=10)])
+def test_every_decoder_obeys_a_constraint_given_what_it_decoded(model, cfg):
+    rule = NoRepeat(model)
+    out = generate(model, latents(8, seed=4), cfg, generator=torch.Generator().manual_seed(0), constraint=rule)
+    assert all(len(s) >= 4 for s in out)
+    assert all(a != b for s in out for a, b in zip(s, s[1:]))
+    # the hook saw the tokens decoded so far: (rows, step) at each step
+    assert [p.size(1) for p in rule.prefixes] == list(range(len(rule.prefixes)))
+    assert rule.prefixes[0].size(0) == 8 * cfg.beam
+    free = generate(model, latents(8, seed=4), cfg, generator=torch.Generator().manual_seed(0))
+    assert any(a == b for s in free for a, b in zip(s, s[1:])) or any(len(s) < 4 for s in free)

@@ -8,8 +8,10 @@ import torch
 
 from textvae.config import ModelConfig, SampleConfig
 from textvae.data import EncodedSplit, collate
-from textvae.metrics import (active_units, bleu, distinct_n, elbo_terms, evaluate, iw_bound, iw_log_likelihood,
-                             iw_log_weights, mi_batch, mi_full, mutual_information, self_bleu, validate)
+from textvae.metrics import (active_units, bleu, bleu_tokenize, distinct_n, elbo_terms, evaluate, iw_bound,
+                             iw_log_likelihood, iw_log_weights, length_batches, mi_batch, mi_full, model_split,
+                             mutual_information, posterior_parameters, self_bleu, self_bleu_texygen, validate)
+from textvae.errors import DataError
 from textvae.model import TextVAE
 from textvae.tokenizers import WordTokenizer
 
@@ -190,7 +192,12 @@ def test_mi_and_au_on_the_model():
         m.posterior.bias[Z:] = -6
     r = evaluate(m, split, iw_samples=0, batch_size=B, n_samples=0, bleu_sentences=0)
     assert 0.6 * math.log(N) < r["mi_full"] <= math.log(N) + 0.4
-    assert 0.6 * math.log(B) < r["mi_batch"] <= math.log(B) + 0.4
+    # He et al.'s batches (32 sentences of one length, whatever batch_size is): each batch's
+    # estimate is log |batch| when every posterior is far from the others
+    batches = length_batches(split.lengths, 32)
+    assert r["mi_batch_size"] == 32 and max(map(len, batches)) == 32
+    expected = sum(len(b) * math.log(len(b)) for b in batches) / N
+    assert r["mi_batch"] == pytest.approx(expected, abs=0.3)
     assert r["mi_full"] > r["mi_batch"] + 0.5
     assert r["au"] == Z
 
@@ -207,6 +214,53 @@ def test_active_units_on_hand_built_means():
 
 
 # --------------------------------------------------------------------------- text metrics
+
+def test_length_batches_group_one_length_in_batches_of_at_most_size():
+    lengths = [3, 5, 3, 3, 5, 4, 3]
+    assert length_batches(lengths, 2) == [[0, 2], [3, 6], [5], [1, 4]]
+    assert sorted(i for b in length_batches(lengths) for i in b) == list(range(7))
+
+
+def test_bleu_of_ptb_sentences_against_a_shuffle_is_near_zero_when_scored_as_tokenised():
+    """Unrelated PTB test sentences: under 13a, "<unk>" becomes "< unk >" and "u.s." "u . s .",
+    inventing n-gram matches (~2.9 BLEU); scored as tokenised (multi-bleu.perl) they share ~0.2."""
+    import random
+
+    with open("/work/shared/data/ptb/test.txt", encoding="utf-8") as f:
+        refs = [line.strip() for line in f if line.strip()]
+    hyps = refs[:]
+    random.Random(0).shuffle(hyps)
+    assert bleu(hyps, refs, bleu_tokenize(refs, "word")) < 1.0
+    assert bleu(hyps, refs, "13a") > 2.0  # the convention that was wrong for this text
+
+
+def test_bleu_tokenize_follows_the_tokenizer_kind_and_script():
+    assert bleu_tokenize(["the <unk> u.s."], "word") == "none"
+    assert bleu_tokenize(["the <unk> u.s."], "sentencepiece") == "13a"
+    assert bleu_tokenize(["白日依山盡"], "sentencepiece") == "zh"
+    assert bleu(["< unk > a"], ["<unk> b"], "none") == 0.0  # no invented unigram "unk"
+
+
+def test_self_bleu_texygen_known_values():
+    # by hand: "the cat sat" matches fully (p = 1, 1, 1; closest ref length 2, so no brevity
+    # penalty); "the cat sat on the mat": p1 = 3/6, p2 = 2/5, p3 = 1/4 (closest ref length 3);
+    # "a dog" matches no unigram: 0. nltk gives the same 45.6134.
+    sents = ["the cat sat", "the cat sat on the mat", "a dog"]
+    assert self_bleu_texygen(sents) == pytest.approx(100 * (1 + (0.5 * 0.4 * 0.25) ** (1 / 3)) / 3)
+    assert self_bleu_texygen(["a b c d", "e f g h"]) == 0.0
+    # p1 = 3/4, p2 = 1/3, and method 1 smoothing: no trigram matches, so p3 = 0.1 / 2 trigrams
+    assert self_bleu_texygen(["a b x d", "a b y d"]) == pytest.approx(100 * (0.75 * (1 / 3) * 0.05) ** (1 / 3))
+    assert self_bleu_texygen(["the cat sat on the mat"] * 3) == pytest.approx(100.0)
+
+
+def test_distinct_n_per_ngram_and_per_token():
+    sents = ["a b c", "a b d"]
+    assert distinct_n(sents, 2) == pytest.approx(3 / 4)  # ab, bc, bd of 4 bigrams
+    assert distinct_n(sents, 2, per="tokens") == pytest.approx(3 / 6)  # Li et al. 2016: of 6 tokens
+    assert distinct_n(sents, 1, per="tokens") == distinct_n(sents, 1)
+    with pytest.raises(ValueError, match="per"):
+        distinct_n(sents, 1, per="words")
+
 
 def test_bleu_distinct_self_bleu():
     sents = ["the cat sat on the mat", "a dog ran in the park today", "we saw it"]
@@ -252,7 +306,8 @@ def test_validate_and_evaluate(model, split):
     assert 0.0 < r["distinct_1"] <= 1.0 and 0 < r["mean_len"] <= 10
     assert r["iw_samples"] == 50 and r["au_threshold"] == 0.01 and len(r["au_variances"]) == Z
     json.loads(json.dumps(r))  # plain Python types
-    assert all(type(x) in (float, int, type(None), list) for x in r.values())
+    assert all(type(x) in (float, int, type(None), list, str) for x in r.values())
+    assert r["bleu_tokenize"] == "none"  # a word-level tokenizer's text is scored as tokenised
 
 
 def test_reconstruction_bleu_uses_decoded_inputs(split, monkeypatch):
@@ -288,3 +343,32 @@ def test_default_chunk_fits_the_logit_budget_and_a_gpu_gets_a_larger_one():
     assert cpu * 64 * 24 * 10_000 <= LOGIT_BUDGET < (cpu + 1) * 64 * 24 * 10_000
     assert 4 * cpu <= gpu <= 4 * cpu + 3  # 4x the budget, floor division
     assert default_chunk(500, 1, 2, 3) == 500 and default_chunk(5, 10 ** 4, 100, 10 ** 5) == 1  # clamped to [1, k]
+
+
+def test_posterior_parameters_are_the_encoder_outputs_in_split_order(model, split):
+    mu, logvar = posterior_parameters(model, split, batch_size=7)
+    b = collate(split, [3, 0, 11])
+    with torch.no_grad():
+        m, lv = model.eval().encode_posterior(b.tokens, b.lengths, None)
+    assert torch.allclose(mu[[3, 0, 11]], m, atol=1e-5) and torch.allclose(logvar[[3, 0, 11]], lv, atol=1e-5)
+
+
+def test_model_split_reads_the_models_corpus_or_the_one_given(tmp_path):
+    from textvae.config import DataConfig
+    from textvae.tokenizers import WordTokenizer
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name in ("train", "valid", "test"):
+        (folder / f"{name}.txt").write_text("the cat sat\na dog ran\n\nthe end\n")
+    tok = WordTokenizer.train(["the cat sat", "a dog ran", "the end"])
+    m = TextVAE(ModelConfig(vocab_size=tok.vocab_size, emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=2), tok)
+    data = DataConfig(data_dir=str(folder))
+    split = model_split(m, "valid", data=data)
+    assert split.texts == ["the cat sat", "a dog ran", "the end"] and split.labels is None
+    assert model_split(m, "test", data=DataConfig(), data_dir=str(folder)).texts == split.texts
+    assert data.data_dir == str(folder)  # the caller's config is not changed
+    with pytest.raises(DataError, match="no labels"):
+        model_split(m, "valid", data=data, need_labels=True)
+    (tmp_path / "labels.txt").write_text("x\ny\n-\nz\n")  # one per line of the file, blank included
+    assert model_split(m, "valid", data=data, labels_file=tmp_path / "labels.txt").labels == ["x", "y", "z"]

@@ -10,8 +10,9 @@ import torch
 from textvae.cli import main
 from textvae.config import ModelConfig, SampleConfig, load_config
 from textvae.errors import ConfigError
-from textvae.generate import beam_search, form_masks, form_regex, generate, parse_form, well_formed
+from textvae.generate import beam_search, generate
 from textvae.metrics import evaluate
+from textvae.poems import FormConstraint, form_masks, form_regex, parse_form, well_formed
 from textvae.model import TextVAE
 from textvae.tokenizers import SentencePieceTokenizer, WordTokenizer, train_tokenizer
 
@@ -106,9 +107,10 @@ def test_constrained_decoding_always_gives_the_form(poet, form, accept):
 def test_beam_search_under_a_form_is_at_least_as_good_as_greedy(poet):
     z = torch.randn(6, poet.latent_dim, generator=torch.Generator().manual_seed(2))
     greedy = generate(poet, z, SampleConfig(greedy=True, form="5x4"))
-    seqs, scores = beam_search(poet, z, 4, 50, form="5x4")
+    form = FormConstraint(poet, "5x4")
+    seqs, scores = beam_search(poet, z, 4, 50, constraint=form)
     assert all(len(s) == 24 for s in seqs + greedy)
-    seqs1, scores1 = beam_search(poet, z, 1, 50, form="5x4")
+    seqs1, scores1 = beam_search(poet, z, 1, 50, constraint=form)
     assert seqs1 == greedy
     assert (scores >= scores1 - 1e-4).all()
 
@@ -276,7 +278,7 @@ def test_conditional_save_load_round_trip(char_tok, tmp_path):
 
 
 def test_label_agreement_checks_forms_only():
-    from textvae.metrics import label_agreement
+    from textvae.poems import label_agreement
 
     five = "一二三四五，一二三四五。一二三四五，一二三四五。"
     seven = "一二三四五六七，一二三四五六七。"
@@ -354,3 +356,16 @@ def test_a_conditional_model_needs_labelled_data(tmp_path, capsys):
     assert main(["train", "--preset", "tiny", "--data-dir", str(data), "--out", str(tmp_path / "r"),
                  "model.conditional=true"]) == 2
     assert "the train split has no labels" in capsys.readouterr().err
+
+
+def test_the_sample_checks_evaluate_gets_from_poems():
+    from textvae.poems import form_sample_checks, is_form, label_agreement
+
+    assert label_agreement(["白日依山盡"], None) == {}  # an unconditional model: no label keys
+    assert is_form("5x4") and not is_form("topic") and not is_form("0x4")
+    five = "自君之出矣，不復理殘機。思君如滿月，夜夜減清輝。"
+    checks = form_sample_checks("5x4")
+    assert len(checks) == 2 and len(form_sample_checks()) == 1
+    assert checks[1]([five, "x"], None) == {"well_formed": 0.5}
+    with pytest.raises(ConfigError, match="LxN"):
+        form_sample_checks("5y4")  # before any pass over data

@@ -9,7 +9,8 @@ import torch
 from textvae.cli import main
 from textvae.errors import DataError, TextVAEError
 from textvae.model import TextVAE
-from textvae.probe import bag_of_words, fit_logistic_regression, labelled_split, predict, probe
+from textvae.metrics import model_split
+from textvae.probe import bag_of_words, fit_logistic_regression, predict, probe
 
 # a toy corpus whose label (the topic) decides every word of the sentence
 TOPICS = {
@@ -69,7 +70,7 @@ def test_bag_of_words_counts_the_training_tokens():
 def test_probe_recovers_a_label_the_latent_encodes(toy_run):
     root, data, run = toy_run
     model = TextVAE.from_pretrained(run)
-    split = labelled_split(model, "valid", root / "valid.topics")
+    split = model_split(model, "valid", labels_file=root / "valid.topics")
     r = probe(model, split, n=40, seed=0)
     assert (r["n_train"], r["n_test"], r["classes"], r["latent_dim"]) == (40, 50, 3, 4)
     assert r["accuracy_bow"] == 1.0  # the topic's words give it away
@@ -101,12 +102,12 @@ def test_probe_errors_name_the_fix(toy_run, tmp_path, capsys):
     root, data, run = toy_run
     model = TextVAE.from_pretrained(run)
     with pytest.raises(DataError, match="has no labels; pass --labels"):
-        labelled_split(model, "valid")
+        model_split(model, "valid", need_labels=True)
     short = tmp_path / "short.txt"
     short.write_text("animals\nfood\n")
     with pytest.raises(DataError, match="has 2 lines but the valid split .* has 90 examples"):
-        labelled_split(model, "valid", short)
-    split = labelled_split(model, "valid", root / "valid.topics")
+        model_split(model, "valid", labels_file=short)
+    split = model_split(model, "valid", labels_file=root / "valid.topics")
     with pytest.raises(TextVAEError, match="at least one left to test on"):
         probe(model, split, n=90)
     assert main(["probe", "--model", str(run), "--labels", str(short)]) == 2
@@ -124,9 +125,9 @@ def test_labels_of_blank_lines_are_dropped_with_them(toy_run, tmp_path):
     tags = labels[:10] + ["-"] + labels[10:]  # ... and its label, one per line of the file
     (tmp_path / "tags.txt").write_text("\n".join(tags) + "\n")
     model = TextVAE.from_pretrained(run)
-    split = labelled_split(model, "valid", tmp_path / "tags.txt", data_dir=str(corpus))
+    split = model_split(model, "valid", labels_file=tmp_path / "tags.txt", data_dir=str(corpus))
     assert split.labels == labels and split.texts == texts
     # unlabelled examples (empty label) are left out of the probe
     (tmp_path / "some.txt").write_text("\n".join(labels[:15] + [""] * 5) + "\n")
-    split = labelled_split(model, "valid", tmp_path / "some.txt", data_dir=str(corpus))
+    split = model_split(model, "valid", labels_file=tmp_path / "some.txt", data_dir=str(corpus))
     assert probe(model, split, n=10)["n_test"] == 5

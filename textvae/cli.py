@@ -199,8 +199,6 @@ def _read_stdin_lines() -> list[str]:
 
 
 def _cmd_reconstruct(args) -> int:
-    from .model import TextVAE
-
     sentences = args.sentences or _read_stdin_lines()
     if not sentences:
         raise TextVAEError("reconstruct: no sentences given; pass them as arguments or one per line on stdin")
@@ -255,21 +253,11 @@ def _cmd_interpolate(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .config import DataConfig, _build
-    from .data import attach_label_ids, encode_split, load_splits
-    from .metrics import evaluate
+    from .metrics import evaluate, model_split
     from .model import TextVAE
 
     model = TextVAE.from_pretrained(args.model)
-    data = model.extra_config.get("data", {})
-    data_cfg = _build(DataConfig, data, f"{args.model}/config.json", "data.") if data else DataConfig()
-    if args.data_dir:
-        data_cfg.data_dir, data_cfg.dataset = args.data_dir, None
-    if args.encoding_errors:
-        data_cfg.encoding_errors = args.encoding_errors
-    split = load_splits(data_cfg, (args.split,))[args.split]
-    enc = attach_label_ids(encode_split(split, model.tokenizer, data_cfg), model.label_names,
-                           f"the {args.split} split")
+    enc = model_split(model, args.split, data_dir=args.data_dir, encoding_errors=args.encoding_errors)
     result = evaluate(model, enc, iw_samples=args.iw_samples, batch_size=args.batch_size,
                       seed=args.seed, n_samples=args.n_samples, form=args.form)
     if args.json:
@@ -285,25 +273,22 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_plot(args) -> int:
+    from .metrics import read_labels
     from .plot import plot_run
 
-    labels = None
-    if args.labels:
-        try:
-            labels = [l.strip() for l in Path(args.labels).read_text(encoding="utf-8").splitlines()]
-        except OSError as e:
-            raise TextVAEError(f"cannot read --labels {args.labels}: {e.strerror}") from None
+    labels = read_labels(args.labels) if args.labels else None
     for path in plot_run(args.run, args.out, split=args.split, labels=labels):
         print(path)
     return 0
 
 
 def _cmd_probe(args) -> int:
+    from .metrics import model_split
     from .model import TextVAE
-    from .probe import labelled_split, probe
+    from .probe import probe
 
     model = TextVAE.from_pretrained(args.model)
-    split = labelled_split(model, args.split, args.labels, args.data_dir)
+    split = model_split(model, args.split, data_dir=args.data_dir, labels_file=args.labels, need_labels=True)
     r = probe(model, split, n=args.n, seed=args.seed)
     if args.json:
         print(json.dumps(r))

@@ -12,26 +12,21 @@ PAD and BOS are never generated, nor EOS as the first token: their logits are se
 the softmax, so every distribution (and every beam score) is over the remaining tokens,
 renormalised. Sentences thus have at least one token, like every training example (empty ones are
 dropped when a corpus is encoded); without this, a weakly trained model often returns empty
-samples and unnormalised beam search empty reconstructions. ``sequence_log_prob`` scores a
-sequence under exactly this distribution.
+samples and unnormalised beam search empty reconstructions.
 
-Poem forms (``SampleConfig.form = "LxN"``, e.g. "5x4" for a five-character quatrain): every step
-of every decoder also has an allowed-token mask (:func:`form_masks`): L content characters, then
-"，" after odd lines and "。" after even lines (and after the last), then EOS. All sequences are
-then at the same position at every step, so the mask is one (V,) row per step, and the
-distribution (and beam score) at each step is renormalised over the allowed tokens.
-:func:`well_formed` checks a decoded text against the form, e.g. for free samples.
+Constraints: every decoder also takes a :class:`DecodingConstraint`, an object that gives the
+allowed tokens at each step given what has been decoded so far; the distribution (and beam score)
+at each step is then renormalised over them. Poem forms (``SampleConfig.form``,
+:class:`textvae.poems.FormConstraint`) are one; nothing here knows about them.
 """
 
 import contextlib
-import re
-import unicodedata
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from .config import SampleConfig
-from .errors import ConfigError
 
 PAD_ID = 0
 
@@ -87,94 +82,40 @@ def _masked_logits(model, logits: torch.Tensor, first: bool) -> torch.Tensor:
     return logits
 
 
-# --------------------------------------------------------------------------- poem forms
+# --------------------------------------------------------------------------- constraints
 
-COMMA, STOP = "\uff0c", "\u3002"  # the full-width "，" and "。" of the Tang corpora
-_CONTENT = r"[^\uff0c\u3002\s<>]"  # a content character: no verse punctuation, space or <unk>'s <>
+class DecodingConstraint(Protocol):
+    """Which tokens may come next: the hook every decoder here calls at every step.
 
-
-def parse_form(form: str) -> tuple[int, int]:
-    """``"LxN"`` -> (L characters per line, N lines); a ConfigError for anything else."""
-    chars, _, lines = str(form).partition("x")
-    if not (chars.isdigit() and lines.isdigit() and int(chars) > 0 and int(lines) > 0):
-        raise ConfigError(f"form={form!r} is not LxN (characters per line x lines, e.g. 5x4 or 7x4)")
-    return int(chars), int(lines)
-
-
-def line_ends(form: str) -> str:
-    """The punctuation after each line: "，" after odd lines, "。" after even lines and the last."""
-    _, n = parse_form(form)
-    return "".join(STOP if i % 2 == 1 or i == n - 1 else COMMA for i in range(n))
-
-
-def form_regex(form: str) -> re.Pattern:
-    """The text of a well-formed poem; for 5x4 ``([^，。]{5}，[^，。]{5}。){2}`` (content characters
-    also exclude whitespace and ``<>``, so an ``<unk>`` is never a character)."""
-    chars, _ = parse_form(form)
-    return re.compile("".join(f"{_CONTENT}{{{chars}}}{end}" for end in line_ends(form)))
-
-
-def well_formed(text: str, form: str) -> bool:
-    """Whether ``text`` is exactly a poem of ``form`` (see :func:`form_regex`)."""
-    return form_regex(form).fullmatch(text) is not None
-
-
-def has_line_length(text: str, chars: int) -> bool:
-    """Whether ``text`` is whole verses of ``chars`` characters, each ended by "，" or "。" (any number
-    of verses, any punctuation order): the line-length check of a conditional model's form labels."""
-    return re.fullmatch(f"({_CONTENT}{{{chars}}}[{COMMA}{STOP}])+", text) is not None
-
-
-def _is_content(piece: str) -> bool:
-    """A single character that is not punctuation, a separator, a control character or "▁"."""
-    return (len(piece) == 1 and piece not in (COMMA, STOP, "\u2581")
-            and unicodedata.category(piece)[0] not in "PZC")
-
-
-def form_masks(tokenizer, form: str, vocab_size: int | None = None) -> torch.Tensor:
-    """Allowed tokens at each decoding step of a poem of ``form``: a (L+1) N + 1 by V bool tensor.
-
-    Content positions allow every single-character token that is not punctuation, a special
-    piece or <unk>; line ends allow only their "，" or "。"; the last step only EOS. The tokenizer
-    must be character-level (every piece one character, decoded without separators) and know "，"
-    and "。"; otherwise a ConfigError says what to train instead.
+    ``steps``: a fixed number of decoding steps (EOS included) that replaces ``max_len``, or None.
+    ``allowed(step, prefix)``: a bool mask of the allowed tokens, (V,) for all rows or (rows, V),
+    given ``prefix`` (rows, step), the tokens decoded so far (PAD after a row's EOS). Each step's
+    distribution (and beam score) is renormalised over the allowed tokens.
+    :class:`textvae.poems.FormConstraint` (poem forms) is one.
     """
-    chars, _ = parse_form(form)
-    if tokenizer is None:
-        raise ConfigError("form-aware decoding needs the model's tokenizer; this model has none")
-    V = vocab_size or tokenizer.vocab_size
-    specials = (tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id)
-    pieces = {i: tokenizer.id_to_token(i) for i in range(V) if i not in specials}
-    longer = [p for p in pieces.values() if len(p) != 1]
-    how = ("train the model with a character-level tokenizer: tokenizer.kind=sentencepiece "
-           "tokenizer.model_type=char (as the tang5 and tang7 presets do)")
-    if longer:
-        raise ConfigError(f"form {form!r}: the model's tokenizer is not character-level ({len(longer)} of its "
-                          f"{len(pieces)} pieces are longer than one character, e.g. {longer[:3]}); {how}")
-    ids = {p: i for i, p in pieces.items()}
-    missing = [p for p in (COMMA, STOP) if p not in ids]
-    if missing:
-        raise ConfigError(f"form {form!r}: the model's tokenizer has no token for {' or '.join(missing)} "
-                          f"(full-width verse punctuation); train it on text that uses them, e.g. the Tang corpora")
-    if tokenizer.decode([ids[COMMA], ids[STOP]]) != COMMA + STOP:
-        raise ConfigError(f"form {form!r}: the model's tokenizer puts separators between tokens when it decodes "
-                          f"(a word-level vocabulary of single characters?); {how}")
-    content = torch.zeros(V, dtype=torch.bool)
-    content[[i for i, p in pieces.items() if _is_content(p)]] = True
-    if not content.any():
-        raise ConfigError(f"form {form!r}: the model's tokenizer has no content characters")
-    rows = []
-    for end in line_ends(form):
-        rows += [content] * chars
-        rows.append(F.one_hot(torch.tensor(ids[end]), V).bool())
-    rows.append(F.one_hot(torch.tensor(tokenizer.eos_id), V).bool())
-    return torch.stack(rows)  # (steps, V)
+
+    steps: int | None
+
+    def allowed(self, step: int, prefix: torch.Tensor) -> torch.Tensor: ...
 
 
-def _form_masks(model, form: str | None) -> torch.Tensor | None:
-    if form is None:
+def constraint_for(model, sample_cfg: SampleConfig) -> DecodingConstraint | None:
+    """The constraint a SampleConfig asks for: its ``form`` (a poem form, see textvae.poems), or None."""
+    if sample_cfg.form is None:
         return None
-    return form_masks(getattr(model, "tokenizer", None), form, model.config.vocab_size).to(model.device)
+    from .poems import FormConstraint
+
+    return FormConstraint(model, sample_cfg.form)
+
+
+def _constrain(logits: torch.Tensor, constraint, step: int, prefix: torch.Tensor) -> torch.Tensor:
+    if constraint is None:
+        return logits
+    return logits.masked_fill(~constraint.allowed(step, prefix), float("-inf"))
+
+
+def _steps(constraint, max_len: int) -> int:
+    return max_len if constraint is None or constraint.steps is None else constraint.steps
 
 
 def _nucleus_sample(logits: torch.Tensor, temperature: float, top_p: float,
@@ -208,23 +149,25 @@ def _trim(rows: list[list[int]], eos: int) -> list[list[int]]:
 
 
 def generate(model, z: torch.Tensor | None, sample_cfg: SampleConfig | None = None, n: int | None = None,
-             generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> list[list[int]]:
+             generator: torch.Generator | None = None, labels: torch.Tensor | None = None,
+             constraint: DecodingConstraint | None = None) -> list[list[int]]:
     """Decode N sequences from latent codes ``z`` (N, Z) (the LM: ``z=None`` and ``n``).
 
     ``sample_cfg.beam > 1``: beam search (see :func:`beam_search`; deterministic, takes precedence);
     ``greedy``: argmax at every step; otherwise ancestral sampling with ``temperature`` and
     ``top_p``. Returns token ids without BOS/EOS, at most ``max_len`` per sequence. ``generator``
     (CPU) supplies the sampling noise; without one, a generator seeded with 0 is used.
-    With ``sample_cfg.form`` every sequence is a poem of that form (see :func:`form_masks`), whose
-    length replaces ``max_len``. A conditional model needs ``labels`` (N,), the label ids to decode with.
+    Every step obeys ``constraint`` (default: the one ``sample_cfg`` asks for, see
+    :func:`constraint_for`, e.g. a poem form). A conditional model needs ``labels`` (N,), the label
+    ids to decode with.
     """
     cfg = sample_cfg or SampleConfig()
     z, n = _check_latent(model, z, n)
+    constraint = constraint or constraint_for(model, cfg)
     if cfg.beam > 1:
-        return beam_search(model, z, cfg.beam, cfg.max_len, n=n, form=cfg.form, labels=labels)[0]
+        return beam_search(model, z, cfg.beam, cfg.max_len, n=n, labels=labels, constraint=constraint)[0]
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    allowed = _form_masks(model, cfg.form)  # (steps, V) or None
     with eval_mode(model):
         device = model.device
         z = model.decoder_code(z, labels)  # (N, Z [+ label_dim]); z itself unless conditional
@@ -232,11 +175,12 @@ def generate(model, z: torch.Tensor | None, sample_cfg: SampleConfig | None = No
         prev = torch.full((n,), model.bos_id, dtype=torch.long, device=device)
         done = torch.zeros(n, dtype=torch.bool, device=device)
         out = []
-        for t in range(cfg.max_len if allowed is None else allowed.size(0)):
+        for t in range(_steps(constraint, cfg.max_len)):
             logits, state = model.step(prev, state, z)  # (N, V)
             logits = _masked_logits(model, logits, t == 0)
-            if allowed is not None:
-                logits = logits.masked_fill(~allowed[t], float("-inf"))
+            if constraint is not None:
+                prefix = torch.stack(out, 1) if out else prev.new_zeros(n, 0)  # (N, t)
+                logits = _constrain(logits, constraint, t, prefix)
             if cfg.greedy:
                 tok = logits.argmax(-1)
             else:
@@ -263,8 +207,8 @@ def _reorder(state, index: torch.Tensor):
 
 
 def beam_search(model, z: torch.Tensor | None, beam: int, max_len: int, n: int | None = None,
-                length_penalty: float = 0.0, form: str | None = None,
-                labels: torch.Tensor | None = None) -> tuple[list[list[int]], torch.Tensor]:
+                length_penalty: float = 0.0, labels: torch.Tensor | None = None,
+                constraint: DecodingConstraint | None = None) -> tuple[list[list[int]], torch.Tensor]:
     """Beam search for the most probable sequence given z, batched over N sentences x K beams.
 
     Hypotheses are ranked by their log-probability sum_t log p(y_t | y_<t, z), EOS included once
@@ -278,8 +222,8 @@ def beam_search(model, z: torch.Tensor | None, beam: int, max_len: int, n: int |
 
     Finished hypotheses stay in the beam with their score frozen. A hypothesis that reaches
     ``max_len`` words without EOS is returned truncated and scored without EOS.
-    With ``form`` the search is over poems of that form only (:func:`form_masks`; its length
-    replaces ``max_len``), each step's log-probabilities renormalised over the allowed tokens.
+    With a ``constraint`` the search is over the sequences it allows (its ``steps``, when set,
+    replace ``max_len``), each step's log-probabilities renormalised over the allowed tokens.
     A conditional model needs ``labels`` (N,).
     Returns (ids per sentence, (N,) log-probability of each returned sequence).
     """
@@ -287,9 +231,7 @@ def beam_search(model, z: torch.Tensor | None, beam: int, max_len: int, n: int |
         raise ValueError(f"beam={beam} must be >= 1")
     z, n = _check_latent(model, z, n)
     K = beam
-    allowed = _form_masks(model, form)  # (steps, V) or None
-    if allowed is not None:
-        max_len = allowed.size(0)
+    max_len = _steps(constraint, max_len)
     with eval_mode(model):
         device = model.device
         z = model.decoder_code(z, labels)
@@ -305,8 +247,7 @@ def beam_search(model, z: torch.Tensor | None, beam: int, max_len: int, n: int |
         for t in range(max_len):
             logits, state = model.step(prev, state, zz)
             logits = _masked_logits(model, logits, t == 0)
-            if allowed is not None:
-                logits = logits.masked_fill(~allowed[t], float("-inf"))
+            logits = _constrain(logits, constraint, t, hist.reshape(n * K, t))  # prefix (N*K, t)
             logp = F.log_softmax(logits, dim=-1)  # (N*K, V)
             V = logp.size(1)
             logp = logp.view(n, K, V)
@@ -339,37 +280,3 @@ def beam_search(model, z: torch.Tensor | None, beam: int, max_len: int, n: int |
     seqs = [[t for t in rows[i][b] if t != PAD_ID] for i, b in enumerate(best)]
     seqs = _trim(seqs, model.eos_id)
     return seqs, best_scores
-
-
-def sequence_log_prob(model, z: torch.Tensor | None, seqs: list[list[int]], max_len: int | None = None,
-                      n: int | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """log p(y | z) of given sequences under the decoding distribution (PAD, BOS and a first EOS
-    excluded; an empty sequence has log-probability -inf).
-
-    EOS is scored after each sequence, except for sequences of ``max_len`` words (truncated by
-    the decoder, so they never emitted EOS). Batched over sequences, one step per position.
-    Returns (N,) float tensor on the CPU.
-    """
-    z, n = _check_latent(model, z, len(seqs) if n is None else n)
-    L = max((len(s) for s in seqs), default=0) + 1
-    target = torch.full((n, L), PAD_ID, dtype=torch.long)
-    counted = torch.zeros(n, L, dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        target[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-        counted[i, :len(s)] = True
-        if max_len is None or len(s) < max_len:
-            target[i, len(s)] = model.eos_id
-            counted[i, len(s)] = True
-    with eval_mode(model):
-        device = model.device
-        target, counted = target.to(device), counted.to(device)
-        z = model.decoder_code(z, labels)
-        state = model.init_state(z, n)
-        prev = torch.full((n,), model.bos_id, dtype=torch.long, device=device)
-        total = torch.zeros(n, device=device)
-        for t in range(L):
-            logits, state = model.step(prev, state, z)
-            logp = F.log_softmax(_masked_logits(model, logits, t == 0), dim=-1)
-            total += torch.where(counted[:, t], logp.gather(1, target[:, t:t + 1]).squeeze(1), 0.0)
-            prev = target[:, t]
-    return total.cpu()

@@ -18,10 +18,16 @@ Estimators:
                         He et al. 2019's calc_mi); mi_batch / mi_full choose the aggregate
     active_units        Burda et al. (2016): dims with Cov_x(E_q[z|x]) above a threshold
     bleu, self_bleu     corpus / per-sentence BLEU with sacrebleu (Papineni et al. 2002;
-                        Zhu et al. 2018 for self-BLEU)
-    distinct_n          Li et al. (2016): distinct n-grams / n-grams
+                        Zhu et al. 2018 for self-BLEU); ``none`` tokenisation for pre-tokenised
+                        text (bleu_tokenize); self_bleu_texygen in Texygen's convention
+    distinct_n          Li et al. (2016): distinct n-grams / n-grams (or / tokens)
+
+and the functions that prepare a pass: model_split (a model's corpus split, encoded, with its
+labels), posterior_parameters (q(z|x) of every example), length_batches (He et al.'s batching).
+docs/metrics.md states every convention and how it differs from the reference code.
 """
 
+import dataclasses
 import math
 import re
 import time
@@ -30,8 +36,8 @@ import numpy as np
 import torch
 
 from .config import SampleConfig
-from .errors import ConfigError
-from .generate import eval_mode, generate, has_line_length, parse_form, well_formed
+from .errors import DataError
+from .generate import eval_mode, generate
 from .model import gaussian_kl, log_normal
 
 LOG_2PI = math.log(2 * math.pi)
@@ -210,48 +216,113 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.
 
 # =========================================================================== text statistics
 
-def bleu_tokenize(texts: list[str]) -> str:
-    """sacrebleu tokeniser for these texts: ``zh`` (one token per CJK character) when they contain
-    CJK ideographs, else the standard ``13a``."""
+# sacrebleu tokenisation of text a tokenizer kind decodes to: a word-level tokenizer's text is
+# already tokenised (PTB: "<unk>", "u.s.", "n't" are single tokens), so it is scored as given, as
+# multi-bleu.perl does; 13a would split "<unk>" into "< unk >" and invent n-gram matches.
+BLEU_TOKENIZE = {"word": "none"}
+
+
+def bleu_tokenize(texts: list[str], tokenizer_kind: str | None = None) -> str:
+    """The sacrebleu tokeniser for ``texts``: ``none`` (split on whitespace only) for the output of
+    a word-level tokenizer (``tokenizer_kind="word"``: pre-tokenised text); otherwise ``zh`` (one
+    token per CJK character) when they contain CJK ideographs, else the standard ``13a``."""
+    if tokenizer_kind in BLEU_TOKENIZE:
+        return BLEU_TOKENIZE[tokenizer_kind]
     return "zh" if any(_CJK.search(t) for t in texts) else "13a"
 
 
-def bleu(hyps: list[str], refs: list[str]) -> float:
-    """Corpus BLEU (sacrebleu; 13a tokenisation, ``zh`` for CJK text; one reference per
-    hypothesis), 0..100. Input that is already tokenised (PTB style) is scored as given."""
+def bleu(hyps: list[str], refs: list[str], tokenize: str | None = None) -> float:
+    """Corpus BLEU (Papineni et al. 2002; sacrebleu, 4-grams, one reference per hypothesis), 0..100.
+
+    ``tokenize``: a sacrebleu tokeniser; ``none`` for pre-tokenised text (multi-bleu.perl's
+    convention). Default: :func:`bleu_tokenize` of the references (``zh`` or ``13a``)."""
     import sacrebleu
 
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
     if not hyps:
         return 0.0
-    tok = bleu_tokenize(list(refs))
+    tok = tokenize or bleu_tokenize(list(refs))
     return float(sacrebleu.corpus_bleu(list(hyps), [list(refs)], tokenize=tok, force=True).score)
 
 
 def _units(sentence: str) -> list[str]:
-    """What distinct-n counts: whitespace tokens, or characters for CJK text (written without spaces)."""
+    """What distinct-n and Texygen self-BLEU count: whitespace tokens, or characters for CJK text
+    (written without spaces)."""
     return [c for c in sentence if not c.isspace()] if _CJK.search(sentence) else sentence.split()
 
 
-def distinct_n(sentences: list[str], n: int) -> float:
-    """Li et al. (2016): distinct n-grams / total n-grams over all sentences; n-grams of whitespace
-    tokens, or of characters for CJK text."""
-    grams = [tuple(w[i:i + n]) for w in map(_units, sentences) for i in range(len(w) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
+def _ngrams(units: list[str], n: int) -> list[tuple]:
+    return [tuple(units[i:i + n]) for i in range(len(units) - n + 1)]
 
 
-def self_bleu(sentences: list[str]) -> float:
-    """Self-BLEU (Zhu et al. 2018, Texygen): each sentence scored by sentence-level BLEU (sacrebleu,
-    exp smoothing, effective order) against all the others as references, then averaged. 100:
-    identical samples; lower is more diverse. O(n^2): meant for ~100 samples."""
+def distinct_n(sentences: list[str], n: int, per: str = "ngrams") -> float:
+    """Distinct n-grams over all sentences (Li et al. 2016), divided by the total number of
+    n-grams (``per="ngrams"``, in 0..1, the common reading) or of tokens (``per="tokens"``, Li et
+    al.'s own definition: "scaled by total number of generated tokens"). The two agree for n = 1;
+    for n > 1 the token count is larger by one per sentence of at least n tokens. n-grams of
+    whitespace tokens, or of characters for CJK text."""
+    units = [_units(s) for s in sentences]
+    grams = [g for u in units for g in _ngrams(u, n)]
+    total = {"ngrams": len(grams), "tokens": sum(map(len, units))}
+    if per not in total:
+        raise ValueError(f"per={per!r}: expected one of {sorted(total)}")
+    return len(set(grams)) / total[per] if total[per] else 0.0
+
+
+def self_bleu(sentences: list[str], tokenize: str | None = None) -> float:
+    """Self-BLEU (Zhu et al. 2018): each sentence scored by sentence-level BLEU against all the
+    others as references, then averaged; 100: identical samples, lower is more diverse.
+
+    sacrebleu's sentence BLEU: 4-grams, exp smoothing, effective order, ``tokenize`` as in
+    :func:`bleu` (default: :func:`bleu_tokenize`). Texygen's convention (3-grams, nltk's
+    smoothing method 1) is :func:`self_bleu_texygen`. O(n^2): meant for ~100 samples."""
     from sacrebleu.metrics import BLEU
 
     if len(sentences) < 2:
         raise ValueError(f"self-BLEU needs at least 2 sentences, got {len(sentences)}")
-    metric = BLEU(effective_order=True, tokenize=bleu_tokenize(sentences), force=True)
+    metric = BLEU(effective_order=True, tokenize=tokenize or bleu_tokenize(sentences), force=True)
     scores = [metric.sentence_score(s, sentences[:i] + sentences[i + 1:]).score for i, s in enumerate(sentences)]
     return float(np.mean(scores))
+
+
+def _sentence_bleu_method1(hyp: list[str], refs: list[list[str]], max_n: int, epsilon: float = 0.1) -> float:
+    """nltk's ``sentence_bleu`` with uniform weights 1/max_n and ``SmoothingFunction().method1``:
+    clipped n-gram precisions p_n (a zero count becomes epsilon / the n-gram count), brevity
+    penalty against the reference length closest to the hypothesis (the shorter on a tie); 0 when
+    no unigram matches. 0..1."""
+    from collections import Counter
+
+    if not hyp:
+        return 0.0
+    log_p = 0.0
+    for n in range(1, max_n + 1):
+        counts = Counter(_ngrams(hyp, n))
+        most = Counter()
+        for r in refs:
+            for g, c in Counter(_ngrams(r, n)).items():
+                most[g] = max(most[g], c)
+        matched = sum(min(c, most[g]) for g, c in counts.items())
+        total = max(1, sum(counts.values()))
+        if n == 1 and matched == 0:
+            return 0.0
+        log_p += math.log((matched if matched else epsilon) / total) / max_n
+    c = len(hyp)
+    r = min((len(x) for x in refs), key=lambda length: (abs(length - c), length))
+    brevity = 1.0 if c > r else math.exp(1 - r / c)
+    return brevity * math.exp(log_p)
+
+
+def self_bleu_texygen(sentences: list[str], max_n: int = 3) -> float:
+    """Self-BLEU in Texygen's convention (Zhu et al. 2018, geek-ai/Texygen ``SelfBleu``): nltk
+    sentence BLEU of each sentence against all the others, 3-grams by default with weights 1/3,
+    smoothing method 1, averaged; reported 0..100 like :func:`self_bleu`. Tokens are whitespace
+    tokens (characters for CJK text) where Texygen runs ``nltk.word_tokenize``."""
+    if len(sentences) < 2:
+        raise ValueError(f"self-BLEU needs at least 2 sentences, got {len(sentences)}")
+    units = [_units(s) for s in sentences]
+    scores = [_sentence_bleu_method1(u, units[:i] + units[i + 1:], max_n) for i, u in enumerate(units)]
+    return 100.0 * float(np.mean(scores))
 
 
 # =========================================================================== passes over a split
@@ -268,36 +339,19 @@ def _ids_to_text(model, ids) -> str:
     return tok.decode(ids) if tok is not None else " ".join(map(str, ids))
 
 
-def label_agreement(samples: list[str], requested: list[str]) -> dict:
-    """How often a conditional model's samples follow the label they were decoded with.
-
-    The check exists for labels that are poem forms "LxN" (e.g. "5x4" and "7x4" for a model trained
-    on tang5 + tang7 with the form as the label): ``line_length``, the sample is whole verses of L
-    characters each ended by "，" or "。" (:func:`~textvae.generate.has_line_length`); ``well_formed``,
-    it is exactly a poem of that form (:func:`~textvae.generate.well_formed`). Other labels have no
-    check. Returns ``label_line_length`` and ``label_well_formed``, fractions over the samples whose
-    label is a form (None when there are none), and ``label_match``: per label, those fractions
-    and the number of samples.
-    """
-    per: dict[str, list] = {}
-    for text, label in zip(samples, requested):
-        try:
-            chars, _ = parse_form(label)
-        except ConfigError:
-            continue  # not a form: no check
-        per.setdefault(label, []).append((has_line_length(text, chars), well_formed(text, label)))
-    checked = [r for rows in per.values() for r in rows]
-    return {
-        "label_line_length": float(np.mean([a for a, _ in checked])) if checked else None,
-        "label_well_formed": float(np.mean([b for _, b in checked])) if checked else None,
-        "label_match": {label: {"line_length": float(np.mean([a for a, _ in rows])),
-                                "well_formed": float(np.mean([b for _, b in rows])), "samples": len(rows)}
-                        for label, rows in sorted(per.items())},
-    }
+def length_batches(lengths, size: int = 32) -> list[list[int]]:
+    """Row indices in batches of at most ``size`` sentences of one length, in length order (split
+    order within a length): how He et al. (2019) batch a test set (``create_data_batch``), and so
+    the minibatches their ``calc_mi`` averages over."""
+    by_length: dict[int, list[int]] = {}
+    for i, length in enumerate(lengths):
+        by_length.setdefault(int(length), []).append(i)
+    return [rows[s:s + size] for _, rows in sorted(by_length.items()) for s in range(0, len(rows), size)]
 
 
-def posterior_means(model, split, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and log-variances (N, Z) of every example of ``split``, in split order (CPU)."""
+def posterior_parameters(model, split, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and log-variance (each (N, Z)) of q(z|x) for every example of ``split``, in split
+    order (CPU); a conditional model's posterior is q(z|x, y) with the split's ``label_ids``."""
     from .data import collate
 
     N, Z = len(split.ids), model.latent_dim
@@ -308,6 +362,76 @@ def posterior_means(model, split, batch_size: int = 64) -> tuple[torch.Tensor, t
             m, lv = model.encode_posterior(b.tokens, b.lengths, b.label_ids)
             mu[idx], logvar[idx] = m.float().cpu(), lv.float().cpu()
     return mu, logvar
+
+
+# The old name, which promised means but returned (mu, logvar); kept only until collapse.py calls
+# posterior_parameters. Do not use in new code.
+posterior_means = posterior_parameters
+
+
+def read_labels(path) -> list[str]:
+    """One label per line (stripped); the file's lines, blank ones included."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return [line.rstrip("\n").strip() for line in f]
+    except OSError as e:
+        raise DataError(f"cannot read labels file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"labels file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def model_split(model, split: str = "test", *, data=None, data_dir: str | None = None,
+                labels_file=None, encoding_errors: str | None = None, need_labels: bool = False):
+    """The ``split`` of the corpus a model was trained on, encoded with its tokenizer, with its labels.
+
+    The corpus is ``data`` (a DataConfig) or else the ``data`` section the trainer saved in the
+    model's config.json (default DataConfig when there is none); ``data_dir`` replaces its folder
+    (and any hub dataset), ``encoding_errors`` its policy for invalid UTF-8. The result is an
+    :class:`~textvae.data.EncodedSplit` whose ``labels`` are the corpus's own (``{split}.labels.txt``,
+    a JSON label field, the built-in topics) or, with ``labels_file``, one label per line of the
+    split's text file (blank lines' labels dropped with them) or per example as loaded; a
+    conditional model's ``label_ids`` always come from the corpus's own labels. ``need_labels``:
+    a DataError when the split ends up without labels. Feed it to :func:`posterior_parameters`,
+    :func:`evaluate`, :func:`textvae.probe.probe` or :func:`textvae.plot.plot_run`.
+    """
+    from pathlib import Path
+
+    from .config import DataConfig, _build
+    from .data import attach_label_ids, encode_split, load_splits
+
+    if data is None:
+        saved = getattr(model, "extra_config", {}).get("data", {})
+        data = _build(DataConfig, saved, "the model's config.json", "data.") if saved else DataConfig()
+    else:
+        data = dataclasses.replace(data)  # a copy: the caller's config stays as it was
+    if data_dir:
+        data.data_dir, data.dataset = data_dir, None
+    if encoding_errors:
+        data.encoding_errors = encoding_errors
+    loaded = load_splits(data, (split,))
+    ds = loaded[split]
+    source = loaded.stats[split]["source"]
+    what = f"the {split} split ({source})"
+    own = attach_label_ids(encode_split(ds, model.tokenizer, data), model.label_names, what)
+    if labels_file is None:
+        if need_labels and own.labels is None:
+            raise DataError(f"{what} has no labels; pass --labels FILE with one label per line, or put them in "
+                            f"{split}.labels.txt beside it")
+        return own
+    labels = read_labels(labels_file)
+    if len(labels) != len(ds) and source.endswith(".txt") and Path(source).is_file():
+        with open(source, encoding="utf-8-sig", errors=data.encoding_errors) as f:
+            lines = list(f)
+        if len(labels) == len(lines):  # one per line of the file: drop the blank lines' labels
+            labels = [label for label, line in zip(labels, lines) if line.strip()]
+    if len(labels) != len(ds):
+        raise DataError(f"labels file {labels_file} has {len(labels)} lines but {what} has {len(ds)} "
+                        f"examples; give one label per line of the split")
+    if "label" in ds.column_names:
+        ds = ds.remove_columns("label")
+    labelled = encode_split(ds.add_column("label", labels), model.tokenizer, data)  # the same examples kept
+    labelled.label_ids = own.label_ids
+    return labelled
 
 
 def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0) -> dict:
@@ -343,37 +467,44 @@ def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0
 
 def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batch_size: int = 64, seed: int = 0,
              n_samples: int = 100, sample_cfg: SampleConfig | None = None, bleu_sentences: int | None = None,
-             au_threshold: float = 0.01, iw_chunk: int | None = None, form: str | None = None) -> dict:
+             au_threshold: float = 0.01, iw_chunk: int | None = None, form: str | None = None,
+             mi_batch_size: int = 32, sample_checks: list | None = None) -> dict:
     """Every test-set metric of the sentence-VAE papers, in one pass over ``split``.
 
     Likelihood: ``nll_iw`` (mean -log p(x) per sentence, k = ``iw_samples`` importance samples;
     None when 0), ``ppl_iw`` = exp(sum NLL / tokens); ``rec``, ``kl``, ``elbo`` = rec + kl (negative
     ELBO, ``elbo_samples`` z per sentence for rec), ``ppl_elbo``.
-    Latent space: ``mi_batch`` (He et al. 2019, per-minibatch aggregate), ``mi_full`` (Li et al.
-    2019, whole-split aggregate), ``au`` / ``au_threshold`` / ``au_variances``, ``kl_per_dim``
+    Latent space: ``mi_batch`` (He et al. 2019: per-minibatch aggregate over their batches,
+    ``mi_batch_size`` = 32 sentences of one length, see :func:`length_batches`), ``mi_full`` (Li et
+    al. 2019, whole-split aggregate), ``au`` / ``au_threshold`` / ``au_variances``, ``kl_per_dim``
     (sums to ``kl``). Text: ``bleu_rec`` (greedy decoding from posterior means vs the inputs as the
     tokenizer decodes their ids; the first ``bleu_sentences`` sentences of the split, all when
-    None); ``distinct_1``, ``distinct_2``, ``self_bleu``, ``mean_len`` (tokens) of ``n_samples``
-    prior samples decoded with ``sample_cfg`` (default: SampleConfig(), ancestral sampling).
-    With ``form`` (a poem form such as "5x4"), ``well_formed``: the fraction of those samples that
-    are poems of that form (:func:`textvae.generate.well_formed`); with a free ``sample_cfg`` this
-    shows what the model learned of the form by itself. Also ``tokens``, ``sentences``,
-    ``iw_samples``, ``seconds``.
+    None); ``distinct_1``, ``distinct_2``, ``self_bleu``, ``self_bleu_texygen``, ``mean_len``
+    (tokens) of ``n_samples`` prior samples decoded with ``sample_cfg`` (default: SampleConfig(),
+    ancestral sampling). ``bleu_tokenize``: the sacrebleu tokeniser of both BLEUs (``none`` for a
+    word-level tokenizer's pre-tokenised text, see :func:`bleu_tokenize`). Also ``tokens``,
+    ``sentences``, ``iw_samples``, ``seconds``. docs/metrics.md gives every formula.
+
+    ``sample_checks``: functions ``check(samples, labels) -> dict`` whose keys are added, called
+    with the prior samples' texts and, for a conditional model, the label each was decoded with
+    (else None). Default: the poem checks (:func:`textvae.poems.form_sample_checks`): with
+    ``form`` (e.g. "5x4"), ``well_formed``, the fraction of the samples that are poems of that
+    form; for a conditional model, ``label_line_length``, ``label_well_formed``, ``label_match``.
 
     A conditional model needs ``split.label_ids`` (:func:`textvae.data.attach_label_ids`): every term
-    is then conditioned on the example's label (``nll_iw`` estimates -log p(x|y)), prior sample i is
-    decoded with label i mod K, and :func:`label_agreement` adds ``label_line_length``,
-    ``label_well_formed`` and ``label_match``.
+    is then conditioned on the example's label (``nll_iw`` estimates -log p(x|y)) and prior sample
+    i is decoded with label i mod K.
 
     For the LM: ``nll_iw`` is the exact NLL (``iw_samples`` reported as 0), kl / MI / AU are 0 and
-    ``bleu_rec`` is None. Deterministic for a seed (and batch size, which sets the minibatches of
-    ``mi_batch``); the global RNG is not used.
+    ``bleu_rec`` is None. Deterministic for a seed; the global RNG is not used.
     """
     from .data import collate
 
+    from .poems import form_sample_checks
+
     start = time.perf_counter()
-    if form:
-        parse_form(form)  # a bad form fails now, not after the pass
+    # built first, so a bad form fails now, not after the pass
+    checks = form_sample_checks(form) if sample_checks is None else list(sample_checks)
     g = _generator(seed)
     n = len(split.ids)
     if n == 0:
@@ -409,6 +540,7 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
                 refs += [_ids_to_text(model, split.ids[idx[j]]) for j in keep]
     kl_per_dim = (kl_dim / n).tolist()
     kl_mean = math.fsum(kl_per_dim)
+    bleu_tok = bleu_tokenize(refs, getattr(getattr(model, "tokenizer", None), "kind", None))
     have_nll = lm or iw_samples > 0
     result = {
         "nll_iw": nll_sum / n if have_nll else None,
@@ -421,11 +553,12 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
                       kl_per_dim=[], bleu_rec=None)
     else:
         au, variances = active_units(mu_all, au_threshold)
-        result.update(mi_batch=mi_batch(mu_all, logvar_all, batches, g), mi_full=mi_full(mu_all, logvar_all, g),
+        he_batches = length_batches(split.lengths, mi_batch_size)
+        result.update(mi_batch=mi_batch(mu_all, logvar_all, he_batches, g), mi_full=mi_full(mu_all, logvar_all, g),
                       au=au, au_threshold=au_threshold, au_variances=variances.tolist(), kl_per_dim=kl_per_dim,
-                      bleu_rec=bleu(hyps, refs) if hyps else None)
+                      bleu_rec=bleu(hyps, refs, bleu_tok) if hyps else None)
     # prior samples: diversity and length
-    samples = []
+    samples, requested = [], None
     if n_samples > 0:
         z = None if lm else torch.randn(n_samples, Z, generator=g).to(model.device)
         # a conditional model: sample i is decoded with label i mod K, so every label gets its share
@@ -433,14 +566,15 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
         ids = generate(model, z, sample_cfg or SampleConfig(), n=n_samples, generator=g, labels=y)
         samples = [_ids_to_text(model, s) for s in ids]
         if y is not None:
-            result.update(label_agreement(samples, [model.label_names[i] for i in y.tolist()]))
+            requested = [model.label_names[i] for i in y.tolist()]
         mean_len = float(np.mean([len(s) for s in ids]))
+    for check in checks:
+        result.update(check(samples, requested))
     result.update(distinct_1=distinct_n(samples, 1) if samples else None,
                   distinct_2=distinct_n(samples, 2) if samples else None,
-                  self_bleu=self_bleu(samples) if len(samples) >= 2 else None,
-                  mean_len=mean_len if samples else None,
+                  self_bleu=self_bleu(samples, bleu_tok) if len(samples) >= 2 else None,
+                  self_bleu_texygen=self_bleu_texygen(samples) if len(samples) >= 2 else None,
+                  bleu_tokenize=bleu_tok, mean_len=mean_len if samples else None,
                   tokens=tokens, sentences=n, iw_samples=0 if lm else iw_samples,
-                  seconds=time.perf_counter() - start)
-    if form:
-        result["well_formed"] = float(np.mean([well_formed(s, form) for s in samples])) if samples else None
+                  mi_batch_size=mi_batch_size, seconds=time.perf_counter() - start)
     return result

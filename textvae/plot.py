@@ -156,21 +156,19 @@ def plot_latent_pca(mu: torch.Tensor, path: Path, lengths=None, labels=None) -> 
 
 
 def _load_split(run_dir: Path, model, name: str):
-    """``name`` ("valid", "test", ...) of the run's corpus, encoded with the model's tokenizer."""
-    from .config import Config, DataConfig, _build
-    from .data import attach_label_ids, encode_split, load_splits
+    """``name`` ("valid", "test", ...) of the run's corpus (:func:`textvae.metrics.model_split`); the
+    corpus is the model's saved ``data`` section or else the run's config.json."""
+    from .config import Config
+    from .metrics import model_split
 
-    data = getattr(model, "extra_config", {}).get("data")
-    if data:
-        cfg = _build(DataConfig, data, "model config.json", "data.")
-    elif (run_dir / "config.json").is_file():
-        cfg = Config.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")),
-                               str(run_dir / "config.json")).data
-    else:
-        raise DataError(f"cannot tell which corpus {run_dir} was trained on (no data section in the model's "
-                        f"config.json nor {run_dir / 'config.json'}); pass an encoded split instead")
-    split = encode_split(load_splits(cfg, (name,))[name], model.tokenizer, cfg)
-    return attach_label_ids(split, getattr(model, "label_names", None), f"the {name} split")  # a conditional model's
+    data = None
+    if not getattr(model, "extra_config", {}).get("data"):
+        if not (run_dir / "config.json").is_file():
+            raise DataError(f"cannot tell which corpus {run_dir} was trained on (no data section in the model's "
+                            f"config.json nor {run_dir / 'config.json'}); pass an encoded split instead")
+        data = Config.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")),
+                                str(run_dir / "config.json")).data
+    return model_split(model, name, data=data)
 
 
 def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list[Path]:
@@ -184,7 +182,7 @@ def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list
     run's corpus ("valid", "test"); ``model`` defaults to the run's best model when a split is
     given. ``out_dir`` defaults to ``run_dir/plots``.
     """
-    from .metrics import posterior_means, validate
+    from .metrics import posterior_parameters, validate
 
     run = Path(run_dir)
     records = read_metrics(run)
@@ -217,7 +215,7 @@ def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list
         if labels is not None and len(labels) != len(split.ids):
             raise DataError(f"{len(labels)} labels for {len(split.ids)} examples; give one label per example "
                             f"of the split, in order")
-        mu, _ = posterior_means(model, split)
+        mu, _ = posterior_parameters(model, split)  # (N, Z) means
         written.append(plot_latent_pca(mu, out / "latent_pca.png", lengths=np.asarray(split.lengths),
                                        labels=labels))
     else:

@@ -5,7 +5,8 @@ with a seed, scored on the split's other examples; the same classifier on bag-of
 the same N examples is the baseline that needs no model, and the most frequent label among the N
 is the floor. A latent that beats bag-of-words with the same N has made the label easy to read.
 
-    labelled_split     a split with one label per example (a labels file or the corpus's own)
+    model_split        (textvae.metrics) a split with one label per example (a labels file or
+                       the corpus's own)
     bag_of_words       token counts over the tokens of the N training examples
     fit_logistic_regression / predict   L2-regularised softmax regression, L-BFGS in float64
 
@@ -13,8 +14,6 @@ Features are standardised with the mean and standard deviation of the N training
 penalty is scikit-learn's: sum of cross-entropies + ||W||^2 / (2 C), C = 1 by default, the bias
 not penalised. Everything is deterministic for a seed (zero initialisation, full-batch L-BFGS).
 """
-
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,14 +84,15 @@ def _accuracy(features: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test
 def probe(model, split, n: int = 100, seed: int = 0, c: float = 1.0, batch_size: int = 64) -> dict:
     """Accuracy of a logistic regression on posterior means vs on bag-of-words, N training examples.
 
-    ``split`` is an :class:`~textvae.data.EncodedSplit` with ``labels`` (see :func:`labelled_split`);
+    ``split`` is an :class:`~textvae.data.EncodedSplit` with ``labels`` (see
+    :func:`textvae.metrics.model_split`);
     examples whose label is empty are left out. ``n`` of the labelled examples, drawn with ``seed``,
     train both classifiers; all the others test them. Labels that no training example has count as
     errors. Returns ``accuracy_latent``, ``accuracy_bow``, ``accuracy_majority`` (the most frequent
     training label), ``n_train``, ``n_test``, ``classes`` (labels among the training examples),
     ``latent_dim``, ``bow_features``, ``seed``.
     """
-    from .metrics import posterior_means
+    from .metrics import posterior_parameters
 
     if model.is_lm:
         raise TextVAEError("this model is a language model (latent_dim=0): it has no latent space to probe")
@@ -109,7 +109,7 @@ def probe(model, split, n: int = 100, seed: int = 0, c: float = 1.0, batch_size:
     y = torch.tensor([class_id.get(label, -1) for label in split.labels])  # -1: never predicted
     train, test = torch.tensor(train_rows), torch.tensor(test_rows)
 
-    mu, _ = posterior_means(model, split, batch_size)  # (N, Z)
+    mu, _ = posterior_parameters(model, split, batch_size)  # (N, Z) means
     bow = bag_of_words(split.ids, train_rows)  # (N, D)
     counts = torch.bincount(y[train], minlength=len(classes))
     majority = int(counts.argmax())  # the first of the most frequent, in sorted label order
@@ -120,59 +120,3 @@ def probe(model, split, n: int = 100, seed: int = 0, c: float = 1.0, batch_size:
         "n_train": n, "n_test": len(test_rows), "classes": len(classes),
         "latent_dim": model.latent_dim, "bow_features": bow.size(1), "seed": seed,
     }
-
-
-# --------------------------------------------------------------------------- labels
-
-def read_labels(path: str | Path) -> list[str]:
-    """One label per line (stripped); the file's lines, blank ones included."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return [line.rstrip("\n").strip() for line in f]
-    except OSError as e:
-        raise DataError(f"cannot read labels file {path}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"labels file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
-def labelled_split(model, split: str = "valid", labels_file: str | Path | None = None,
-                   data_dir: str | None = None):
-    """The ``split`` of the corpus the model was trained on (or ``data_dir``), encoded with the model's
-    tokenizer, with ``labels`` from ``labels_file`` or else the corpus's own (``{split}.labels.txt``,
-    a JSON label field, the built-in corpus's topics).
-
-    The labels file has one label per line of the split's text file: either every line, blank
-    ones included (the labels of blank lines are dropped with them), or one per example as loaded.
-    A conditional model is still conditioned on the corpus's own labels (``label_ids``).
-    """
-    from .config import DataConfig, _build
-    from .data import attach_label_ids, encode_split, load_splits
-
-    data = model.extra_config.get("data", {})
-    cfg = _build(DataConfig, data, "the model's config.json", "data.") if data else DataConfig()
-    if data_dir:
-        cfg.data_dir, cfg.dataset = data_dir, None
-    loaded = load_splits(cfg, (split,))
-    ds = loaded[split]
-    what = f"the {split} split ({loaded.stats[split]['source']})"
-    own = attach_label_ids(encode_split(ds, model.tokenizer, cfg), model.label_names, what)
-    if labels_file is None and own.labels is None:
-        raise DataError(f"{what} has no labels; pass --labels FILE with one label per line, or put them in "
-                        f"{split}.labels.txt beside it")
-    if labels_file is not None:
-        labels = read_labels(labels_file)
-        source = loaded.stats[split]["source"]
-        if len(labels) != len(ds) and source.endswith(".txt") and Path(source).is_file():
-            with open(source, encoding="utf-8-sig", errors=cfg.encoding_errors) as f:
-                lines = [line for line in f]
-            if len(labels) == len(lines):  # one per line of the file: drop the blank lines' labels
-                labels = [label for label, line in zip(labels, lines) if line.strip()]
-        if len(labels) != len(ds):
-            raise DataError(f"labels file {labels_file} has {len(labels)} lines but {what} has {len(ds)} "
-                            f"examples; give one label per line of the split")
-        if "label" in ds.column_names:
-            ds = ds.remove_columns("label")
-        probed = encode_split(ds.add_column("label", labels), model.tokenizer, cfg)  # the same examples kept
-        probed.label_ids = own.label_ids
-        return probed
-    return own
