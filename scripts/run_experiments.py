@@ -276,7 +276,7 @@ def write_outputs(out_dir: Path, table, rows, records: dict[str, dict]) -> None:
     names = [name for row in rows for name, _ in row.runs()]
     ordered = [records[n] for n in names if n in records] + [r for n, r in records.items() if n not in names]
     write_json(out_dir / f"{table.table}.json", ordered)
-    (out_dir / f"{table.table}.md").write_text(report.render(table, rows, ordered) + "\n", encoding="utf-8")
+    (out_dir / f"{table.table}.md").write_text(report.render(table, rows, ordered), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- several rows at once
