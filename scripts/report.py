@@ -1,0 +1,296 @@
+"""Render ``results/<table>.md`` from ``results/<table>.json`` and the table's YAML files.
+
+    python scripts/report.py experiments/ptb                  # results/ptb.json -> results/ptb.md
+    python scripts/report.py experiments/ptb --results /tmp/ptb
+
+The runner (``scripts/run_experiments.py``) calls ``render`` after every run; this command renders
+again without running anything (after editing a row's description or reference, say). The page:
+the table (one line per run, rows not run yet in their place), a published-number column with its
+source, the BLEU convention each value was computed under, which rows were trained under an earlier
+recipe, the VAE rows compared with the baseline, the settings and commands that made each row, then
+samples and homotopies.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from textvae.errors import TextVAEError
+from textvae.experiments import load_table
+
+REPO = Path(__file__).resolve().parents[1]
+STOPPED = {"early": "early stop", "time": "time budget", "max_steps": "step limit", "max_epochs": "epoch limit"}
+# settings the runner derives (the first of each in a run's overrides): not command-line settings
+DERIVED_ONCE = ("train.eval_every", "objective.pretrain_ae_steps", "train.seed")
+OLD_BLEU = "‡"
+
+
+def num(v, fmt="{:.2f}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def duration(s: float | None) -> str:
+    if s is None:
+        return "–"
+    if s < 60:
+        return f"{s:.0f}s"
+    h, m = divmod(int(round(s / 60)), 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m"
+
+
+def md(text: str) -> str:
+    return text.replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+
+
+def stop_reason(result: dict, config: dict) -> str:
+    """Why training ended: "early" (lr halvings exhausted), "time" (train.max_minutes), "max_steps",
+    "max_epochs". Runs from before the trainer reported it: early if it ended before max_epochs."""
+    if result.get("stopped"):
+        return result["stopped"]
+    t = config.get("train", {})
+    if t.get("max_steps") and result["step"] >= t["max_steps"]:
+        return "max_steps"
+    return "max_epochs" if result["epoch"] >= t.get("max_epochs", 0) else "early"
+
+
+def epochs(r: dict) -> str:
+    why = r.get("stopped") or stop_reason({"epoch": r["epochs"], "step": r.get("steps", 0)}, r.get("config", {}))
+    return f"{r['epochs']} ({STOPPED[why]})"
+
+
+def device(r: dict) -> str:
+    n = r.get("concurrent_rows", 1)
+    return md(r["device"]) + (f", {n} rows at once" if n > 1 else "")
+
+
+def row_of(rows, record: dict):
+    name = record.get("experiment", record["row"])
+    return next((x for x in rows if x.name == name), None)
+
+
+def command_line_settings(record: dict, table, rows) -> list[str]:
+    """The record's overrides that came from the command line (--max-epochs, --set ...), not from its row
+    or the table's recipe; the data directory and the derived values (the first ``train.eval_every``,
+    ``objective.pretrain_ae_steps`` and ``train.seed``, which the runner puts before the command line's)
+    are left out."""
+    row = row_of(rows, record)
+    own = row.overrides if row else []
+    derived, out = set(DERIVED_ONCE), []
+    for o in record.get("overrides", []):
+        key = o.split("=", 1)[0]
+        if key in derived:
+            derived.discard(key)  # a later one was given on the command line
+        elif o not in own and o not in table.recipe and key != "data.data_dir":
+            out.append(o)
+    return out
+
+
+def recipe_gaps(record: dict, table) -> list[str]:
+    """The items of the table's recipe that the record's run was not given: it was trained under an
+    earlier recipe (the json keeps rows trained elsewhere), so it compares with the rows missing the
+    same items, not with the rest. A later override of the same key (``--set``) wins, as in its config."""
+    given = dict(o.split("=", 1) for o in record.get("overrides", []))
+    return [o for o in table.recipe if given.get(o.split("=", 1)[0]) != o.split("=", 1)[1]]
+
+
+def baseline_comparison(records: list[dict], table) -> list[str]:
+    """One line per VAE row trained under the baseline's recipe that uses its latent (KL >= min_kl nats,
+    AU >= min_au): its perplexity against the baseline's, and the gap in NLL nats per sentence (the
+    scale of the IW estimate's seed noise, ``scripts/iw_seed_noise.py``). Empty without a baseline."""
+    spec = table.baseline or {}
+    base = next((r for r in records if r["row"] == spec.get("row")), None)
+    if base is None:
+        return []
+    out = []
+    for r in records:
+        if (r is base or recipe_gaps(r, table) != recipe_gaps(base, table) or r["kl"] < spec.get("min_kl", 5.0)
+                or r["au"] < spec.get("min_au", 10)):
+            continue
+        verdict = "below" if r["ppl_iw"] < base["ppl_iw"] else "not below"
+        out.append(f"{r['row']}: PPL (IW) {r['ppl_iw']:.2f}, {verdict} the baseline's {base['ppl_iw']:.2f} "
+                   f"({r['ppl_iw'] - base['ppl_iw']:+.2f}; NLL {r['nll_iw'] - base['nll_iw']:+.3f} nats per "
+                   f"sentence), KL {r['kl']:.2f}, AU {r['au']}")
+    return out
+
+
+def bleu_cell(r: dict, table) -> str:
+    """BLEU under the table's convention as a number; under another (13a on pre-tokenised text) only a
+    mark: the value is in a footnote, not in the column beside current numbers."""
+    if r.get("bleu_rec") is None:
+        return "–"
+    if table.bleu_tokenize is None or r.get("bleu_tokenize") == table.bleu_tokenize:
+        return num(r["bleu_rec"], "{:.1f}")
+    return OLD_BLEU
+
+
+def old_bleu_footnote(records: list[dict], table) -> list[str]:
+    old = [r for r in records if bleu_cell(r, table) == OLD_BLEU]
+    if not old:
+        return []
+    values = ", ".join(f"{r['row']} {r['bleu_rec']:.1f}" for r in old)
+    return ["", f"{OLD_BLEU} BLEU rec computed with sacrebleu's `13a` tokeniser, the old convention: on this "
+            f"pre-tokenised corpus it splits `<unk>` into `< unk >` (and `u.s.` into `u . s .`) and so invents "
+            f"n-gram matches; this table scores BLEU with `tokenize=\"{table.bleu_tokenize}\"`. The old values, "
+            f"not comparable with the column: {values}. Their models were not kept, so they cannot be "
+            "recomputed; running a row again replaces its value."]
+
+
+def reference_cell(row, record: dict) -> str:
+    """The published numbers beside a row, with their source (the row file's, else the json's)."""
+    ref = row.reference if row is not None and row.reference else None
+    if ref is None:
+        if record is None or record.get("reference_ppl") is None:
+            return ""
+        return f"PPL {record['reference_ppl']} ({md(record['reference_source'])})"
+    parts = [f"{key.upper()} {ref[key]}" for key in ("nll", "kl", "ppl") if ref.get(key) is not None]
+    return f"{', '.join(parts)} ({md(ref['source'])})"
+
+
+def references_section(rows) -> list[str]:
+    lines = [f"- {r.name}: {reference_cell(r, None)}, {r.reference.get('status', 'status not stated')}; "
+             f"differs: {md(r.reference.get('differs', 'not stated'))}." for r in rows if r.reference]
+    return ["", "Published numbers beside the rows, their status and what differs from ours:", "", *lines] if lines else []
+
+
+def commands_section(records: list[dict]) -> list[str]:
+    """For each row whose run recorded them, the commands of its training sittings (each with its machine,
+    time and whether it finished) and of the evaluation in the table: what to type to redo the row."""
+    items, unrecorded = [], []
+    for r in records:
+        sittings = r.get("sittings") or []
+        if not r.get("eval_command") and not any(s.get("command") for s in sittings):
+            unrecorded.append(r["row"])
+            continue
+        steps = [f"`{s.get('command') or 'not recorded'}` ({md(s['device'])}, {duration(s['seconds'])}"
+                 + ("" if s.get("completed", True) else ", interrupted") + ")" for s in sittings]
+        steps.append(f"evaluated by `{r.get('eval_command') or 'not recorded'}` "
+                     f"({md(r.get('eval_device') or '?')}, {duration(r.get('eval_seconds'))})")
+        items.append(f"- {r['row']}: " + "; then ".join(steps) + ".")
+    if not items:
+        return []
+    out = ["", "Commands that made each row, in order (training sittings, then the evaluation in the table):", ""]
+    out += items
+    if unrecorded:
+        out += ["", f"Not recorded for {', '.join(unrecorded)}: they ran before the runner kept its command "
+                "line (docs/ptb.md lists what is known)."]
+    return out
+
+
+def samples_section(records: list[dict]) -> list[str]:
+    lines = ["", "## Samples and homotopies", ""]
+    for r in records:
+        lines += [f"### {r['row']}: {md(r['method'])}", "", f"{md(r['paper'])}.", "",
+                  "Three samples from the prior (ancestral sampling):", ""]
+        lines += [f"- {md(s)}" for s in r["samples"]]
+        if r.get("homotopy"):
+            lines += ["", f"Homotopy between the posterior means of two test sentences (greedy decoding, "
+                      f"{len(r['homotopy']) - 2} intermediate points; Bowman et al. 2016, sec. 5):", ""]
+            last = len(r["homotopy"]) - 1
+            lines += [f"{i + 1}. " + (f"**{md(s)}**" if i in (0, last) else md(s)) for i, s in enumerate(r["homotopy"])]
+            lines += ["", f"(inputs: “{md(r['homotopy_ends'][0])}” → “{md(r['homotopy_ends'][1])}”)"]
+        lines.append("")
+    return lines
+
+
+def render(table, rows, records: list[dict]) -> str:
+    """The table's page: ``records`` (the json's objects) in the rows' order, rows not run yet in place."""
+    commits = sorted({r["commit"] for r in records if r.get("commit")})
+    ks = sorted({r["iw_samples"] for r in records if r.get("iw_samples")})
+    folder = table.folder.resolve()
+    folder = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder
+    lines = [
+        f"# {table.title}", "",
+        f"Rendered by `scripts/report.py` from `{table.table}.json`; the rows are the YAML files in "
+        f"`{folder}/` (run them with `python scripts/run_experiments.py {folder}`). {table.description} "
+        f"Recipe: {' '.join(f'`{o}`' for o in table.recipe) or 'none'}. NLL (IW) with k = "
+        f"{', '.join(map(str, ks)) or '–'} importance samples. BLEU: sacrebleu, "
+        f"`tokenize=\"{table.bleu_tokenize}\"`.", "",
+        f"Commit(s): {', '.join(c[:12] for c in commits) or '–'}.", "",
+        "| row | method | NLL (IW) | PPL (IW) | KL | MI | AU | −ELBO | PPL (ELBO) | BLEU rec | epochs | train time "
+        "| eval time | device | published |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = [n for row in rows for n, _ in row.runs()]
+    by_name = {r["row"]: r for r in records}
+    # the rows' order; rows whose file is gone are kept, last
+    ordered = [by_name[n] for n in names if n in by_name] + [r for r in records if r["row"] not in names]
+    lines += _table_lines(table, rows, ordered)
+    earlier: dict[str, list[str]] = {}
+    for r in ordered:
+        if recipe_gaps(r, table):
+            earlier.setdefault(" ".join(f"`{o}`" for o in recipe_gaps(r, table)), []).append(r["row"])
+    for missing, names in earlier.items():
+        lines += ["", f"† Trained under an earlier recipe, without {missing}: {', '.join(names)}. Compare "
+                  "these rows with each other, not with the rest; to bring one up to date, run it again "
+                  "(`--rows`) without its old run directory."]
+    lines += old_bleu_footnote(ordered, table)
+    compared = baseline_comparison(ordered, table)
+    if compared:
+        spec = table.baseline
+        lines += ["", f"VAE rows trained under the {spec['row']} row's recipe whose latent is in use (KL ≥ "
+                  f"{spec.get('min_kl', 5.0):g} nats, AU ≥ {spec.get('min_au', 10)}), against it (the epochs "
+                  "column says whether each converged): " + "; ".join(compared) + "."]
+    extras: dict[str, list[str]] = {}
+    for r in ordered:
+        extras.setdefault(" ".join(f"`{o}`" for o in command_line_settings(r, table, rows)) or "none",
+                          []).append(r["row"])
+    if ordered:
+        lines += ["", "Settings given on the command line (on top of the preset and each row's own): " + "; ".join(
+            f"{', '.join(names)}: {md(settings) if settings == 'none' else settings}"
+            for settings, names in extras.items())
+            + ". `train.max_epochs` below the preset's and `train.max_minutes` are compute budgets: a row "
+              "that stopped at its epoch limit or time budget had not converged. Train and eval times are "
+              "wall-clock; where several rows ran at once (`--jobs`) they shared the machine."]
+    lines += commands_section(ordered)
+    lines += references_section(rows)
+    for note in table.notes:
+        lines += ["", note.strip()]
+    lines += samples_section(ordered)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _table_lines(table, rows, ordered: list[dict]) -> list[str]:
+    """The table's body: each run's line in its row's place, "not run yet" for a run without a record."""
+    by_name, out = {r["row"]: r for r in ordered}, []
+    for row in rows:
+        for name, _ in row.runs():
+            r = by_name.pop(name, None)
+            out.append(_line(table, row, r) if r is not None else
+                       f"| {name} | {md(row.method)} | not run yet |  |  |  |  |  |  |  |  |  |  |  | "
+                       f"{reference_cell(row, None)} |")
+    return out + [_line(table, None, r) for r in by_name.values()]
+
+
+def _line(table, row, r: dict) -> str:
+    mark = " †" if recipe_gaps(r, table) else ""
+    return (f"| {r['row']}{mark} | {md(r['method'])} | {num(r['nll_iw'])} | {num(r['ppl_iw'])} | {num(r['kl'])} | "
+            f"{num(r['mi_full'])} | {r['au']} | {num(r['elbo'])} | {num(r['ppl_elbo'])} | {bleu_cell(r, table)} | "
+            f"{epochs(r)} | {duration(r['train_seconds'])} | {duration(r.get('eval_seconds'))} | {device(r)} | "
+            f"{reference_cell(row, r)} |")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("tables", nargs="+", type=Path, help="table folders (experiments/ptb)")
+    p.add_argument("--results", type=Path, default=REPO / "results", help="where T.json is and T.md goes")
+    args = p.parse_args(argv)
+    for folder in args.tables:
+        try:
+            table, rows = load_table(folder)
+        except TextVAEError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        path = args.results / f"{table.table}.json"
+        if not path.is_file():
+            print(f"error: {path} not found: run the table first (python scripts/run_experiments.py {folder})",
+                  file=sys.stderr)
+            return 2
+        records = json.loads(path.read_text(encoding="utf-8"))
+        (args.results / f"{table.table}.md").write_text(render(table, rows, records), encoding="utf-8")
+        print(f"{args.results / (table.table + '.md')}: {len(records)} run(s) of {table.table}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,480 @@
+"""Train and evaluate the rows of results tables described as YAML (``experiments/<table>/``), then
+write ``results/<table>.json`` and render ``results/<table>.md`` (``scripts/report.py``).
+
+    python scripts/run_experiments.py experiments/ptb                       # every PTB row
+    python scripts/run_experiments.py experiments/ptb/bn-vae.yaml --device cuda
+    python scripts/run_experiments.py experiments/ptb --device cuda --jobs 7 --max-epochs 10
+    python scripts/run_experiments.py experiments/ptb --list                # rows and their overrides
+    # smoke test: a row builds, trains a few steps and is evaluated on a few sentences, in /tmp
+    python scripts/run_experiments.py experiments/ptb --rows bn-vae --out-dir /tmp/ptb \\
+        --runs-dir /tmp/ptb/runs --max-steps 3 --iw-samples 5 --eval-sentences 50 --set train.progress=false
+
+Arguments are table folders (every row) or row files; the format is in ``textvae/experiments.py``.
+Each run R of table T trains in ``--runs-dir/T/R`` with ``textvae.train.train`` (a textvae run
+directory; its ``reproduce.json`` records the sittings: command, seconds, device, commit). A run whose
+training finished is not retrained; one interrupted (Ctrl-C, SIGTERM, a crash) resumes from its newest
+checkpoint (only ``train.*`` may change between sittings, e.g. ``--device``). A run that stopped at
+its ``--max-minutes`` budget counts as finished unless the command has ``--extend``: then it trains on
+from its newest checkpoint (lr, patience and halvings as they were) in a new sitting and is evaluated
+again. A finished run is evaluated once per (iw samples, eval sentences, seed).
+
+After every run, ``--out-dir/T.json`` (one object per run, the table's order) and ``T.md`` are
+rewritten; runs already in ``T.json`` that this command did not run (another machine, another process
+running beside this one, a row whose file is gone) are kept.
+
+``--jobs N`` runs each row in its own process of this script (log in ``--runs-dir/T/R.log``), N at a
+time. These models are too small to keep a GPU busy alone: on one H200, 7 VAE rows at once trained at
+~27k tokens/s each, against 5.6k for one row on 2 CPU threads. On a CPU the processes share the cores
+(``OMP_NUM_THREADS`` = cores / N unless set).
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report  # noqa: E402  (scripts/report.py: the rendering step)
+
+from textvae.config import load_config  # noqa: E402
+from textvae.data import EncodedSplit, encode_split, load_splits  # noqa: E402
+from textvae.errors import TextVAEError  # noqa: E402
+from textvae.experiments import (data_dir, evaluation, load_experiment, load_table, row_overrides,  # noqa: E402
+                                 steps_from_epochs, TABLE_FILE)
+from textvae.metrics import evaluate  # noqa: E402
+from textvae.model import TextVAE  # noqa: E402
+from textvae.train import list_checkpoints, resolve_device, train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+STATE = "reproduce.json"
+CONCURRENT_ENV = "TEXTVAE_CONCURRENT_ROWS"  # set by --jobs for its row processes: how many share the machine
+COMMAND_ENV = "TEXTVAE_REPRODUCE_COMMAND"  # set by --jobs for its row processes: the command the user typed
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def cli_overrides(args, data: Path | None) -> list[str]:
+    """The command line's overrides for every run: data folder, budgets, device, then ``--set``."""
+    cli = [] if data is None else [f"data.data_dir={json.dumps(str(data))}"]
+    for key, value in (("train.max_epochs", args.max_epochs), ("train.max_steps", args.max_steps),
+                       ("train.max_minutes", args.max_minutes), ("train.device", args.device)):
+        if value is not None:
+            cli.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
+    return [*cli, *args.set]
+
+
+def run_config(table, row, seed, args):
+    """One run's Config and its overrides: preset, recipe, step counts derived from the epoch length,
+    seed, the row's overrides, then the command line's."""
+    preset = row.preset or table.preset
+    cli = cli_overrides(args, args.data_dir or data_dir(table, REPO))
+    cfg = load_config(preset, overrides=row_overrides(table, row, seed, [], cli))
+    per_epoch = epoch_steps(cfg)
+    planned = cfg.train.max_epochs * per_epoch
+    if cfg.train.max_steps:
+        planned = min(planned, cfg.train.max_steps)
+    overrides = row_overrides(table, row, seed, steps_from_epochs(table, row, per_epoch, planned), cli)
+    return load_config(preset, overrides=overrides), overrides
+
+
+def epoch_steps(cfg) -> int:
+    """Optimiser steps in one epoch of the training split."""
+    return math.ceil(len(load_splits(cfg.data, ("train",))["train"]) / cfg.train.batch_size)
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def git_commit(repo: Path = REPO) -> tuple[str, bool]:
+    """(HEAD commit, whether tracked files other than ``results/`` have uncommitted changes);
+    ("unknown", False) without git. ``results/`` is left out: this script rewrites it after every run,
+    so a row started beside another row's evaluation would otherwise look dirty."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=repo, capture_output=True, text=True, check=True)
+        return head.stdout.strip(), bool(dirty.stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (cuda)"
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    n = torch.get_num_threads()
+    return f"CPU {cpu}, {n} thread{'s' if n != 1 else ''}"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_state(run: Path) -> dict:
+    try:
+        return json.loads((run / STATE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {"finished": False, "sittings": []}
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def invocation(argv: list[str]) -> str:
+    """The command that started this sitting, as a user would retype it: this script with its arguments,
+    after ``OMP_NUM_THREADS=N`` where that was set. A row process of ``--jobs`` reports its parent's."""
+    if os.environ.get(COMMAND_ENV):
+        return os.environ[COMMAND_ENV]
+    omp = os.environ.get("OMP_NUM_THREADS")
+    threads = f"OMP_NUM_THREADS={shlex.quote(omp)} " if omp is not None else ""
+    return f"{threads}python scripts/run_experiments.py {shlex.join(argv)}".rstrip()
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str | None = None) -> dict:
+    """Train (or resume) one run; returns its reproduce.json state. ``extend``: a run that stopped at
+    its time budget (``--max-minutes``) trains on in a new sitting instead of counting as finished.
+    ``command`` (``invocation``) is recorded with the sitting."""
+    state = read_state(run)
+    if state.get("finished"):
+        if not (extend and (state.get("train_result") or {}).get("stopped") == "time"):
+            log(f"[{name}] training already finished ({len(state['sittings'])} sitting(s)); not retrained")
+            return state
+        log(f"[{name}] stopped at its time budget; training on from its newest checkpoint (--extend)")
+        for key in ("finished", "finished_at", "train_result", "evaluation", "evaluation_key"):
+            state.pop(key, None)  # a new best model: the old evaluation no longer describes it
+        write_json(run / STATE, state)
+    resume = bool(list_checkpoints(run))
+    if not resume and run.exists():
+        shutil.rmtree(run)  # started but never checkpointed: nothing to resume, start afresh
+    device = resolve_device(cfg.train.device)
+    commit, dirty = git_commit()
+    sitting = {"started": now(), "device": device_name(device), "commit": commit, "dirty": dirty,
+               "resumed": resume, "seconds": 0.0, "completed": False,
+               "concurrent_rows": int(os.environ.get(CONCURRENT_ENV, "1")), "command": command}
+    log(f"[{name}] {'resuming' if resume else 'training'} in {run} on {sitting['device']}")
+    start = time.perf_counter()
+    try:
+        result = train(cfg, run, resume=resume)
+        sitting["completed"] = True
+    finally:  # an interrupted sitting still counts its seconds
+        sitting["seconds"] = time.perf_counter() - start
+        if run.exists():
+            state = read_state(run)
+            state["sittings"] = state.get("sittings", []) + [sitting]
+            write_json(run / STATE, state)
+    state.update(finished=True, finished_at=now(), train_result=result, row=name)
+    write_json(run / STATE, state)
+    return state
+
+
+def subset(split: EncodedSplit, n: int | None) -> EncodedSplit:
+    if not n or n >= len(split):
+        return split
+    out = EncodedSplit(split.ids[:n], split.texts[:n], split.labels[:n] if split.labels is not None else None)
+    out.stats = {"examples": n, "tokens": int(out.lengths.sum()) + n}
+    return out
+
+
+def homotopy_pair(texts: list[str]) -> tuple[str, str]:
+    """Two test sentences of 6-12 words (the first such pair), as Bowman et al.'s examples."""
+    picked = [t for t in texts if 6 <= len(t.split()) <= 12][:2]
+    return tuple(picked) if len(picked) == 2 else (texts[0], texts[-1])
+
+
+def evaluate_run(name: str, settings: dict, cfg, run: Path, state: dict, eval_sentences: int | None, log,
+                 command: str | None = None) -> dict:
+    """Metrics, a homotopy and prior samples of the run's best model on ``settings["split"]`` (cached in
+    the state, keyed by iw samples, sentences and seed)."""
+    key = {"iw_samples": settings["iw_samples"], "eval_sentences": eval_sentences, "seed": cfg.train.seed}
+    if state.get("evaluation_key") == key and state.get("evaluation"):
+        return state
+    device = resolve_device(cfg.train.device)
+    model = TextVAE.from_pretrained(run, device=device)
+    split_name = settings["split"]
+    split = subset(encode_split(load_splits(cfg.data, (split_name,))[split_name], model.tokenizer, cfg.data),
+                   eval_sentences)
+    log(f"[{name}] evaluating on {len(split)} {split_name} sentences, k = {settings['iw_samples']} ...")
+    metrics = evaluate(model, split, iw_samples=settings["iw_samples"], seed=cfg.train.seed)
+    extras = {"samples": model.sample(settings["samples"], seed=cfg.train.seed), "homotopy": None,
+              "homotopy_ends": None}
+    if not model.is_lm and settings["homotopy_steps"]:
+        a, b = homotopy_pair(split.texts)
+        extras.update(homotopy=model.interpolate(a, b, steps=settings["homotopy_steps"]), homotopy_ends=[a, b])
+    state.update(evaluation=metrics, evaluation_key=key, evaluated_at=now(), evaluation_device=device_name(device),
+                 evaluation_command=command, **extras)
+    write_json(run / STATE, state)
+    return state
+
+
+METRICS = ("nll_iw", "ppl_iw", "kl", "mi_full", "mi_batch", "au", "elbo", "ppl_elbo", "rec", "bleu_rec",
+           "distinct_2")
+
+
+def run_record(table, row, name: str, seed, run: Path, overrides: list[str], state: dict) -> dict:
+    """The run's object in ``T.json``; ``config`` is the run's resolved config.json. ``bleu_tokenize``
+    is the sacrebleu tokeniser ``evaluate`` reports for ``bleu_rec`` (None where it reports none)."""
+    ev, sittings = state["evaluation"], state.get("sittings", [])
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    devices = list(dict.fromkeys(s["device"] for s in sittings))
+    commits = list(dict.fromkeys(s["commit"] for s in sittings))
+    ref = row.reference or {}
+    return {
+        "row": name, "experiment": row.name, "seed": seed, "method": row.method, "paper": row.paper,
+        **{k: ev[k] for k in METRICS}, "bleu_tokenize": ev.get("bleu_tokenize"),
+        "epochs": state["train_result"]["epoch"], "steps": state["train_result"]["step"],
+        "stopped": report.stop_reason(state["train_result"], config),
+        "train_seconds": sum(s["seconds"] for s in sittings), "device": " + ".join(devices),
+        "concurrent_rows": max((s.get("concurrent_rows", 1) for s in sittings), default=1),
+        "commit": commits[-1] if commits else None, "commit_dirty": any(s.get("dirty") for s in sittings),
+        "iw_samples": state["evaluation_key"]["iw_samples"], "test_sentences": ev["sentences"],
+        "test_tokens": ev["tokens"], "eval_seconds": ev["seconds"], "eval_device": state.get("evaluation_device"),
+        "eval_command": state.get("evaluation_command"),
+        "reference_ppl": ref.get("ppl"), "reference_source": ref.get("source"),
+        "samples": state["samples"], "homotopy": state["homotopy"], "homotopy_ends": state["homotopy_ends"],
+        "overrides": overrides, "config": config, "sittings": sittings,
+    }
+
+
+# --------------------------------------------------------------------------- the json
+
+
+def load_records(path: Path) -> dict[str, dict]:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {r["row"]: r for r in rows if isinstance(r, dict) and r.get("row")}
+
+
+def write_outputs(out_dir: Path, table, rows, records: dict[str, dict]) -> None:
+    """T.json: one object per run, the table's order (runs no row file names last); T.md rendered from it."""
+    names = [name for row in rows for name, _ in row.runs()]
+    ordered = [records[n] for n in names if n in records] + [r for n, r in records.items() if n not in names]
+    write_json(out_dir / f"{table.table}.json", ordered)
+    (out_dir / f"{table.table}.md").write_text(report.render(table, rows, ordered), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- several rows at once
+
+
+def row_command(args, table, name: str, out_dir: Path) -> list[str]:
+    """This script's command line for one row, with the same settings, writing its table to out_dir."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), str(table.folder), "--rows", name,
+           "--out-dir", str(out_dir), "--runs-dir", str(args.runs_dir)]
+    for flag, value in (("--data-dir", args.data_dir), ("--iw-samples", args.iw_samples),
+                        ("--eval-sentences", args.eval_sentences), ("--max-epochs", args.max_epochs),
+                        ("--max-steps", args.max_steps), ("--max-minutes", args.max_minutes),
+                        ("--device", args.device)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    for o in args.set:
+        cmd += ["--set", o]
+    return cmd + (["--extend"] if args.extend else [])
+
+
+def run_in_parallel(args, jobs: list, log) -> list[str] | None:
+    """Train and evaluate the rows in up to ``args.jobs`` processes at once (each its own ``--rows ROW``
+    run of this script, output in ``--runs-dir/T/ROW.log``); returns the rows that failed, or None when
+    interrupted (SIGINT/SIGTERM reach the row processes, which checkpoint)."""
+    env = dict(os.environ, **{CONCURRENT_ENV: str(min(args.jobs, len(jobs))), COMMAND_ENV: args.command})
+    on_cpu = args.device == "cpu" or (args.device in (None, "auto") and not torch.cuda.is_available())
+    if on_cpu and "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // min(args.jobs, len(jobs))))
+    scratch = Path(tempfile.mkdtemp(prefix="run-experiments-"))
+    waiting, running, failed = list(jobs), {}, []
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        while waiting or running:
+            while waiting and len(running) < args.jobs:
+                table, row = waiting.pop(0)
+                logpath = args.runs_dir / table.table / f"{row.name}.log"
+                logpath.parent.mkdir(parents=True, exist_ok=True)
+                logfile = open(logpath, "a", encoding="utf-8")
+                proc = subprocess.Popen(row_command(args, table, row.name, scratch / table.table / row.name),
+                                        stdout=logfile, stderr=subprocess.STDOUT, env=env)
+                running[row.name] = (proc, logfile, time.perf_counter(), logpath)
+                log(f"[{row.name}] started (process {proc.pid}); log: {logpath}")
+            time.sleep(1.0)
+            for name, (proc, logfile, started, logpath) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                logfile.close()
+                del running[name]
+                took = report.duration(time.perf_counter() - started)
+                if proc.returncode == 130:
+                    log(f"[{name}] interrupted after {took}; run the same command again to resume it")
+                    failed.append(name)
+                elif proc.returncode:
+                    log(f"[{name}] failed after {took} (exit status {proc.returncode}); see {logpath}")
+                    failed.append(name)
+                else:
+                    log(f"[{name}] done in {took}")
+    except KeyboardInterrupt:
+        log(f"interrupted: waiting for {', '.join(running)} to save a checkpoint")
+        for proc, *_ in running.values():
+            proc.terminate()
+        for proc, logfile, *_ in running.values():
+            proc.wait()
+            logfile.close()
+        return None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return failed
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiments", nargs="+", type=Path,
+                   help="table folders (every row) or row files (experiments/ptb, experiments/ptb/bn-vae.yaml)")
+    p.add_argument("--rows", default=None, help="comma-separated row names: only these rows of the tables given")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="the corpus folder for every row (default: the table's data_dir_env, else its data_dir)")
+    p.add_argument("--out-dir", type=Path, default=REPO / "results", help="where T.json and T.md go")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="one run directory per row: RUNS/T/ROW")
+    p.add_argument("--iw-samples", type=int, default=None, help="importance samples (default: the row's evaluation)")
+    p.add_argument("--eval-sentences", type=int, default=None, help="evaluate on the first N sentences only")
+    p.add_argument("--max-epochs", type=int, default=None, help="train.max_epochs for every row")
+    p.add_argument("--max-steps", type=int, default=None, help="train.max_steps for every row (smoke tests)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="train.max_minutes for every row: wall-clock training budget per sitting")
+    p.add_argument("--device", default=None, help="train.device: auto | cpu | cuda | cuda:N")
+    p.add_argument("--extend", action="store_true",
+                   help="rows that stopped at their time budget train on from their newest checkpoint (a new "
+                        "--max-minutes sitting) and are evaluated again; without it they count as finished")
+    p.add_argument("--jobs", type=int, default=1, help="rows trained and evaluated at once, one process each")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra override for every row, e.g. train.progress=false (repeatable)")
+    p.add_argument("--list", action="store_true", help="print the rows and their overrides, then exit")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        p.error("--max-minutes must be > 0")
+    if args.max_steps is not None and args.max_steps < 2:
+        p.error("--max-steps must be at least 2 (a pretraining row needs an autoencoder and a VAE step)")
+    return args
+
+
+def select(args) -> list[tuple]:
+    """(table, its rows, the rows to run) for each table the arguments name, in the order given."""
+    picked: dict[Path, tuple] = {}
+    for path in args.experiments:
+        folder = path if path.is_dir() else path.parent
+        if not (folder / TABLE_FILE).is_file() and not path.exists():
+            raise TextVAEError(f"{path} does not exist: give a table folder (experiments/ptb) or a row file in one")
+        table, rows = load_table(folder)
+        entry = picked.setdefault(folder.resolve(), (table, rows, []))
+        wanted = rows if path.is_dir() else [r for r in rows if r.name == load_experiment(path).name]
+        entry[2].extend(r for r in wanted if r not in entry[2])
+    if args.rows:
+        names = [n.strip() for n in args.rows.split(",") if n.strip()]
+        known = {r.name for _, rows, _ in picked.values() for r in rows}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise TextVAEError(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(sorted(known))}")
+        picked = {k: (t, rows, [r for r in sel if r.name in names]) for k, (t, rows, sel) in picked.items()}
+    return [(t, rows, sorted(sel, key=rows.index)) for t, rows, sel in picked.values()]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.command = invocation(sys.argv[1:] if argv is None else list(argv))
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        tables = select(args)
+    except TextVAEError as e:
+        log(f"error: {e}")
+        return 2
+    if args.list:
+        for table, _, chosen in tables:
+            print(f"{table.table}: {table.title} (preset {table.preset}; recipe {' '.join(table.recipe)})")
+            for row in chosen:
+                derived = " ".join(f"{k}=<{v} epochs>" for k, v in row.steps_from_epochs.items())
+                print(f"  {row.name:16} {row.method}")
+                print(f"  {'':16} {' '.join(row.overrides)} {derived}".rstrip())
+                print(f"  {'':16} {row.paper}")
+        return 0
+    for table, _, _ in tables:
+        data = args.data_dir or data_dir(table, REPO)
+        if data is not None and not data.is_dir():
+            env = f" or set ${table.data_dir_env}" if table.data_dir_env else ""
+            log(f"error: {table.table}: data directory {data} does not exist; pass --data-dir{env} "
+                f"(see data/{table.table}/README.md)")
+            return 2
+    failed = []
+    if args.jobs > 1 and sum(len(chosen) for *_, chosen in tables) > 1:
+        failed = run_in_parallel(args, [(t, r) for t, _, chosen in tables for r in chosen], log)
+        if failed is None:
+            return 130
+    for table, rows, chosen in tables:
+        out = args.out_dir / f"{table.table}.json"
+        records = load_records(out)
+        for row in (r for r in chosen if r.name not in failed):
+            settings = evaluation(table, row)
+            if args.iw_samples is not None:
+                settings["iw_samples"] = args.iw_samples
+            for name, seed in row.runs():
+                run = args.runs_dir / table.table / name
+                try:
+                    cfg, overrides = run_config(table, row, seed, args)
+                    state = train_run(name, cfg, run, log, extend=args.extend, command=args.command)
+                    state = evaluate_run(name, settings, cfg, run, state, args.eval_sentences, log,
+                                         command=args.command)
+                except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: the trainer saved a checkpoint first
+                    log(f"[{name}] interrupted ({e}); run the same command again to resume")
+                    return 130
+                except TextVAEError as e:  # this run cannot go on; the others still can
+                    log(f"[{name}] failed: {e}")
+                    failed.append(row.name)
+                    continue
+                # read the json again: another process (a row run beside this one) may have written its
+                # row since this command started, and that row must not go back to its old record
+                records = {**records, **load_records(out),
+                           name: run_record(table, row, name, seed, run, overrides, state)}
+                write_outputs(args.out_dir, table, rows, records)
+                r = records[name]
+                log(f"[{name}] nll_iw {report.num(r['nll_iw'])}  ppl_iw {report.num(r['ppl_iw'])}  "
+                    f"kl {report.num(r['kl'])}  mi {report.num(r['mi_full'])}  au {r['au']}  "
+                    f"-> {args.out_dir / (table.table + '.md')}")
+    if failed:
+        log(f"rows that failed: {', '.join(dict.fromkeys(failed))} (fix and run again with --rows "
+            f"{','.join(dict.fromkeys(failed))})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

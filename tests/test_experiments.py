@@ -1,0 +1,403 @@
+"""Experiments as data: the YAML rows (textvae/experiments.py), the runner (scripts/run_experiments.py)
+end to end on a tiny PTB-shaped corpus (three rows of a few steps each, then the outputs, then a second
+sitting that must reuse the runs instead of retraining), and the report step (scripts/report.py)."""
+import importlib.util
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from textvae.config import load_config
+from textvae.corpus import builtin_corpus
+from textvae.errors import ConfigError
+from textvae.experiments import load_experiment, load_table, row_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "run_experiments.py"
+PTB = REPO / "experiments" / "ptb"
+ROWS = "lstm-lm,vae-pretrain-fb,bn-vae"
+SMALL = ["--set", "model.emb_dim=16", "--set", "model.enc_hidden=16", "--set", "model.dec_hidden=16",
+         "--set", "train.progress=false"]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script("run_experiments")
+
+
+@pytest.fixture(scope="module")
+def report():
+    return load_script("report")
+
+
+@pytest.fixture(scope="module")
+def table():
+    return load_table(PTB)
+
+
+@pytest.fixture
+def ptb_dir(tmp_path):
+    corpus = builtin_corpus(300)
+    d = tmp_path / "ptb"
+    d.mkdir()
+    for split, examples in corpus.items():  # PTB's own file names: ptb.train.txt, ...
+        (d / f"ptb.{split}.txt").write_text("".join(e["text"] + "\n" for e in examples))
+    return d
+
+
+def run(script, ptb_dir, tmp_path, *extra, rows=ROWS, experiments=PTB):
+    return script.main([str(experiments), "--data-dir", str(ptb_dir), "--rows", rows,
+                        "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                        "--max-epochs", "1", "--max-steps", "4", "--iw-samples", "3", "--eval-sentences", "8",
+                        *SMALL, *extra])
+
+
+def test_rows_train_evaluate_and_write_the_table(script, table, ptb_dir, tmp_path, capsys):
+    assert run(script, ptb_dir, tmp_path) == 0
+    records = json.loads((tmp_path / "results" / "ptb.json").read_text())
+    assert [r["row"] for r in records] == ROWS.split(",")  # the table's order, not the command's
+    for r in records:
+        assert r["iw_samples"] == 3 and r["test_sentences"] == 8
+        assert r["nll_iw"] > 0 and r["ppl_iw"] > 1 and r["steps"] == 4
+        assert r["config"]["train"]["max_steps"] == 4 and r["train_seconds"] > 0 and r["device"].startswith("CPU")
+        assert len(r["samples"]) == 3
+    n_train = len((ptb_dir / "ptb.train.txt").read_text().splitlines())
+    per_epoch = -(-n_train // records[0]["config"]["train"]["batch_size"])
+    for r in records:  # the shared recipe, with validation every half epoch of this corpus
+        assert r["config"]["train"]["optimizer"] == "adam" and r["config"]["model"]["out_dropout"] == 0.4
+        assert r["config"]["train"]["eval_every"] == -(-per_epoch // 2)
+    lm, pretrain, bn = records
+    assert lm["kl"] == 0 and lm["au"] == 0 and lm["homotopy"] is None
+    assert lm["nll_iw"] == pytest.approx(lm["elbo"], rel=1e-5)  # no latent: IW-NLL is the exact NLL
+    assert pretrain["config"]["objective"]["pretrain_ae_steps"] == 2  # at most half the run
+    assert len(bn["homotopy"]) == 7 and bn["config"]["model"]["bn_gamma"] == 0.6
+    assert bn["nll_iw"] <= bn["elbo"] + 1e-3  # the IW bound is at least as tight as the ELBO (k >= 1)
+
+    for r in records:  # each record names its row file's experiment, its seed, its BLEU convention
+        assert r["experiment"] == r["row"] and r["seed"] == r["config"]["train"]["seed"] == 1234
+        assert "bleu_tokenize" in r
+    md = (tmp_path / "results" / "ptb.md").read_text()
+    assert md.count("not run yet") == len(table[1]) - 3
+    assert "`train.max_epochs=1` `train.max_steps=4`" in md  # the budget is stated, not hidden
+    settings = next(line for line in md.splitlines() if line.startswith("Settings given on the command line"))
+    assert "train.optimizer" not in settings and "eval_every" not in settings  # the recipe is not a budget
+    assert "| lstm-lm | LSTM-LM |" in md and "PPL 116 (Bowman et al. 2016, Table 1)" in md
+    order = [md.index(f"| {row.name} |") for row in table[1]]
+    assert order == sorted(order)  # pending rows stand in their place, not at the end
+
+    # a second sitting reuses the finished runs and their cached evaluation: same numbers, no training
+    capsys.readouterr()
+    assert run(script, ptb_dir, tmp_path) == 0
+    err = capsys.readouterr().err
+    assert err.count("not retrained") == 3 and "evaluating" not in err
+    assert json.loads((tmp_path / "results" / "ptb.json").read_text()) == records
+
+
+def test_command_line_settings_leave_out_recipe_and_derived_values_only(report, table):
+    t, rows = table
+    derived = ["train.eval_every=658", "objective.pretrain_ae_steps=26300", "train.seed=1234"]
+    row = next(r for r in rows if r.name == "vae-pretrain-fb")
+    cli = ['data.data_dir="/x"', "train.eval_every=0", "train.lr=1"]
+    record = {"row": row.name, "overrides": [*t.recipe, *derived, *row.overrides, *cli]}
+    assert report.command_line_settings(record, t, rows) == ["train.eval_every=0", "train.lr=1"]
+
+
+def test_missing_data_dir_is_a_clear_error(script, tmp_path, capsys):
+    assert script.main([str(PTB), "--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "ptb.json").exists()
+
+
+def test_jobs_run_rows_in_parallel_processes_then_write_one_table(script, ptb_dir, tmp_path, capsys):
+    rows = "lstm-lm,bn-vae"
+    assert script.main([str(PTB), "--data-dir", str(ptb_dir), "--rows", rows, "--jobs", "2",
+                        "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                        "--max-epochs", "1", "--max-steps", "3", "--iw-samples", "3", "--eval-sentences", "8",
+                        *SMALL]) == 0
+    err = capsys.readouterr().err
+    assert "[lstm-lm] started (process" in err and "[bn-vae] done in" in err
+    assert err.count("not retrained") == 2 and "evaluating" not in err  # the parent only reads the runs
+    records = json.loads((tmp_path / "results" / "ptb.json").read_text())
+    assert [r["row"] for r in records] == rows.split(",")
+    for r in records:
+        assert r["concurrent_rows"] == 2 and r["stopped"] == "max_steps" and r["steps"] == 3
+        assert r["sittings"][0]["concurrent_rows"] == 2 and r["nll_iw"] > 0
+        assert "nll_iw" in (tmp_path / "runs" / "ptb" / f"{r['row']}.log").read_text()  # each process's own log
+    md = (tmp_path / "results" / "ptb.md").read_text()
+    assert md.count("2 rows at once") == 2 and md.count("(step limit)") == 2
+    for r in records:  # each row process records the command the user typed, not its own
+        assert "--jobs 2" in r["sittings"][0]["command"] and r["eval_command"] == r["sittings"][0]["command"]
+
+
+def test_stop_reason_of_runs_that_did_not_record_it(report):
+    config = {"train": {"max_epochs": 10, "max_steps": None}}
+    assert report.stop_reason({"epoch": 8, "step": 100, "stopped": "time"}, config) == "time"
+    assert report.stop_reason({"epoch": 8, "step": 100}, config) == "early"
+    assert report.stop_reason({"epoch": 10, "step": 100}, config) == "max_epochs"
+    assert report.stop_reason({"epoch": 0, "step": 4}, {"train": {"max_epochs": 1, "max_steps": 4}}) == "max_steps"
+
+
+def test_rows_from_an_earlier_recipe_are_marked_and_compared_only_with_their_own_lm(report, table):
+    def record(name, recipe, ppl, kl, au):
+        return {"row": name, "method": name, "paper": "p", "overrides": [*recipe, "train.eval_every=9"],
+                "nll_iw": ppl / 10, "ppl_iw": ppl, "kl": kl, "mi_full": 0.0, "au": au, "elbo": 1.0, "ppl_elbo": ppl,
+                "bleu_rec": None, "epochs": 3, "stopped": "early", "train_seconds": 1.0, "device": "CPU",
+                "samples": []}
+    t, rows = table
+    recipe = t.recipe
+    old = recipe[:-1]  # as if the recipe's last item had been added after these rows ran
+    records = [record("lstm-lm", recipe, 120.0, 0.0, 0), record("vae-free-bits", recipe, 118.5, 7.5, 32),
+               record("bn-vae", recipe, 121.0, 6.1, 32), record("vae-cyclical", recipe, 110.0, 0.6, 2),
+               record("vae-plain", old, 100.0, 9.0, 32)]
+    assert report.recipe_gaps(records[0], t) == [] and report.recipe_gaps(records[-1], t) == [recipe[-1]]
+    key = recipe[-1].split("=")[0]  # an item given, then undone by --set: not the recipe either
+    undone = record("vae-plain", [*recipe, f"{key}=0.5"], 100.0, 9.0, 32)
+    assert report.recipe_gaps(undone, t) == [recipe[-1]]
+    lines = report.baseline_comparison(records, t)
+    # the collapsed row (KL 0.6) and the earlier-recipe row are not compared, however low their perplexity
+    assert [line.split(":")[0] for line in lines] == ["vae-free-bits", "bn-vae"]
+    assert "below the baseline's 120.00 (-1.50; NLL -0.150 nats per sentence)" in lines[0]
+    assert "not below the baseline's 120.00 (+1.00; NLL +0.100 nats per sentence)" in lines[1]
+    md = report.render(t, rows, records)
+    assert "| vae-plain † |" in md and "| bn-vae |" in md
+    assert f"without `{recipe[-1]}`: vae-plain." in md
+    assert report.baseline_comparison(records[1:], t) == []  # no baseline row, nothing to compare with
+
+
+def test_bleu_under_another_convention_is_not_shown_as_current(report, table):
+    t, rows = table
+    base = {"method": "m", "paper": "p", "overrides": t.recipe, "nll_iw": 1.0, "ppl_iw": 2.0, "kl": 0.0,
+            "mi_full": 0.0, "au": 0, "elbo": 1.0, "ppl_elbo": 2.0, "epochs": 1, "stopped": "early",
+            "train_seconds": 1.0, "device": "CPU", "samples": []}
+    records = [{**base, "row": "bn-vae", "bleu_rec": 5.9373, "bleu_tokenize": "13a"},
+               {**base, "row": "vae-plain", "bleu_rec": 2.6412},  # written before the convention was recorded
+               {**base, "row": "vae-free-bits", "bleu_rec": 0.8123, "bleu_tokenize": "none"}]
+    md = report.render(t, rows, records)
+    line = {name: next(x for x in md.splitlines() if x.startswith(f"| {name} |")) for name in
+            ("bn-vae", "vae-plain", "vae-free-bits")}
+    assert "| 0.8 |" in line["vae-free-bits"]  # the table's own convention: a number in the column
+    for name in ("bn-vae", "vae-plain"):  # the old one: a mark in the column, the value in a footnote
+        assert "| ‡ |" in line[name] and "5.9" not in line[name] and "2.6" not in line[name]
+    note = next(x for x in md.splitlines() if x.startswith("‡ "))
+    assert "`13a`" in note and "bn-vae 5.9" in note and "vae-plain 2.6" in note and "free-bits" not in note
+
+
+def test_the_published_ptb_table_keeps_every_number_and_marks_old_bleu(report, table):
+    records = json.loads((REPO / "results" / "ptb.json").read_text())
+    assert len(records) == 9 and all(r["bleu_tokenize"] == "13a" for r in records)
+    md = report.render(*table, records)
+    assert md == (REPO / "results" / "ptb.md").read_text()  # ptb.md is rendered from ptb.json as it stands
+    lm = next(r for r in records if r["row"] == "lstm-lm")
+    assert lm["nll_iw"] == pytest.approx(101.1418, abs=1e-4) and "| 100.96 |" in md
+    assert "| ‡ |" in md and "| 5.9 |" not in md
+@pytest.fixture(scope="module")
+def seed_noise_script():
+    return load_script("iw_seed_noise")
+
+
+def test_iw_seed_noise_of_a_trained_row(script, seed_noise_script, ptb_dir, tmp_path, capsys):
+    assert run(script, ptb_dir, tmp_path) == 0
+    capsys.readouterr()
+    runs = tmp_path / "runs" / "ptb"
+    argv = ["--data-dir", str(ptb_dir), "--sentences", "12", "-k", "4", "--json"]
+    assert seed_noise_script.main([str(runs / "bn-vae"), *argv]) == 0
+    out = json.loads(capsys.readouterr().out)
+    n_test = len((ptb_dir / "ptb.test.txt").read_text().splitlines())
+    assert out["sentences"] == 12 and out["split_sentences"] == n_test
+    a, b = out["nll_per_seed"]
+    assert a != b and out["sentence_sd"] > 0  # two seeds, two different estimates
+    assert out["split_se_nats"] == pytest.approx(out["sentence_sd"] / n_test ** 0.5)
+    with pytest.raises(SystemExit):  # one seed twice measures nothing: a usage error
+        seed_noise_script.main([str(runs / "bn-vae"), *argv, "--seeds", "3,3"])
+    # the LM's NLL is exact: nothing to measure, said so
+    assert seed_noise_script.main([str(runs / "lstm-lm"), *argv]) == 2
+    assert "exact" in capsys.readouterr().err
+    assert seed_noise_script.main([str(tmp_path / "nowhere"), *argv]) == 2
+    assert "config.json not found" in capsys.readouterr().err
+    no_weights = tmp_path / "no-weights"  # a config but no model: an error message, not a traceback
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text((runs / "bn-vae" / "config.json").read_text())
+    assert seed_noise_script.main([str(no_weights), *argv]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_seed_noise_arithmetic(seed_noise_script):
+    import torch
+    a = torch.tensor([10.0, 11.0, 12.0, 13.0], dtype=torch.float64)
+    b = a + torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
+    got = seed_noise_script.seed_noise(a, b, split_sentences=100, split_tokens=2000)
+    sd = (4 / 3) ** 0.5 / 2 ** 0.5  # sample sd of the differences (+-1), over sqrt(2)
+    assert got["sentence_sd"] == pytest.approx(sd)
+    assert got["split_se_nats"] == pytest.approx(sd / 10)
+    assert got["split_se_ppl_rel"] == pytest.approx(math.exp(sd / 10 * 100 / 2000) - 1)
+
+
+def test_extend_trains_a_row_on_after_its_time_budget_and_evaluates_it_again(script, ptb_dir, tmp_path, capsys):
+    def lm(*extra):
+        return script.main([str(PTB), "--data-dir", str(ptb_dir), "--rows", "lstm-lm",
+                            "--out-dir", str(tmp_path / "results"),
+                            "--runs-dir", str(tmp_path / "runs"), "--max-steps", "6", "--iw-samples", "2",
+                            "--eval-sentences", "8", "--set", "model.emb_dim=16", "--set", "model.dec_hidden=16",
+                            "--set", "train.progress=false", *extra])
+
+    def record():
+        return json.loads((tmp_path / "results" / "ptb.json").read_text())[0]
+
+    assert lm("--max-minutes", "1e-6") == 0  # the budget ends the sitting after its first step
+    first = record()
+    assert first["stopped"] == "time" and first["steps"] < 6 and len(first["sittings"]) == 1
+    assert lm("--max-minutes", "1e-6") == 0 and record() == first  # without --extend: finished, kept as is
+    capsys.readouterr()
+    assert lm("--extend") == 0  # no budget this time: trains on to max_steps from its checkpoint
+    err = capsys.readouterr().err
+    assert "training on from its newest checkpoint" in err and "evaluating" in err
+    second = record()
+    assert second["stopped"] == "max_steps" and second["steps"] == 6 and len(second["sittings"]) == 2
+    assert second["sittings"][1]["resumed"] and second["nll_iw"] != first["nll_iw"]
+    capsys.readouterr()
+    assert lm("--extend") == 0  # a row that did not stop at a budget is not trained on
+    assert "not retrained" in capsys.readouterr().err and record() == second
+    # each sitting keeps the command that ran it, and the table lists them: how to redo the row
+    commands = [s["command"] for s in second["sittings"]]
+    assert commands[0].endswith("--max-minutes 1e-6") and commands[1].endswith("--extend")
+    assert all(c.startswith((f"python scripts/run_experiments.py {PTB} --data-dir", "OMP_NUM_THREADS=")) for c in commands)
+    assert second["eval_command"] == commands[1]
+    md = (tmp_path / "results" / "ptb.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("- lstm-lm: "))
+    assert line.index(commands[0]) < line.index(commands[1]) < line.index("evaluated by")
+
+
+def test_the_recorded_command_can_be_typed_again(script, monkeypatch):
+    monkeypatch.delenv(script.COMMAND_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert script.invocation(["--rows", "bn-vae", "--data-dir", "my ptb"]) == \
+        "python scripts/run_experiments.py --rows bn-vae --data-dir 'my ptb'"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert script.invocation(["--rows", "lstm-lm"]) == "OMP_NUM_THREADS=1 python scripts/run_experiments.py --rows lstm-lm"
+    monkeypatch.setenv(script.COMMAND_ENV, "python scripts/run_experiments.py --jobs 7")  # a --jobs row process
+    assert script.invocation(["--rows", "lstm-lm", "--out-dir", "/tmp/x"]) == "python scripts/run_experiments.py --jobs 7"
+
+
+def test_a_row_run_on_its_own_keeps_rows_another_process_wrote_meanwhile(script, ptb_dir, tmp_path, monkeypatch):
+    # e.g. `--rows bn-vae` evaluating while `--rows vae-free-bits` trains in a second shell
+    assert run(script, ptb_dir, tmp_path) == 0
+    path = tmp_path / "results" / "ptb.json"
+    evaluate = script.evaluate_run
+
+    def other_process_writes_first(row, *a, **kw):
+        records = json.loads(path.read_text())
+        records[0]["nll_iw"] = 1.25  # lstm-lm's row, rewritten after this command read ptb.json
+        path.write_text(json.dumps(records))
+        return evaluate(row, *a, **kw)
+
+    monkeypatch.setattr(script, "evaluate_run", other_process_writes_first)
+    assert run(script, ptb_dir, tmp_path, rows="bn-vae") == 0
+    records = {r["row"]: r for r in json.loads(path.read_text())}
+    assert records["lstm-lm"]["nll_iw"] == 1.25 and set(records) == set(ROWS.split(","))
+
+
+def test_the_scripts_own_results_do_not_make_a_sitting_dirty(script, tmp_path):
+    def git(*a):
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "ptb.json").write_text("[]\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    commit, dirty = script.git_commit(tmp_path)
+    assert len(commit) == 40 and not dirty
+    (tmp_path / "results" / "ptb.json").write_text("[{}]\n")  # a row's evaluation rewrote the table
+    assert script.git_commit(tmp_path) == (commit, False)
+    (tmp_path / "code.py").write_text("x = 2\n")  # the code that trains changed: that is dirty
+    assert script.git_commit(tmp_path) == (commit, True)
+
+
+def test_a_new_yaml_row_is_run_and_rendered_with_no_python_change(script, report, ptb_dir, tmp_path, capsys):
+    folder = tmp_path / "experiments" / "ptb"
+    shutil.copytree(PTB, folder)
+    (folder / "beta-vae-0.2.yaml").write_text(
+        "name: beta-vae-0.2\norder: 96\nmethod: beta-VAE (beta 0.2)\n"
+        "paper: Higgins et al. (2017), beta-VAE, in the setting of He et al. (2019), Table 1\n"
+        "overrides: [objective.kl_schedule=constant, objective.kl_weight=0.2]\nseeds: [7]\n"
+        "reference: {ppl: 999, source: a made-up source for this test, status: none, differs: everything}\n")
+    assert script.main([str(folder), "--list"]) == 0
+    assert "beta-vae-0.2" in capsys.readouterr().out
+    assert run(script, ptb_dir, tmp_path, rows="beta-vae-0.2", experiments=folder) == 0
+    (record,) = json.loads((tmp_path / "results" / "ptb.json").read_text())
+    assert record["row"] == "beta-vae-0.2" and record["seed"] == 7
+    assert record["config"]["objective"]["kl_weight"] == 0.2 and record["config"]["train"]["seed"] == 7
+    md = (tmp_path / "results" / "ptb.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| beta-vae-0.2 |"))
+    assert "beta-VAE (beta 0.2)" in line and "PPL 999 (a made-up source for this test)" in line
+    assert md.index("| vae-plain |") < md.index("| beta-vae-0.2 |")  # its order: after vae-plain
+    # the report step alone renders the same page from the json
+    (tmp_path / "results" / "ptb.md").unlink()
+    assert report.main([str(folder), "--results", str(tmp_path / "results")]) == 0
+    assert (tmp_path / "results" / "ptb.md").read_text() == md
+
+
+def test_several_seeds_are_one_run_each(script, ptb_dir, tmp_path):
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "table.yaml").write_text("table: tiny\ntitle: A tiny table\npreset: ptb-li2019\n"
+                                       "evaluation: {iw_samples: 2, samples: 1, homotopy_steps: 0}\n")
+    (folder / "lm.yaml").write_text("name: lm\nmethod: LM\npaper: none\noverrides: [model.latent_dim=0]\n"
+                                    "seeds: [1, 2]\n")
+    assert script.main([str(folder), "--data-dir", str(ptb_dir), "--out-dir", str(tmp_path / "results"),
+                        "--runs-dir", str(tmp_path / "runs"), "--max-steps", "2", "--eval-sentences", "4",
+                        *SMALL]) == 0
+    records = json.loads((tmp_path / "results" / "tiny.json").read_text())
+    assert [(r["row"], r["experiment"], r["seed"]) for r in records] == [("lm-seed1", "lm", 1), ("lm-seed2", "lm", 2)]
+    assert records[0]["iw_samples"] == 2 and len(records[0]["samples"]) == 1
+    assert records[0]["nll_iw"] != records[1]["nll_iw"]  # two seeds, two models
+    assert (tmp_path / "runs" / "tiny" / "lm-seed2" / "config.json").is_file()
+
+
+def test_experiment_files_are_checked(tmp_path):
+    bad = tmp_path / "row.yaml"
+    bad.write_text("name: x\nmethod: m\npaper: p\noverides: [model.latent_dim=0]\n")  # misspelt key
+    with pytest.raises(ConfigError, match="unknown key 'overides'"):
+        load_experiment(bad)
+    bad.write_text("name: x\nmethod: m\n")
+    with pytest.raises(ConfigError, match="missing key 'paper'"):
+        load_experiment(bad)
+    bad.write_text("name: x\nmethod: m\npaper: p\nreference: {ppl: 116}\n")
+    with pytest.raises(ConfigError, match="reference needs a source"):
+        load_experiment(bad)
+    bad.write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        load_experiment(bad)
+    with pytest.raises(ConfigError, match="has no table.yaml"):
+        load_table(tmp_path)
+
+
+def test_every_ptb_row_file_builds_its_config(table):
+    t, rows = table
+    assert [r.name for r in rows][:9] == ["lstm-lm", "vae-bowman", "vae-inputless", "vae-cyclical", "vae-free-bits",
+                                          "vae-aggressive", "vae-pretrain-fb", "bn-vae", "vae-plain"]
+    for row in rows:
+        cfg = load_config(row.preset or t.preset, overrides=row_overrides(t, row, 1234, [], []))
+        assert cfg.train.optimizer == "adam" and cfg.train.seed == 1234
+    beta = next(r for r in rows if r.name == "beta-vae-0.4")
+    cfg = load_config(t.preset, overrides=row_overrides(t, beta, 1234, [], []))
+    assert cfg.objective.kl_weight == 0.4 and cfg.objective.kl_schedule == "constant"
+
+
+def test_the_old_script_name_still_runs_with_a_deprecation_message(capsys):
+    old = load_script("reproduce_ptb")
+    assert old.main(["--list"]) == 0
+    out = capsys.readouterr()
+    assert "deprecated" in out.err and "run_experiments.py experiments/ptb --list" in out.err
+    assert "vae-free-bits" in out.out

@@ -1,0 +1,179 @@
+"""Experiments as data: a results table is a folder of YAML files, one per row.
+
+A table folder (``experiments/ptb/``) holds ``table.yaml``, what every row shares, and one YAML
+file per row. A row is a preset plus overrides plus seeds plus the evaluation to run, with the
+paper it follows and, where one is known, its published reference. Nothing here trains: the
+runner (``scripts/run_experiments.py``) turns a row into a ``Config`` with ``row_overrides`` and
+calls ``textvae.train.train``; the report step (``scripts/report.py``) renders
+``results/<table>.md`` from ``results/<table>.json`` and these files.
+
+``table.yaml``::
+
+    table: ptb                      # results/ptb.json, results/ptb.md, runs/ptb/<row>
+    title: Penn Treebank ...        # the page's heading
+    description: ...                # the paragraph under it (markdown)
+    data_dir: ../shared/data/ptb    # relative to the repository root
+    data_dir_env: TEXTVAE_PTB       # an environment variable that overrides data_dir
+    preset: ptb-li2019              # every row's preset unless the row names its own
+    recipe: [train.optimizer=adam, ...]          # overrides every row shares (before its own)
+    steps_from_epochs: {train.eval_every: 0.5}   # settings given in epochs of the training split
+    evaluation: {split: test, iw_samples: 500, samples: 3, homotopy_steps: 5}
+    bleu_tokenize: none             # the BLEU convention this table's numbers are read under
+    baseline: {row: lstm-lm, min_kl: 5.0, min_au: 10}   # optional: VAE rows compared with it
+    notes: [...]                    # paragraphs after the table (markdown)
+
+A row file::
+
+    name: bn-vae                    # the row's id: runs/<table>/<name>, the json's "row"
+    order: 80                       # its place in the table (ascending)
+    method: BN-VAE                  # the table's "method" cell
+    paper: Zhu et al. (2020) ...    # what it follows, with the paper
+    overrides: [model.bn_gamma=0.6, objective.kl_schedule=constant]
+    seeds: [1234]                   # train.seed of each run; several seeds: one run each
+    steps_from_epochs: {objective.pretrain_ae_steps: {epochs: 20, max_fraction_of_run: 0.5}}
+    evaluation: {iw_samples: 500}   # merged over the table's
+    reference: {ppl: 116, nll: 100, source: ..., status: ..., differs: ...}   # optional
+
+Only ``name``, ``method`` and ``paper`` are required in a row; a misspelt key is an error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+TABLE_FILE = "table.yaml"
+EVALUATION_DEFAULTS = {"split": "test", "iw_samples": 500, "samples": 3, "homotopy_steps": 5}
+REFERENCE_KEYS = {"nll", "kl", "ppl", "source", "status", "differs"}
+
+
+@dataclass
+class Table:
+    """What every row of one results table shares (``table.yaml``)."""
+
+    table: str
+    title: str
+    folder: Path
+    description: str = ""
+    data_dir: str | None = None
+    data_dir_env: str | None = None
+    preset: str | None = None
+    recipe: list[str] = field(default_factory=list)
+    steps_from_epochs: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
+    bleu_tokenize: str | None = None
+    baseline: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Experiment:
+    """One row of a table: a preset, overrides, seeds and the evaluation to run."""
+
+    name: str
+    method: str
+    paper: str
+    path: Path
+    order: float = math.inf
+    preset: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    steps_from_epochs: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
+    reference: dict | None = None
+
+    def runs(self) -> list[tuple[str, int | None]]:
+        """(run name, seed) of each run of this row: the row's name for one seed (or none, the
+        preset's), ``NAME-seedS`` for each of several."""
+        if len(self.seeds) <= 1:
+            return [(self.name, self.seeds[0] if self.seeds else None)]
+        return [(f"{self.name}-seed{s}", s) for s in self.seeds]
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read experiment file {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"experiment file {path} is empty or not a mapping; see textvae/experiments.py "
+                          "for the keys a row or table.yaml takes")
+    return data
+
+
+def _build(cls, data: dict, where: Path, required: tuple[str, ...], **extra):
+    known = {f.name for f in fields(cls)} - set(extra)
+    problems = [f"unknown key {k!r} (valid: {', '.join(sorted(known))})" for k in data if k not in known]
+    problems += [f"missing key {k!r}" for k in required if k not in data]
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+    return cls(**data, **extra)
+
+
+def load_table(folder: str | Path) -> tuple[Table, list[Experiment]]:
+    """The table of ``folder`` (its ``table.yaml``) and its rows, in table order (``order``, then name)."""
+    folder = Path(folder)
+    if not (folder / TABLE_FILE).is_file():
+        raise ConfigError(f"{folder} has no {TABLE_FILE}: a table folder holds {TABLE_FILE} and one YAML "
+                          "file per row (see experiments/ptb/)")
+    table = _build(Table, _read(folder / TABLE_FILE), folder / TABLE_FILE, ("table", "title"), folder=folder)
+    rows = [load_experiment(p) for p in sorted(folder.glob("*.yaml")) if p.name != TABLE_FILE]
+    names = [r.name for r in rows]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{folder}: row name(s) {', '.join(twice)} used by more than one file")
+    return table, sorted(rows, key=lambda r: (r.order, r.name))
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """One row file, checked: unknown keys, a reference without a source, seeds that are not integers."""
+    path = Path(path)
+    row = _build(Experiment, _read(path), path, ("name", "method", "paper"), path=path)
+    if not all(isinstance(s, int) for s in row.seeds):
+        raise ConfigError(f"{path}: seeds must be integers, got {row.seeds!r}")
+    if row.reference is not None:
+        bad = set(row.reference) - REFERENCE_KEYS
+        if bad or "source" not in row.reference:
+            raise ConfigError(f"{path}: reference needs a source and takes only {', '.join(sorted(REFERENCE_KEYS))}"
+                              + (f" (unknown: {', '.join(sorted(bad))})" if bad else ""))
+    return row
+
+
+def evaluation(table: Table, row: Experiment) -> dict:
+    """The row's evaluation settings: the defaults, then the table's, then the row's own."""
+    return {**EVALUATION_DEFAULTS, **table.evaluation, **row.evaluation}
+
+
+def data_dir(table: Table, repo: Path) -> Path | None:
+    """The table's corpus folder: ``$data_dir_env`` when set, else ``data_dir`` from the repository root."""
+    if table.data_dir_env and os.environ.get(table.data_dir_env):
+        return Path(os.environ[table.data_dir_env])
+    return None if table.data_dir is None else (repo / table.data_dir)
+
+
+def steps_from_epochs(table: Table, row: Experiment, per_epoch: int, planned_steps: int) -> list[str]:
+    """``key=steps`` overrides for the settings given in epochs (the table's, then the row's): ``epochs``
+    times the optimiser steps of one epoch, rounded up; with ``max_fraction_of_run`` at most that
+    fraction of the planned run (so that a short smoke run still reaches what comes after)."""
+    out = []
+    for key, spec in {**table.steps_from_epochs, **row.steps_from_epochs}.items():
+        spec = spec if isinstance(spec, dict) else {"epochs": spec}
+        steps = math.ceil(spec["epochs"] * per_epoch)
+        if spec.get("max_fraction_of_run") is not None:
+            steps = min(steps, int(planned_steps * spec["max_fraction_of_run"]))
+        out.append(f"{key}={max(1, steps)}")
+    return out
+
+
+def row_overrides(table: Table, row: Experiment, seed: int | None, derived: list[str],
+                  command_line: list[str]) -> list[str]:
+    """The overrides of one run, in the order they apply: the table's recipe, the derived step counts,
+    the seed, the row's own, then the command line's (which win)."""
+    seed_override = [] if seed is None else [f"train.seed={seed}"]
+    return [*table.recipe, *derived, *seed_override, *row.overrides, *command_line]
