@@ -194,8 +194,9 @@ class CountingTokenizer:
 
 def test_encode_truncate_drop_and_counts(tmp_path, cache):
     folder = write(tmp_path, {"train.txt": "abc\n\nabcdefgh\nEMPTY\nab\nabcdef\n", **OTHERS})
-    ds = load(folder, cache, ("train",))["train"]
-    enc = encode_split(ds, CountingTokenizer(), DataConfig(max_len=5, long_policy="truncate"))
+    splits = load(folder, cache, ("train",))
+    ds = splits["train"]
+    enc = splits.encode("train", CountingTokenizer(), DataConfig(max_len=5, long_policy="truncate"))
     assert enc.lengths.tolist() == [3, 5, 2, 5]
     assert enc.texts == ["abc", "abcdefgh", "ab", "abcdef"]  # texts are kept whole
     assert enc.stats == {"examples": 4, "skipped_blank": 1, "truncated": 2, "dropped": 1, "dropped_long": 0,
