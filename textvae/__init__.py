@@ -11,7 +11,7 @@ from .config import Config, DataConfig, ModelConfig, ObjectiveConfig, SampleConf
 from .errors import CheckpointError, ConfigError, DataError, TextVAEError, TrainingError
 from .model import TextVAE
 
-from .version import __version__
+__version__ = "0.1.0"
 
 
 __all__ = ["TextVAE", "Config", "DataConfig", "TokenizerConfig", "ModelConfig", "ObjectiveConfig", "TrainConfig",

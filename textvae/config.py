@@ -369,13 +369,13 @@ def _coerce(tp, value, key: str, source: str):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        candidates = [arg for arg in args if arg is not type(None)]
+        for arg in candidates:
             try:
                 return _coerce(arg, value, key, source)
             except ConfigError:
-                pass
+                if len(candidates) == 1:
+                    raise  # its own message is the most precise (e.g. which entry of a mapping)
         raise ConfigError(f"{source}: key {key!r} expects {' or '.join(_type_name(a) for a in args)}, "
                           f"got {value!r}")
     if origin is dict:
