@@ -96,3 +96,44 @@ def test_a_splits_override_changes_one_entry(tmp_path):
     assert load_config(config_file=str(path)).data.splits == {"train": "tr", "valid": "va", "test": "te"}
     cfg = load_config(config_file=str(path), overrides=["data.splits.test=held_out"])
     assert cfg.data.splits == {"train": "tr", "valid": "va", "test": "held_out"}
+
+
+def test_textvae_overrides_env_applies_after_every_other_override(monkeypatch):
+    monkeypatch.setenv("TEXTVAE_OVERRIDES", "train.max_steps=5  data.builtin_size=300 data.splits.test=held")
+    cfg = load_config(preset="tiny", overrides=["train.max_steps=100", "train.lr=0.5"])
+    assert cfg.train.max_steps == 5 and cfg.data.builtin_size == 300 and cfg.train.lr == 0.5
+    assert cfg.data.splits == {"train": "train", "valid": "valid", "test": "held"}
+    monkeypatch.setenv("TEXTVAE_OVERRIDES", "train.max_stepz=5")
+    with pytest.raises(ConfigError, match=r"TEXTVAE_OVERRIDES='train.max_stepz=5'.*unknown key\(s\) 'train.max_stepz'"):
+        load_config(preset="tiny")
+    monkeypatch.setenv("TEXTVAE_OVERRIDES", "")
+    assert load_config(preset="tiny").train.max_steps != 5
+
+
+def test_a_dotted_override_changes_one_entry_of_any_mapping():
+    cfg = load_config(overrides=["model.id2label.1=b", "model.id2label.0=a"])
+    assert cfg.model.id2label == {0: "a", 1: "b"} and cfg.model.num_labels == 2
+    with pytest.raises(ConfigError, match="model.id2label must map the ids 0..K-1"):
+        load_config(overrides=["model.id2label.3=a"])
+    with pytest.raises(ConfigError, match=r"model.id2label.x' expects int"):
+        load_config(overrides=["model.id2label.x=a"])
+
+
+def test_saved_config_carries_format_and_library_version(tmp_path):
+    import json
+
+    import textvae
+    from textvae.config import FORMAT_VERSION, Config
+
+    Config().save(tmp_path / "config.json")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["format_version"] == FORMAT_VERSION and saved["textvae_version"] == textvae.__version__
+    assert load_config(config_file=str(tmp_path / "config.json")) == Config()
+
+
+def test_a_format_1_run_config_with_num_labels_still_loads():
+    import pathlib
+
+    path = pathlib.Path(__file__).parent / "fixtures" / "v0.1.0" / "run" / "config.json"
+    cfg = load_config(config_file=str(path))
+    assert cfg.model.id2label is None and cfg.model.num_labels == 0 and cfg.train.max_steps == 6

@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from textvae.corpus import (FACTOR_VALUES, FACTORS, MAX_TOKENS, MIN_TOKENS, builtin_corpus,
-                            generate)
+                            draw_examples)
 from textvae.errors import DataError
 
 
@@ -19,17 +19,17 @@ def _all(corpus):
     return corpus["train"] + corpus["valid"] + corpus["test"]
 
 
-def test_generate_is_deterministic_per_seed():
-    assert generate(300, seed=0) == generate(300, seed=0)
-    assert [e["text"] for e in generate(300, seed=0)] != [e["text"] for e in generate(300, seed=1)]
-    assert generate(50, seed=2) == generate(130, seed=2)[:50]  # a prefix of a longer draw
-    assert generate(0) == []
+def test_draw_examples_is_deterministic_per_seed():
+    assert draw_examples(300, seed=0) == draw_examples(300, seed=0)
+    assert [e["text"] for e in draw_examples(300, seed=0)] != [e["text"] for e in draw_examples(300, seed=1)]
+    assert draw_examples(50, seed=2) == draw_examples(130, seed=2)[:50]  # a prefix of a longer draw
+    assert draw_examples(0) == []
 
 
 def test_golden_first_sentences():
     # The corpus users train on must not change by accident (e.g. a Python upgrade changing the
     # random draws). Update this only on purpose, together with data/builtin/README.md.
-    assert [e["text"] for e in generate(3, seed=0)] == GOLDEN
+    assert [e["text"] for e in draw_examples(3, seed=0)] == GOLDEN
 
 
 GOLDEN = [
@@ -40,14 +40,14 @@ GOLDEN = [
 
 
 def test_examples_carry_every_factor():
-    for example in generate(120, seed=3):
+    for example in draw_examples(120, seed=3):
         assert set(example) == {"text", *FACTORS}
         for factor in FACTORS:
             assert example[factor] in FACTOR_VALUES[factor]
 
 
 def test_each_block_of_60_holds_every_combination_once():
-    cells = Counter(tuple(e[f] for f in FACTORS) for e in generate(120, seed=4))
+    cells = Counter(tuple(e[f] for f in FACTORS) for e in draw_examples(120, seed=4))
     assert len(cells) == 5 * 3 * 2 * 2 and set(cells.values()) == {2}
 
 

@@ -194,8 +194,9 @@ class CountingTokenizer:
 
 def test_encode_truncate_drop_and_counts(tmp_path, cache):
     folder = write(tmp_path, {"train.txt": "abc\n\nabcdefgh\nEMPTY\nab\nabcdef\n", **OTHERS})
-    ds = load(folder, cache, ("train",))["train"]
-    enc = encode_split(ds, CountingTokenizer(), DataConfig(max_len=5, long_policy="truncate"))
+    splits = load(folder, cache, ("train",))
+    ds = splits["train"]
+    enc = splits.encode("train", CountingTokenizer(), DataConfig(max_len=5, long_policy="truncate"))
     assert enc.lengths.tolist() == [3, 5, 2, 5]
     assert enc.texts == ["abc", "abcdefgh", "ab", "abcdef"]  # texts are kept whole
     assert enc.stats == {"examples": 4, "skipped_blank": 1, "truncated": 2, "dropped": 1, "dropped_long": 0,
@@ -303,3 +304,16 @@ def test_collate_shapes_bos_eos_pad():
     tokens, lengths = collate_ids([[4], [4, 5, 6]])
     assert tokens.tolist() == [[BOS_ID, 4, EOS_ID, PAD_ID, PAD_ID], [BOS_ID, 4, 5, 6, EOS_ID]]
     assert lengths.tolist() == [3, 5]
+
+
+def test_blank_counts_travel_in_the_stats_not_in_module_state(tmp_path, cache):
+    import textvae.data as data
+
+    a = load(write(tmp_path / "a", {"train.txt": "x y\n\n\nz\n", **OTHERS}), cache, ("train",))
+    b = load(write(tmp_path / "b", {"train.txt": "x y\nz\n", **OTHERS}), cache, ("train",))
+    tok = CountingTokenizer()
+    assert a.encode("train", tok, DataConfig()).stats["skipped_blank"] == 2
+    assert b.encode("train", tok, DataConfig()).stats["skipped_blank"] == 0
+    assert encode_split(a["train"], tok, DataConfig()).stats["skipped_blank"] == 0  # not told: none known
+    assert not [name for name, value in vars(data).items() if isinstance(value, (dict, list, set))
+                and not name.isupper() and not name.startswith("__")]

@@ -224,3 +224,80 @@ def test_bn_vae_bound_holds_for_raw_means_with_variance_far_below_pytorchs_eps()
     assert torch.allclose(out.var(dim=0, unbiased=False), torch.full((4,), 0.36), rtol=0.02)
     kl_floor = 0.5 * out.pow(2).mean(0).sum()  # the mu^2 part of the batch-mean KL
     assert kl_floor >= 4 * 0.36 / 2 * 0.98
+
+
+# ---------------------------------------------------------------- models written by earlier versions
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "v0.1.0"
+
+
+@pytest.mark.parametrize("name", ["run", "conditional"])
+def test_format_1_models_load_and_reproduce_their_outputs(name):
+    expected = json.loads((FIXTURES / "expected.json").read_text())[name]
+    model = TextVAE.from_pretrained(FIXTURES / name)
+    label = model.label_names[0] if model.conditional else None  # 0.1.0 sampled with the first label
+    mu, logvar = model.encode([expected["sentence"]], label)
+    assert mu[0].tolist() == expected["mu"] and logvar[0].tolist() == expected["logvar"]
+    assert model.sample(2, seed=0, label=label) == expected["sample"]
+
+
+def test_format_1_labels_become_id2label():
+    model = TextVAE.from_pretrained(FIXTURES / "conditional")
+    names = ["animals", "food", "sport", "travel", "weather"]
+    assert model.config.id2label == dict(enumerate(names)) and model.label_names == names
+    assert model.config.num_labels == 5
+
+
+def test_format_1_checkpoint_weights_load_through_upgrade_state_dict():
+    from safetensors.torch import load_file
+
+    from textvae.model import upgrade_state_dict
+
+    model = TextVAE.from_pretrained(FIXTURES / "run")
+    state = load_file(str(FIXTURES / "run" / "checkpoints" / "step-00000006" / "model.safetensors"))
+    assert "posterior.weight" in state  # the format-1 name
+    model.load_state_dict(upgrade_state_dict(state, model.config))  # strict: every key fits
+    assert torch.equal(model.latent.head.weight, state["latent.head.weight"])
+
+
+def test_saved_config_has_id2label_format_and_library_version(tmp_path):
+    import textvae
+    from textvae.config import FORMAT_VERSION
+
+    model = TextVAE.from_pretrained(FIXTURES / "conditional")
+    model.save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["format_version"] == FORMAT_VERSION == 2 and meta["textvae_version"] == textvae.__version__
+    assert "labels" not in meta and "num_labels" not in meta["model"]
+    assert meta["model"]["id2label"] == {"0": "animals", "1": "food", "2": "sport", "3": "travel", "4": "weather"}
+    again = TextVAE.from_pretrained(tmp_path / "m")
+    assert again.config == model.config and again.sample(2, seed=1, label="food") == model.sample(2, seed=1,
+                                                                                                 label="food")
+    state = again.state_dict()
+    assert "latent.head.weight" in state and not any(k.startswith("posterior.") for k in state)
+    del meta["model"]["id2label"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="conditional but 'model.id2label' is missing"):
+        TextVAE.from_pretrained(tmp_path / "m")
+
+
+def test_format_1_conditional_model_without_its_labels_is_a_clear_error(tmp_path):
+    import shutil
+
+    shutil.copytree(FIXTURES / "conditional", tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    del meta["labels"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="conditional but 'labels' is not a list of its 5 label names"):
+        TextVAE.from_pretrained(tmp_path / "m")
+
+
+def test_version_is_setup_cfgs():
+    import configparser
+    import pathlib
+
+    import textvae
+
+    cfg = configparser.ConfigParser()
+    cfg.read(pathlib.Path(__file__).parents[1] / "setup.cfg")
+    assert textvae.__version__ == cfg["metadata"]["version"]

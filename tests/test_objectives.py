@@ -82,3 +82,17 @@ def test_kl_term_dispatches_on_mode():
     kingma = ObjectiveConfig(free_bits=0.5, free_bits_mode="kingma")
     assert kl_term(kl, li).item() == pytest.approx(2.0)
     assert kl_term(kl, kingma).item() == pytest.approx(0.6 + 1.55)
+
+
+def test_vae_loss_is_rec_plus_weighted_kl_term_plus_the_latents_own_terms():
+    from types import SimpleNamespace
+
+    from textvae.objectives import vae_loss
+
+    kl = torch.tensor([[0.1, 2.0], [0.3, 1.0]])
+    out = SimpleNamespace(rec=torch.tensor([3.0, 5.0]), kl=kl, losses={"commitment": torch.tensor(0.25)})
+    cfg = ObjectiveConfig(free_bits=0.5, free_bits_mode="kingma")
+    # kingma: batch-mean KL per dimension (0.2, 1.5) clamped at 0.5 -> 0.5 + 1.5
+    assert torch.isclose(vae_loss(out, 0.5, cfg), torch.tensor(4.0 + 0.5 * 2.0 + 0.25))
+    out.losses = {}
+    assert torch.isclose(vae_loss(out, 2.0, ObjectiveConfig()), torch.tensor(4.0 + 2.0 * 1.7))

@@ -430,7 +430,7 @@ def test_logvar_is_clamped_to_the_configured_range(tiny_run):
     Z = model.latent_dim
     with torch.no_grad():
         for sign, bound in ((1, hi), (-1, lo)):
-            model.posterior.bias[Z:] = sign * 1e6  # the log-variance half
+            model.latent.head.bias[Z:] = sign * 1e6  # the log-variance half
             _, logvar = model.encode(["the dog ran ."])
             assert torch.all(logvar == bound)
 
@@ -568,8 +568,9 @@ def test_model_from_a_newer_format_version(tiny_run, tmp_path, capsys, name):
     model = tmp_path / "model"
     shutil.copytree(tiny_run / "best", model)
     meta = json.loads((model / name).read_text())
-    (model / name).write_text(json.dumps({**meta, "format_version": 2}))
-    expect_error(capsys, ["sample", "--model", model], str(model), "format_version 2", "upgrade textvae")
+    newer = meta["format_version"] + 1
+    (model / name).write_text(json.dumps({**meta, "format_version": newer}))
+    expect_error(capsys, ["sample", "--model", model], str(model), f"format_version {newer}", "upgrade textvae")
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -13,6 +13,7 @@ Unknown keys and wrong types are errors that list every problem at once.
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,8 +24,12 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .version import __version__
 
-FORMAT_VERSION = 1
+# Version of the on-disk layout of config.json, model and checkpoint directories. 2: labels as
+# model.id2label (1: model.num_labels + a top-level "labels" list), the Gaussian latent's weights
+# under latent.* (1: posterior.*, mu_bn.*), the writing library's version as "textvae_version".
+FORMAT_VERSION = 2
 
 
 def _choice(problems: list[str], name: str, value: Any, choices) -> None:
@@ -104,6 +109,7 @@ class ModelConfig:
     enc_hidden: int = 256
     enc_layers: int = 1
     bidirectional: bool = False
+    latent: str = "gaussian"  # latent family (textvae.latents.LATENTS): gaussian
     encoder: str = "rnn"  # rnn: LSTM|GRU (cell, enc_layers, bidirectional) | gcnn: gated CNN, Dauphin et al. 2017
     gcnn_layers: int = 4  # gcnn: residual gated-convolution blocks, enc_hidden channels each
     gcnn_kernel: int = 3  # gcnn: kernel width, odd (centred: (k - 1) / 2 tokens either side)
@@ -116,17 +122,18 @@ class ModelConfig:
     # the encoder's final hidden state and, at the decoder, z; the prior stays N(0, I) (see model.py)
     conditional: bool = False
     label_dim: int = 16  # conditional: size of the label embeddings
-    num_labels: int = 0  # conditional: filled in from the training labels
+    # conditional: label names by id (transformers' id2label); filled in from the training labels
+    id2label: dict[int, str] | None = None
     tie_embeddings: bool = False  # output projection shares the decoder embedding
     # > 0: word embeddings start U(-emb_init, emb_init), as He et al.'s and Li et al.'s code (0.1), instead
-    # of PyTorch's N(0, 1). Matters with tie_embeddings, where the table is also the output layer
-    # (on PTB's LSTM-LM, N(0, 1) made the tied model train far slower than the untied one).
+    # of PyTorch's N(0, 1). Matters most with tie_embeddings, where the table is also the output layer
+    # and N(0, 1) rows give very large initial logits.
     emb_init: float = 0.0
     share_embedding: bool = False  # encoder and decoder use one embedding table (as the Sentence-VAE port)
     word_dropout: float = 0.0  # Bowman: decoder inputs replaced by <unk> with this probability (1 = inputless)
     emb_dropout: float = 0.0  # ordinary dropout on embeddings (encoder and decoder)
-    # dropout on the encoder's embeddings alone; None: emb_dropout. He et al.'s, Li et al.'s and Zhu et
-    # al.'s code has none in the encoder (0).
+    # dropout on the encoder's embeddings alone; None: emb_dropout. 0 matches He et al.'s, Li et al.'s
+    # and Zhu et al.'s code, which has no dropout in the encoder.
     enc_dropout: float | None = None
     out_dropout: float = 0.0  # dropout on decoder outputs before the projection
     logvar_min: float = -20.0  # log sigma^2 is clamped to [logvar_min, logvar_max]
@@ -139,14 +146,25 @@ class ModelConfig:
     bn_gamma: float | None = None
     vocab_size: int = 0  # filled in from the tokenizer
 
+    @property
+    def num_labels(self) -> int:
+        """How many labels a conditional model has: ``len(id2label)``."""
+        return len(self.id2label or {})
+
     def validate(self, p: list[str]) -> None:
+        from .latents import LATENTS
+
         _choice(p, "model.cell", self.cell, ("lstm", "gru"))
+        _choice(p, "model.latent", self.latent, tuple(LATENTS))
         _choice(p, "model.encoder", self.encoder, ("rnn", "gcnn"))
         _positive(p, "model.gcnn_layers", self.gcnn_layers)
         if self.gcnn_kernel < 1 or self.gcnn_kernel % 2 == 0:
             p.append(f"model.gcnn_kernel={self.gcnn_kernel!r} must be an odd number >= 1 (the convolution is centred)")
         _positive(p, "model.label_dim", self.label_dim)
-        _positive(p, "model.num_labels", self.num_labels, allow_zero=True)
+        if self.id2label is not None and sorted(self.id2label) != list(range(len(self.id2label))):
+            p.append(f"model.id2label must map the ids 0..K-1 to label names, got ids {sorted(self.id2label)[:10]}")
+        if self.id2label is not None and len(set(self.id2label.values())) != len(self.id2label):
+            p.append("model.id2label names a label twice; label names must be distinct")
         if self.conditional and self.latent_dim == 0:
             p.append("model.conditional is set but model.latent_dim=0; the conditional VAE needs a latent")
         for name in ("emb_dim", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers"):
@@ -294,7 +312,13 @@ class Config:
         return _build(cls, d, source, "")
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"format_version": FORMAT_VERSION, **self.to_dict()}, indent=2) + "\n")
+        """Write the config as JSON, with the layout's ``format_version`` and the ``textvae_version``."""
+        Path(path).write_text(json.dumps(saved_header() | self.to_dict(), indent=2) + "\n")
+
+
+def saved_header() -> dict:
+    """What every config.json textvae writes begins with: the layout version and the library version."""
+    return {"format_version": FORMAT_VERSION, "textvae_version": __version__}
 
 
 @dataclass
@@ -345,19 +369,21 @@ def _coerce(tp, value, key: str, source: str):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        candidates = [arg for arg in args if arg is not type(None)]
+        for arg in candidates:
             try:
                 return _coerce(arg, value, key, source)
             except ConfigError:
-                pass
+                if len(candidates) == 1:
+                    raise  # its own message is the most precise (e.g. which entry of a mapping)
         raise ConfigError(f"{source}: key {key!r} expects {' or '.join(_type_name(a) for a in args)}, "
                           f"got {value!r}")
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: key {key!r} expects a mapping, got {value!r}")
-        return {str(k): str(v) for k, v in value.items()}
+        key_type, value_type = typing.get_args(tp)
+        return {_coerce(key_type, k, f"{key}.{k}", source): _coerce(value_type, v, f"{key}.{k}", source)
+                for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -393,13 +419,24 @@ def read_format_version(meta: dict, source: str, error: type = ConfigError, defa
     return version
 
 
+def _upgrade_model(d: dict) -> dict:
+    """A format-1 model section: ``num_labels`` is now ``len(id2label)``; the label names themselves
+    were a top-level "labels" list of the model's config.json (``TextVAE.from_pretrained`` moves them)."""
+    return {k: v for k, v in d.items() if k != "num_labels"}
+
+
+UPGRADES = {ModelConfig: _upgrade_model}  # keys of older formats, rewritten before a section is built
+HEADER_KEYS = ("format_version", "textvae_version")  # top-level keys of a saved config.json
+
+
 def _build(cls, d: dict, source: str, prefix: str):
     if not isinstance(d, dict):
         where = f"section {prefix.rstrip('.')!r}" if prefix else "the top level"
         raise ConfigError(f"{source}: {where} must be a mapping of keys to values, got {d!r:.60}")
+    d = UPGRADES.get(cls, dict)(d)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = [k for k in d if k not in names and not (cls is Config and k == "format_version")]
+    unknown = [k for k in d if k not in names and not (cls is Config and k in HEADER_KEYS)]
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(repr(prefix + k) for k in unknown)}; "
                           f"valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(names))}")
@@ -408,7 +445,7 @@ def _build(cls, d: dict, source: str, prefix: str):
                           f"understands ({FORMAT_VERSION}); upgrade textvae (pip install -U textvae)")
     kwargs = {}
     for k, v in d.items():
-        if k == "format_version":
+        if cls is Config and k in HEADER_KEYS:
             continue
         tp = hints[k]
         if dataclasses.is_dataclass(tp):
@@ -457,15 +494,40 @@ def preset_dict(name: str) -> dict:
     return _read_mapping(Path(str(path)), f"preset {name!r}")
 
 
-def _merge(base: dict, extra: dict, replace_splits: bool = True) -> dict:
-    """``extra`` on top of ``base``, section by section. A file's ``data.splits`` replaces the whole
-    mapping (it names every split); a command-line ``data.splits.valid=X`` changes one entry."""
+def _merge(base: dict, extra: dict, cls=None) -> dict:
+    """``extra`` on top of ``base``, section by section. Under a config dataclass ``cls`` a mapping
+    field (``data.splits``, ``model.id2label``) given by ``extra`` replaces the whole mapping, as a
+    file names every entry; without ``cls`` (overrides) mappings merge entry by entry."""
     out = dict(base)
+    hints = typing.get_type_hints(cls) if cls is not None else {}
     for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and (k != "splits" or not replace_splits):
-            out[k] = _merge(out[k], v, replace_splits)
+        field_type = hints.get(k)
+        nested = field_type if dataclasses.is_dataclass(field_type) else None
+        replaces = cls is not None and nested is None
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and not replaces:
+            out[k] = _merge(out[k], v, nested if cls is not None else None)
         else:
             out[k] = v
+    return out
+
+
+def _mapping_defaults(overrides: dict, cls=None, defaults=None) -> dict:
+    """The default value of every mapping field that ``overrides`` reaches into (e.g. the default
+    ``data.splits`` for ``data.splits.valid=X``), nested as the overrides are, so that one entry
+    changes and the others keep their defaults unless a file names them."""
+    cls = cls or Config
+    defaults = defaults if defaults is not None else cls()
+    hints, out = typing.get_type_hints(cls), {}
+    for k, v in overrides.items():
+        if not isinstance(v, dict) or k not in hints:
+            continue
+        value = getattr(defaults, k)
+        if dataclasses.is_dataclass(hints[k]):
+            inner = _mapping_defaults(v, hints[k], value)
+            if inner:
+                out[k] = inner
+        elif isinstance(value, dict):
+            out[k] = dict(value)
     return out
 
 
@@ -491,9 +553,19 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+OVERRIDES_ENV = "TEXTVAE_OVERRIDES"
+
+
 def load_config(preset: str | None = None, config_file: str | None = None,
                 overrides: list[str] | None = None) -> Config:
-    """Build a Config from a preset or a YAML/JSON file, then apply ``key=value`` overrides."""
+    """Build a Config from a preset or a YAML/JSON file, then apply ``key=value`` overrides.
+
+    A dotted key into a mapping (``data.splits.valid=dev``) changes that one entry. After all
+    others come the space-separated ``key=value`` overrides of the environment variable
+    ``TEXTVAE_OVERRIDES``, e.g. ``TEXTVAE_OVERRIDES="train.max_steps=5 data.builtin_size=300"``:
+    the documentation's tests use it to run every documented command at a small size.
+    An empty config file is an error, not the defaults.
+    """
     if preset and config_file:
         raise ConfigError("give either --preset or --config, not both")
     base: dict = {}
@@ -506,9 +578,10 @@ def load_config(preset: str | None = None, config_file: str | None = None,
             raise ConfigError(f"config file {config_file} is empty (no sections); write at least one section "
                               f"(data, tokenizer, model, objective, train), or leave out --config to use the "
                               f"defaults")
-    overrides_dict = parse_overrides(overrides or [])
-    if "splits" in overrides_dict.get("data", {}) and isinstance(overrides_dict["data"]["splits"], dict):
-        # one entry changes; the defaults fill the entries neither the file nor the overrides name
-        base = _merge({"data": {"splits": dict(DataConfig().splits)}}, base)
-    merged = _merge(base, overrides_dict, replace_splits=False)
-    return Config.from_dict(merged, source if not overrides else f"{source} with overrides")
+    env = os.environ.get(OVERRIDES_ENV, "").split()
+    items = list(overrides or []) + env
+    overrides_dict = parse_overrides(items)
+    merged = _merge(_merge(_mapping_defaults(overrides_dict), base, Config), overrides_dict)
+    if items:
+        source += " with overrides" + (f" (and {OVERRIDES_ENV}={' '.join(env)!r})" if env else "")
+    return Config.from_dict(merged, source)

@@ -452,12 +452,12 @@ def _stream(seed: int):
                    "tense": tense, "sentiment": sentiment, "length": length}
 
 
-def generate(n: int, seed: int = 0) -> list[dict]:
+def draw_examples(n: int, seed: int = 0) -> list[dict]:
     """``n`` sentences from the grammar, each ``{"text", "topic", "tense", "sentiment", "length"}``.
 
     Every block of 60 consecutive examples holds each combination of factor values once, in a
-    random order. Texts may repeat; :func:`builtin_corpus` removes repeats. ``generate(n, s)``
-    is a prefix of ``generate(n + k, s)``.
+    random order. Texts may repeat; :func:`builtin_corpus` removes repeats. ``draw_examples(n, s)``
+    is a prefix of ``draw_examples(n + k, s)``.
     """
     if n < 0:
         raise ValueError(f"n={n} must be >= 0")

@@ -69,10 +69,9 @@ class Splits(dict):
         super().__init__(splits)
         self.stats = stats
 
-
-# Blank rows load_splits skipped, by the fingerprint of the Dataset it returned, so that
-# encode_split(load_splits(cfg)["train"], ...) reports them without being told.
-_SKIPPED_BLANK: dict[str, int] = {}
+    def encode(self, name: str, tokenizer, cfg: DataConfig) -> "EncodedSplit":
+        """:func:`encode_split` of split ``name``, its stats counting the blank rows skipped on loading."""
+        return encode_split(self[name], tokenizer, cfg, skipped_blank=self.stats[name]["skipped_blank"])
 
 
 def load_splits(cfg: DataConfig, splits=("train", "valid", "test"), cache_dir: str | None = None) -> Splits:
@@ -103,7 +102,6 @@ def load_splits(cfg: DataConfig, splits=("train", "valid", "test"), cache_dir: s
         if len(ds) == 0:
             raise DataError(f"the {name} split ({source}) has no examples ({blank} blank lines); "
                             f"add text to it or point data.data_dir / data.dataset at another corpus")
-        _SKIPPED_BLANK[ds._fingerprint] = blank
         out[name] = ds
         stats[name] = {"source": source, "examples": len(ds), "skipped_blank": blank}
     return Splits(out, stats)
@@ -325,15 +323,15 @@ class EncodedSplit:
 
 
 def encode_split(ds: datasets.Dataset, tokenizer, cfg: DataConfig,
-                 skipped_blank: int | None = None) -> EncodedSplit:
+                 skipped_blank: int = 0) -> EncodedSplit:
     """Encode the ``"text"`` column of ``ds`` and apply ``cfg.max_len`` / ``cfg.long_policy``.
 
     Tokenizing is a batched ``ds.map`` whose cache key is the dataset's fingerprint plus the
     tokenizer's, so a second run with the same corpus and tokenizer reads the ids back from disk.
     Length limits are applied afterwards (they are cheap), so changing ``max_len`` reuses the cache.
     Examples longer than ``max_len`` tokens are cut to ``max_len`` (truncate) or removed (drop);
-    examples with no tokens are removed. ``skipped_blank`` goes into ``stats`` (default: the count
-    :func:`load_splits` recorded for ``ds``, 0 for datasets from elsewhere).
+    examples with no tokens are removed. ``skipped_blank``, the blank rows dropped before ``ds`` was
+    made (``Splits.stats[name]["skipped_blank"]``; :meth:`Splits.encode` passes it), goes into ``stats``.
     """
     if "text" not in ds.column_names:
         raise DataError(f"encode_split needs a 'text' column; the dataset has {ds.column_names}")
@@ -366,7 +364,7 @@ def encode_split(ds: datasets.Dataset, tokenizer, cfg: DataConfig,
     n_long, n_empty = int(long.sum()), int(empty.sum())
     split.stats = {
         "examples": len(split),
-        "skipped_blank": _SKIPPED_BLANK.get(ds._fingerprint, 0) if skipped_blank is None else skipped_blank,
+        "skipped_blank": skipped_blank,
         "truncated": 0 if drop_long else n_long,
         "dropped": (n_long if drop_long else 0) + n_empty,
         "dropped_long": n_long if drop_long else 0,

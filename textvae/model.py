@@ -5,8 +5,9 @@ Data flow, top to bottom::
     tokens (B, T) = BOS x_1 .. x_n EOS PAD..
       -> Encoder: embedding -> LSTM|GRU (packed) -> final hidden (B, H_enc)
          [or GatedCNNEncoder: embedding -> gated convolutions -> mean over real positions (B, H_enc)]
-      -> Posterior head: linear -> mu, logvar (B, Z) [BN-VAE: mu batch-normalised with fixed scale]
-         z = mu + sigma * eps
+      -> Latent (textvae/latents/, chosen by ``model.latent``): posterior parameters from the
+         encoder summary, z sampled with the noise of ``Latent.noise`` [gaussian: linear -> mu,
+         logvar (B, Z), BN-VAE's fixed-scale batch norm on mu; z = mu + sigma * eps]
       -> Decoder: word dropout (<unk>) -> embedding [+ z] -> LSTM|GRU with initial state from z
          -> output projection on real tokens only -> reconstruction NLL per sentence
 
@@ -17,14 +18,13 @@ N(mu_y, I) is the same model reparameterised (z' = z - mu_y; every use of z in t
 so the shift becomes a label-dependent bias the label embedding already provides), and with N(0, I)
 the KL, IW-NLL, MI and AU estimators stay as they are.
 
-``forward`` returns the terms (reconstruction NLL per sentence, KL per dimension); the training
-loop decides how to weight them (see objectives.py). With ``latent_dim=0`` the same decoder is a
+``forward`` returns the terms (reconstruction NLL per sentence, KL per dimension, any loss terms
+of the latent family itself); the training loop decides how to weight them (see objectives.py). With ``latent_dim=0`` the same decoder is a
 plain RNN language model, the baseline of the papers' tables.
 """
 
 import json
-import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,8 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .config import FORMAT_VERSION, ModelConfig, SampleConfig
+from .config import FORMAT_VERSION, ModelConfig, SampleConfig, saved_header
 from .errors import CheckpointError
+from .latents import Latent, build_latent
+from .latents.gaussian import MeanBatchNorm, gaussian_kl, log_normal  # noqa: F401  (re-exported)
 
 RNN = {"lstm": nn.LSTM, "gru": nn.GRU}
 WEIGHTS_FILE = "model.safetensors"
@@ -58,18 +60,23 @@ def encoder_dropout(cfg: ModelConfig) -> float:
 
 @dataclass
 class VAEOutput:
-    """What one forward pass computes. The loss is the trainer's business."""
+    """What one forward pass computes. The loss is the trainer's business (objectives.vae_loss)."""
 
     rec: torch.Tensor  # (B,) reconstruction NLL in nats, summed over words + EOS
-    kl: torch.Tensor  # (B, Z) KL(q(z|x) || N(0, I)) per dimension; (B, 0) for the LM
-    mu: torch.Tensor  # (B, Z)
-    logvar: torch.Tensor  # (B, Z)
+    kl: torch.Tensor  # (B, Z) KL(q(z|x) || p(z)) per dimension; (B, 0) for the LM
+    params: tuple[torch.Tensor, ...]  # the posterior's parameters (gaussian: mu, logvar, each (B, Z))
     z: torch.Tensor  # (B, Z) the sample the decoder saw
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # the latent's own terms (Latent.extra_losses)
 
+    @property
+    def mu(self) -> torch.Tensor:
+        """The Gaussian posterior's mean (B, Z): ``params[0]``."""
+        return self.params[0]
 
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per dimension, in nats."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+    @property
+    def logvar(self) -> torch.Tensor:
+        """The Gaussian posterior's log-variance (B, Z): ``params[1]``."""
+        return self.params[1]
 
 
 def word_dropout(tokens: torch.Tensor, p: float, unk_id: int, keep: torch.Tensor) -> torch.Tensor:
@@ -194,46 +201,13 @@ class Decoder(nn.Module):
         return self.proj(self.bottleneck(self.out_dropout(hidden)))  # (..., V)
 
 
-class MeanBatchNorm(nn.BatchNorm1d):
-    """Zhu et al. (2020), "A Batch Normalized Inference Network Keeps the KL Vanishing Away" (BN-VAE):
-    batch normalisation of the posterior means, mu_d <- gamma (mu_d - E[mu_d]) / sqrt(Var[mu_d]) + beta_d,
-    with the scale gamma fixed (a parameter that is never trained) and the shift beta_d learned.
-
-    Over a training batch each mu_d then has mean beta_d and variance gamma^2, so the batch-mean KL
-    is >= 1/2 sum_d (gamma^2 + beta_d^2) >= Z gamma^2 / 2 (KL >= 1/2 sum_d mu_d^2, since
-    sigma^2 - log sigma^2 - 1 >= 0). In eval mode the running statistics are used, as in any
-    BatchNorm; they are buffers, so ``save_pretrained`` stores them. A training batch of one
-    sentence has no batch statistics; it is normalised with the running ones (Zhu et al.'s code
-    skips such batches). Under data parallelism each process normalises its own share of the
-    batch (plain BatchNorm, not SyncBatchNorm).
-
-    The bound needs Var[mu_d] >> eps, since BatchNorm divides by sqrt(Var + eps): with PyTorch's
-    eps = 1e-5 an encoder can shrink its raw means below eps and so escape the bound (on PTB, with
-    Adam and embeddings initialised U(-0.1, 0.1), the running variances fell to 1e-9..1e-7 within
-    half an epoch: validation KL 2.8 < Z gamma^2 / 2 = 5.76, AU 0). So eps here is 1e-10.
-    """
-
-    EPS = 1e-10
-
-    def __init__(self, latent_dim: int, gamma: float):
-        super().__init__(latent_dim, eps=self.EPS)
-        self.weight.requires_grad_(False)  # gamma is fixed: the KL lower bound depends on it
-        with torch.no_grad():
-            self.weight.fill_(gamma)
-
-    def forward(self, mu: torch.Tensor) -> torch.Tensor:
-        if self.training and mu.size(0) == 1:
-            return F.batch_norm(mu, self.running_mean, self.running_var, self.weight, self.bias,
-                                training=False, eps=self.eps)
-        return super().forward(mu)
-
-
 class TextVAE(nn.Module):
     """Bowman et al. (2016) sentence VAE (or, with ``latent_dim=0``, the RNN LM baseline).
 
     ``tokenizer`` is kept on the module (not a submodule) so the high-level helpers
     ``encode``/``sample``/``reconstruct``/``interpolate`` accept and return strings. ``labels``: the
-    label names of a conditional model (``config.conditional``), in id order; saved with the model.
+    label names of a conditional model (``config.conditional``), in id order; they are stored in
+    ``config.id2label`` (given here, they replace it) and saved with the model.
     """
 
     def __init__(self, config: ModelConfig, tokenizer=None, labels: list[str] | None = None):
@@ -242,31 +216,28 @@ class TextVAE(nn.Module):
             if tokenizer is None:
                 raise ValueError("ModelConfig.vocab_size is 0: pass a tokenizer or set vocab_size")
             config.vocab_size = tokenizer.vocab_size
-        self.label_names: list[str] | None = None
         if config.conditional:
             if labels is not None:
-                config.num_labels = len(labels)
-            if config.num_labels < 1:
+                config.id2label = {i: str(x) for i, x in enumerate(labels)}
+            if not config.id2label:
                 raise ValueError("a conditional model (model.conditional) needs labels: pass labels=[...] "
-                                 "or set ModelConfig.num_labels")
-            names = labels if labels is not None else range(config.num_labels)
-            self.label_names = [str(x) for x in names]
-            if len(set(self.label_names)) != len(self.label_names):
-                raise ValueError(f"duplicate label names in {self.label_names[:20]}")
+                                 "or set ModelConfig.id2label")
+            names = _label_names(config)
+            if len(set(names)) != len(names):
+                raise ValueError(f"duplicate label names in {names[:20]}")
         self.config = config
         self.tokenizer = tokenizer
         self.extra_config: dict = {}  # e.g. {"data": {...}} from the training run, kept on save
         self.unk_id = getattr(tokenizer, "unk_id", 1)
         self.bos_id = getattr(tokenizer, "bos_id", 2)
         self.eos_id = getattr(tokenizer, "eos_id", 3)
+        self.latent: Latent | None = None
         if config.latent_dim > 0:
             self.encoder = ENCODERS[config.encoder](config)
             cond = config.label_dim if config.conditional else 0
             if config.conditional:
                 self.label_embedding = nn.Embedding(config.num_labels, config.label_dim)  # q(z|x, y)'s
-            self.posterior = nn.Linear(self.encoder.out_dim + cond, 2 * config.latent_dim)
-            if config.bn_gamma is not None:
-                self.mu_bn = MeanBatchNorm(config.latent_dim, config.bn_gamma)  # BN-VAE (Zhu et al. 2020)
+            self.latent = build_latent(config, self.encoder.out_dim + cond)  # posterior head and prior
         self.decoder = Decoder(config)
         if config.share_embedding and config.latent_dim > 0:
             self.encoder.embedding = self.decoder.embedding  # one table for both, as in the Sentence-VAE port
@@ -284,8 +255,24 @@ class TextVAE(nn.Module):
         return self.config.conditional
 
     @property
+    def label_names(self) -> list[str] | None:
+        """A conditional model's label names in id order (``config.id2label``); None otherwise."""
+        return _label_names(self.config) if self.conditional else None
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    # Older names of the Gaussian latent's modules, for code written before textvae.latents.
+    @property
+    def posterior(self) -> nn.Linear:
+        """Deprecated: ``model.latent.head``."""
+        return self.latent.head
+
+    @property
+    def mu_bn(self) -> nn.Module:
+        """Deprecated: ``model.latent.mu_bn``."""
+        return self.latent.mu_bn
 
     # ------------------------------------------------------------------ the probabilistic model
 
@@ -296,10 +283,10 @@ class TextVAE(nn.Module):
         if not self.conditional and y is not None:
             raise ValueError("labels y were passed to a model that is not conditional (model.conditional=false)")
 
-    def encode_posterior(self, tokens: torch.Tensor, lengths: torch.Tensor,
-                         y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z|x) = N(mu, diag(exp(logvar))); both (B, Z). The LM returns (B, 0) tensors.
-        A conditional model needs the labels ``y`` (B,): q(z|x, y)."""
+    def posterior_params(self, tokens: torch.Tensor, lengths: torch.Tensor,
+                         y: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The parameters of q(z|x) (q(z|x, y) for a conditional model, y (B,) label ids), as the
+        latent defines them (gaussian: mu, logvar, each (B, Z)). The LM returns two (B, 0) tensors."""
         if self.is_lm:
             empty = tokens.new_zeros((tokens.size(0), 0), dtype=torch.float32)
             return empty, empty
@@ -307,10 +294,22 @@ class TextVAE(nn.Module):
         h = self.encoder(tokens, lengths)  # (B, H_enc)
         if self.conditional:
             h = torch.cat([h, self.label_embedding(y)], dim=-1)  # (B, H_enc + label_dim)
-        mu, logvar = self.posterior(h).chunk(2, dim=-1)
-        if self.config.bn_gamma is not None:
-            mu = self.mu_bn(mu)  # (B, Z): batch statistics in training, running statistics in eval
-        return mu, logvar.clamp(self.config.logvar_min, self.config.logvar_max)
+        return self.latent.posterior(h)
+
+    def encode_posterior(self, tokens: torch.Tensor, lengths: torch.Tensor,
+                         y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) = N(mu, diag(exp(logvar))); both (B, Z), for the Gaussian latent (the LM: (B, 0)).
+        A conditional model needs the labels ``y`` (B,): q(z|x, y). Other latents: :meth:`posterior_params`."""
+        mu, logvar = self.posterior_params(tokens, lengths, y)
+        return mu, logvar
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The noise of n posterior samples (n, noise_dim), on the CPU, for :meth:`forward`; (n, 0) for the LM."""
+        return torch.zeros(n, 0) if self.is_lm else self.latent.noise(n, generator)
+
+    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """n codes z ~ p(z), (n, Z) on the model's device; None for the LM."""
+        return None if self.is_lm else self.latent.prior_sample(n, generator).to(self.device)
 
     def log_likelihood(self, tokens: torch.Tensor, lengths: torch.Tensor,
                        z: torch.Tensor | None, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -339,19 +338,20 @@ class TextVAE(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor | None = None,
                 y: torch.Tensor | None = None) -> VAEOutput:
-        """One sample z ~ q(z|x) per sentence; returns reconstruction NLL and per-dimension KL.
+        """One sample z ~ q(z|x) per sentence; returns the terms of the objective (:class:`VAEOutput`).
 
-        ``eps`` (B, Z) is the standard-normal noise of the reparameterisation (drawn here when
-        None); the trainer passes its own so that data-parallel runs see the same noise.
+        ``eps`` (B, noise_dim) is the noise of the sample (:meth:`noise`; drawn here when None): the
+        trainer draws it for the whole global batch so that data-parallel runs see the same noise.
         ``y`` (B,): label ids, for a conditional model only."""
-        mu, logvar = self.encode_posterior(tokens, lengths, y)
+        params = self.posterior_params(tokens, lengths, y)
         if self.is_lm:
-            z = mu
+            z, kl, losses = params[0], params[0], {}
         else:
-            eps = torch.randn_like(mu) if eps is None else eps
-            z = mu + eps * (0.5 * logvar).exp()  # reparameterisation trick
+            eps = self.latent.noise(tokens.size(0)).to(tokens.device) if eps is None else eps
+            z = self.latent.sample(params, eps)
+            kl, losses = self.latent.kl(params), self.latent.extra_losses(params, z)
         rec = -self.log_likelihood(tokens, lengths, None if self.is_lm else z, y)
-        return VAEOutput(rec=rec, kl=gaussian_kl(mu, logvar), mu=mu, logvar=logvar, z=z)
+        return VAEOutput(rec=rec, kl=kl, params=params, z=z, losses=losses)
 
     def decoder_code(self, z: torch.Tensor | None, y: torch.Tensor | None = None) -> torch.Tensor | None:
         """What the decoder is conditioned on, the ``z`` that ``step`` and ``init_state`` take: z itself,
@@ -414,6 +414,16 @@ class TextVAE(nn.Module):
         self.train(was)
         return mu, logvar
 
+    @torch.no_grad()
+    def encode_points(self, sentences: list[str], label: str | list[str] | None = None) -> torch.Tensor:
+        """The latent's point code (B, Z) of each sentence's posterior (gaussian: the mean), in eval mode."""
+        was = self.training
+        self.eval()
+        sentences = list(sentences)
+        params = self.posterior_params(*self._tokenize(sentences), self.label_ids(label, len(sentences)))
+        self.train(was)
+        return params[0] if self.is_lm else self.latent.point(params)
+
     def decode(self, z: torch.Tensor | None, sample: SampleConfig | None = None, n: int | None = None,
                generator: torch.Generator | None = None, label: str | list[str] | None = None) -> list[str]:
         """Decode latent codes (N, Z) to strings (for the LM, z=None and n sentences); a conditional
@@ -426,30 +436,32 @@ class TextVAE(nn.Module):
 
     def sample(self, n: int, sample: SampleConfig | None = None, seed: int | None = None,
                label: str | list[str] | None = None) -> list[str]:
-        """n sentences from the prior: z ~ N(0, I), then decode. A conditional model decodes them
-        with ``label`` (without one: the labels in turn, sample i with label i mod K)."""
+        """n sentences from the prior: z ~ p(z) (gaussian: N(0, I)), then decode. A conditional model
+        decodes them with ``label`` (without one: the labels in turn, sample i with label i mod K)."""
         g = torch.Generator(device="cpu")
         g.manual_seed(0 if seed is None else seed)
-        z = None if self.is_lm else torch.randn(n, self.latent_dim, generator=g).to(self.device)
+        z = self.prior_sample(n, g)
         if self.conditional and label is None:
             label = [self.label_names[i % len(self.label_names)] for i in range(n)]
         return self.decode(z, sample, n=n, generator=g, label=label)
 
     def reconstruct(self, sentences: list[str], sample: SampleConfig | None = None,
                     label: str | list[str] | None = None) -> list[str]:
-        """Greedy decoding from the posterior mean (unless ``sample`` says otherwise); a conditional
-        model encodes and decodes with ``label`` (one for all, or one per sentence)."""
-        mu, _ = self.encode(sentences, label)
-        return self.decode(mu, sample or SampleConfig(greedy=True), label=label)
+        """Greedy decoding (unless ``sample`` says otherwise) from the latent's point code of each
+        posterior (gaussian: the mean); a conditional model encodes and decodes with ``label`` (one
+        for all, or one per sentence)."""
+        return self.decode(self.encode_points(sentences, label), sample or SampleConfig(greedy=True), label=label)
 
     def interpolate(self, a: str, b: str, steps: int, sample: SampleConfig | None = None,
                     label: str | None = None) -> list[str]:
-        """Homotopy (Bowman et al. 2016, sec. 5): decode steps + 2 evenly spaced points between the
-        posterior means of a and b, endpoints included (a conditional model: all with ``label``)."""
-        from .generate import homotopy
-
-        mu, _ = self.encode([a, b], label)
-        return self.decode(homotopy(mu[0], mu[1], steps), sample or SampleConfig(greedy=True), label=label)
+        """Homotopy (Bowman et al. 2016, sec. 5): decode steps + 2 points on the latent's path
+        between the point codes of a and b (gaussian: evenly spaced between the posterior means),
+        endpoints included (a conditional model: all with ``label``)."""
+        if self.is_lm:
+            raise ValueError("the language model (latent_dim=0) has no latent space to interpolate in")
+        ends = self.encode_points([a, b], label)
+        return self.decode(self.latent.interpolate(ends[0], ends[1], steps), sample or SampleConfig(greedy=True),
+                           label=label)
 
     # ------------------------------------------------------------------ model directories
 
@@ -466,11 +478,8 @@ class TextVAE(nn.Module):
         for alias in shared_weights(self.config):
             state.pop(alias, None)  # the same tensor as another key; safetensors stores it once
         save_file(state, str(d / WEIGHTS_FILE), metadata={"format": "pt"})
-        from dataclasses import asdict
-
-        meta = {"format_version": FORMAT_VERSION, "model": asdict(self.config),
+        meta = {**saved_header(), "model": asdict(self.config),
                 "tokenizer_fingerprint": self.tokenizer.fingerprint() if self.tokenizer else None,
-                **({"labels": self.label_names} if self.conditional else {}),  # the conditional model's
                 **(extra or self.extra_config)}
         (d / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if self.tokenizer is not None:
@@ -493,9 +502,12 @@ class TextVAE(nn.Module):
                                   f"is {d} a textvae model directory?") from None
         if not isinstance(meta, dict) or "model" not in meta:
             raise CheckpointError(f"{d / CONFIG_FILE} has no 'model' section; is {d} a textvae model directory?")
-        if read_format_version(meta, str(d / CONFIG_FILE), CheckpointError) > FORMAT_VERSION:
+        version = read_format_version(meta, str(d / CONFIG_FILE), CheckpointError)
+        if version > FORMAT_VERSION:
             raise CheckpointError(f"{d} was written by a newer textvae (format_version "
                                   f"{meta['format_version']} > {FORMAT_VERSION}); upgrade textvae to load it")
+        if version < 2 and isinstance(meta["model"], dict):
+            meta["model"] = _labels_into_model(meta, d / CONFIG_FILE)
         cfg = _build(ModelConfig, meta["model"], str(d / CONFIG_FILE), "model.")
         tokenizer = load_tokenizer(d)
         fp = meta.get("tokenizer_fingerprint")
@@ -506,12 +518,10 @@ class TextVAE(nn.Module):
         if tokenizer.vocab_size != cfg.vocab_size:
             raise CheckpointError(f"tokenizer in {d} has {tokenizer.vocab_size} tokens but the model "
                                   f"expects {cfg.vocab_size}; the directory mixes files from different models")
-        labels = meta.get("labels")
-        if cfg.conditional and not (isinstance(labels, list) and len(labels) == cfg.num_labels
-                                    and all(isinstance(x, str) for x in labels)):
-            raise CheckpointError(f"{d / CONFIG_FILE}: the model is conditional but 'labels' is not a list of its "
-                                  f"{cfg.num_labels} label names; the file is damaged or incomplete")
-        model = cls(cfg, tokenizer, labels if cfg.conditional else None)
+        if cfg.conditional and not cfg.id2label:
+            raise CheckpointError(f"{d / CONFIG_FILE}: the model is conditional but 'model.id2label' is missing; "
+                                  f"the file is damaged or incomplete")
+        model = cls(cfg, tokenizer)
         model.extra_config = {k: v for k, v in meta.items() if k == "data"}
         try:
             state = load_file(str(d / WEIGHTS_FILE))
@@ -520,7 +530,7 @@ class TextVAE(nn.Module):
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{d / WEIGHTS_FILE} is not a valid safetensors file ({e}); "
                                   f"textvae never unpickles weights. Re-download or re-train the model.") from None
-        restore_shared(state, cfg)
+        state = upgrade_state_dict(state, cfg)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise CheckpointError(f"{d / WEIGHTS_FILE} does not fit the config: missing {missing[:5]}, "
@@ -552,9 +562,41 @@ def resolve_model_dir(path: str | Path) -> Path:
                           f"directory with a best/ or checkpoints/ model")
 
 
-def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; mu, diag(exp(logvar))) summed over the last dimension."""
-    return -0.5 * (((z - mu) ** 2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1)
+def _label_names(cfg: ModelConfig) -> list[str]:
+    """``cfg.id2label`` as a list in id order."""
+    return [cfg.id2label[i] for i in range(cfg.num_labels)]
+
+
+def _labels_into_model(meta: dict, source: Path) -> dict:
+    """A format-1 model config.json kept a conditional model's label names in a top-level "labels"
+    list beside ``model.num_labels``; return its model section with them as ``id2label``."""
+    model = dict(meta["model"])
+    if not model.get("conditional") or "id2label" in model:
+        return model
+    labels, count = meta.get("labels"), model.get("num_labels")
+    if not (isinstance(labels, list) and len(labels) == count and all(isinstance(x, str) for x in labels)):
+        raise CheckpointError(f"{source}: the model is conditional but 'labels' is not a list of its "
+                              f"{count} label names; the file is damaged or incomplete")
+    model["id2label"] = dict(enumerate(labels))
+    return model
+
+
+# State-dict keys of format 1 -> today's (the Gaussian latent moved into textvae.latents).
+RENAMED_KEYS = {"posterior.": "latent.head.", "mu_bn.": "latent.mu_bn."}
+
+
+def upgrade_state_dict(state: dict, cfg: ModelConfig) -> dict:
+    """Make a loaded state dict (a model directory's or a resumable checkpoint's, of any format
+    version) fit today's :class:`TextVAE`: rename the keys of older layouts (:data:`RENAMED_KEYS`)
+    and put back the aliases of :func:`shared_weights`, which are saved once. In place; returns ``state``."""
+    for key in list(state):
+        for old, new in RENAMED_KEYS.items():
+            if key.startswith(old):
+                state[new + key[len(old):]] = state.pop(key)
+    for alias, owner in shared_weights(cfg).items():
+        if owner in state:
+            state.setdefault(alias, state[owner])
+    return state
 
 
 def shared_weights(cfg: ModelConfig) -> dict[str, str]:
@@ -569,8 +611,5 @@ def shared_weights(cfg: ModelConfig) -> dict[str, str]:
 
 
 def restore_shared(state: dict, cfg: ModelConfig) -> dict:
-    """Put the aliases of :func:`shared_weights` back into a loaded state dict (in place)."""
-    for alias, owner in shared_weights(cfg).items():
-        if owner in state:
-            state.setdefault(alias, state[owner])
-    return state
+    """Deprecated name of :func:`upgrade_state_dict` (which it calls)."""
+    return upgrade_state_dict(state, cfg)

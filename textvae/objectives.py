@@ -1,14 +1,21 @@
-"""Step-dependent weighting of the VAE objective: KL annealing schedules and free bits.
+"""The VAE objective and its step-dependent weighting, one place for each:
 
-Schedules: constant (beta-VAE when kl_weight != 1), linear, logistic (Bowman et al. 2016), cyclical
-(Fu et al. 2019), each optionally after an autoencoder phase of weight 0 (Li et al. 2019). Free
-bits: Kingma et al. (2016) and Li et al. (2019). The other collapse remedies change the model
-(word dropout, BN-VAE: model.py) or the updates (aggressive training, pretraining: collapse.py).
+    beta            ``objective.kl_weight``: the KL weight the schedules reach, the constant
+                    weight of a beta-VAE (Higgins et al. 2017) when != 1 (:func:`_constant`)
+    KL annealing    :data:`SCHEDULES`: constant, linear and logistic (Bowman et al. 2016),
+                    cyclical (Fu et al. 2019); :func:`kl_weight` adds the autoencoder phase of
+                    weight 0 (Li et al. 2019)
+    free bits       :data:`FREE_BITS`: Kingma et al. (2016) and Li et al. (2019); :func:`kl_term`
+    the loss        :func:`vae_loss`
 
-The loss for a minibatch is ``rec.mean() + kl_weight(step) * kl_term(kl)``, where ``rec`` is the
-per-sentence reconstruction NLL and ``kl`` the (B, Z) per-dimension KL from ``TextVAE.forward``.
-``kl_term`` is the free-bits-adjusted KL used for gradients only; the KL that textvae reports is
-always the unclamped ``kl.sum(1).mean()``.
+BN-VAE (Zhu et al. 2020) is not an objective: it changes the posterior, so it belongs to the
+Gaussian latent (``textvae.latents.gaussian.MeanBatchNorm``, ``model.bn_gamma``). Word dropout
+changes the decoder (model.py); aggressive training and pretraining change the updates (collapse.py).
+
+The loss for a minibatch is ``rec.mean() + kl_weight(step) * kl_term(kl) + sum(losses)``, where
+``rec`` is the per-sentence reconstruction NLL, ``kl`` the (B, Z) per-dimension KL and ``losses``
+the latent family's own terms, all from ``TextVAE.forward``. ``kl_term`` is the free-bits-adjusted
+KL used for gradients only; the KL that textvae reports is always the unclamped ``kl.sum(1).mean()``.
 """
 
 import math
@@ -19,6 +26,7 @@ from .config import ObjectiveConfig
 
 
 def _constant(step: int, c: ObjectiveConfig, total: int | None) -> float:
+    """beta = ``kl_weight`` at every step: the VAE at 1, a beta-VAE (Higgins et al. 2017) otherwise."""
     return c.kl_weight
 
 
@@ -91,3 +99,12 @@ def kl_term(kl: torch.Tensor, cfg: ObjectiveConfig) -> torch.Tensor:
     if cfg.free_bits > 0:
         return FREE_BITS[cfg.free_bits_mode](kl, cfg.free_bits)
     return kl.sum(1).mean()
+
+
+def vae_loss(out, beta: float, cfg: ObjectiveConfig) -> torch.Tensor:
+    """The minibatch loss of a :class:`textvae.model.VAEOutput` at KL weight ``beta``:
+    ``rec.mean() + beta * kl_term(kl) + sum of the latent's own terms`` (scalar)."""
+    loss = out.rec.mean() + beta * kl_term(out.kl, cfg)
+    for term in out.losses.values():
+        loss = loss + term
+    return loss

@@ -1,0 +1,20 @@
+"""Latent families behind one interface (:class:`Latent`), chosen by ``model.latent``.
+
+Adding a family is a new module here plus an entry in ``LATENTS``: a class with
+``from_config(model_config, in_dim)`` implementing :class:`textvae.latents.base.Latent`.
+"""
+
+from .base import Latent
+from .gaussian import GaussianLatent, MeanBatchNorm, gaussian_kl, homotopy, log_normal
+
+LATENTS: dict[str, type[Latent]] = {"gaussian": GaussianLatent}
+
+
+def build_latent(cfg, in_dim: int) -> Latent:
+    """The latent that ``cfg.latent`` (a :class:`textvae.config.ModelConfig`) names, fed by an
+    encoder summary of size ``in_dim``."""
+    return LATENTS[cfg.latent].from_config(cfg, in_dim)
+
+
+__all__ = ["LATENTS", "Latent", "GaussianLatent", "MeanBatchNorm", "build_latent", "gaussian_kl", "homotopy",
+           "log_normal"]

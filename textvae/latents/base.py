@@ -1,0 +1,74 @@
+"""The interface every latent family implements, so that ``TextVAE`` never knows which one it has.
+
+A latent turns the encoder's summary h (B, H) into posterior parameters, draws a code z from them
+with externally supplied noise, and scores codes: KL to the prior per dimension, log q(z|x),
+log p(z). It also owns what the decoder and the high-level helpers need from the code space: a
+prior sample, a point code for reconstruction and a path between two codes. New families (a VQ
+codebook, Gumbel-softmax categoricals) are a new module in this package plus an entry in
+``textvae.latents.LATENTS``; ``model.latent`` chooses one.
+
+Posterior parameters are a tuple of tensors whose first dimension is the batch; their meaning
+belongs to the family (the Gaussian's is ``(mu, logvar)``).
+"""
+
+import torch
+from torch import nn
+
+
+class Latent(nn.Module):
+    """Posterior head, prior and code geometry of one latent family.
+
+    ``dim`` is the size of the code z the decoder sees; ``noise_dim`` the size of one sample's
+    noise (0 for a deterministic posterior). Subclasses implement every method below.
+    """
+
+    dim: int
+    noise_dim: int
+
+    def posterior(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Posterior parameters of q(z|x) from the encoder summary h (B, H)."""
+        raise NotImplementedError
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The noise of n posterior samples, (n, noise_dim) on the CPU. The trainer draws it for a
+        whole data-parallel global batch, so every rank sees the same draws, and passes its share
+        to ``TextVAE.forward``."""
+        raise NotImplementedError
+
+    def sample(self, params: tuple[torch.Tensor, ...], noise: torch.Tensor) -> torch.Tensor:
+        """A differentiable sample z (B, dim) of q(z|x) from its parameters and ``noise`` (B, noise_dim)."""
+        raise NotImplementedError
+
+    def kl(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per dimension (B, dim), in nats; the objective sums and weights it."""
+        raise NotImplementedError
+
+    def extra_losses(self, params: tuple[torch.Tensor, ...], z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Family-specific loss terms added to the objective unweighted, each a scalar (e.g. a VQ
+        codebook and commitment loss). None for most families."""
+        return {}
+
+    def log_q(self, z: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """log q(z|x) summed over dimensions; z (..., B, dim) broadcasts against params (B, ...)."""
+        raise NotImplementedError
+
+    def log_q_per_dim(self, z: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """log q(z_d|x) for each dimension d, (..., dim): the factors that total-correlation
+        estimates (beta-TCVAE) need."""
+        raise NotImplementedError
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) summed over the last dimension."""
+        raise NotImplementedError
+
+    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n codes drawn from the prior p(z), (n, dim) on the CPU."""
+        raise NotImplementedError
+
+    def point(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The single code that stands for q(z|x) when reconstructing (the Gaussian's mean)."""
+        raise NotImplementedError
+
+    def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+        """steps + 2 codes on a path from code a to code b (dim,), endpoints included: (steps + 2, dim)."""
+        raise NotImplementedError
