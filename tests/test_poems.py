@@ -264,16 +264,16 @@ def test_conditional_string_api_and_errors(char_tok):
 def test_conditional_save_load_round_trip(char_tok, tmp_path):
     model = tiny_cvae(char_tok)
     model.save_pretrained(tmp_path / "m")
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["labels"] == FORMS
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model"]["id2label"] == {"0": "5x4", "1": "7x4"}
     again = TextVAE.from_pretrained(tmp_path / "m")
     assert again.label_names == FORMS and again.config == model.config
     assert again.sample(4, seed=2, label="7x4") == model.sample(4, seed=2, label="7x4")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
-    del meta["labels"]
+    del meta["model"]["id2label"]
     (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
     from textvae.errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match="conditional but 'labels'"):
+    with pytest.raises(CheckpointError, match="conditional but 'model.id2label' is missing"):
         TextVAE.from_pretrained(tmp_path / "m")
 
 
