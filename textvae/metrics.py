@@ -38,7 +38,7 @@ import torch
 from .config import SampleConfig
 from .errors import DataError
 from .generate import eval_mode, generate
-from .model import gaussian_kl, log_normal
+from .model import gaussian_kl
 
 LOG_2PI = math.log(2 * math.pi)
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
@@ -92,16 +92,18 @@ def elbo_terms(model, tokens: torch.Tensor, lengths: torch.Tensor, samples: int 
     """
     g = _generator(generator)
     with eval_mode(model):
-        mu, logvar = posterior if posterior is not None else model.encode_posterior(tokens, lengths, y)
+        params = posterior if posterior is not None else model.posterior_params(tokens, lengths, y)
+        mu, logvar = params
         B = tokens.size(0)
         if model.is_lm:
             return -model.log_likelihood(tokens, lengths, None), gaussian_kl(mu, logvar), mu, logvar
-        eps = _randn((samples, B, model.latent_dim), g, mu)  # (S, B, Z)
-        z = (mu + eps * (0.5 * logvar).exp()).reshape(samples * B, -1)  # (S*B, Z), sample-major
+        latent = model.latent
+        eps = latent.noise(samples * B, g).view(samples, B, -1)  # (S, B, noise)
+        z = latent.sample(params, eps.to(mu.device)).reshape(samples * B, -1)  # (S*B, Z), sample-major
         ll = model.log_likelihood(tokens.repeat(samples, 1), lengths.repeat(samples), z,
                                   _tile(y, samples))  # (S*B,)
         rec = -ll.view(samples, B).mean(0)
-        return rec, gaussian_kl(mu, logvar), mu, logvar
+        return rec, latent.kl(params), mu, logvar
 
 
 def iw_log_weights(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int, chunk: int | None = None,
@@ -116,22 +118,21 @@ def iw_log_weights(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int, c
     """
     g = _generator(generator)
     with eval_mode(model):
-        mu, logvar = posterior if posterior is not None else model.encode_posterior(tokens, lengths, y)
+        params = posterior if posterior is not None else model.posterior_params(tokens, lengths, y)
+        latent, mu = model.latent, params[0]
         B, T = tokens.shape
         budget = LOGIT_BUDGET_CUDA if mu.is_cuda else LOGIT_BUDGET
         chunk = chunk or default_chunk(k, B, T - 1, model.config.vocab_size, budget)
-        eps = _randn((k, B, model.latent_dim), g, mu)  # (k, B, Z)
-        std = (0.5 * logvar).exp()
+        eps = latent.noise(k * B, g).view(k, B, -1).to(mu.device)  # (k, B, noise)
         out = []
         for s in range(0, k, chunk):
-            e = eps[s:s + chunk]  # (c, B, Z)
+            e = eps[s:s + chunk]  # (c, B, noise)
             c = e.size(0)
-            z = mu + e * std  # (c, B, Z)
-            log_q = log_normal(z, mu, logvar)  # (c, B)
-            log_prior = -0.5 * (z.pow(2).sum(-1) + model.latent_dim * LOG_2PI)  # (c, B)
+            z = latent.sample(params, e)  # (c, B, Z)
+            log_w = latent.log_prior(z) - latent.log_q(z, params)  # (c, B)
             ll = model.log_likelihood(tokens.repeat(c, 1), lengths.repeat(c), z.reshape(c * B, -1),
                                       _tile(y, c))
-            out.append(ll.view(c, B) + log_prior - log_q)
+            out.append(ll.view(c, B) + log_w)
         return torch.cat(out, 0).t()  # (B, k)
 
 
