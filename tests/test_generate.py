@@ -1,11 +1,11 @@
-"""Decoding: greedy, sampling, nucleus, beam search, homotopy; no global RNG use."""
+"""Decoding: greedy, sampling, nucleus, beam search; no global RNG use."""
 import itertools
 
 import pytest
 import torch
 
 from textvae.config import ModelConfig, SampleConfig
-from textvae.generate import PAD_ID, beam_search, generate, homotopy
+from textvae.generate import PAD_ID, beam_search, generate
 from textvae.model import TextVAE
 
 V, Z = 12, 4
@@ -174,16 +174,6 @@ def test_training_flag_is_restored(model):
     generate(model, latents(2), SampleConfig(max_len=3))
     assert model.training
     model.eval()
-
-
-def test_homotopy():
-    a, b = torch.randn(5), torch.randn(5)
-    h = homotopy(a, b, 3)
-    assert h.shape == (5, 5)
-    assert torch.equal(h[0], a) and torch.equal(h[-1], b)
-    assert torch.allclose(h[2], (a + b) / 2, atol=1e-6)
-    assert torch.allclose(h[1:] - h[:-1], (b - a).expand(4, -1) / 4, atol=1e-6)
-    assert homotopy(a, b, 0).shape == (2, 5)
 
 
 class NoRepeat:

@@ -9,6 +9,7 @@ from torch.distributions import Normal
 from textvae.config import ModelConfig, TokenizerConfig, load_config
 from textvae.errors import ConfigError
 from textvae.latents import LATENTS, GaussianLatent, Latent, build_latent
+from textvae.latents.gaussian import homotopy as gaussian_homotopy
 from textvae.model import TextVAE
 from textvae.objectives import vae_loss
 from textvae.tokenizers import train_tokenizer
@@ -89,3 +90,13 @@ def test_noise_passed_to_forward_decides_the_sample():
     lm = TextVAE(ModelConfig(emb_dim=8, dec_hidden=8, latent_dim=0), tok)
     assert lm.noise(3).shape == (3, 0) and lm.prior_sample(3) is None
     assert math.isclose(float(lm(tokens, lengths, lm.noise(3)).kl.numel()), 0.0)
+
+
+def test_homotopy_is_bowmans_linear_path():
+    a, b = torch.randn(5), torch.randn(5)
+    h = gaussian_homotopy(a, b, 3)
+    assert h.shape == (5, 5)
+    assert torch.equal(h[0], a) and torch.equal(h[-1], b)
+    assert torch.allclose(h[2], (a + b) / 2, atol=1e-6)
+    assert torch.allclose(h[1:] - h[:-1], (b - a).expand(4, -1) / 4, atol=1e-6)
+    assert gaussian_homotopy(a, b, 0).shape == (2, 5)

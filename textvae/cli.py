@@ -225,8 +225,6 @@ def _checked_model(path, sentences):
 def _cmd_interpolate(args) -> int:
     import torch
 
-    from .generate import homotopy
-
     sc = _sample_config(args)
     if args.prior:
         if args.sentences:
@@ -237,8 +235,8 @@ def _cmd_interpolate(args) -> int:
         if model.is_lm:
             raise TextVAEError(f"{args.model} is a language model (latent_dim=0): nothing to interpolate")
         g = torch.Generator().manual_seed(args.seed)
-        ends = torch.randn(2, model.latent_dim, generator=g).to(model.device)
-        lines = model.decode(homotopy(ends[0], ends[1], args.steps), sc, label=args.label)
+        ends = model.prior_sample(2, g)
+        lines = model.decode(model.latent.interpolate(ends[0], ends[1], args.steps), sc, label=args.label)
     else:
         if len(args.sentences) != 2:
             raise TextVAEError(f"interpolate needs exactly two sentences (got {len(args.sentences)}), "

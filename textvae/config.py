@@ -342,9 +342,12 @@ class SampleConfig:
             p.append(f"top_p={self.top_p!r} must be in (0, 1]")
         _positive(p, "beam", self.beam)
         if self.form is not None:
-            chars, _, lines = self.form.partition("x")
-            if not (chars.isdigit() and lines.isdigit() and int(chars) > 0 and int(lines) > 0):
-                p.append(f"form={self.form!r} is not LxN (characters per line x lines, e.g. 5x4 or 7x4)")
+            from .poems import parse_form
+
+            try:
+                parse_form(self.form)
+            except ConfigError as e:
+                p.append(str(e))
         if p:
             raise ConfigError("invalid sampling settings: " + "; ".join(p))
 

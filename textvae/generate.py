@@ -43,17 +43,6 @@ def eval_mode(model):
         model.train(was)
 
 
-def homotopy(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
-    """Linear interpolation from ``a`` to ``b`` (each (Z,)): ``steps + 2`` points, endpoints included.
-
-    Bowman et al. (2016), sec. 5: z(t) = (1 - t) a + t b for t evenly spaced in [0, 1].
-    """
-    if steps < 0:
-        raise ValueError(f"steps={steps} must be >= 0")
-    t = torch.linspace(0.0, 1.0, steps + 2, device=a.device, dtype=a.dtype).unsqueeze(1)  # (S, 1)
-    return (1.0 - t) * a.unsqueeze(0) + t * b.unsqueeze(0)  # (S, Z); exact at t = 0 and t = 1
-
-
 def _check_latent(model, z: torch.Tensor | None, n: int | None) -> tuple[torch.Tensor | None, int]:
     if model.is_lm:
         if z is not None and z.numel() > 0:
