@@ -225,6 +225,37 @@ def test_reset_decoder_keeps_a_shared_embedding():
     assert all(not torch.equal(a, b) for a, b in zip(rnn, model.decoder.rnn.parameters()))
 
 
+@pytest.mark.parametrize("tie", [False, True])
+def test_reset_decoder_of_a_shared_embedding_leaves_the_encoder_alone(tie):
+    """share_embedding: the encoder's embedding weights are identical before and after the reset;
+    every decoder tensor of its own is re-initialised (as a fresh Decoder for that seed)."""
+    tok = train_tokenizer(TokenizerConfig(kind="word"), ["a b c .", "b c d ."])
+    model = TextVAE(ModelConfig(emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=2, share_embedding=True,
+                                tie_embeddings=tie), tok)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)  # "trained": nothing equals its initial value
+    encoder = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("decoder.")}
+    collapse.reset_decoder(model, 3)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in encoder.items())
+    assert torch.equal(model.encoder.embedding.weight, encoder["encoder.embedding.weight"])
+    torch.manual_seed(3)
+    fresh = Decoder(model.decoder.cfg).state_dict()
+    shared = {"embedding.weight"} | ({"proj.weight"} if tie else set())
+    for k, v in model.decoder.state_dict().items():
+        assert torch.equal(v, fresh[k]) != (k in shared), k  # re-initialised exactly when not shared
+
+
+def test_strategies_come_from_the_objective_through_the_table():
+    assert collapse.strategies_for(ObjectiveConfig()) == []
+    both = collapse.strategies_for(ObjectiveConfig(aggressive=True, pretrain_ae_steps=5))
+    assert [type(s) for s in both] == [collapse.PretrainThenReset, collapse.Aggressive]  # hook order
+    assert set(collapse.STRATEGIES) == {"pretrain_then_reset", "aggressive"}
+    aggressive = both[1]
+    assert aggressive.splits_optimizer and aggressive.state() == {"aggressive": True, "mi_prev": None}
+    assert both[0].state() == {"pretrain_end": None} and both[0].score({"rec": 3.0, "elbo": 4.0}) == 3.0
+
+
 def test_pretraining_ends_early_when_the_autoencoder_converges(tmp_path):
     # lr ~ 0: no improvement; patience 0 and one decay allowed: phase 1 "converges" at step 2,
     # phase 2 starts afresh (its own decay, then early stopping) instead of the run ending.

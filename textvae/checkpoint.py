@@ -23,7 +23,7 @@ import math
 import os
 import re
 import shutil
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import CheckpointError, ConfigError
@@ -129,6 +129,48 @@ class Progress:
         self.best_elbo, self.best_step, self.bad_evals, self.decays, self.stopped_early = math.inf, -1, 0, 0, False
 
 
+def save_trainer(tr) -> Path:
+    """Checkpoint textvae.train.Trainer ``tr``: rank 0 writes checkpoints/step-N with the model,
+    optimiser, progress, strategy state and every rank's RNG state; the other ranks wait."""
+    import torch
+
+    p, rng_ranks = tr.progress, tr.procs.gather(torch.get_rng_state())
+    if tr.is_main:
+        progress = asdict(p)
+        for s in tr.strategies:
+            progress.update(s.state())
+        meta = {"format_version": _format_version(), "progress": progress, "lr": tr.lr()}
+        state = {"optimizer": tr.optimizer.state_dict(), **rng_state(rng_ranks, tr.noise, tr.device)}
+        save_checkpoint(tr.run, p.step, tr.model, model_extra(tr.cfg), meta, state, tr.cfg.train.keep_checkpoints)
+    tr.procs.barrier()
+    return tr.run / "checkpoints" / f"step-{p.step:08d}"
+
+
+def load_trainer(tr, ckpt: Path) -> None:
+    """Restore textvae.train.Trainer ``tr`` from checkpoint directory ``ckpt`` (format 1 and later),
+    and drop the metrics.jsonl records written after it."""
+    from .model import restore_shared
+
+    meta, state, weights = read_checkpoint(ckpt)
+    tr.model.load_state_dict(restore_shared(weights, tr.cfg.model))
+    tr.optimizer.load_state_dict(state["optimizer"])
+    tr.progress = Progress.from_dict(meta["progress"])
+    for s in tr.strategies:
+        s.load_state(meta["progress"])
+    for g in tr.optimizer.param_groups:
+        g["lr"] = meta["lr"]
+    reseed = tr.cfg.train.seed + 1000 * tr.procs.rank + tr.progress.step
+    restore_rng(state, tr.noise, tr.procs, reseed, tr.log)
+    if tr.is_main:
+        truncate_metrics(tr.run, tr.progress.step)
+
+
+def _format_version() -> int:
+    from .config import FORMAT_VERSION
+
+    return FORMAT_VERSION
+
+
 def rng_state(rng_ranks: list, noise, device) -> dict:
     """The random states a resumed run needs to continue exactly: every rank's torch CPU state
     (``rng_ranks``), the reparameterisation-noise generator, Python's and (on GPU) this device's."""
@@ -204,9 +246,14 @@ def save_checkpoint(run: Path, step: int, model, extra: dict, meta: dict, state:
     return final
 
 
-def save_best(run: Path, model, extra: dict) -> None:
+def save_best(run: Path, model, cfg) -> None:
     """Write ``best/`` atomically (the previous one is ``best.old`` between the two renames)."""
-    save_model_dir(model, run / "best", extra, old=run / "best.old")
+    save_model_dir(model, run / "best", model_extra(cfg), old=run / "best.old")
+
+
+def model_extra(cfg) -> dict:
+    """What a run's saved models keep beside their model config: the data settings of ``cfg``."""
+    return {"data": asdict(cfg.data)}
 
 
 class UnusableCheckpoint(CheckpointError):
@@ -343,24 +390,58 @@ def _check_same_settings(saved: Path, cfg) -> None:
 
 class MetricsLog:
     """``run/metrics.jsonl``, one JSON object per line, and with ``tensorboard`` the same numbers
-    as TensorBoard scalars under ``run/tb`` (``KIND/KEY``)."""
+    as TensorBoard scalars under ``run/tb`` (``KIND/KEY``). Only the process with ``enabled`` writes.
 
-    def __init__(self, run: Path, tensorboard: bool = False):
-        self.path, self.tb = run / "metrics.jsonl", None
-        if tensorboard:
+    Train records average the step terms given to :meth:`add` since the previous one."""
+
+    def __init__(self, run: Path, tensorboard: bool = False, enabled: bool = True):
+        self.path, self.tb, self.enabled = run / "metrics.jsonl", None, enabled
+        if tensorboard and enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise ConfigError("train.tensorboard=true needs the tensorboard package: "
                                   "pip install tensorboard") from None
             self.tb = SummaryWriter(str(run / "tb"))
+        self.restart()
 
     def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         for k, v in record.items() if self.tb is not None else ():
             if isinstance(v, (int, float)) and k not in ("step", "epoch"):
                 self.tb.add_scalar(f"{record['kind']}/{k}", v, record["step"])
+
+    def add(self, terms: dict | None, tokens: int) -> None:
+        """One training step's terms (numbers or 0-d tensors) and token count; None: a skipped step."""
+        if terms is not None:
+            for k, v in terms.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+            self.count, self.tokens = self.count + 1, self.tokens + tokens
+
+    def write_train(self, **fields) -> dict | None:
+        """Write the train record of the steps since the last one (with ``fields`` and tokens per
+        second since :meth:`restart`); returns it, or None when there was no step to average."""
+        import time
+
+        import torch
+
+        record = None
+        if self.count:
+            means = {k: (v.item() if torch.is_tensor(v) else v) / self.count for k, v in self.sums.items()}
+            elapsed = max(time.perf_counter() - self.t0, 1e-9)
+            record = {"kind": "train", **fields, **means, "tokens_per_s": self.tokens / elapsed}
+            self.write(record)
+        self.restart()
+        return record
+
+    def restart(self) -> None:
+        """Start a new averaging window and clock (tokens_per_s measures training steps only)."""
+        import time
+
+        self.sums, self.count, self.tokens, self.t0 = {}, 0, 0, time.perf_counter()
 
     def close(self) -> None:
         if self.tb is not None:

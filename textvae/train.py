@@ -1,26 +1,17 @@
 """The training loop of a sentence VAE (Bowman et al. 2016), readable top to bottom in ``Trainer.fit``.
 
-Each step: the collapse strategies' ``before_step`` hooks (textvae.collapse), the weighted loss,
-gradients, the numerical guard, the optimiser step. Each evaluation: :meth:`Trainer.evaluate`
-returns numbers; then the named steps that act on them: keep the best model
-(:func:`record_score`), decay the learning rate on a plateau or stop early (:func:`plateau`).
-Checkpoints, resume and run directories are textvae.checkpoint's; torchrun/DDP is
-textvae.distributed's. On CPU a resumed run reproduces the uninterrupted one exactly. SIGINT and
-SIGTERM finish the step, save a checkpoint and raise KeyboardInterrupt; ``train.max_minutes`` ends a
-sitting like ``max_steps`` (``stopped="time"``; a resumed run gets a new budget).
-
-Data parallel: ``train.batch_size`` is the global batch and each process trains on its contiguous
-share. The reparameterisation noise is drawn for the whole global batch from a generator in the same
-state on every rank and each rank's loss is scaled by its share, so N processes compute the update of
-one (exactly so without free bits or with Li et al.'s per-example free bits). Rank 0 alone logs and
-writes; every rank validates (deterministically), so LR decay and early stopping agree.
+A step runs the collapse strategies' hooks (textvae.collapse), the weighted loss, gradients, the numerical
+guard, the optimiser step. Validation returns numbers (:meth:`Trainer.evaluate`); named steps act on them:
+keep the best model (:func:`record_score`), decay the learning rate or stop early (:func:`plateau`).
+Checkpoints and exact resume: textvae.checkpoint. torchrun/DDP: textvae.distributed (``train.batch_size``
+is the global batch; the noise is drawn for it whole and each rank's loss scaled by its share, so N
+processes make one process's update). SIGINT/SIGTERM save a checkpoint and raise KeyboardInterrupt.
 """
 
 import random
 import signal
 import sys
-import time
-from dataclasses import asdict
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +19,12 @@ import torch
 
 from . import checkpoint, collapse, distributed
 from .checkpoint import Progress, list_checkpoints, read_checkpoint  # noqa: F401 - part of this module's API
-from .config import FORMAT_VERSION, Config
+from .config import Config
 from .data import BucketBatchSampler, attach_label_ids, collate, encode_split, load_splits
 from .distributed import resolve_device  # noqa: F401 - part of this module's API
 from .errors import TrainingError
 from .metrics import validate
-from .model import TextVAE, restore_shared
+from .model import TextVAE
 from .objectives import kl_term, kl_weight
 from .tokenizers import load_tokenizer, train_tokenizer
 
@@ -84,8 +75,7 @@ class Trainer:
         self.cfg, self.run, t = cfg, Path(out), cfg.train
         self.procs = distributed.setup(t.device)
         self.device, self.is_main = self.procs.device, self.procs.is_main
-        say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.log = say if self.is_main else (lambda msg: None)
+        self.log = (log or (lambda msg: print(msg, file=sys.stderr, flush=True))) if self.is_main else (lambda m: None)
         self._stop_signal, self._skips = None, 0
         ckpt = checkpoint.prepare_run_dir(self.run, cfg, resume, self.log, self.is_main)
         torch.manual_seed(t.seed)
@@ -93,7 +83,8 @@ class Trainer:
         splits = load_splits(cfg.data, ("train", "valid"))
         texts = splits["train"].with_format("arrow")["text"].to_pylist()
         self.tokenizer = load_tokenizer(ckpt) if ckpt else train_tokenizer(cfg.tokenizer, texts)
-        self.train_data, self.valid_data = (encode_split(splits[n], self.tokenizer, cfg.data) for n in ("train", "valid"))
+        self.train_data, self.valid_data = (encode_split(splits[n], self.tokenizer, cfg.data)
+                                            for n in ("train", "valid"))
         for name, s in (("train", self.train_data.stats), ("valid", self.valid_data.stats)):
             self.log(f"{name}: {s['examples']} examples, {s['tokens']} tokens (words + EOS); skipped "
                      f"{s.get('skipped_blank', 0)} blank, truncated {s.get('truncated', 0)}, "
@@ -117,56 +108,21 @@ class Trainer:
         if self.procs.world > 1:
             torch.manual_seed(t.seed + 1000 * self.procs.rank)  # dropout masks differ between ranks
         if ckpt:
-            self._load_checkpoint(ckpt)
+            checkpoint.load_trainer(self, ckpt)
         elif self.is_main:
             cfg.save(self.run / "config.json")
-        self.metrics = checkpoint.MetricsLog(self.run, t.tensorboard) if self.is_main else None
+        self.metrics = checkpoint.MetricsLog(self.run, t.tensorboard, enabled=self.is_main)
         self.procs.barrier()
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        split = any(s.splits_optimizer for s in self.strategies)  # encoder and decoder groups
+        split = any(s.splits_optimizer for s in self.strategies)  # an encoder and a decoder group
         return make_optimizer(self.cfg.train, collapse.param_groups(self.model, split))
 
     def _save_checkpoint(self) -> Path:
-        """Rank 0 writes checkpoints/step-N (every rank's RNG state included); the others wait."""
-        p, rng_ranks = self.progress, self.procs.gather(torch.get_rng_state())
-        if self.is_main:
-            progress = asdict(p)
-            for s in self.strategies:
-                progress.update(s.state())
-            meta = {"format_version": FORMAT_VERSION, "progress": progress, "lr": self._lr()}
-            state = {"optimizer": self.optimizer.state_dict(), **checkpoint.rng_state(rng_ranks, self.noise, self.device)}
-            checkpoint.save_checkpoint(self.run, p.step, self.model, self._extra(), meta, state,
-                                       self.cfg.train.keep_checkpoints)
-        self.procs.barrier()
-        return self.run / "checkpoints" / f"step-{p.step:08d}"
+        return checkpoint.save_trainer(self)
 
-    def _load_checkpoint(self, ckpt: Path) -> None:
-        meta, state, weights = checkpoint.read_checkpoint(ckpt)
-        self.model.load_state_dict(restore_shared(weights, self.cfg.model))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.progress = Progress.from_dict(meta["progress"])
-        for s in self.strategies:
-            s.load_state(meta["progress"])
-        for g in self.optimizer.param_groups:
-            g["lr"] = meta["lr"]
-        reseed = self.cfg.train.seed + 1000 * self.procs.rank + self.progress.step
-        checkpoint.restore_rng(state, self.noise, self.procs, reseed, self.log)
-        if self.is_main:
-            checkpoint.truncate_metrics(self.run, self.progress.step)
-
-    def _extra(self) -> dict:
-        return {"data": asdict(self.cfg.data)}
-
-    def record(self, record: dict) -> None:
-        """One metrics.jsonl record (rank 0)."""
-        if self.metrics is not None:
-            self.metrics.write(record)
-
-    def _lr(self) -> float:
+    def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
-
-    # ------------------------------------------------------------------ validation and what follows
 
     def evaluate(self) -> dict:
         """The validation numbers at this step (textvae.metrics.validate), logged and recorded."""
@@ -174,10 +130,10 @@ class Trainer:
         v = validate(self.model, self.valid_data, batch_size=max(t.batch_size, 64), samples=t.eval_samples,
                      seed=t.seed)
         beta = self.kl_weight()
-        self.record({"kind": "valid", "step": p.step, "epoch": p.epoch, **{k: v[k] for k in (
-            "rec", "kl", "elbo", "ppl_elbo", "au", "kl_per_dim")}, "lr": self._lr(), "kl_weight": beta})
+        self.metrics.write({"kind": "valid", "step": p.step, "epoch": p.epoch, **{k: v[k] for k in (
+            "rec", "kl", "elbo", "ppl_elbo", "au", "kl_per_dim")}, "lr": self.lr(), "kl_weight": beta})
         self.log(f"valid step {p.step} epoch {p.epoch}: elbo {v['elbo']:.3f} = rec {v['rec']:.3f} + kl "
-                 f"{v['kl']:.3f}  ppl_elbo {v['ppl_elbo']:.2f}  au {v['au']}  beta {beta:.3f}  lr {self._lr():.2e}")
+                 f"{v['kl']:.3f}  ppl_elbo {v['ppl_elbo']:.2f}  au {v['au']}  beta {beta:.3f}  lr {self.lr():.2e}")
         p.last_valid = {k: v[k] for k in ("rec", "kl", "elbo", "ppl_elbo", "au")}
         return v
 
@@ -188,17 +144,15 @@ class Trainer:
         score = next((x for s in self.strategies if (x := s.score(v)) is not None), v["elbo"])
         if record_score(p, score):
             if self.is_main:
-                checkpoint.save_best(self.run, self.model, self._extra())
+                checkpoint.save_best(self.run, self.model, self.cfg)
             return
         action = plateau(p, t)
         if action == "decay":
             decay_lr(self.optimizer, p, t)
-            self.log(f"learning rate decayed to {self._lr():.2e} ({p.decays}/{t.max_decays})")
+            self.log(f"learning rate decayed to {self.lr():.2e} ({p.decays}/{t.max_decays})")
         elif action == "stop" and not any(s.on_converged(self) for s in self.strategies):
             p.stopped_early = True
             self.log(f"early stopping: no improvement after {p.decays} learning-rate decays")
-
-    # ------------------------------------------------------------------ one step
 
     def kl_weight(self) -> float:
         start = next((s.kl_schedule_start for s in self.strategies if s.kl_schedule_start is not None), None)
@@ -231,9 +185,10 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip or float("inf"))
         if torch.isfinite(loss) and torch.isfinite(norm):
             return True
-        term = term or ("reconstruction" if not torch.isfinite(rec) else "KL" if not torch.isfinite(loss) else "gradient")
-        p = self.progress
-        msg = f"non-finite {term} at step {p.step} (epoch {p.epoch}): reconstruction={rec.item():.4g}, KL={kl.item():.4g}"
+        p, finite = self.progress, torch.isfinite
+        term = term or ("reconstruction" if not finite(rec) else "KL" if not finite(loss) else "gradient")
+        msg = (f"non-finite {term} at step {p.step} (epoch {p.epoch}): reconstruction={rec.item():.4g}, "
+               f"KL={kl.item():.4g}")
         self._skips += 1
         if self.cfg.train.nonfinite == "skip" and self._skips < MAX_SKIPS:
             self.log(msg + "; step skipped (train.nonfinite=skip)")
@@ -267,15 +222,16 @@ class Trainer:
         from tqdm.auto import tqdm
 
         t, p = self.cfg.train, self.progress
-        handlers = {s: signal.signal(s, self._on_signal) for s in _stop_signals()}
+        main_thread = threading.current_thread() is threading.main_thread()  # signals are caught there only
+        on_signal = lambda signum, frame: setattr(self, "_stop_signal", signum)  # noqa: E731 - stop after the step
+        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM) if main_thread}
         try:
             if p.step == 0 and not p.last_valid:
                 self.after_validation(self.evaluate())
                 self._save_checkpoint()
-            bar = tqdm(total=self.total_steps, initial=p.step, disable=not (t.progress and self.is_main),
-                       dynamic_ncols=True, desc="train", unit="step", mininterval=0.5)
-            self._train_log, self._evaluated_at = _TrainLog(self, bar), p.step
-            deadline = distributed.Deadline(t.max_minutes, self.procs)
+            self._bar = bar = tqdm(total=self.total_steps, initial=p.step, disable=not (t.progress and self.is_main),
+                                   dynamic_ncols=True, desc="train", unit="step", mininterval=0.5)
+            deadline, self._evaluated_at = distributed.Deadline(t.max_minutes, self.procs), p.step
             log_every = max(1, min(50, self.batches_per_epoch // 4))
             done = lambda: bool(p.stopped_early or (t.max_steps and p.step >= t.max_steps)  # noqa: E731
                                 or deadline.check(sync=p.step % log_every == 0) or self._stop_signal is not None)
@@ -284,11 +240,11 @@ class Trainer:
                 self.model.train()
                 while p.batch_in_epoch < len(batches) and not done():
                     batch, offset, size = self.shard(batches[p.batch_in_epoch])
-                    self._train_log.add(self.step(batch, offset, size), batch.num_tokens)
+                    self.metrics.add(self.step(batch, offset, size), batch.num_tokens)
                     p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + 1
                     bar.update(1)
                     if p.step % log_every == 0:
-                        self._train_log.flush()
+                        self._write_train_log()
                     if t.eval_every and p.step % t.eval_every == 0:
                         self._checkpoint(with_eval=True)
                     elif t.checkpoint_every and p.step % t.checkpoint_every == 0:
@@ -316,50 +272,22 @@ class Trainer:
         finally:
             for sig, h in handlers.items():
                 signal.signal(sig, h)
-            if self.metrics is not None:
-                self.metrics.close()
+            self.metrics.close()
 
     def _checkpoint(self, with_eval: bool) -> None:
         """Flush the train log, validate and act on it if asked, save a checkpoint."""
-        self._train_log.flush()
+        self._write_train_log()
         if with_eval:
             self.after_validation(self.evaluate())
             self._evaluated_at = self.progress.step
         self._save_checkpoint()
-        self._train_log.t0 = time.perf_counter()  # tokens_per_s measures training, not validation or saving
+        self.metrics.restart()  # tokens_per_s measures training, not validation or saving
 
-    def _on_signal(self, signum, frame):
-        self._stop_signal = signum
-
-
-class _TrainLog:
-    """Averages the step terms between two train records; records them with tokens per second."""
-
-    def __init__(self, trainer: Trainer, bar):
-        self.tr, self.bar, self.sums, self.count, self.tokens, self.t0 = trainer, bar, {}, 0, 0, time.perf_counter()
-
-    def add(self, terms: dict | None, tokens: int) -> None:
-        for k, v in (terms or {}).items():  # None: a skipped non-finite step
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count, self.tokens = self.count + (terms is not None), self.tokens + tokens * (terms is not None)
-
-    def flush(self) -> None:
-        p = self.tr.progress
-        if self.count:
-            rec = {k: (v.item() if torch.is_tensor(v) else v) / self.count for k, v in self.sums.items()}
-            self.tr.record({"kind": "train", "step": p.step, "epoch": p.epoch, **rec, "lr": self.tr._lr(),
-                            "tokens_per_s": self.tokens / max(time.perf_counter() - self.t0, 1e-9)})
-            self.bar.set_postfix(loss=f"{rec['loss']:.2f}", kl=f"{rec['kl']:.2f}", beta=f"{rec['kl_weight']:.2f}")
-        self.sums, self.count, self.tokens, self.t0 = {}, 0, 0, time.perf_counter()
-
-
-def _stop_signals() -> list:
-    """SIGINT and SIGTERM where this process may catch them (the main thread only)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return []
-    return [s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None]
+    def _write_train_log(self) -> None:
+        p = self.progress
+        r = self.metrics.write_train(step=p.step, epoch=p.epoch, lr=self.lr())
+        if r:
+            self._bar.set_postfix(loss=f"{r['loss']:.2f}", kl=f"{r['kl']:.2f}", beta=f"{r['kl_weight']:.2f}")
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, log=None) -> dict:
