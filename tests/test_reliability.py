@@ -17,16 +17,9 @@ and the property tests (hypothesis) for tokenizer round trips, bucketing and con
 
 import io
 import json
-import os
 import pathlib
 import pickle
-import random
-import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -35,13 +28,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
+from textvae.checkpoint import list_checkpoints
 from textvae.cli import main
 from textvae.config import Config, load_config
 from textvae.data import BucketBatchSampler
 from textvae.errors import CheckpointError
 from textvae.model import TextVAE
 from textvae.tokenizers import SPECIAL_PIECES, SentencePieceTokenizer, WordTokenizer
-from textvae.train import list_checkpoints, read_checkpoint
 
 TINY = ["--preset", "tiny", "--no-summary"]
 
