@@ -233,7 +233,7 @@ class Aggressive(Strategy):
         p, t = tr.progress, tr.cfg.train
         mi = validation_mi(tr.model, tr.valid_data, t.batch_size, t.seed)
         self.on = not mi_stopped_rising(self.mi_prev, mi)
-        tr.record({"kind": "aggressive", "step": p.step, "epoch": p.epoch, "mi": mi, "aggressive": self.on})
+        tr.metrics.write({"kind": "aggressive", "step": p.step, "epoch": p.epoch, "mi": mi, "aggressive": self.on})
         tr.log(f"aggressive training: valid MI {mi:.3f} after epoch {p.epoch} (previous "
                f"{'-' if self.mi_prev is None else f'{self.mi_prev:.3f}'}); "
                f"{'continues' if self.on else 'MI fell, switched off for the rest of the run'}")
