@@ -72,11 +72,12 @@ def test_aggressive_step_updates_encoder_only_then_decoder_once(tmp_path):
     dec_start = snapshot(dec)
     idx = tr.sampler.global_batches(0)[0]
     batch = collate(tr.train_data, idx.tolist())
-    n = tr._encoder_updates(batch, 0, len(idx))
+    aggressive = next(s for s in tr.strategies if isinstance(s, collapse.Aggressive))
+    n = aggressive.encoder_updates(tr, batch, 0, len(idx))
     assert n == 4 and moves == [(True, False)] * 4
     assert not changed(dec_start, dec)  # the inner loop never touched the decoder
     moves.clear()
-    terms = tr._step(batch, 0, len(idx))  # inner loop again, then one decoder-only update
+    terms = tr.step(batch, 0, len(idx))  # inner loop again, then one decoder-only update
     assert terms["encoder_updates"] == 4
     assert moves == [(True, False)] * 4 + [(False, True)]
 
@@ -84,13 +85,13 @@ def test_aggressive_step_updates_encoder_only_then_decoder_once(tmp_path):
 def test_aggressive_switches_off_for_good_when_mi_falls(tmp_path, monkeypatch):
     mis = iter([0.5, 0.9, 0.7, 1.2])  # epoch 3's MI is below epoch 2's: off after epoch 3
     monkeypatch.setattr(collapse, "validation_mi", lambda *a, **kw: next(mis))
-    inner_steps, original = [], Trainer._encoder_updates
+    inner_steps, original = [], collapse.Aggressive.encoder_updates
 
-    def spy(self, *a):
-        inner_steps.append(self.progress.step)
-        return original(self, *a)
+    def spy(self, tr, *a):
+        inner_steps.append(tr.progress.step)
+        return original(self, tr, *a)
 
-    monkeypatch.setattr(Trainer, "_encoder_updates", spy)
+    monkeypatch.setattr(collapse.Aggressive, "encoder_updates", spy)
     run = tmp_path / "run"
     cfg = tiny_cfg("objective.aggressive=true", "objective.aggressive_max_inner=2", "objective.aggressive_window=1",
                    "train.max_epochs=4")
@@ -100,7 +101,8 @@ def test_aggressive_switches_off_for_good_when_mi_falls(tmp_path, monkeypatch):
     assert inner_steps == list(range(3 * per_epoch))  # aggressive in epochs 1-3, plain VAE steps in epoch 4
     logs = records(run, "aggressive")
     assert [(r["epoch"], r["mi"], r["aggressive"]) for r in logs] == [(1, 0.5, True), (2, 0.9, True), (3, 0.7, False)]
-    assert tr.progress.aggressive is False and tr.progress.mi_prev == 0.7
+    aggressive = next(s for s in tr.strategies if isinstance(s, collapse.Aggressive))
+    assert aggressive.on is False and aggressive.mi_prev == 0.7
 
 
 def test_validation_mi_is_he_et_al_calc_mi(tmp_path):
@@ -168,7 +170,7 @@ def test_kl_weight_is_zero_while_pretraining_then_the_schedule_restarts():
 
 def test_pretraining_then_decoder_reset_keeps_the_encoder(tmp_path, monkeypatch):
     betas, resets = {}, []
-    original_loss, original_reset = Trainer._loss, collapse.reset_decoder
+    original_loss, original_reset = Trainer.loss, collapse.reset_decoder
 
     def loss_spy(self, *a):
         out = original_loss(self, *a)
@@ -181,7 +183,7 @@ def test_pretraining_then_decoder_reset_keeps_the_encoder(tmp_path, monkeypatch)
         original_reset(model, seed)
         resets.append((seed, before, snapshot(enc), snapshot(dec)))
 
-    monkeypatch.setattr(Trainer, "_loss", loss_spy)
+    monkeypatch.setattr(Trainer, "loss", loss_spy)
     monkeypatch.setattr(collapse, "reset_decoder", reset_spy)
     cfg = tiny_cfg("objective.pretrain_ae_steps=5", "objective.kl_schedule=constant", "objective.free_bits=0.1",
                    "objective.free_bits_mode=li", "train.max_steps=8", "train.seed=7")
@@ -189,7 +191,7 @@ def test_pretraining_then_decoder_reset_keeps_the_encoder(tmp_path, monkeypatch)
     decoder_at_init = snapshot(collapse.decoder_parameters(tr.model))
     tr.fit()
     assert [betas[s] for s in range(8)] == [0.0] * 5 + [1.0] * 3  # autoencoder, then the VAE objective
-    assert tr.progress.pretrain_end == 5 and len(resets) == 1
+    assert tr.strategies[0].kl_schedule_start == 5 and len(resets) == 1
     seed, (enc_before, dec_before), enc_after, dec_after = resets[0]
     assert all(torch.equal(a, b) for a, b in zip(enc_before, enc_after))  # encoder kept
     assert changed(dec_before, dec_after)  # the trained decoder is gone ...
@@ -221,6 +223,37 @@ def test_reset_decoder_keeps_a_shared_embedding():
     assert model.encoder.embedding is model.decoder.embedding
     assert torch.equal(model.decoder.embedding.weight, table)
     assert all(not torch.equal(a, b) for a, b in zip(rnn, model.decoder.rnn.parameters()))
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_reset_decoder_of_a_shared_embedding_leaves_the_encoder_alone(tie):
+    """share_embedding: the encoder's embedding weights are identical before and after the reset;
+    every decoder tensor of its own is re-initialised (as a fresh Decoder for that seed)."""
+    tok = train_tokenizer(TokenizerConfig(kind="word"), ["a b c .", "b c d ."])
+    model = TextVAE(ModelConfig(emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=2, share_embedding=True,
+                                tie_embeddings=tie), tok)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)  # "trained": nothing equals its initial value
+    encoder = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("decoder.")}
+    collapse.reset_decoder(model, 3)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in encoder.items())
+    assert torch.equal(model.encoder.embedding.weight, encoder["encoder.embedding.weight"])
+    torch.manual_seed(3)
+    fresh = Decoder(model.decoder.cfg).state_dict()
+    shared = {"embedding.weight"} | ({"proj.weight"} if tie else set())
+    for k, v in model.decoder.state_dict().items():
+        assert torch.equal(v, fresh[k]) != (k in shared), k  # re-initialised exactly when not shared
+
+
+def test_strategies_come_from_the_objective_through_the_table():
+    assert collapse.strategies_for(ObjectiveConfig()) == []
+    both = collapse.strategies_for(ObjectiveConfig(aggressive=True, pretrain_ae_steps=5))
+    assert [type(s) for s in both] == [collapse.PretrainThenReset, collapse.Aggressive]  # hook order
+    assert set(collapse.STRATEGIES) == {"pretrain_then_reset", "aggressive"}
+    aggressive = both[1]
+    assert aggressive.splits_optimizer and aggressive.state() == {"aggressive": True, "mi_prev": None}
+    assert both[0].state() == {"pretrain_end": None} and both[0].score({"rec": 3.0, "elbo": 4.0}) == 3.0
 
 
 def test_pretraining_ends_early_when_the_autoencoder_converges(tmp_path):

@@ -44,3 +44,28 @@ def test_time_budget_stops_every_process_at_the_same_step(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "time budget train.max_minutes=0.05 reached" in proc.stdout + proc.stderr
     assert list_checkpoints(tmp_path / "ddp")
+
+
+def test_one_process_needs_no_process_group(monkeypatch):
+    from textvae import distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    procs = distributed.setup("cpu")
+    assert (procs.rank, procs.world, procs.is_main, procs.owns_group) == (0, 1, True, False)
+    model = torch.nn.Linear(2, 2)
+    assert procs.wrap(model) is model and procs.gather("x") == ["x"] and procs.main_decides(True)
+    assert procs.all_sum([1.5, 2.0]) == [1.5, 2.0]
+    procs.barrier()
+    procs.close()
+
+
+def test_deadline_is_checked_against_the_clock(monkeypatch):
+    import time
+
+    from textvae import distributed
+
+    clock = iter([0.0, 30.0, 61.0, 62.0])
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
+    d = distributed.Deadline(1.0, distributed.setup("cpu"))
+    assert not d.check() and d.check() and d.check() and d.passed
+    assert not distributed.Deadline(None, distributed.setup("cpu")).check()

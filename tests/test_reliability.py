@@ -4,28 +4,22 @@ The acceptance tests of the reliability issue, in order:
 
 1. a model/run directory whose weight and state files were replaced by a malicious pickle fails
    cleanly in ``sample`` and ``train --resume``, and the pickle never runs;
-2. SIGKILL at random points (during saves too) and SIGTERM, each followed by ``--resume``, end with
-   the same losses and weights as an uninterrupted run;
+2. (in test_checkpoint.py) SIGKILL at random points (during saves too) and SIGTERM, each followed
+   by ``--resume``, end with the same losses and weights as an uninterrupted run;
 3. every bad input gives exit status 2 and one message naming the file/line/key (no traceback);
    the cases already in test_cli.py (missing data dir, blank-only train split, unknown preset,
    misspelt override, missing model, whitespace sentence to interpolate, ``-n 0``) are not repeated;
-4. a NaN in the loss stops training with the documented message and the best model still loads;
+4. (in test_train.py) a NaN in the loss stops training with the documented message and the best
+   model still loads;
 
 and the property tests (hypothesis) for tokenizer round trips, bucketing and config round trips.
 """
 
 import io
 import json
-import os
 import pathlib
 import pickle
-import random
-import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -34,13 +28,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
+from textvae.checkpoint import list_checkpoints
 from textvae.cli import main
 from textvae.config import Config, load_config
 from textvae.data import BucketBatchSampler
 from textvae.errors import CheckpointError
 from textvae.model import TextVAE
 from textvae.tokenizers import SPECIAL_PIECES, SentencePieceTokenizer, WordTokenizer
-from textvae.train import list_checkpoints, read_checkpoint
 
 TINY = ["--preset", "tiny", "--no-summary"]
 
@@ -183,244 +177,6 @@ def test_yaml_object_tag_in_a_config_file_is_not_executed(tmp_path, capsys):
     evil.write_text(f"train: !!python/object/apply:pathlib.Path.touch ['{marker}']\n")
     expect_error(capsys, ["train", "--config", evil, "--out", tmp_path / "r"], str(evil), "invalid YAML at line 1")
     assert not marker.exists()
-
-
-# --------------------------------------------------------------------------- 2. atomic saves, exact resume
-
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(run_copy, capsys):
-    """A damaged step-4 (after its rename) is skipped, named, moved aside; resuming from step 0
-    reproduces the step-4 weights exactly."""
-    ckpts = run_copy / "checkpoints"
-    original = {k: v.clone() for k, v in weights(ckpts / "step-00000004").items()}  # not views of the file
-    bad = ckpts / "step-00000004" / "model.safetensors"
-    bad.write_bytes(bad.read_bytes()[:1000])  # truncated
-    _, err = cli(capsys, ["train", *TINY, "--out", run_copy, "--resume", "train.max_steps=4"])
-    assert re.search(r"skipped checkpoint \S+step-00000004: \S+model.safetensors is damaged", err), err
-    assert f"resuming from {ckpts / 'step-00000000'}" in err
-    assert (ckpts / "bad-step-00000004").is_dir()  # kept for inspection, never resumed from
-    again = weights(ckpts / "step-00000004")
-    assert all(torch.equal(original[k], again[k]) for k in original)
-
-
-def test_garbage_tokenizer_in_newest_checkpoint_falls_back(run_copy, capsys):
-    (run_copy / "checkpoints" / "step-00000004" / "tokenizer.json").write_text("{not json")
-    _, err = cli(capsys, ["train", *TINY, "--out", run_copy, "--resume", "train.max_steps=4"])
-    assert "skipped checkpoint" in err and "tokenizer.json: invalid JSON" in err
-    assert "resuming from" in err and "step-00000000" in err
-
-
-def test_resume_refuses_newer_trainer_state_and_garbage_run_config(run_copy, capsys):
-    state = run_copy / "checkpoints" / "step-00000004" / "trainer_state.json"
-    meta = json.loads(state.read_text())
-    state.write_text(json.dumps({**meta, "format_version": 99}))
-    expect_error(capsys, ["train", *TINY, "--out", run_copy, "--resume"],
-                 str(state), "format_version 99", "upgrade textvae")
-    (run_copy / "config.json").write_text("{oops")
-    expect_error(capsys, ["train", *TINY, "--out", run_copy, "--resume"],
-                 f"{run_copy / 'config.json'}: invalid JSON at line 1")
-
-
-def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(run_copy, capsys):
-    """A run that died during its first save has metrics but no checkpoint: --resume starts again
-    (otherwise neither --resume nor a fresh start would accept the directory)."""
-    shutil.rmtree(run_copy / "checkpoints")
-    (run_copy / "checkpoints").mkdir()
-    (run_copy / "checkpoints" / ".step-00000000.tmp").mkdir()  # the half-written save
-    expect_error(capsys, ["train", *TINY, "--out", run_copy], "already holds a run", "--resume")
-    _, err = cli(capsys, ["train", *TINY, "--out", run_copy, "--resume", "train.max_steps=4"])
-    assert "no complete checkpoint yet" in err and "starting it again from step 0" in err
-    records = [json.loads(l) for l in (run_copy / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if r["kind"] == "valid"] == [0, 4]  # not logged twice
-
-
-def test_resume_restores_best_after_a_stop_between_its_two_renames(run_copy, capsys):
-    """_save_best renames best -> best.old, then .best.tmp -> best; stopped in between, resume
-    puts best.old back (sample --model RUN uses best.old meanwhile)."""
-    os.rename(run_copy / "best", run_copy / "best.old")
-    cli(capsys, ["sample", "--model", run_copy, "-n", "1"])
-    cli(capsys, ["train", *TINY, "--out", run_copy, "--resume", "train.max_steps=4"])
-    assert (run_copy / "best" / "model.safetensors").is_file() and not (run_copy / "best.old").exists()
-
-# The killed runs save slowly so that "kill during a save" is a real, reliably hit window.
-SLOW_SAVES = """
-import sys, time
-import textvae.train as t
-fsync_tree = t._fsync_tree
-def slow(path):
-    fsync_tree(path)
-    time.sleep(0.15)  # every checkpoint and best/ save stays half-done (a .tmp directory) this long
-t._fsync_tree = slow
-from textvae.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-KILL_ARGS = ["train", "--preset", "tiny", "--no-summary", "train.checkpoint_every=3", "data.builtin_size=600"]
-
-
-def _env():
-    # one thread: fast on a busy 2-core machine, and the same arithmetic in every process
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0", HF_DATASETS_OFFLINE="1")
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    """The reference run, started in the background; call it to wait for it."""
-    out = tmp_path_factory.mktemp("ref") / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "textvae", *KILL_ARGS, "--out", str(out)], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    def wait():
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        return out
-
-    yield wait
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
-def _tmp_saves(run):
-    d = run / "checkpoints"
-    return sorted(p.name for p in d.iterdir() if p.name.endswith(".tmp")) if d.is_dir() else []
-
-
-def _step(name: str) -> int:
-    return int(re.search(r"step-(\d+)", name).group(1))
-
-
-def _records(run, kind):
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in map(json.loads, lines) if r["kind"] == kind]
-
-
-def test_sigkill_and_sigterm_at_random_points_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
-    """Kill -9 during the first save, during a later save and at a random moment, SIGTERM at a random
-    moment, each time --resume: the losses and final weights equal the uninterrupted run's."""
-    rng = random.Random(2016)
-    run = tmp_path / "killed"
-    stderr_path = tmp_path / "stderr.txt"
-    base = [sys.executable, "-c", SLOW_SAVES, *KILL_ARGS, "--out", str(run)]
-
-    def start(resume: bool):
-        fh = open(stderr_path, "w")
-        proc = subprocess.Popen(base + (["--resume"] if resume else []), env=_env(),
-                                stdout=subprocess.DEVNULL, stderr=fh)
-        fh.close()
-        return proc
-
-    def wait_until(proc, ready, timeout=90):
-        deadline = time.monotonic() + timeout
-        while not ready():
-            assert proc.poll() is None, stderr_path.read_text()
-            assert time.monotonic() < deadline, "timed out"
-            time.sleep(0.002)
-
-    def done_steps():
-        return [_step(c.name) for c in list_checkpoints(run)]
-
-    # 1. SIGKILL in the middle of the very first save: nothing complete on disk
-    proc = start(resume=False)
-    wait_until(proc, lambda: ".step-00000000.tmp" in _tmp_saves(run))
-    proc.kill()
-    proc.wait()
-    assert done_steps() == []
-
-    # 2. SIGKILL during a later save; the previous checkpoint stays complete and readable
-    proc = start(resume=True)
-    wait_until(proc, lambda: any(_step(n) >= 6 for n in _tmp_saves(run)))
-    proc.kill()
-    proc.wait()
-    assert "starting it again from step 0" in stderr_path.read_text()
-    in_progress = max(_step(n) for n in _tmp_saves(run))
-    assert done_steps() and max(done_steps()) < in_progress
-    for ckpt in list_checkpoints(run):
-        read_checkpoint(ckpt)  # every complete checkpoint reads back
-
-    # 3. SIGTERM at a random moment once training is under way: checkpoint, exit 130, say where
-    proc = start(resume=True)
-    last = max(done_steps())
-    wait_until(proc, lambda: max(done_steps()) > last)
-    time.sleep(rng.uniform(0.0, 0.6))
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 130
-    err = stderr_path.read_text()
-    m = re.search(r"interrupted: SIGTERM received at step (\d+): checkpoint saved in (\S+); continue with "
-                  r"--resume", err)
-    assert m, err
-    term_step = int(m.group(1))
-    assert pathlib.Path(m.group(2)) == list_checkpoints(run)[-1] and _step(m.group(2)) == term_step
-    assert f"resuming from {run / 'checkpoints'}" in err
-
-    # 4. SIGKILL at a random moment
-    proc = start(resume=True)
-    time.sleep(rng.uniform(3.0, 5.0))  # python + torch start-up is about 3 s
-    proc.kill()
-    proc.wait()
-
-    # 5. run to the end
-    proc = start(resume=True)
-    assert proc.wait(timeout=120) == 0, stderr_path.read_text()
-    assert "resuming from" in stderr_path.read_text()
-
-    ref = uninterrupted()
-    assert same_weights(list_checkpoints(ref)[-1], list_checkpoints(run)[-1])
-    assert same_weights(ref / "best", run / "best")
-    assert _records(ref, "valid") == _records(run, "valid")  # the same losses at every evaluation
-    # Train records average the losses since the last one; the SIGTERM checkpoint wrote one off
-    # schedule (at term_step), so the window up to the next scheduled record differs. All others match.
-    window_end = min(r["step"] for r in _records(run, "train") if r["step"] > term_step)
-    outside = lambda rs: [r for r in rs if not term_step <= r["step"] <= window_end]  # noqa: E731
-    assert outside(_records(ref, "train")) == outside(_records(run, "train"))
-    assert len(outside(_records(run, "train"))) >= len(_records(run, "train")) - 2
-
-
-def test_sigint_checkpoints_exits_130_and_resume_continues(tmp_path, capsys, monkeypatch):
-    run = tmp_path / "run"
-    original = TextVAE.forward
-    calls = {"n": 0}
-
-    def interrupt_at_third_step(self, *args, **kwargs):
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 3:
-                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C would, while a step runs
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(TextVAE, "forward", interrupt_at_third_step)
-    _, err = cli(capsys, ["train", *TINY, "--out", run, "train.max_steps=6"], code=130)
-    ckpt = run / "checkpoints" / "step-00000003"
-    assert f"interrupted: SIGINT received at step 3: checkpoint saved in {ckpt}; continue with --resume" in err
-    monkeypatch.setattr(TextVAE, "forward", original)
-    out, err = cli(capsys, ["train", *TINY, "--out", run, "--resume", "train.max_steps=6"])
-    assert f"resuming from {ckpt}" in err and "trained to step 6" in out
-
-
-# --------------------------------------------------------------------------- 4. numerical guard
-
-@pytest.mark.parametrize("term, field", [("reconstruction", "rec"), ("KL", "kl")])
-def test_nan_stops_training_with_step_and_term_and_best_still_loads(tmp_path, capsys, monkeypatch, term, field):
-    run = tmp_path / "run"
-    original = TextVAE.forward
-    calls = {"n": 0}
-
-    def poisoned(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] > 5:  # steps 0-4 are fine, step 5 is not
-                setattr(out, field, getattr(out, field) * float("nan"))
-        return out
-
-    monkeypatch.setattr(TextVAE, "forward", poisoned)
-    err = expect_error(capsys, ["train", *TINY, "--out", run, "train.checkpoint_every=2"],
-                       f"non-finite {term} at step 5 (epoch 0)", "Training stopped",
-                       f"the last good checkpoint is {run / 'checkpoints' / 'step-00000004'}",
-                       f"the best model is in {run / 'best'}", "train.nonfinite=skip")
-    assert "nan" in err
-    monkeypatch.setattr(TextVAE, "forward", original)
-    out, _ = cli(capsys, ["sample", "--model", run, "-n", "2"])
-    assert len(out.splitlines()) == 2
-    read_checkpoint(run / "checkpoints" / "step-00000004")
 
 
 def test_logvar_is_clamped_to_the_configured_range(tiny_run):

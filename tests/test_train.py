@@ -9,10 +9,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from textvae.checkpoint import list_checkpoints, read_checkpoint
+from textvae.cli import main
 from textvae.config import load_config
 from textvae.errors import ConfigError, TrainingError
 from textvae.model import TextVAE
-from textvae.train import Trainer, list_checkpoints, train
+from textvae.train import Progress, Trainer, plateau, record_score, train
+
+TINY = ["--preset", "tiny", "--no-summary"]
 
 
 def tiny_cfg(*overrides):
@@ -169,3 +173,100 @@ def test_time_budget_stops_validates_and_resumes(tmp_path, monkeypatch):
 def test_time_budget_must_be_positive():
     with pytest.raises(ConfigError, match="train.max_minutes"):
         tiny_cfg("train.max_minutes=0")
+
+
+def test_model_selection_plateau_and_early_stopping_are_separate_steps():
+    t = tiny_cfg("train.lr_patience=1", "train.max_decays=1").train
+    p = Progress(step=1)
+    assert record_score(p, 10.0) and (p.best_elbo, p.best_step) == (10.0, 1)
+    assert not record_score(p, 10.0) and p.bad_evals == 1 and plateau(p, t) is None  # patience 1
+    assert not record_score(p, 11.0) and plateau(p, t) == "decay" and p.bad_evals == 0
+    p.decays = 1
+    record_score(p, 12.0), record_score(p, 12.0)
+    assert plateau(p, t) == "stop"
+
+
+def test_evaluate_returns_numbers_and_leaves_the_run_alone(tmp_path):
+    tr = Trainer(tiny_cfg(), tmp_path / "run", log=lambda m: None)
+    lr, best = tr.lr(), tr.progress.best_elbo
+    v = tr.evaluate()
+    assert {"rec", "kl", "elbo", "ppl_elbo", "au"} <= set(v) and v["elbo"] > 0
+    assert tr.lr() == lr and tr.progress.best_elbo == best and not (tmp_path / "run" / "best").exists()
+    tr.after_validation(v)
+    assert tr.progress.best_elbo == pytest.approx(v["elbo"]) and (tmp_path / "run" / "best").is_dir()
+
+
+def test_summary_is_elbo_based_unless_importance_weighting_is_asked_for(tmp_path, capsys):
+    args = ["train", "--preset", "tiny", "train.max_steps=2", "data.builtin_size=200", "train.progress=true"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    out, err = capsys.readouterr()
+    assert "| split | elbo | rec | kl | ppl_elbo | au |" in out and "nll_iw" not in out
+    assert "| test |" in out and "samples from the prior:" in out
+    assert main([*args, "--out", str(tmp_path / "b"), "--summary-iw", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert "nll_iw (k=3)" in out and "summary: test IW k=3" in err  # the progress bar names each pass
+
+
+def cli(capsys, argv, code=0):
+    """Run ``textvae ARGV`` in-process; check the exit status; return (stdout, stderr)."""
+    assert main([str(a) for a in argv]) == code, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return out, err
+
+
+def expect_error(capsys, argv, *needles, code=2):
+    """The command fails with ``code`` and one message containing every needle, no traceback."""
+    _, err = cli(capsys, argv, code)
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in:\n{err}"
+    return err
+
+
+def test_sigint_checkpoints_exits_130_and_resume_continues(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    original = TextVAE.forward
+    calls = {"n": 0}
+
+    def interrupt_at_third_step(self, *args, **kwargs):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C would, while a step runs
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TextVAE, "forward", interrupt_at_third_step)
+    _, err = cli(capsys, ["train", *TINY, "--out", run, "train.max_steps=6"], code=130)
+    ckpt = run / "checkpoints" / "step-00000003"
+    assert f"interrupted: SIGINT received at step 3: checkpoint saved in {ckpt}; continue with --resume" in err
+    monkeypatch.setattr(TextVAE, "forward", original)
+    out, err = cli(capsys, ["train", *TINY, "--out", run, "--resume", "train.max_steps=6"])
+    assert f"resuming from {ckpt}" in err and "trained to step 6" in out
+
+
+# --------------------------------------------------------------------------- numerical guard (CLI)
+
+@pytest.mark.parametrize("term, field", [("reconstruction", "rec"), ("KL", "kl")])
+def test_nan_stops_training_with_step_and_term_and_best_still_loads(tmp_path, capsys, monkeypatch, term, field):
+    run = tmp_path / "run"
+    original = TextVAE.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] > 5:  # steps 0-4 are fine, step 5 is not
+                setattr(out, field, getattr(out, field) * float("nan"))
+        return out
+
+    monkeypatch.setattr(TextVAE, "forward", poisoned)
+    err = expect_error(capsys, ["train", *TINY, "--out", run, "train.checkpoint_every=2"],
+                       f"non-finite {term} at step 5 (epoch 0)", "Training stopped",
+                       f"the last good checkpoint is {run / 'checkpoints' / 'step-00000004'}",
+                       f"the best model is in {run / 'best'}", "train.nonfinite=skip")
+    assert "nan" in err
+    monkeypatch.setattr(TextVAE, "forward", original)
+    out, _ = cli(capsys, ["sample", "--model", run, "-n", "2"])
+    assert len(out.splitlines()) == 2
+    read_checkpoint(run / "checkpoints" / "step-00000004")

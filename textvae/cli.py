@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, best/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--encoding-errors", choices=("strict", "replace"), help="invalid UTF-8: fail or replace")
-    p.add_argument("--no-summary", action="store_true", help="skip the final test table, samples and homotopy")
+    p.add_argument("--no-summary", action="store_true", help="skip the final valid/test table, samples and homotopy")
+    p.add_argument("--summary-iw", type=_nonneg_int("--summary-iw"), default=0, metavar="K",
+                   help="add importance-weighted NLL/PPL (K samples per sentence) to the summary; slow: "
+                        "minutes on PTB for K=50 (default 0: ELBO-based numbers only)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.max_steps=300 model.latent_dim=32")
 
     p = sub.add_parser("sample", help="sentences from the prior")
@@ -145,44 +148,66 @@ def _cmd_train(args) -> int:
     result = train(cfg, args.out, resume=args.resume)
     print(f"trained to step {result['step']} (epoch {result['epoch']}); best valid elbo "
           f"{result['best_elbo']:.3f} at step {result['best_step']}; model in {Path(args.out) / 'best'}")
-    if not args.no_summary:
-        _summary(args.out, cfg)
+    from .distributed import is_main_process
+
+    if not args.no_summary and is_main_process():  # under torchrun, one summary (rank 0's)
+        _summary(args.out, cfg, iw_samples=args.summary_iw)
     return 0
 
 
-def _summary(run: str, cfg) -> None:
-    """The end of a run: a short valid/test table, a few prior samples and one homotopy."""
+def _summary(run: str, cfg, iw_samples: int = 0) -> None:
+    """The end of a run, bounded and with a progress bar: the best model's ELBO-based valid/test
+    numbers (one pass over each split), with ``iw_samples`` > 0 also the importance-weighted NLL and
+    PPL (k = iw_samples; the slow part), then a few prior samples and one homotopy."""
+    from tqdm.auto import tqdm
+
     from .data import attach_label_ids, encode_split, load_splits
-    from .metrics import evaluate
+    from .metrics import evaluate, validate
     from .model import TextVAE
 
     model = TextVAE.from_pretrained(run)
     splits = load_splits(cfg.data, ("valid", "test"))
-    rows = []
-    for name in ("valid", "test"):
-        enc = attach_label_ids(encode_split(splits[name], model.tokenizer, cfg.data), model.label_names,
-                               f"the {name} split")
-        r = evaluate(model, enc, iw_samples=50, n_samples=50, seed=cfg.train.seed)
-        rows.append((name, r))
-    print("\n| split | nll_iw (k=50) | ppl_iw | elbo | rec | kl | au | bleu_rec |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, r in rows:
-        bleu = "-" if r["bleu_rec"] is None else f"{r['bleu_rec']:.1f}"
-        print(f"| {name} | {r['nll_iw']:.2f} | {r['ppl_iw']:.2f} | {r['elbo']:.2f} | {r['rec']:.2f} | "
-              f"{r['kl']:.2f} | {r['au']} | {bleu} |")
+    names, seed = ("valid", "test"), cfg.train.seed
+    passes = [(name, "ELBO") for name in names] + [(name, f"IW k={iw_samples}") for name in names if iw_samples]
+    rows, encoded = {name: {} for name in names}, {}
+    with tqdm(total=len(passes) + 1, desc="summary", unit="pass", disable=not cfg.train.progress,
+              dynamic_ncols=True) as bar:
+        for name, kind in passes:
+            bar.set_description(f"summary: {name} {kind}")
+            if name not in encoded:
+                encoded[name] = attach_label_ids(encode_split(splits[name], model.tokenizer, cfg.data),
+                                                 model.label_names, f"the {name} split")
+            if kind == "ELBO":
+                rows[name].update(validate(model, encoded[name], batch_size=64, seed=seed))
+            else:
+                r = evaluate(model, encoded[name], iw_samples=iw_samples, n_samples=0, bleu_sentences=0, seed=seed)
+                rows[name].update(nll_iw=r["nll_iw"], ppl_iw=r["ppl_iw"])
+            bar.update(1)
+        bar.set_description("summary: samples, homotopy")
+        samples = model.sample(5, seed=seed)
+        texts = list(splits["test"]["text"])
+        homotopy, label = [], None
+        if not model.is_lm and len(texts) >= 2:
+            a, b = texts[0], max(texts[1:], key=lambda t: len(t))
+            label = splits["test"]["label"][0] if model.conditional else None  # a conditional model: a's label
+            homotopy = model.interpolate(a, b, steps=5, label=label)
+        bar.update(1)
+    iw_head = f" nll_iw (k={iw_samples}) | ppl_iw |" if iw_samples else ""
+    print(f"\n| split | elbo | rec | kl | ppl_elbo | au |{iw_head}")
+    print("|---" * (6 + 2 * bool(iw_samples)) + "|")
+    for name, r in rows.items():
+        iw = f" {r['nll_iw']:.2f} | {r['ppl_iw']:.2f} |" if iw_samples else ""
+        print(f"| {name} | {r['elbo']:.2f} | {r['rec']:.2f} | {r['kl']:.2f} | {r['ppl_elbo']:.2f} | {r['au']} |{iw}")
     print("\nsamples from the prior:")
-    for s in model.sample(5, seed=cfg.train.seed):
+    for s in samples:
         print(f"  {s}")
-    test = rows[1][1]
-    texts = list(splits["test"]["text"])
-    if not model.is_lm and len(texts) >= 2:
-        a, b = texts[0], max(texts[1:], key=lambda t: len(t))
-        label = splits["test"]["label"][0] if model.conditional else None  # a conditional model: a's label
+    if homotopy:
         print(f"\nhomotopy (posterior means, greedy{', label ' + label if label else ''}):")
-        for i, s in enumerate(model.interpolate(a, b, steps=5, label=label)):
-            print(f"  {'*' if i in (0, 6) else ' '} {s}")
-    print(f"\n({test['sentences']} test sentences, {test['tokens']} tokens; full metrics: "
-          f"textvae evaluate --model {run} --split test)")
+        for i, s in enumerate(homotopy):
+            print(f"  {'*' if i in (0, len(homotopy) - 1) else ' '} {s}")
+    test = rows["test"]
+    print(f"\n({test['sentences']} test sentences, {test['tokens']} tokens; importance-weighted NLL/PPL: "
+          f"--summary-iw K, or textvae evaluate --model {run} --split test for every metric)")
 
 
 def _cmd_sample(args) -> int:

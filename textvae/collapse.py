@@ -1,4 +1,5 @@
-"""Posterior-collapse remedies that change how training updates the model (train.py calls them).
+"""Posterior-collapse remedies that change how training updates the model, as strategies the
+training loop calls through named hooks (:class:`Strategy`).
 
     aggressive inference-network training   He et al. (2019), "Lagging Inference Networks and
                                             Posterior Collapse in Variational Autoencoders"
@@ -8,7 +9,9 @@
 
 The remedies that only reweight the objective (KL annealing, free bits, the autoencoder phase's
 weight 0) are in objectives.py; those that change the model (word dropout, BN-VAE) in model.py.
-Everything here is a small rule or helper, testable without a training run.
+Each remedy is a :class:`Strategy` subclass chosen from the objective config through the
+``STRATEGIES`` table; a new remedy is a new class and a table entry, not a branch in the loop. The
+rules they are built from are small functions, testable without a training run.
 
 Aggressive training, as in He et al.'s code (text.py): for each training batch x, the encoder
 (encoder + posterior head) alone is updated on x, then on training batches drawn uniformly at
@@ -130,14 +133,173 @@ def reset_decoder(model, seed: int) -> None:
     left as it was. The parameters are overwritten in place, so optimisers and DDP wrappers that
     hold them stay valid.
 
-    With ``model.share_embedding`` the embedding table is the encoder's input layer as much as the
-    decoder's, so it is kept: resetting it would throw away the encoder that phase 1 trained."""
+    Every decoder tensor that is also an encoder tensor is kept: with ``model.share_embedding`` the
+    embedding table (and, tied to it, the output projection) is the encoder's input layer as much
+    as the decoder's, and resetting it would throw away the encoder that phase 1 trained."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = Decoder(model.decoder.cfg).state_dict()
-    if model.decoder.embedding is getattr(getattr(model, "encoder", None), "embedding", None):
-        fresh.pop("embedding.weight")
-        if model.decoder.cfg.tie_embeddings:  # the output projection is the same table
-            fresh.pop("proj.weight", None)
+    encoder = {t.data_ptr() for name, t in model.state_dict(keep_vars=True).items() if not name.startswith("decoder.")}
+    own = model.decoder.state_dict(keep_vars=True)
+    fresh = {k: v for k, v in fresh.items() if own[k].data_ptr() not in encoder}
     missing, unexpected = model.decoder.load_state_dict(fresh, strict=False)
-    assert not unexpected and set(missing) <= {"embedding.weight", "proj.weight"}, (missing, unexpected)
+    assert not unexpected and all(own[k].data_ptr() in encoder for k in missing), (missing, unexpected)
+
+
+# --------------------------------------------------------------------------- strategies the loop calls
+
+
+class Strategy:
+    """A remedy that changes the training loop. The loop (textvae.train.Trainer, passed as ``tr``)
+    calls these hooks; each does nothing here, so a subclass overrides only what it changes.
+
+    ``splits_optimizer``: the optimiser needs an encoder group and a decoder group
+    (:func:`param_groups`). ``kl_schedule_start``: the step at which the objective's KL schedule
+    (re)starts, or None (textvae.objectives.kl_weight's ``pretrain_end``).
+    """
+
+    splits_optimizer = False
+    kl_schedule_start: int | None = None
+
+    def before_step(self, tr, batch, offset: int, global_size: int) -> dict:
+        """Before the step's loss on ``batch`` (rows offset.. of a global batch of global_size).
+        Returns extra numbers for the train log."""
+        return {}
+
+    def after_backward(self, tr) -> None:
+        """After the step's gradients are computed and found finite, before the optimiser step."""
+
+    def end_of_epoch(self, tr) -> None:
+        """After the last step of an epoch (``tr.progress.epoch`` is the next epoch)."""
+
+    def score(self, valid: dict) -> float | None:
+        """What best-model selection and plateau detection compare (None: the negative ELBO)."""
+        return None
+
+    def on_converged(self, tr) -> bool:
+        """Validation stopped improving after every learning-rate decay; True when this strategy
+        takes it over (the run goes on), False to let early stopping end the run."""
+        return False
+
+    def state(self) -> dict:
+        """What a checkpoint stores (JSON values; saved inside trainer_state.json's progress)."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        """Restore :meth:`state` from a checkpoint's progress mapping (format 1 keys)."""
+
+
+class Aggressive(Strategy):
+    """He et al. (2019) aggressive inference-network training (see the module docstring): before
+    every step, encoder-only updates until :class:`InnerLoop` stops them, then a decoder-only step;
+    switched off for good after the first epoch whose validation MI is below the previous one's."""
+
+    splits_optimizer = True
+
+    def __init__(self, objective):
+        self.max_inner, self.window = objective.aggressive_max_inner, objective.aggressive_window
+        self.on = True
+        self.mi_prev: float | None = None
+
+    def before_step(self, tr, batch, offset, global_size) -> dict:
+        return {"encoder_updates": self.encoder_updates(tr, batch, offset, global_size) if self.on else 0}
+
+    def encoder_updates(self, tr, batch, offset: int, global_size: int) -> int:
+        """The inner loop: encoder-only updates on this batch, then on training batches drawn at
+        random, until the loss stops improving. Returns the number of updates."""
+        rule = InnerLoop(self.max_inner, self.window)
+        rng = inner_batch_rng(tr.cfg.train.seed, tr.progress.step)
+        batches = tr.sampler.global_batches(tr.progress.epoch)
+        decoder = decoder_parameters(tr.model)
+        while True:
+            loss, rec, kl, _ = tr.loss(batch, offset, global_size)
+            if not tr.backward(loss, rec, kl, batch, global_size, "encoder-update loss"):
+                return rule.updates  # a skipped non-finite update (train.nonfinite=skip)
+            drop_grads(decoder)
+            tr.optimizer.step()
+            # every rank sees the global batch's loss, so that they stop together
+            loss_sum, tokens = tr.procs.all_sum([float(loss.detach()) * len(batch), float(batch.num_tokens)])
+            if rule.update(loss_sum, int(tokens)):
+                return rule.updates
+            batch, offset, global_size = tr.shard(batches[int(rng.integers(len(batches)))])
+
+    def after_backward(self, tr) -> None:
+        if self.on:  # after the encoder's inner loop, the decoder alone is updated
+            drop_grads(encoder_parameters(tr.model))
+
+    def end_of_epoch(self, tr) -> None:
+        if not self.on:
+            return
+        p, t = tr.progress, tr.cfg.train
+        mi = validation_mi(tr.model, tr.valid_data, t.batch_size, t.seed)
+        self.on = not mi_stopped_rising(self.mi_prev, mi)
+        tr.metrics.write({"kind": "aggressive", "step": p.step, "epoch": p.epoch, "mi": mi, "aggressive": self.on})
+        tr.log(f"aggressive training: valid MI {mi:.3f} after epoch {p.epoch} (previous "
+               f"{'-' if self.mi_prev is None else f'{self.mi_prev:.3f}'}); "
+               f"{'continues' if self.on else 'MI fell, switched off for the rest of the run'}")
+        self.mi_prev = mi
+
+    def state(self) -> dict:
+        return {"aggressive": self.on, "mi_prev": self.mi_prev}
+
+    def load_state(self, state: dict) -> None:
+        self.on, self.mi_prev = state.get("aggressive", self.on), state.get("mi_prev")
+
+
+class PretrainThenReset(Strategy):
+    """Li et al. (2019): train as an autoencoder (KL weight 0) for ``objective.pretrain_ae_steps``
+    steps or until validation reconstruction converges, then re-initialise the decoder (unless
+    ``objective.reset_decoder=false``), keep the encoder, and start the VAE phase afresh as their
+    second run does: KL schedule from its step 0, new optimiser at train.lr, new best-model and
+    early-stopping state (the best/ model is the VAE's from then on)."""
+
+    def __init__(self, objective):
+        self.steps, self.reset = objective.pretrain_ae_steps, objective.reset_decoder
+        self.kl_schedule_start = None  # the step the VAE phase began; None while pretraining
+
+    @property
+    def pretraining(self) -> bool:
+        return self.kl_schedule_start is None
+
+    def before_step(self, tr, batch, offset, global_size) -> dict:
+        if self.pretraining and tr.progress.step >= self.steps:
+            self.finish(tr, f"objective.pretrain_ae_steps={self.steps} steps are done")
+        return {}
+
+    def score(self, valid: dict) -> float | None:
+        return valid["rec"] if self.pretraining else None  # the autoencoder is judged by what it optimises
+
+    def on_converged(self, tr) -> bool:
+        if self.pretraining:
+            self.finish(tr, f"it converged (no improvement after {tr.progress.decays} learning-rate decays)")
+            return True
+        return False
+
+    def finish(self, tr, reason: str) -> None:
+        """End the autoencoder phase at the current step."""
+        p = tr.progress
+        self.kl_schedule_start = p.step
+        if self.reset:
+            reset_decoder(tr.model, tr.cfg.train.seed + p.step)
+        tr.optimizer = tr.make_optimizer()
+        p.restart_selection()
+        tr.log(f"step {p.step}: autoencoder pretraining ends, {reason}; "
+               f"{'decoder re-initialised, ' if self.reset else ''}VAE phase begins")
+
+    def state(self) -> dict:
+        return {"pretrain_end": self.kl_schedule_start}
+
+    def load_state(self, state: dict) -> None:
+        self.kl_schedule_start = state.get("pretrain_end")
+
+
+# which strategies a run uses: (is it on for this objective config, its class), in hook order
+STRATEGIES = {
+    "pretrain_then_reset": (lambda o: o.pretrain_ae_steps > 0, PretrainThenReset),
+    "aggressive": (lambda o: o.aggressive, Aggressive),
+}
+
+
+def strategies_for(objective) -> list[Strategy]:
+    """The strategies ``objective`` (an ObjectiveConfig) turns on, in the order of ``STRATEGIES``."""
+    return [cls(objective) for is_on, cls in STRATEGIES.values() if is_on(objective)]

@@ -23,12 +23,12 @@ import abc
 import hashlib
 import io
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from .checkpoint import atomic_write
 from .config import TokenizerConfig
 from .errors import CheckpointError, ConfigError, DataError
 
@@ -150,7 +150,7 @@ class WordTokenizer(Tokenizer):
     def save(self, directory: str | Path) -> None:
         meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "lowercase": self.lowercase,
                 "vocab": self.vocab}
-        _write_atomic(Path(directory) / JSON_FILE, _json_bytes(meta))
+        atomic_write(Path(directory) / JSON_FILE, _json_bytes(meta))
 
     def _identity(self) -> bytes:
         return json.dumps({"kind": self.kind, "lowercase": self.lowercase, "vocab": self.vocab},
@@ -273,8 +273,8 @@ class SentencePieceTokenizer(Tokenizer):
     def save(self, directory: str | Path) -> None:
         meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "lowercase": self.lowercase,
                 "model_type": self.model_type}
-        _write_atomic(Path(directory) / MODEL_FILE, self.model_proto)
-        _write_atomic(Path(directory) / JSON_FILE, _json_bytes(meta))
+        atomic_write(Path(directory) / MODEL_FILE, self.model_proto)
+        atomic_write(Path(directory) / JSON_FILE, _json_bytes(meta))
 
     def _identity(self) -> bytes:
         return f"{self.kind}\0lowercase={self.lowercase}\0".encode() + self.model_proto
@@ -365,9 +365,3 @@ def _json_bytes(obj: dict) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -1,0 +1,367 @@
+"""Checkpoints and resume: one atomic writer, complete-or-absent directories, damaged checkpoints
+skipped, SIGKILL/SIGTERM at random points then --resume equal to an uninterrupted run, and runs
+written by textvae 0.1.0 (tests/fixtures/v0.1.0) resuming."""
+
+import json
+import os
+import pathlib
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from textvae import checkpoint
+from textvae.checkpoint import atomic_write, commit_dir, list_checkpoints, read_checkpoint
+from textvae.cli import main
+from textvae.config import load_config
+from textvae.train import Trainer, train
+
+TINY = ["--preset", "tiny", "--no-summary"]
+FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "v0.1.0"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Two threads on two busy cores are slower than one for these tiny models."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def cli(capsys, argv, code=0):
+    """Run ``textvae ARGV`` in-process; check the exit status; return (stdout, stderr)."""
+    assert main([str(a) for a in argv]) == code, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return out, err
+
+
+def expect_error(capsys, argv, *needles, code=2):
+    """The command fails with ``code`` and one message containing every needle, no traceback."""
+    _, err = cli(capsys, argv, code)
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in:\n{err}"
+    return err
+
+
+def weights(model_dir):
+    return load_file(str(pathlib.Path(model_dir) / "model.safetensors"))
+
+
+def same_weights(a, b) -> bool:
+    a, b = weights(a), weights(b)
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A real run of the tiny preset: checkpoints step-0 and step-4, best/, config.json."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(["train", *TINY, "--out", str(out), "train.max_steps=4"]) == 0
+    assert [c.name for c in list_checkpoints(out)] == ["step-00000000", "step-00000004"]
+    return out
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    """A private copy of ``tiny_run`` a test may damage."""
+    dst = tmp_path / "run"
+    shutil.copytree(tiny_run, dst)
+    return dst
+
+
+# --------------------------------------------------------------------------- the atomic writer
+
+
+def test_atomic_write_replaces_whole_files_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "sub" / "f.json"
+    atomic_write(path, "héllo\n")
+    assert path.read_bytes() == "héllo\n".encode("utf-8")
+    atomic_write(path, b"\x00\x01")
+    assert path.read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["f.json"]
+
+
+def test_atomic_write_that_fails_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "f.txt"
+    atomic_write(path, "old")
+
+    def no_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", no_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, "new")
+    assert path.read_text() == "old"
+
+
+def test_commit_dir_replaces_a_directory_and_a_stop_between_renames_is_recoverable(tmp_path):
+    final, tmp = tmp_path / "best", tmp_path / ".best.tmp"
+    for content in ("one", "two"):
+        tmp.mkdir()
+        (tmp / "x").write_text(content)
+        commit_dir(tmp, final, tmp_path / "best.old")
+        assert (final / "x").read_text() == content and not tmp.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    os.rename(final, tmp_path / "best.old")  # as if stopped between the two renames
+    checkpoint.restore_interrupted_commit(final, tmp_path / "best.old")
+    assert (final / "x").read_text() == "two"
+
+
+def test_every_file_a_run_writes_goes_through_the_atomic_writer(tmp_path, monkeypatch):
+    written = []
+    original = checkpoint.atomic_write
+
+    def spy(path, data):
+        written.append(pathlib.Path(path).name)
+        return original(path, data)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", spy)
+    monkeypatch.setattr("textvae.tokenizers.atomic_write", spy)
+    train(load_config(preset="tiny", overrides=["train.max_steps=2", "data.builtin_size=100"]), tmp_path / "r",
+          log=lambda m: None)
+    assert {"trainer_state.json", "tokenizer.json"} <= set(written)
+
+
+def test_list_checkpoints_ignores_temporary_bad_and_incomplete_directories(run_copy):
+    d = run_copy / "checkpoints"
+    for name in (".step-00000009.tmp", "bad-step-00000008", "step-00000007.old"):
+        shutil.copytree(d / "step-00000004", d / name)
+    (d / "step-00000006").mkdir()  # no trainer state: incomplete
+    assert [c.name for c in list_checkpoints(run_copy)] == ["step-00000000", "step-00000004"]
+
+
+# --------------------------------------------------------------------------- runs of textvae 0.1.0
+
+
+def test_a_run_written_by_0_1_0_resumes_for_more_steps(tmp_path):
+    """The v0.1.0 fixture (format 1: strategy state inside progress) resumes from its step-6
+    checkpoint and trains on; its metrics up to step 6 are kept."""
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE / "run", run)
+    cfg = load_config(config_file=str(run / "config.json"), overrides=["train.max_steps=9"])
+    logs = []
+    tr = Trainer(cfg, run, resume=True, log=logs.append)
+    assert tr.progress.step == 6 and tr.progress.epoch == 1 and tr.progress.best_step == 6
+    assert any(f"resuming from {run / 'checkpoints' / 'step-00000006'}" in line for line in logs)
+    before = weights(run / "checkpoints" / "step-00000006")
+    result = tr.fit()
+    assert result["step"] == 9 and result["stopped"] == "max_steps"
+    assert list_checkpoints(run)[-1].name == "step-00000009"
+    assert not same_weights(run / "checkpoints" / "step-00000006", run / "checkpoints" / "step-00000009")
+    assert before.keys() == weights(run / "checkpoints" / "step-00000009").keys()
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[:8] == [0, 1, 2, 3, 4, 5, 6, 6] and steps[-1] == 9
+    meta = json.loads((run / "checkpoints" / "step-00000009" / "trainer_state.json").read_text())
+    assert meta["format_version"] == 1 and meta["progress"]["step"] == 9
+
+
+def test_format_1_strategy_state_is_read_back(tmp_path):
+    """aggressive / mi_prev / pretrain_end saved in progress by 0.1.0 reach the strategies."""
+    from textvae import collapse
+    from textvae.config import ObjectiveConfig
+
+    saved = json.loads((FIXTURE / "run" / "checkpoints" / "step-00000006" / "trainer_state.json").read_text())
+    progress = {**saved["progress"], "aggressive": True, "mi_prev": 0.25, "pretrain_end": 4}
+    aggressive, pretrain = (collapse.strategies_for(ObjectiveConfig(aggressive=True, pretrain_ae_steps=3))[::-1])
+    aggressive.load_state(progress)
+    pretrain.load_state(progress)
+    assert (aggressive.on, aggressive.mi_prev, pretrain.kl_schedule_start) == (True, 0.25, 4)
+    assert checkpoint.Progress.from_dict(progress).step == 6
+
+
+# --------------------------------------------------------------------------- damaged checkpoints, kills, resume
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(run_copy, capsys):
+    """A damaged step-4 (after its rename) is skipped, named, moved aside; resuming from step 0
+    reproduces the step-4 weights exactly."""
+    ckpts = run_copy / "checkpoints"
+    original = {k: v.clone() for k, v in weights(ckpts / "step-00000004").items()}  # not views of the file
+    bad = ckpts / "step-00000004" / "model.safetensors"
+    bad.write_bytes(bad.read_bytes()[:1000])  # truncated
+    _, err = cli(capsys, ["train", *TINY, "--out", run_copy, "--resume", "train.max_steps=4"])
+    assert re.search(r"skipped checkpoint \S+step-00000004: \S+model.safetensors is damaged", err), err
+    assert f"resuming from {ckpts / 'step-00000000'}" in err
+    assert (ckpts / "bad-step-00000004").is_dir()  # kept for inspection, never resumed from
+    again = weights(ckpts / "step-00000004")
+    assert all(torch.equal(original[k], again[k]) for k in original)
+
+
+def test_garbage_tokenizer_in_newest_checkpoint_falls_back(run_copy, capsys):
+    (run_copy / "checkpoints" / "step-00000004" / "tokenizer.json").write_text("{not json")
+    _, err = cli(capsys, ["train", *TINY, "--out", run_copy, "--resume", "train.max_steps=4"])
+    assert "skipped checkpoint" in err and "tokenizer.json: invalid JSON" in err
+    assert "resuming from" in err and "step-00000000" in err
+
+
+def test_resume_refuses_newer_trainer_state_and_garbage_run_config(run_copy, capsys):
+    state = run_copy / "checkpoints" / "step-00000004" / "trainer_state.json"
+    meta = json.loads(state.read_text())
+    state.write_text(json.dumps({**meta, "format_version": 99}))
+    expect_error(capsys, ["train", *TINY, "--out", run_copy, "--resume"],
+                 str(state), "format_version 99", "upgrade textvae")
+    (run_copy / "config.json").write_text("{oops")
+    expect_error(capsys, ["train", *TINY, "--out", run_copy, "--resume"],
+                 f"{run_copy / 'config.json'}: invalid JSON at line 1")
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(run_copy, capsys):
+    """A run that died during its first save has metrics but no checkpoint: --resume starts again
+    (otherwise neither --resume nor a fresh start would accept the directory)."""
+    shutil.rmtree(run_copy / "checkpoints")
+    (run_copy / "checkpoints").mkdir()
+    (run_copy / "checkpoints" / ".step-00000000.tmp").mkdir()  # the half-written save
+    expect_error(capsys, ["train", *TINY, "--out", run_copy], "already holds a run", "--resume")
+    _, err = cli(capsys, ["train", *TINY, "--out", run_copy, "--resume", "train.max_steps=4"])
+    assert "no complete checkpoint yet" in err and "starting it again from step 0" in err
+    records = [json.loads(l) for l in (run_copy / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "valid"] == [0, 4]  # not logged twice
+
+
+def test_resume_restores_best_after_a_stop_between_its_two_renames(run_copy, capsys):
+    """_save_best renames best -> best.old, then .best.tmp -> best; stopped in between, resume
+    puts best.old back (sample --model RUN uses best.old meanwhile)."""
+    os.rename(run_copy / "best", run_copy / "best.old")
+    cli(capsys, ["sample", "--model", run_copy, "-n", "1"])
+    cli(capsys, ["train", *TINY, "--out", run_copy, "--resume", "train.max_steps=4"])
+    assert (run_copy / "best" / "model.safetensors").is_file() and not (run_copy / "best.old").exists()
+
+# The killed runs save slowly so that "kill during a save" is a real, reliably hit window.
+SLOW_SAVES = """
+import sys, time
+import textvae.checkpoint as c
+fsync_tree = c.fsync_tree
+def slow(path):
+    fsync_tree(path)
+    time.sleep(0.15)  # every checkpoint and best/ save stays half-done (a .tmp directory) this long
+c.fsync_tree = slow
+from textvae.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+KILL_ARGS = ["train", "--preset", "tiny", "--no-summary", "train.checkpoint_every=3", "data.builtin_size=600"]
+
+
+def _env():
+    # one thread: fast on a busy 2-core machine, and the same arithmetic in every process
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0", HF_DATASETS_OFFLINE="1")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The reference run, started in the background; call it to wait for it."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "textvae", *KILL_ARGS, "--out", str(out)], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def wait():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        return out
+
+    yield wait
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _tmp_saves(run):
+    d = run / "checkpoints"
+    return sorted(p.name for p in d.iterdir() if p.name.endswith(".tmp")) if d.is_dir() else []
+
+
+def _step(name: str) -> int:
+    return int(re.search(r"step-(\d+)", name).group(1))
+
+
+def _records(run, kind):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def test_sigkill_and_sigterm_at_random_points_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
+    """Kill -9 during the first save, during a later save and at a random moment, SIGTERM at a random
+    moment, each time --resume: the losses and final weights equal the uninterrupted run's."""
+    rng = random.Random(2016)
+    run = tmp_path / "killed"
+    stderr_path = tmp_path / "stderr.txt"
+    base = [sys.executable, "-c", SLOW_SAVES, *KILL_ARGS, "--out", str(run)]
+
+    def start(resume: bool):
+        fh = open(stderr_path, "w")
+        proc = subprocess.Popen(base + (["--resume"] if resume else []), env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=fh)
+        fh.close()
+        return proc
+
+    def wait_until(proc, ready, timeout=90):
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, stderr_path.read_text()
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.002)
+
+    def done_steps():
+        return [_step(c.name) for c in list_checkpoints(run)]
+
+    # 1. SIGKILL in the middle of the very first save: nothing complete on disk
+    proc = start(resume=False)
+    wait_until(proc, lambda: ".step-00000000.tmp" in _tmp_saves(run))
+    proc.kill()
+    proc.wait()
+    assert done_steps() == []
+
+    # 2. SIGKILL during a later save; the previous checkpoint stays complete and readable
+    proc = start(resume=True)
+    wait_until(proc, lambda: any(_step(n) >= 6 for n in _tmp_saves(run)))
+    proc.kill()
+    proc.wait()
+    assert "starting it again from step 0" in stderr_path.read_text()
+    in_progress = max(_step(n) for n in _tmp_saves(run))
+    assert done_steps() and max(done_steps()) < in_progress
+    for ckpt in list_checkpoints(run):
+        read_checkpoint(ckpt)  # every complete checkpoint reads back
+
+    # 3. SIGTERM at a random moment once training is under way: checkpoint, exit 130, say where
+    proc = start(resume=True)
+    last = max(done_steps())
+    wait_until(proc, lambda: max(done_steps()) > last)
+    time.sleep(rng.uniform(0.0, 0.6))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    err = stderr_path.read_text()
+    m = re.search(r"interrupted: SIGTERM received at step (\d+): checkpoint saved in (\S+); continue with "
+                  r"--resume", err)
+    assert m, err
+    term_step = int(m.group(1))
+    assert pathlib.Path(m.group(2)) == list_checkpoints(run)[-1] and _step(m.group(2)) == term_step
+    assert f"resuming from {run / 'checkpoints'}" in err
+
+    # 4. SIGKILL at a random moment
+    proc = start(resume=True)
+    time.sleep(rng.uniform(3.0, 5.0))  # python + torch start-up is about 3 s
+    proc.kill()
+    proc.wait()
+
+    # 5. run to the end
+    proc = start(resume=True)
+    assert proc.wait(timeout=120) == 0, stderr_path.read_text()
+    assert "resuming from" in stderr_path.read_text()
+
+    ref = uninterrupted()
+    assert same_weights(list_checkpoints(ref)[-1], list_checkpoints(run)[-1])
+    assert same_weights(ref / "best", run / "best")
+    assert _records(ref, "valid") == _records(run, "valid")  # the same losses at every evaluation
+    # Train records average the losses since the last one; the SIGTERM checkpoint wrote one off
+    # schedule (at term_step), so the window up to the next scheduled record differs. All others match.
+    window_end = min(r["step"] for r in _records(run, "train") if r["step"] > term_step)
+    outside = lambda rs: [r for r in rs if not term_step <= r["step"] <= window_end]  # noqa: E731
+    assert outside(_records(ref, "train")) == outside(_records(run, "train"))
+    assert len(outside(_records(run, "train"))) >= len(_records(run, "train")) - 2

@@ -1,0 +1,463 @@
+"""Run directories and checkpoints: atomic writes, save, load, list, resume.
+
+A run directory looks like::
+
+    run/
+      config.json                 the resolved Config
+      metrics.jsonl               one JSON object per train log / validation
+      checkpoints/step-00000300/  resumable: model files + trainer_state.{json,pt}
+      best/                       model directory with the best validation score so far
+
+Every file textvae writes goes through :func:`atomic_write` (a temporary file, fsync, rename) and
+every model or checkpoint directory through :func:`commit_dir` (written under a temporary name,
+renamed when complete), so a crash, even SIGKILL during a save, leaves the previous version intact.
+Nothing is unpickled on load: JSON, ``torch.load(weights_only=True)`` and safetensors only. A damaged
+newest checkpoint is moved to ``checkpoints/bad-step-N`` and resume falls back to an older one.
+
+This module imports only the standard library at import time (model.py and tokenizers.py use its
+writer); torch, safetensors and the rest are imported inside the functions that need them.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import CheckpointError, ConfigError
+
+STATE_JSON = "trainer_state.json"
+STATE_PT = "trainer_state.pt"
+_STEP_DIR = re.compile(r"step-\d+")
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable, where the platform allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync every file of directory ``path`` and the directory itself."""
+    for f in path.iterdir():
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    fsync_dir(path)
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` so that a reader sees the old file or the whole
+    new one, never a part: a temporary sibling, fsync, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def commit_dir(tmp: Path, final: Path, old: Path | None = None) -> None:
+    """Replace directory ``final`` by the complete directory ``tmp``.
+
+    The previous ``final`` is first renamed to ``old`` (default ``.NAME.old``), so that a stop
+    between the two renames leaves a complete copy there (:func:`restore_interrupted_commit`)."""
+    old = old or final.with_name(f".{final.name}.old")
+    fsync_tree(tmp)
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+    os.rename(tmp, final)  # the commit point
+    shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(final.parent)
+
+
+def restore_interrupted_commit(final: Path, old: Path) -> None:
+    """Put ``old`` back as ``final`` when a :func:`commit_dir` stopped between its two renames."""
+    if not final.exists() and old.is_dir():
+        os.rename(old, final)
+
+
+def remove_dir(path: Path) -> None:
+    """Delete a directory; renamed first, so that a half-deleted one never keeps its name."""
+    gone = path.with_name(f".{path.name}.del")
+    shutil.rmtree(gone, ignore_errors=True)
+    os.rename(path, gone)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+@dataclass
+class Progress:
+    """The run's position and model-selection state: ``progress`` in trainer_state.json (with the
+    state of the run's collapse strategies, textvae.collapse.Strategy.state, beside it)."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already consumed
+    best_elbo: float = math.inf  # the best validation score so far (collapse.Strategy.score)
+    best_step: int = -1
+    bad_evals: int = 0  # evaluations since the last improvement
+    decays: int = 0  # learning-rate decays so far
+    stopped_early: bool = False
+    last_valid: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Progress":
+        """From a saved ``progress`` mapping (other keys, the strategies' state, are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def restart_selection(self) -> None:
+        """Forget the best score, plateau and early-stopping state (a new training phase)."""
+        self.best_elbo, self.best_step, self.bad_evals, self.decays, self.stopped_early = math.inf, -1, 0, 0, False
+
+
+def save_trainer(tr) -> Path:
+    """Checkpoint textvae.train.Trainer ``tr``: rank 0 writes checkpoints/step-N with the model,
+    optimiser, progress, strategy state and every rank's RNG state; the other ranks wait."""
+    import torch
+
+    p, rng_ranks = tr.progress, tr.procs.gather(torch.get_rng_state())
+    if tr.is_main:
+        progress = asdict(p)
+        for s in tr.strategies:
+            progress.update(s.state())
+        meta = {"format_version": _format_version(), "progress": progress, "lr": tr.lr()}
+        state = {"optimizer": tr.optimizer.state_dict(), **rng_state(rng_ranks, tr.noise, tr.device)}
+        save_checkpoint(tr.run, p.step, tr.model, model_extra(tr.cfg), meta, state, tr.cfg.train.keep_checkpoints)
+    tr.procs.barrier()
+    return tr.run / "checkpoints" / f"step-{p.step:08d}"
+
+
+def load_trainer(tr, ckpt: Path) -> None:
+    """Restore textvae.train.Trainer ``tr`` from checkpoint directory ``ckpt`` (format 1 and later),
+    and drop the metrics.jsonl records written after it."""
+    from .model import restore_shared
+
+    meta, state, weights = read_checkpoint(ckpt)
+    tr.model.load_state_dict(restore_shared(weights, tr.cfg.model))
+    tr.optimizer.load_state_dict(state["optimizer"])
+    tr.progress = Progress.from_dict(meta["progress"])
+    for s in tr.strategies:
+        s.load_state(meta["progress"])
+    for g in tr.optimizer.param_groups:
+        g["lr"] = meta["lr"]
+    reseed = tr.cfg.train.seed + 1000 * tr.procs.rank + tr.progress.step
+    restore_rng(state, tr.noise, tr.procs, reseed, tr.log)
+    if tr.is_main:
+        truncate_metrics(tr.run, tr.progress.step)
+
+
+def _format_version() -> int:
+    from .config import FORMAT_VERSION
+
+    return FORMAT_VERSION
+
+
+def rng_state(rng_ranks: list, noise, device) -> dict:
+    """The random states a resumed run needs to continue exactly: every rank's torch CPU state
+    (``rng_ranks``), the reparameterisation-noise generator, Python's and (on GPU) this device's."""
+    import random
+
+    import torch
+
+    cuda = [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []
+    return {"rng_torch_ranks": rng_ranks, "rng_noise": noise.get_state(), "rng_cuda": cuda,
+            "rng_python": random.getstate()}
+
+
+def restore_rng(state: dict, noise, procs, reseed: int, log) -> None:
+    """Put back :func:`rng_state` for process ``procs.rank``. A checkpoint written by another
+    number of processes cannot give each its dropout state: those are reseeded with ``reseed``."""
+    import random
+
+    import torch
+
+    noise.set_state(state["rng_noise"])
+    ranks = state["rng_torch_ranks"]
+    if len(ranks) == procs.world:
+        torch.set_rng_state(ranks[procs.rank])
+    else:
+        log(f"note: the checkpoint was written by {len(ranks)} process(es), this run has {procs.world}; "
+            f"dropout randomness is reseeded, so the run will not be bit-identical")
+        torch.manual_seed(reseed)
+    if procs.device.type == "cuda" and state.get("rng_cuda"):
+        torch.cuda.set_rng_state(state["rng_cuda"][0], procs.device)
+    random.setstate(_to_tuple(state["rng_python"]))
+
+
+def _to_tuple(x):
+    """random.setstate needs tuples; torch.save/load may hand lists back."""
+    return tuple(_to_tuple(i) for i in x) if isinstance(x, (list, tuple)) else x
+
+
+def list_checkpoints(run: str | Path) -> list[Path]:
+    """Complete checkpoints of run directory ``run``, oldest first (temporary, bad-* and partly
+    written directories are ignored)."""
+    d = Path(run) / "checkpoints"
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name)
+                  and (p / STATE_JSON).is_file() and (p / STATE_PT).is_file())
+
+
+def save_model_dir(model, final: Path, extra: dict, files: dict | None = None, old: Path | None = None) -> None:
+    """Save ``model`` (``save_pretrained``) plus ``files`` (name -> str/bytes, or a callable
+    writing to the path it is given) as directory ``final``, atomically."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, extra=extra)
+    for name, data in (files or {}).items():
+        if callable(data):
+            data(tmp / name)
+        else:
+            atomic_write(tmp / name, data)
+    commit_dir(tmp, final, old)
+
+
+def save_checkpoint(run: Path, step: int, model, extra: dict, meta: dict, state: dict, keep: int) -> Path:
+    """Write ``checkpoints/step-N`` (model files, ``meta`` as trainer_state.json, the tensors of
+    ``state`` as trainer_state.pt) and prune all but the newest ``keep`` checkpoints."""
+    import torch
+
+    final = run / "checkpoints" / f"step-{step:08d}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    save_model_dir(model, final, extra, {STATE_PT: lambda path: torch.save(state, path),
+                                         STATE_JSON: json.dumps(meta, indent=2) + "\n"})
+    for old in list_checkpoints(run)[:-keep]:
+        remove_dir(old)
+    return final
+
+
+def save_best(run: Path, model, cfg) -> None:
+    """Write ``best/`` atomically (the previous one is ``best.old`` between the two renames)."""
+    save_model_dir(model, run / "best", model_extra(cfg), old=run / "best.old")
+
+
+def model_extra(cfg) -> dict:
+    """What a run's saved models keep beside their model config: the data settings of ``cfg``."""
+    return {"data": asdict(cfg.data)}
+
+
+class UnusableCheckpoint(CheckpointError):
+    """A checkpoint whose files are damaged or tampered with (resume falls back to an older one)."""
+
+
+def read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict]:
+    """(trainer_state.json, trainer_state.pt, model weights) of checkpoint directory ``ckpt``.
+
+    Nothing is unpickled: JSON, ``torch.load(weights_only=True)`` (tensors and plain containers
+    only) and safetensors; the tokenizer files are checked too. A damaged, truncated or tampered
+    file is an :class:`UnusableCheckpoint` naming it; a checkpoint from a newer textvae is a
+    CheckpointError."""
+    import warnings
+
+    import torch
+    from safetensors.torch import load_file
+
+    from .config import FORMAT_VERSION, read_format_version
+    from .tokenizers import load_tokenizer
+
+    path = ckpt / STATE_JSON
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(meta, dict) and isinstance(meta.get("progress"), dict) and "lr" in meta):
+            raise ValueError("not a textvae trainer state (it needs 'progress' and 'lr')")
+        version = read_format_version(meta, str(path), UnusableCheckpoint)
+    except Exception as e:  # noqa: BLE001 - every failure means this checkpoint is unusable
+        raise _unusable(path, e) from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format_version {version}, newer than this textvae understands "
+                              f"({FORMAT_VERSION}); upgrade textvae to resume the run")
+    try:
+        path = ckpt / STATE_PT
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the pickle protocol before refusing it
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        if not (isinstance(state, dict) and "optimizer" in state):
+            raise ValueError("not a textvae optimiser state (no 'optimizer' entry)")
+        path = ckpt / "model.safetensors"
+        weights = load_file(str(path))
+        path = ckpt
+        load_tokenizer(ckpt)
+    except Exception as e:  # noqa: BLE001 - torch and safetensors raise many types; all mean unusable
+        raise _unusable(path, e) from None
+    return meta, state, weights
+
+
+def _unusable(path: Path, e: Exception) -> UnusableCheckpoint:
+    """The error for a checkpoint file that failed to load with ``e``: what is wrong, in one line."""
+    import pickle
+
+    if isinstance(e, CheckpointError):
+        return UnusableCheckpoint(str(e))
+    if isinstance(e, FileNotFoundError):
+        return UnusableCheckpoint(f"{path} is missing")
+    if isinstance(e, pickle.UnpicklingError):
+        m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. Please use|\n\n|$)", str(e), re.S)
+        detail = f" ({' '.join(m.group(1).split())})" if m else ""
+        return UnusableCheckpoint(f"{path} holds pickled Python objects, not just tensors{detail}; refused "
+                                  f"without running them (unpickling can execute arbitrary code)")
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return UnusableCheckpoint(f"{path} is damaged, truncated or not in the expected format "
+                              f"({type(e).__name__}: {first})")
+
+
+def newest_usable(run: Path, log, is_main: bool = True) -> Path:
+    """The newest checkpoint of ``run`` that reads back (:func:`read_checkpoint`). Damaged ones
+    newer than it are renamed bad-step-N (kept for inspection, never resumed from or pruned) and
+    reported through ``log``."""
+    bad: list[tuple[Path, str]] = []
+    for ckpt in reversed(list_checkpoints(run)):
+        try:
+            read_checkpoint(ckpt)
+        except UnusableCheckpoint as e:
+            bad.append((ckpt, str(e)))
+            continue
+        for skipped, why in bad:
+            aside = skipped.with_name(f"bad-{skipped.name}")
+            if is_main:
+                shutil.rmtree(aside, ignore_errors=True)
+                os.rename(skipped, aside)
+            log(f"warning: skipped checkpoint {skipped}: {why}; moved it to {aside}")
+        log(f"resuming from {ckpt} (newest complete checkpoint)")
+        return ckpt
+    raise CheckpointError(f"--resume: no usable checkpoint in {run / 'checkpoints'}:\n  - "
+                          + "\n  - ".join(why for _, why in bad)
+                          + "\nStart a new run (another --out) or restore the checkpoint files")
+
+
+# ----------------------------------------------------------------------------- run directories
+
+
+def prepare_run_dir(run: Path, cfg, resume: bool, log, is_main: bool = True) -> Path | None:
+    """Check run directory ``run`` for a new run or ``--resume``; return the checkpoint to resume
+    from, or None to start at step 0. A new run needs a directory without a run in it; a resumed
+    one the same data/tokenizer/model/objective settings as its config.json (train.* may change)."""
+    if not resume:
+        if run.exists() and (list_checkpoints(run) or (run / "metrics.jsonl").exists()):
+            raise ConfigError(f"--out {run} already holds a run; pass --resume to continue it, "
+                              f"or choose a new --out directory")
+        if is_main:
+            run.mkdir(parents=True, exist_ok=True)
+        return None
+    if not list_checkpoints(run):
+        if (run / "config.json").is_file():  # stopped before its first checkpoint
+            log(f"--resume: {run} has no complete checkpoint yet (the run stopped before its first "
+                f"one); starting it again from step 0")
+            if is_main:
+                (run / "metrics.jsonl").unlink(missing_ok=True)
+            return None
+        raise CheckpointError(f"--resume: {run} has no complete checkpoint in {run / 'checkpoints'}; "
+                              f"start a new run without --resume")
+    _check_same_settings(run / "config.json", cfg)
+    if is_main:
+        restore_interrupted_commit(run / "best", run / "best.old")
+    return newest_usable(run, log, is_main)
+
+
+def _check_same_settings(saved: Path, cfg) -> None:
+    if not saved.is_file():
+        return
+    from .config import Config, _read_mapping
+
+    old = Config.from_dict(_read_mapping(saved, str(saved)), str(saved)).to_dict()
+    new = cfg.to_dict()
+    free = {("model", "vocab_size"), ("model", "num_labels")}  # derived from the data, not chosen
+    changed = [f"{sec}.{k}" for sec in ("data", "tokenizer", "model", "objective") for k in old[sec]
+               if old[sec][k] != new[sec].get(k) and (sec, k) not in free]
+    if changed:
+        raise ConfigError(f"--resume: these settings differ from the run's {saved}: {', '.join(changed)}; "
+                          f"resume with the same preset/config and overrides (only train.* may change)")
+
+
+class MetricsLog:
+    """``run/metrics.jsonl``, one JSON object per line, and with ``tensorboard`` the same numbers
+    as TensorBoard scalars under ``run/tb`` (``KIND/KEY``). Only the process with ``enabled`` writes.
+
+    Train records average the step terms given to :meth:`add` since the previous one."""
+
+    def __init__(self, run: Path, tensorboard: bool = False, enabled: bool = True):
+        self.path, self.tb, self.enabled = run / "metrics.jsonl", None, enabled
+        if tensorboard and enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError("train.tensorboard=true needs the tensorboard package: "
+                                  "pip install tensorboard") from None
+            self.tb = SummaryWriter(str(run / "tb"))
+        self.restart()
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        for k, v in record.items() if self.tb is not None else ():
+            if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                self.tb.add_scalar(f"{record['kind']}/{k}", v, record["step"])
+
+    def add(self, terms: dict | None, tokens: int) -> None:
+        """One training step's terms (numbers or 0-d tensors) and token count; None: a skipped step."""
+        if terms is not None:
+            for k, v in terms.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+            self.count, self.tokens = self.count + 1, self.tokens + tokens
+
+    def write_train(self, **fields) -> dict | None:
+        """Write the train record of the steps since the last one (with ``fields`` and tokens per
+        second since :meth:`restart`); returns it, or None when there was no step to average."""
+        import time
+
+        import torch
+
+        record = None
+        if self.count:
+            means = {k: (v.item() if torch.is_tensor(v) else v) / self.count for k, v in self.sums.items()}
+            elapsed = max(time.perf_counter() - self.t0, 1e-9)
+            record = {"kind": "train", **fields, **means, "tokens_per_s": self.tokens / elapsed}
+            self.write(record)
+        self.restart()
+        return record
+
+    def restart(self) -> None:
+        """Start a new averaging window and clock (tokens_per_s measures training steps only)."""
+        import time
+
+        self.sums, self.count, self.tokens, self.t0 = {}, 0, 0, time.perf_counter()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def truncate_metrics(run: Path, step: int) -> None:
+    """Drop the metrics.jsonl records written after ``step`` (a resumed run writes them again)."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass  # a half-written last line from a crash
+    atomic_write(path, "".join(line + "\n" for line in keep))
