@@ -4,7 +4,7 @@ For each configuration (``ptb-li2019``; GRU 256 / emb 300 / z 16 / batch 32 with
 table shared by encoder and decoder and z feeding only the initial state, as in the widely used
 Sentence-VAE port), on PTB training sentences:
 
-  real   textvae's own path: BucketBatchSampler -> collate -> Trainer._step (forward over packed
+  real   textvae's own path: BucketBatchSampler -> collate -> Trainer.step (forward over packed
          sequences, loss, backward, clipping, optimiser step), exactly what ``Trainer.fit`` calls
          per step (its tqdm/logging bookkeeping runs every 50 steps and is not included).
   floor  the same encoder/decoder modules driven by a minimal hand-written step on the same
@@ -69,7 +69,7 @@ def floor_step(model, opt, tokens: torch.Tensor, clip: float) -> int:
     B = tokens.size(0)
     _, h = enc.rnn(enc.dropout(enc.embedding(tokens)))
     h = h[0] if isinstance(h, tuple) else h
-    mu, logvar = model.posterior(h[-1]).chunk(2, dim=-1)
+    mu, logvar = model.latent.head(h[-1]).chunk(2, dim=-1)
     z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
     out, _ = dec.rnn(dec.inputs(tokens[:, :-1], z), dec.init_state(z, B, tokens.device))
     logits = dec.logits(out)  # (B, n + 1, V)
@@ -100,7 +100,7 @@ def bench_config(name: str, data_dir: str, rounds: int, steps: int, warmup: int)
                 idx = real_batches[ri % len(real_batches)].tolist()
                 ri += 1
                 batch = collate(split, idx)
-                trainer._step(batch, 0, len(idx))
+                trainer.step(batch, 0, len(idx))
                 tokens += batch.num_tokens
             real = tokens / (time.perf_counter() - t0)
             t0, tokens = time.perf_counter(), 0

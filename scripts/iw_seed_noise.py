@@ -21,9 +21,9 @@ import torch
 
 from textvae.config import load_config
 from textvae.errors import TextVAEError
-from textvae.data import collate, encode_split, load_splits
+from textvae.data import collate
 from textvae.generate import eval_mode
-from textvae.metrics import iw_log_likelihood
+from textvae.metrics import iw_log_likelihood, model_split
 from textvae.model import TextVAE
 
 
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         overrides = [f"data.data_dir={json.dumps(args.data_dir)}"] if args.data_dir else []
         cfg = load_config(config_file=str(args.run / "config.json"), overrides=overrides)
         model = TextVAE.from_pretrained(args.run)
-        split = encode_split(load_splits(cfg.data, (args.split,))[args.split], model.tokenizer, cfg.data)
+        split = model_split(model, args.split, data=cfg.data)
     except (TextVAEError, OSError, ValueError, KeyError) as e:  # bad config, checkpoint or data
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -49,13 +49,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402  (scripts/report.py: the rendering step)
 
 from textvae.config import load_config  # noqa: E402
-from textvae.data import EncodedSplit, encode_split, load_splits  # noqa: E402
+from textvae.data import EncodedSplit, load_splits  # noqa: E402
 from textvae.errors import TextVAEError  # noqa: E402
 from textvae.experiments import (data_dir, evaluation, load_experiment, load_table, row_overrides,  # noqa: E402
                                  steps_from_epochs, TABLE_FILE)
-from textvae.metrics import evaluate  # noqa: E402
+from textvae.metrics import evaluate, model_split  # noqa: E402
 from textvae.model import TextVAE  # noqa: E402
-from textvae.train import list_checkpoints, resolve_device, train  # noqa: E402
+from textvae.checkpoint import list_checkpoints  # noqa: E402
+from textvae.distributed import resolve_device  # noqa: E402
+from textvae.train import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STATE = "reproduce.json"
@@ -195,7 +197,8 @@ def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str
 def subset(split: EncodedSplit, n: int | None) -> EncodedSplit:
     if not n or n >= len(split):
         return split
-    out = EncodedSplit(split.ids[:n], split.texts[:n], split.labels[:n] if split.labels is not None else None)
+    out = EncodedSplit(split.ids[:n], split.texts[:n], split.labels[:n] if split.labels is not None else None,
+                       split.label_ids[:n] if split.label_ids is not None else None)
     out.stats = {"examples": n, "tokens": int(out.lengths.sum()) + n}
     return out
 
@@ -216,8 +219,7 @@ def evaluate_run(name: str, settings: dict, cfg, run: Path, state: dict, eval_se
     device = resolve_device(cfg.train.device)
     model = TextVAE.from_pretrained(run, device=device)
     split_name = settings["split"]
-    split = subset(encode_split(load_splits(cfg.data, (split_name,))[split_name], model.tokenizer, cfg.data),
-                   eval_sentences)
+    split = subset(model_split(model, split_name, data=cfg.data), eval_sentences)
     log(f"[{name}] evaluating on {len(split)} {split_name} sentences, k = {settings['iw_samples']} ...")
     metrics = evaluate(model, split, iw_samples=settings["iw_samples"], seed=cfg.train.seed)
     extras = {"samples": model.sample(settings["samples"], seed=cfg.train.seed), "homotopy": None,

@@ -107,10 +107,10 @@ def test_aggressive_switches_off_for_good_when_mi_falls(tmp_path, monkeypatch):
 
 def test_validation_mi_is_he_et_al_calc_mi(tmp_path):
     """validation_mi = metrics.mi_batch over length-sorted minibatches of the posterior means."""
-    from textvae.metrics import _batches, mi_batch, posterior_means
+    from textvae.metrics import _batches, mi_batch, posterior_parameters
 
     tr = Trainer(tiny_cfg(), tmp_path / "run", log=lambda m: None)
-    mu, logvar = posterior_means(tr.model, tr.valid_data, 16)
+    mu, logvar = posterior_parameters(tr.model, tr.valid_data, 16)
     expected = mi_batch(mu, logvar, _batches(tr.valid_data, 16), generator=3)
     assert collapse.validation_mi(tr.model, tr.valid_data, 16, 3) == pytest.approx(expected)
     assert not collapse.mi_stopped_rising(None, -1.0)
@@ -303,28 +303,28 @@ def test_bn_vae_mu_has_mean_beta_and_std_gamma_and_the_kl_bound_holds():
     gamma, Z = 0.7, 8
     model = bn_model(gamma, Z).train()
     with torch.no_grad():
-        model.mu_bn.bias.copy_(torch.linspace(-1, 1, Z))
-        model.posterior.weight.mul_(30)  # raw mu spread well above BatchNorm's eps = 1e-5
+        model.latent.mu_bn.bias.copy_(torch.linspace(-1, 1, Z))
+        model.latent.head.weight.mul_(30)  # raw mu spread well above BatchNorm's eps = 1e-5
     tokens, lengths = random_batch()
     out = model(tokens, lengths)
-    assert torch.allclose(out.mu.mean(0), model.mu_bn.bias, atol=1e-5)
+    assert torch.allclose(out.mu.mean(0), model.latent.mu_bn.bias, atol=1e-5)
     assert torch.allclose(out.mu.std(0, unbiased=False), torch.full((Z,), gamma), rtol=1e-3)
-    bound = 0.5 * (gamma ** 2 * Z + model.mu_bn.bias.pow(2).sum())  # 1/2 sum_d (gamma^2 + beta_d^2)
+    bound = 0.5 * (gamma ** 2 * Z + model.latent.mu_bn.bias.pow(2).sum())  # 1/2 sum_d (gamma^2 + beta_d^2)
     assert out.kl.sum(1).mean() >= 0.999 * bound and bound > Z * gamma ** 2 / 2
     with torch.no_grad():
-        model.mu_bn.bias.zero_()  # beta = 0: the KL still cannot fall below Z gamma^2 / 2
+        model.latent.mu_bn.bias.zero_()  # beta = 0: the KL still cannot fall below Z gamma^2 / 2
     assert model(tokens, lengths).kl.sum(1).mean() >= 0.999 * Z * gamma ** 2 / 2
 
 
 def test_bn_vae_gamma_is_fixed_and_beta_is_learned():
     model = bn_model().train()
     opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    beta = model.mu_bn.bias.detach().clone()
+    beta = model.latent.mu_bn.bias.detach().clone()
     out = model(*random_batch())
     (out.rec.mean() + out.kl.sum(1).mean()).backward()
     opt.step()
-    assert torch.all(model.mu_bn.weight == 0.7) and not model.mu_bn.weight.requires_grad
-    assert not torch.equal(beta, model.mu_bn.bias)
+    assert torch.all(model.latent.mu_bn.weight == 0.7) and not model.latent.mu_bn.weight.requires_grad
+    assert not torch.equal(beta, model.latent.mu_bn.bias)
 
 
 def test_bn_vae_eval_uses_running_statistics_and_round_trips(tmp_path):
@@ -333,13 +333,13 @@ def test_bn_vae_eval_uses_running_statistics_and_round_trips(tmp_path):
     with torch.no_grad():
         for _ in range(5):
             model(tokens, lengths)  # accumulate running statistics
-    bn = model.mu_bn
+    bn = model.latent.mu_bn
     assert int(bn.num_batches_tracked) == 5
     model.eval()
     with torch.no_grad():
         mu_all, _ = model.encode_posterior(tokens, lengths)
         mu_one, _ = model.encode_posterior(tokens[:1], lengths[:1])
-        raw, _ = model.posterior(model.encoder(tokens, lengths)).chunk(2, -1)
+        raw, _ = model.latent.head(model.encoder(tokens, lengths)).chunk(2, -1)
     expected = bn.weight * (raw - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) + bn.bias
     assert torch.allclose(mu_all, expected, atol=1e-5)
     assert torch.allclose(mu_one[0], mu_all[0], atol=1e-5)  # a sentence's code no longer depends on its batch
@@ -355,7 +355,7 @@ def test_bn_vae_single_sentence_training_batch_uses_running_statistics():
     model = bn_model().train()
     tokens, lengths = random_batch()
     out = model(tokens[:1], lengths[:1])  # BatchNorm1d alone would raise: one value per channel
-    assert torch.isfinite(out.rec).all() and int(model.mu_bn.num_batches_tracked) == 0
+    assert torch.isfinite(out.rec).all() and int(model.latent.mu_bn.num_batches_tracked) == 0
 
 
 # --------------------------------------------------------------------------- configuration

@@ -180,16 +180,16 @@ def test_mi_and_au_on_the_model():
     N, B = 240, 60
     m = tiny()
     with torch.no_grad():  # q(z|x) independent of x
-        m.posterior.weight.zero_()
+        m.latent.head.weight.zero_()
     r = evaluate(m, split, iw_samples=0, batch_size=B, n_samples=0, bleu_sentences=0)
     assert abs(r["mi_batch"]) < 0.4 and abs(r["mi_full"]) < 0.4  # one-sample noise: sd ~ 0.1
     assert r["au"] == 0 and max(r["au_variances"]) < 1e-10
     assert r["nll_iw"] is None and r["ppl_iw"] is None and r["distinct_1"] is None
     with torch.no_grad():  # sharp posteriors whose means depend strongly on x
-        m.posterior.weight.normal_(0, 1, generator=gen(0))
-        m.posterior.weight[:Z] *= 30
-        m.posterior.weight[Z:] = 0
-        m.posterior.bias[Z:] = -6
+        m.latent.head.weight.normal_(0, 1, generator=gen(0))
+        m.latent.head.weight[:Z] *= 30
+        m.latent.head.weight[Z:] = 0
+        m.latent.head.bias[Z:] = -6
     r = evaluate(m, split, iw_samples=0, batch_size=B, n_samples=0, bleu_sentences=0)
     assert 0.6 * math.log(N) < r["mi_full"] <= math.log(N) + 0.4
     # He et al.'s batches (32 sentences of one length, whatever batch_size is): each batch's

@@ -149,10 +149,10 @@ def save_trainer(tr) -> Path:
 def load_trainer(tr, ckpt: Path) -> None:
     """Restore textvae.train.Trainer ``tr`` from checkpoint directory ``ckpt`` (format 1 and later),
     and drop the metrics.jsonl records written after it."""
-    from .model import restore_shared
+    from .model import upgrade_state_dict
 
     meta, state, weights = read_checkpoint(ckpt)
-    tr.model.load_state_dict(restore_shared(weights, tr.cfg.model))
+    tr.model.load_state_dict(upgrade_state_dict(weights, tr.cfg.model))
     tr.optimizer.load_state_dict(state["optimizer"])
     tr.progress = Progress.from_dict(meta["progress"])
     for s in tr.strategies:
@@ -380,7 +380,7 @@ def _check_same_settings(saved: Path, cfg) -> None:
 
     old = Config.from_dict(_read_mapping(saved, str(saved)), str(saved)).to_dict()
     new = cfg.to_dict()
-    free = {("model", "vocab_size"), ("model", "num_labels")}  # derived from the data, not chosen
+    free = {("model", "vocab_size"), ("model", "id2label")}  # derived from the data, not chosen
     changed = [f"{sec}.{k}" for sec in ("data", "tokenizer", "model", "objective") for k in old[sec]
                if old[sec][k] != new[sec].get(k) and (sec, k) not in free]
     if changed:

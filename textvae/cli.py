@@ -161,12 +161,10 @@ def _summary(run: str, cfg, iw_samples: int = 0) -> None:
     PPL (k = iw_samples; the slow part), then a few prior samples and one homotopy."""
     from tqdm.auto import tqdm
 
-    from .data import attach_label_ids, encode_split, load_splits
-    from .metrics import evaluate, validate
+    from .metrics import evaluate, model_split, validate
     from .model import TextVAE
 
     model = TextVAE.from_pretrained(run)
-    splits = load_splits(cfg.data, ("valid", "test"))
     names, seed = ("valid", "test"), cfg.train.seed
     passes = [(name, "ELBO") for name in names] + [(name, f"IW k={iw_samples}") for name in names if iw_samples]
     rows, encoded = {name: {} for name in names}, {}
@@ -175,8 +173,7 @@ def _summary(run: str, cfg, iw_samples: int = 0) -> None:
         for name, kind in passes:
             bar.set_description(f"summary: {name} {kind}")
             if name not in encoded:
-                encoded[name] = attach_label_ids(encode_split(splits[name], model.tokenizer, cfg.data),
-                                                 model.label_names, f"the {name} split")
+                encoded[name] = model_split(model, name, data=cfg.data)
             if kind == "ELBO":
                 rows[name].update(validate(model, encoded[name], batch_size=64, seed=seed))
             else:
@@ -185,11 +182,12 @@ def _summary(run: str, cfg, iw_samples: int = 0) -> None:
             bar.update(1)
         bar.set_description("summary: samples, homotopy")
         samples = model.sample(5, seed=seed)
-        texts = list(splits["test"]["text"])
+        test = encoded["test"]
+        texts = test.texts
         homotopy, label = [], None
         if not model.is_lm and len(texts) >= 2:
             a, b = texts[0], max(texts[1:], key=lambda t: len(t))
-            label = splits["test"]["label"][0] if model.conditional else None  # a conditional model: a's label
+            label = test.labels[0] if model.conditional else None  # a conditional model: a's label
             homotopy = model.interpolate(a, b, steps=5, label=label)
         bar.update(1)
     iw_head = f" nll_iw (k={iw_samples}) | ppl_iw |" if iw_samples else ""

@@ -33,14 +33,14 @@ import numpy as np
 import torch
 
 from .data import BucketBatchSampler
-from .metrics import mi_batch, posterior_means
+from .metrics import mi_batch, posterior_parameters
 from .model import Decoder
 
 # --------------------------------------------------------------------------- encoder / decoder split
 
 
 def encoder_parameters(model) -> list:
-    """The inference network: ``model.encoder`` + ``model.posterior`` (+ ``model.mu_bn``)."""
+    """The inference network: ``model.encoder`` + ``model.latent`` (and a conditional model's label embedding)."""
     return [p for name, p in model.named_parameters() if not name.startswith("decoder.")]
 
 
@@ -108,7 +108,7 @@ def validation_mi(model, split, batch_size: int, seed: int) -> float:
     ``calc_mi``): posterior means and variances in eval mode, each minibatch of ``batch_size``
     (length-sorted, fixed order) its own aggregate posterior, averaged weighted by size.
     Deterministic for ``seed``; the global RNG is not used."""
-    mu, logvar = posterior_means(model, split, batch_size)
+    mu, logvar = posterior_parameters(model, split, batch_size)
     batches = BucketBatchSampler(split.lengths, batch_size, shuffle=False).batches(0)
     return mi_batch(mu, logvar, batches, generator=seed)
 

@@ -365,11 +365,6 @@ def posterior_parameters(model, split, batch_size: int = 64) -> tuple[torch.Tens
     return mu, logvar
 
 
-# The old name, which promised means but returned (mu, logvar); kept only until collapse.py calls
-# posterior_parameters. Do not use in new code.
-posterior_means = posterior_parameters
-
-
 def read_labels(path) -> list[str]:
     """One label per line (stripped); the file's lines, blank ones included."""
     try:
@@ -413,7 +408,7 @@ def model_split(model, split: str = "test", *, data=None, data_dir: str | None =
     ds = loaded[split]
     source = loaded.stats[split]["source"]
     what = f"the {split} split ({source})"
-    own = attach_label_ids(encode_split(ds, model.tokenizer, data), model.label_names, what)
+    own = attach_label_ids(loaded.encode(split, model.tokenizer, data), model.label_names, what)
     if labels_file is None:
         if need_labels and own.labels is None:
             raise DataError(f"{what} has no labels; pass --labels FILE with one label per line, or put them in "

@@ -263,17 +263,6 @@ class TextVAE(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    # Older names of the Gaussian latent's modules, for code written before textvae.latents.
-    @property
-    def posterior(self) -> nn.Linear:
-        """Deprecated: ``model.latent.head``."""
-        return self.latent.head
-
-    @property
-    def mu_bn(self) -> nn.Module:
-        """Deprecated: ``model.latent.mu_bn``."""
-        return self.latent.mu_bn
-
     # ------------------------------------------------------------------ the probabilistic model
 
     def _check_labels(self, y: torch.Tensor | None, n: int) -> None:
@@ -469,7 +458,9 @@ class TextVAE(nn.Module):
         """Write config.json, model.safetensors and the tokenizer files into ``directory``.
 
         ``extra`` sections (the trainer stores its ``data`` config) go into config.json too."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
+
+        from .checkpoint import atomic_write
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -477,11 +468,11 @@ class TextVAE(nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         for alias in shared_weights(self.config):
             state.pop(alias, None)  # the same tensor as another key; safetensors stores it once
-        save_file(state, str(d / WEIGHTS_FILE), metadata={"format": "pt"})
+        atomic_write(d / WEIGHTS_FILE, save(state, metadata={"format": "pt"}))
         meta = {**saved_header(), "model": asdict(self.config),
                 "tokenizer_fingerprint": self.tokenizer.fingerprint() if self.tokenizer else None,
                 **(extra or self.extra_config)}
-        (d / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        atomic_write(d / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
         if self.tokenizer is not None:
             self.tokenizer.save(d)
 
@@ -608,8 +599,3 @@ def shared_weights(cfg: ModelConfig) -> dict[str, str]:
     if cfg.share_embedding and cfg.latent_dim > 0:
         out["encoder.embedding.weight"] = "decoder.embedding.weight"
     return out
-
-
-def restore_shared(state: dict, cfg: ModelConfig) -> dict:
-    """Deprecated name of :func:`upgrade_state_dict` (which it calls)."""
-    return upgrade_state_dict(state, cfg)

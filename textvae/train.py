@@ -20,12 +20,12 @@ import torch
 from . import checkpoint, collapse, distributed
 from .checkpoint import Progress, list_checkpoints, read_checkpoint  # noqa: F401 - part of this module's API
 from .config import Config
-from .data import BucketBatchSampler, attach_label_ids, collate, encode_split, load_splits
+from .data import BucketBatchSampler, attach_label_ids, collate, load_splits
 from .distributed import resolve_device  # noqa: F401 - part of this module's API
 from .errors import TrainingError
 from .metrics import validate
 from .model import TextVAE
-from .objectives import kl_term, kl_weight
+from .objectives import kl_weight, vae_loss
 from .tokenizers import load_tokenizer, train_tokenizer
 
 MAX_SKIPS = 10  # consecutive non-finite steps tolerated with train.nonfinite=skip
@@ -83,8 +83,7 @@ class Trainer:
         splits = load_splits(cfg.data, ("train", "valid"))
         texts = splits["train"].with_format("arrow")["text"].to_pylist()
         self.tokenizer = load_tokenizer(ckpt) if ckpt else train_tokenizer(cfg.tokenizer, texts)
-        self.train_data, self.valid_data = (encode_split(splits[n], self.tokenizer, cfg.data)
-                                            for n in ("train", "valid"))
+        self.train_data, self.valid_data = (splits.encode(n, self.tokenizer, cfg.data) for n in ("train", "valid"))
         for name, s in (("train", self.train_data.stats), ("valid", self.valid_data.stats)):
             self.log(f"{name}: {s['examples']} examples, {s['tokens']} tokens (words + EOS); skipped "
                      f"{s.get('skipped_blank', 0)} blank, truncated {s.get('truncated', 0)}, "
@@ -167,7 +166,7 @@ class Trainer:
 
     def noise_for(self, offset: int, n: int, global_size: int) -> torch.Tensor:
         """Reparameterisation noise for rows offset..offset+n of a global batch (drawn whole)."""
-        eps = torch.randn(global_size, self.model.latent_dim, generator=self.noise)
+        eps = self.model.noise(global_size, self.noise)  # (global_size, the latent's noise dim), on the CPU
         return eps[offset:offset + n].to(self.device, non_blocking=True)
 
     def loss(self, batch, offset: int, global_size: int):
@@ -175,7 +174,7 @@ class Trainer:
         beta = self.kl_weight()
         out = self.net(batch.tokens, batch.lengths, self.noise_for(offset, len(batch), global_size), y=batch.label_ids)
         rec, kl_report = out.rec.mean(), out.kl.sum(1).mean()
-        return rec + beta * kl_term(out.kl, self.cfg.objective), rec, kl_report, beta
+        return vae_loss(out, beta, self.cfg.objective), rec, kl_report, beta
 
     def backward(self, loss, rec, kl, batch, global_size: int, term: str = "") -> bool:
         """Clipped gradients of ``loss``; False when non-finite and skipped (train.nonfinite=skip)."""
