@@ -207,6 +207,24 @@ def test_summary_is_elbo_based_unless_importance_weighting_is_asked_for(tmp_path
     assert "nll_iw (k=3)" in out and "summary: test IW k=3" in err  # the progress bar names each pass
 
 
+def test_summary_valid_row_is_the_best_models_own_validation(tmp_path, capsys):
+    """The valid row is not computed again: it is the validation that selected the best model, and
+    equals a fresh pass of textvae.metrics.validate over the best model."""
+    from textvae.metrics import model_split, validate
+
+    run = tmp_path / "a"
+    argv = ["train", "--preset", "tiny", "train.max_steps=6", "data.builtin_size=200", "train.progress=true",
+            "--out", str(run)]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "summary: test ELBO" in err and "summary: valid ELBO" not in err
+    valid_row = next(line for line in out.splitlines() if line.startswith("| valid |"))
+    model = TextVAE.from_pretrained(run)
+    cfg = tiny_cfg("train.max_steps=6", "data.builtin_size=200")
+    v = validate(model, model_split(model, "valid", data=cfg.data), batch_size=64, seed=cfg.train.seed)
+    assert valid_row.split("|")[2].strip() == f"{v['elbo']:.2f}"
+
+
 def cli(capsys, argv, code=0):
     """Run ``textvae ARGV`` in-process; check the exit status; return (stdout, stderr)."""
     assert main([str(a) for a in argv]) == code, capsys.readouterr().err

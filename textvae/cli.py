@@ -151,14 +151,23 @@ def _cmd_train(args) -> int:
     from .distributed import is_main_process
 
     if not args.no_summary and is_main_process():  # under torchrun, one summary (rank 0's)
-        _summary(args.out, cfg, iw_samples=args.summary_iw)
+        _summary(args.out, cfg, iw_samples=args.summary_iw, best_step=result["best_step"])
     return 0
 
 
-def _summary(run: str, cfg, iw_samples: int = 0) -> None:
+def _best_validation(run: str, step: int | None) -> dict | None:
+    """The validation record of the best model (metrics.jsonl, kind "valid", its step), or None."""
+    from .plot import read_metrics
+
+    found = [r for r in read_metrics(run) if r.get("kind") == "valid" and r.get("step") == step]
+    return found[-1] if found and {"elbo", "rec", "kl", "ppl_elbo", "au"} <= set(found[-1]) else None
+
+
+def _summary(run: str, cfg, iw_samples: int = 0, best_step: int | None = None) -> None:
     """The end of a run, bounded and with a progress bar: the best model's ELBO-based valid/test
-    numbers (one pass over each split), with ``iw_samples`` > 0 also the importance-weighted NLL and
-    PPL (k = iw_samples; the slow part), then a few prior samples and one homotopy."""
+    numbers (one pass over test; valid's are the training run's own validation of the best model,
+    at ``best_step``), with ``iw_samples`` > 0 also the importance-weighted NLL and PPL
+    (k = iw_samples; the slow part), then a few prior samples and one homotopy."""
     from tqdm.auto import tqdm
 
     from .metrics import evaluate, model_split, validate
@@ -168,6 +177,10 @@ def _summary(run: str, cfg, iw_samples: int = 0) -> None:
     names, seed = ("valid", "test"), cfg.train.seed
     passes = [(name, "ELBO") for name in names] + [(name, f"IW k={iw_samples}") for name in names if iw_samples]
     rows, encoded = {name: {} for name in names}, {}
+    known = _best_validation(run, best_step)
+    if known is not None:
+        rows["valid"].update(known)
+        passes.remove(("valid", "ELBO"))
     with tqdm(total=len(passes) + 1, desc="summary", unit="pass", disable=not cfg.train.progress,
               dynamic_ncols=True) as bar:
         for name, kind in passes:
@@ -175,9 +188,11 @@ def _summary(run: str, cfg, iw_samples: int = 0) -> None:
             if name not in encoded:
                 encoded[name] = model_split(model, name, data=cfg.data)
             if kind == "ELBO":
-                rows[name].update(validate(model, encoded[name], batch_size=64, seed=seed))
+                rows[name].update(validate(model, encoded[name], batch_size=64, seed=seed,
+                                           progress=f"{name} ELBO" if cfg.train.progress else None))
             else:
-                r = evaluate(model, encoded[name], iw_samples=iw_samples, n_samples=0, bleu_sentences=0, seed=seed)
+                r = evaluate(model, encoded[name], iw_samples=iw_samples, n_samples=0, bleu_sentences=0, seed=seed,
+                             progress=f"{name} IW k={iw_samples}" if cfg.train.progress else None)
                 rows[name].update(nll_iw=r["nll_iw"], ppl_iw=r["ppl_iw"])
             bar.update(1)
         bar.set_description("summary: samples, homotopy")
@@ -280,7 +295,8 @@ def _cmd_evaluate(args) -> int:
     model = TextVAE.from_pretrained(args.model)
     enc = model_split(model, args.split, data_dir=args.data_dir, encoding_errors=args.encoding_errors)
     result = evaluate(model, enc, iw_samples=args.iw_samples, batch_size=args.batch_size,
-                      seed=args.seed, n_samples=args.n_samples, form=args.form)
+                      seed=args.seed, n_samples=args.n_samples, form=args.form,
+                      progress=f"evaluate {args.split} (k = {args.iw_samples})")
     if args.json:
         print(json.dumps(result))
         return 0

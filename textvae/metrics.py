@@ -430,20 +430,30 @@ def model_split(model, split: str = "test", *, data=None, data_dir: str | None =
     return labelled
 
 
-def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0) -> dict:
+def progress_bar(batches: list, label: str | None):
+    """``batches`` wrapped in a tqdm bar labelled ``label`` (on stderr, removed when done); as is for None."""
+    if label is None:
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc=label, unit="batch", leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0, progress: str | None = None) -> dict:
     """The fast pass the training loop runs at every evaluation: the negative ELBO and its terms.
 
     Keys: ``rec``, ``kl`` (nats per sentence), ``elbo`` = rec + kl (negative ELBO), ``ppl_elbo`` =
     exp(sum(rec + kl) / tokens), ``au`` (active units, threshold 0.01), ``tokens``, ``sentences``,
     ``kl_per_dim`` (list, sums to ``kl``). ``samples`` z ~ q(z|x) per sentence for ``rec``.
-    Deterministic for a seed; the global RNG is not used.
+    Deterministic for a seed; the global RNG is not used. ``progress``: a bar with this label on
+    stderr (None: silent).
     """
     from .data import collate
 
     g = _generator(seed)
     rec_sum, kl_dim, tokens, mus = 0.0, torch.zeros(model.latent_dim, dtype=torch.float64), 0, []
     with eval_mode(model):
-        for idx in _batches(split, batch_size):
+        for idx in progress_bar(_batches(split, batch_size), progress):
             b = collate(split, idx).to(model.device)
             rec, kl, mu, _ = elbo_terms(model, b.tokens, b.lengths, samples, g, y=b.label_ids)
             rec_sum += float(rec.double().sum())
@@ -464,7 +474,7 @@ def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0
 def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batch_size: int = 64, seed: int = 0,
              n_samples: int = 100, sample_cfg: SampleConfig | None = None, bleu_sentences: int | None = None,
              au_threshold: float = 0.01, iw_chunk: int | None = None, form: str | None = None,
-             mi_batch_size: int = 32, sample_checks: list | None = None) -> dict:
+             mi_batch_size: int = 32, sample_checks: list | None = None, progress: str | None = None) -> dict:
     """Every test-set metric of the sentence-VAE papers, in one pass over ``split``.
 
     Likelihood: ``nll_iw`` (mean -log p(x) per sentence, k = ``iw_samples`` importance samples;
@@ -492,7 +502,8 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     i is decoded with label i mod K.
 
     For the LM: ``nll_iw`` is the exact NLL (``iw_samples`` reported as 0), kl / MI / AU are 0 and
-    ``bleu_rec`` is None. Deterministic for a seed; the global RNG is not used.
+    ``bleu_rec`` is None. Deterministic for a seed; the global RNG is not used. ``progress``: a bar
+    with this label on stderr over the pass (None: silent).
     """
     from .data import collate
 
@@ -513,7 +524,7 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     hyps, refs = [], []
     bleu_limit = n if bleu_sentences is None else bleu_sentences
     with eval_mode(model):
-        for idx in batches:
+        for idx in progress_bar(batches, progress):
             b = collate(split, idx).to(model.device)
             tokens += int((b.lengths - 1).sum())
             rec, kl, mu, logvar = elbo_terms(model, b.tokens, b.lengths, elbo_samples, g, y=b.label_ids)

@@ -127,7 +127,7 @@ class Trainer:
         """The validation numbers at this step (textvae.metrics.validate), logged and recorded."""
         p, t = self.progress, self.cfg.train
         v = validate(self.model, self.valid_data, batch_size=max(t.batch_size, 64), samples=t.eval_samples,
-                     seed=t.seed)
+                     seed=t.seed, progress=f"valid step {p.step}" if t.progress and self.is_main else None)
         beta = self.kl_weight()
         self.metrics.write({"kind": "valid", "step": p.step, "epoch": p.epoch, **{k: v[k] for k in (
             "rec", "kl", "elbo", "ppl_elbo", "au", "kl_per_dim")}, "lr": self.lr(), "kl_weight": beta})
