@@ -128,7 +128,9 @@ def test_doc_examples_run(doc, tmp_path):
         for argv in runs:
             try:
                 r = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
-            except subprocess.TimeoutExpired as e:
+            except subprocess.TimeoutExpired:
+                r = None
+            if r is None:
                 pytest.fail(f"{where}:{block.line}: block starting {block.first_line!r} ran over {TIMEOUT_S} s "
                             f"(command {argv[-1][:200]!r}); keep documented examples small", pytrace=False)
             if r.returncode != 0:
