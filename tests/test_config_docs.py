@@ -1,0 +1,33 @@
+"""docs/configuration.md is generated from textvae/config.py and kept fresh."""
+import dataclasses
+from pathlib import Path
+
+from textvae import config
+from textvae.config_docs import REFRESH, SECTIONS, field_comments, field_types, render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_configuration_md_is_fresh():
+    committed = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert committed == render(), f"docs/configuration.md is stale; refresh it with `{REFRESH}`"
+
+
+def test_every_key_is_listed_with_its_default():
+    text = render()
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            assert f"| `{name}.{f.name}` |" in text
+    assert "| `objective.free_bits` | `float` | `0.0` | lambda in nats; 0 disables |" in text
+    assert "| `train.max_steps` | `int \\| None` | `null` |" in text
+
+
+def test_comments_above_beside_and_continuing_a_field():
+    comments = field_comments(config.ObjectiveConfig)
+    assert comments["free_bits"] == "lambda in nats; 0 disables"
+    # a trailing comment continued on an indented comment line below it
+    assert comments["aggressive_window"].endswith("above the previous window's (their text.py: 15)")
+    # a block of comments above the field, not the continuation of the field before it
+    assert comments["pretrain_ae_steps"].startswith("Li et al. (2019)")
+    assert comments["pretrain_ae_steps"].endswith("0: no pretraining")
+    assert field_types(config.TrainConfig)["max_minutes"] == "float | None"
