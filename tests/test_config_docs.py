@@ -31,3 +31,9 @@ def test_comments_above_beside_and_continuing_a_field():
     assert comments["pretrain_ae_steps"].startswith("Li et al. (2019)")
     assert comments["pretrain_ae_steps"].endswith("0: no pretraining")
     assert field_types(config.TrainConfig)["max_minutes"] == "float | None"
+
+
+def test_every_key_has_a_meaning():
+    missing = [f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+               if not field_comments(cls).get(f.name)]
+    assert not missing, f"config keys without a comment in textvae/config.py: {missing}"

@@ -17,7 +17,6 @@ import re
 import shlex
 import subprocess
 import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,22 +30,6 @@ NOT_RUN = ("pip install", "python -m pytest")  # shown to the user, not run by t
 TIMEOUT_S = 300  # one block; the whole file stays far below this
 
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
-
-# Until textvae.config applies TEXTVAE_OVERRIDES itself, a sitecustomize applies it for the examples.
-STAND_IN = textwrap.dedent('''
-    import os
-    if os.environ.get("TEXTVAE_OVERRIDES"):
-        import inspect
-        import textvae
-        import textvae.config as _c
-        if "TEXTVAE_OVERRIDES" not in inspect.getsource(_c):
-            _load = _c.load_config
-            def load_config(preset=None, config_file=None, overrides=None):
-                extra = os.environ["TEXTVAE_OVERRIDES"].split()
-                return _load(preset=preset, config_file=config_file, overrides=[*(overrides or []), *extra])
-            _c.load_config = textvae.load_config = load_config
-''')
-
 
 @dataclass
 class Block:
@@ -116,11 +99,10 @@ def test_doc_examples_run(doc, tmp_path):
                     f"(set TEXTVAE_SHARED to the folder holding data/)")
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(STAND_IN)
     work = tmp_path / "work"
     work.mkdir()
     (tmp_path / "shared").symlink_to(SHARED, target_is_directory=True)
-    for name in ("data", "scripts"):  # the repository's scripts, at the paths the docs give them
+    for name in ("data", "scripts", "experiments"):  # the repository's, at the paths the docs give them
         (work / name).symlink_to(ROOT / name, target_is_directory=True)
     env = _env(site)
     where = doc.relative_to(ROOT)

@@ -60,6 +60,7 @@ class DataConfig:
     dataset_config: str | None = None  # hub dataset config name
     text_field: str = "text"  # column / JSON field holding the text
     label_field: str | None = None  # optional column / JSON field with a label per example
+    # split name -> file stem / hub split; data.splits.valid=dev changes one entry
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "valid": "valid", "test": "test"})
     max_len: int = 100  # tokens per example, BOS/EOS excluded
     long_policy: str = "truncate"  # what to do with longer examples: truncate | drop
@@ -82,8 +83,8 @@ class DataConfig:
 class TokenizerConfig:
     """``word``: whitespace tokens. ``sentencepiece``: BPE/unigram/char/word model trained on train."""
 
-    kind: str = "word"
-    lowercase: bool = False
+    kind: str = "word"  # word: whitespace-separated words | sentencepiece: learnt subwords or characters
+    lowercase: bool = False  # lowercase the text before tokenising
     min_count: int = 1  # word: drop rarer words (they become <unk>)
     max_vocab: int | None = None  # word: keep the most frequent (specials not counted)
     vocab_size: int = 8000  # sentencepiece: target size, specials included
@@ -105,16 +106,16 @@ class ModelConfig:
     """Bowman et al. (2016) sentence VAE; ``latent_dim=0`` gives the plain RNN language model."""
 
     cell: str = "lstm"  # lstm | gru (encoder and decoder)
-    emb_dim: int = 256
-    enc_hidden: int = 256
-    enc_layers: int = 1
-    bidirectional: bool = False
+    emb_dim: int = 256  # word embedding size (encoder and decoder)
+    enc_hidden: int = 256  # encoder hidden size (per direction)
+    enc_layers: int = 1  # stacked encoder RNN layers
+    bidirectional: bool = False  # encoder reads both ways; its summary is both final states
     latent: str = "gaussian"  # latent family (textvae.latents.LATENTS): gaussian
     encoder: str = "rnn"  # rnn: LSTM|GRU (cell, enc_layers, bidirectional) | gcnn: gated CNN, Dauphin et al. 2017
     gcnn_layers: int = 4  # gcnn: residual gated-convolution blocks, enc_hidden channels each
     gcnn_kernel: int = 3  # gcnn: kernel width, odd (centred: (k - 1) / 2 tokens either side)
-    dec_hidden: int = 256
-    dec_layers: int = 1
+    dec_hidden: int = 256  # decoder hidden size
+    dec_layers: int = 1  # stacked decoder RNN layers
     latent_dim: int = 32  # 0: no encoder, no latent: the LM baseline
     z_to_input: bool = True  # concatenate z to every decoder input embedding
     z_to_state: bool = True  # initial decoder state computed from z
@@ -137,7 +138,7 @@ class ModelConfig:
     enc_dropout: float | None = None
     out_dropout: float = 0.0  # dropout on decoder outputs before the projection
     logvar_min: float = -20.0  # log sigma^2 is clamped to [logvar_min, logvar_max]
-    logvar_max: float = 10.0
+    logvar_max: float = 10.0  # upper end of that clamp
     # Zhu et al. (2020), "A Batch Normalized Inference Network Keeps the KL Vanishing Away" (BN-VAE):
     # batch normalisation of mu with its scale fixed at gamma (not learned; the shift is learned).
     # Each mu_d then has mean beta_d and variance gamma^2 over the data, and since
@@ -238,21 +239,21 @@ class ObjectiveConfig:
 class TrainConfig:
     """Optimisation, evaluation, checkpoints and stopping."""
 
-    seed: int = 1234
-    batch_size: int = 32
-    max_epochs: int = 30
+    seed: int = 1234  # initialisation, batch order, dropout and reparameterisation noise
+    batch_size: int = 32  # sentences per optimiser step (the global batch under torchrun)
+    max_epochs: int = 30  # passes over the training split at most
     max_steps: int | None = None  # stop after this many optimiser steps (overrides epochs when reached first)
     max_minutes: float | None = None  # wall-clock budget per sitting: then validate, checkpoint and stop
     optimizer: str = "adam"  # adam | sgd
-    lr: float = 1e-3
+    lr: float = 1e-3  # learning rate
     momentum: float = 0.0  # sgd only
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # L2 penalty of the optimiser
     grad_clip: float = 5.0  # max global grad norm; 0 disables
     eval_every: int = 0  # evaluate on valid every N steps; 0: at the end of every epoch
     lr_decay: float = 0.5  # multiply lr by this when valid loss does not improve for lr_patience evals
-    lr_patience: int = 2
+    lr_patience: int = 2  # evaluations without improvement before a decay
     max_decays: int = 5  # early stopping: stop after this many lr decays (0: never decay, never stop early)
-    min_lr: float = 0.0
+    min_lr: float = 0.0  # decays never go below this
     checkpoint_every: int = 0  # also save a resumable checkpoint every N steps; 0: at every evaluation
     keep_checkpoints: int = 2  # resumable checkpoints kept in run/checkpoints
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -326,7 +327,7 @@ class SampleConfig:
     """Generation settings, kept apart from model settings."""
 
     max_len: int = 50  # tokens generated at most (EOS excluded)
-    temperature: float = 1.0
+    temperature: float = 1.0  # softmax temperature of sampling (< 1: more conservative)
     top_p: float = 1.0  # nucleus sampling; 1 disables
     greedy: bool = False  # argmax decoding (temperature and top_p ignored)
     beam: int = 1  # beam size; > 1 uses beam search (deterministic)
