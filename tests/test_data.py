@@ -107,7 +107,7 @@ def test_labels_file_beside_txt(tmp_path, cache):
 def test_missing_directory_and_split(tmp_path, cache):
     with pytest.raises(DataError, match=r"nowhere does not exist; pass --data-dir"):
         load(tmp_path / "nowhere", cache)
-    folder = write(tmp_path, {"train.txt": "a\n"})
+    folder = write(tmp_path, {"train.txt": "a\n", "test.txt": "b\n"})  # (a lone train.txt is split)
     with pytest.raises(DataError, match=r"no valid split in .*tried valid\.txt, ptb\.valid\.txt, valid\.jsonl, "
                                         r"valid\.json"):
         load(folder, cache)
