@@ -179,7 +179,7 @@ def split_indices(n: int, ratio: dict[str, float], seed: int = 0, source: str = 
 
     ``ratio`` gives the proportions (normalised to sum 1); valid and test get
     ``max(1, round(n * share))`` rows, train the rest. Which rows go where is fixed by ``seed``
-    alone: rows are ordered by a 64-bit hash (SplitMix64) of (seed, row number), test takes the
+    alone: rows are ordered by SplitMix64's output for (seed, row number), test takes the
     first, valid the next. The hash is plain integer arithmetic, so the split is the same on every
     machine and numpy version: a run's config (split_ratio, split_seed) names its test set. Rows
     appended to a file keep the others where they were, up to the few that sizes move.
@@ -190,7 +190,9 @@ def split_indices(n: int, ratio: dict[str, float], seed: int = 0, source: str = 
         raise DataError(f"{source} has {n} lines; splitting it into train/valid/test needs at least 3 "
                         f"(train gets {ratio['train'] / total:.0%} of them); add text, or give each split its "
                         f"own file (train.txt, valid.txt, test.txt in a folder)")
-    key = _splitmix64(np.arange(n, dtype=np.uint64) ^ _splitmix64(np.array([seed % 2**64], dtype=np.uint64)))
+    gamma = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment: the state of row i is base + (i + 1) * gamma
+    base = _splitmix64(np.array([seed % 2**64], dtype=np.uint64) + gamma)
+    key = _splitmix64(base + np.arange(1, n + 1, dtype=np.uint64) * gamma)
     order = np.argsort(key, kind="stable")
     test, valid = order[:sizes["test"]], order[sizes["test"]:sizes["test"] + sizes["valid"]]
     train = order[sizes["test"] + sizes["valid"]:]
@@ -198,7 +200,7 @@ def split_indices(n: int, ratio: dict[str, float], seed: int = 0, source: str = 
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's output function (Steele et al. 2014), element-wise on uint64 (wrapping)."""
+    """SplitMix64's output function (Steele, Lea and Flood 2014), element-wise on uint64 (wrapping)."""
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
