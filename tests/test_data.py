@@ -107,7 +107,7 @@ def test_labels_file_beside_txt(tmp_path, cache):
 def test_missing_directory_and_split(tmp_path, cache):
     with pytest.raises(DataError, match=r"nowhere does not exist; pass --data-dir"):
         load(tmp_path / "nowhere", cache)
-    folder = write(tmp_path, {"train.txt": "a\n"})
+    folder = write(tmp_path, {"train.txt": "a\n", "test.txt": "b\n"})  # (a lone train.txt is split)
     with pytest.raises(DataError, match=r"no valid split in .*tried valid\.txt, ptb\.valid\.txt, valid\.jsonl, "
                                         r"valid\.json"):
         load(folder, cache)
@@ -317,3 +317,187 @@ def test_blank_counts_travel_in_the_stats_not_in_module_state(tmp_path, cache):
     assert encode_split(a["train"], tok, DataConfig()).stats["skipped_blank"] == 0  # not told: none known
     assert not [name for name, value in vars(data).items() if isinstance(value, (dict, list, set))
                 and not name.isupper() and not name.startswith("__")]
+
+
+# --------------------------------------------------------------------------- one file, split by the config
+
+from textvae.cli import main  # noqa: E402  (kept beside the tests that use it)
+from textvae.config import Config, load_config  # noqa: E402
+from textvae.data import describe_source, split_indices  # noqa: E402
+from textvae.errors import ConfigError  # noqa: E402
+
+RATIO = {"train": 0.9, "valid": 0.05, "test": 0.05}
+WORDS = "the a dog cat ran sat on mat park big small red".split()
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 9)))) for _ in range(n)]
+
+
+def test_split_indices_is_a_fixed_seeded_partition():
+    parts = split_indices(20, RATIO, seed=0)
+    # pinned: the split of a file must never change, or evaluating an old run would see other lines
+    assert parts["test"].tolist() == [19] and parts["valid"].tolist() == [12]
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(20))
+    assert [len(parts[s]) for s in ("train", "valid", "test")] == [18, 1, 1]
+    assert split_indices(20, RATIO, seed=1)["test"].tolist() == [2]
+    big = split_indices(1000, {"train": 8, "valid": 1, "test": 1}, seed=3)  # proportions, normalised
+    assert [len(big[s]) for s in ("train", "valid", "test")] == [800, 100, 100]
+    assert all((np.diff(p) > 0).all() for p in big.values())  # each part in file order
+    grown = split_indices(1010, {"train": 8, "valid": 1, "test": 1}, seed=3)
+    assert len(set(big["test"]) & set(grown["test"])) >= 95  # appending lines moves few of the others
+    with pytest.raises(DataError, match=r"f\.txt has 2 lines; splitting it into train/valid/test needs at least 3"):
+        split_indices(2, RATIO, source="f.txt")
+
+
+def test_one_txt_file_is_split_by_the_config(tmp_path, cache):
+    lines = sentences(40)
+    (tmp_path / "my.txt").write_text("\n".join(lines) + "\n")
+    splits = load(tmp_path / "my.txt", cache)
+    parts = split_indices(40, RATIO, seed=0)
+    for name in ("train", "valid", "test"):
+        assert splits[name]["text"] == [lines[i] for i in parts[name]]
+    assert splits.stats["test"]["source"] == (f"{tmp_path / 'my.txt'}, test part "
+                                              f"(data.split_ratio 0.9/0.05/0.05, data.split_seed=0)")
+    other = load(tmp_path / "my.txt", cache, split_seed=7, split_ratio={"train": 0.5, "valid": 0.25, "test": 0.25})
+    assert len(other["test"]) == 10 and other["test"]["text"] != splits["test"]["text"]
+    assert "its lines split into train/valid/test" in describe_source(DataConfig(data_dir=str(tmp_path / "my.txt")))
+
+
+def test_folder_with_only_train_txt_is_split_the_same_way(tmp_path, cache):
+    lines = sentences(30)
+    folder = write(tmp_path / "corpus", {"train.txt": "\n".join(lines) + "\n",
+                                         "train.labels.txt": "".join(f"{i % 2}\n" for i in range(30))})
+    splits = load(folder, cache)
+    parts = split_indices(30, RATIO)
+    assert splits["test"]["text"] == [lines[i] for i in parts["test"]]
+    assert splits["test"]["label"] == [str(i % 2) for i in parts["test"]]
+    assert "only train.txt in the folder: its lines split" in describe_source(DataConfig(data_dir=folder))
+
+
+def test_csv_text_and_label_columns(tmp_path, cache):
+    rows = 'id,text,label\n1,"hello, world",pos\n2,NA,neg\n3,  ,pos\n4,007 bond,neg\n'
+    folder = write(tmp_path, {"train.csv": rows, **OTHERS})
+    splits = load(folder, cache, label_field="label")
+    assert splits["train"]["text"] == ["hello, world", "NA", "007 bond"]  # cells stay text as written
+    assert splits["train"]["label"] == ["pos", "neg", "neg"]
+    assert splits.stats["train"]["skipped_blank"] == 1
+    with pytest.raises(DataError, match=r"train\.csv: no column 'sentence' in the header row \(columns: 'id', "
+                                        r"'text', 'label'\); set data\.text_field"):
+        load(folder, cache, text_field="sentence")
+    with pytest.raises(DataError, match=r"no column 'y' .*set data\.label_field .*or unset it"):
+        load(folder, cache, label_field="y")
+    write(tmp_path, {"train.csv": ""})
+    with pytest.raises(DataError, match=r"train\.csv is empty; a CSV file needs a header row"):
+        load(folder, cache)
+
+
+def test_unknown_file_type_is_a_clear_error(tmp_path, cache):
+    (tmp_path / "my.tsv").write_text("a\tb\n")
+    with pytest.raises(DataError, match=r"my\.tsv: textvae reads \.txt .*\.jsonl .*\.csv .*not \.tsv"):
+        load(tmp_path / "my.tsv", cache)
+
+
+def test_file_loader_as_dataset_and_bad_split_ratio_are_config_errors():
+    with pytest.raises(ConfigError, match=r"data\.dataset='csv' names datasets' csv loader, which needs files "
+                                          r".*--data FILE"):
+        load_config(overrides=["data.dataset=csv"])
+    with pytest.raises(ConfigError, match=r"data\.split_ratio=.* must be positive proportions"):
+        Config(data=DataConfig(split_ratio={"train": 1.0, "valid": 0.0, "test": 0.1}))
+    with pytest.raises(ConfigError, match=r"data\.split_ratio has keys \['dev', 'test', 'train'\]"):
+        Config(data=DataConfig(split_ratio={"train": 1.0, "dev": 0.1, "test": 0.1}))
+    cfg = load_config(overrides=["data.split_ratio.test=0.2"])  # one entry, the others kept
+    assert cfg.data.split_ratio == {"train": 0.9, "valid": 0.05, "test": 0.2}
+
+
+def test_split_emptied_by_drop_names_the_fix(tmp_path, cache):
+    folder = write(tmp_path, {"train.txt": "a b c d e f\n", "valid.txt": "one two three four\nfive six seven\n",
+                              "test.txt": "t\n"})
+    cfg = DataConfig(data_dir=folder, max_len=2, long_policy="drop")
+    splits = load_splits(cfg, cache_dir=cache)
+    tok = train_tokenizer(TokenizerConfig(), splits["train"]["text"])
+    with pytest.raises(DataError) as e:
+        splits.encode("valid", tok, cfg)
+    assert str(e.value) == (f"the valid split ({folder}/valid.txt) has no examples left: all 2 are longer than "
+                            f"data.max_len=2 tokens, and data.long_policy=drop removed them; raise data.max_len "
+                            f"(its longest example has 4 tokens) or use data.long_policy=truncate")
+
+
+def cli_error(capsys, argv, *needles):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_cli_failures_of_own_data_are_clear(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "long.txt").write_text("\n".join(sentences(30)) + "\n")
+    cli_error(capsys, ["train", "--preset", "tiny", "--data", "long.txt", "--out", "R", "data.max_len=2",
+                       "data.long_policy=drop"], "the train split (", "long.txt, train part",
+              "data.max_len=2", "raise data.max_len", "data.long_policy=truncate")
+    cli_error(capsys, ["train", "--preset", "tiny", "--out", "R2", "data.dataset=csv"],
+              "data.dataset='csv'", "--data FILE")
+    cli_error(capsys, ["train", "--preset", "tiny", "--data-dir", "missing.txt", "--out", "R3"],
+              f"{tmp_path / 'missing.txt'} does not exist", "--data FILE")
+
+
+def own_data_files(folder) -> dict[str, list[str]]:
+    """A .txt, a .csv with text and label columns, and a .jsonl, each of 40 examples; returns their texts."""
+    folder.mkdir()
+    texts = {name: sentences(40, seed) for seed, name in enumerate(("my.txt", "my.csv", "my.jsonl"))}
+    (folder / "my.txt").write_text("\n".join(texts["my.txt"]) + "\n")
+    (folder / "my.csv").write_text("text,label\n" + "".join(f'"{t}, too",{i % 3}\n'
+                                                           for i, t in enumerate(texts["my.csv"])))
+    texts["my.csv"] = [f"{t}, too" for t in texts["my.csv"]]
+    (folder / "my.jsonl").write_text("".join(json.dumps({"text": t, "label": "x"}) + "\n" for t in texts["my.jsonl"]))
+    return texts
+
+
+def test_train_on_one_file_then_evaluate_from_elsewhere(tmp_path, capsys, monkeypatch):
+    """--data FILE (relative) for .txt, .csv and .jsonl: the run stores the absolute path and the split,
+    so evaluate, probe and --resume from another directory see exactly the same test examples."""
+    from textvae.metrics import model_split
+    from textvae.model import TextVAE
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    texts = own_data_files(work)
+    elsewhere.mkdir()
+    for name, extra in (("my.txt", []), ("my.csv", ["data.label_field=label"]), ("my.jsonl", [])):
+        monkeypatch.chdir(work)
+        run = work / f"run-{name}"
+        assert main(["train", "--preset", "tiny", "--no-summary", "--data", name, "--out", run.name,
+                     "train.max_steps=2", *extra]) == 0
+        err = capsys.readouterr().err
+        assert f"data ({name}): {work / name} (its lines split into train/valid/test by data.split_ratio " \
+               f"0.9/0.05/0.05, data.split_seed=0)" in err
+        saved = json.loads((run / "config.json").read_text())["data"]
+        assert saved["data_dir"] == str(work / name) and saved["split_ratio"] == RATIO and saved["split_seed"] == 0
+
+        monkeypatch.chdir(elsewhere)
+        test = split_indices(40, RATIO)["test"]
+        assert model_split(TextVAE.from_pretrained(run), "test").texts == [texts[name][i] for i in test]
+        assert main(["evaluate", "--model", str(run), "--iw-samples", "2", "--n-samples", "2", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["sentences"] == len(test)
+    # --resume from another directory: the same file, named from there
+    assert main(["train", "--preset", "tiny", "--no-summary", "--data", "../work/my.txt", "--out",
+                 str(work / "run-my.txt"), "--resume", "train.max_steps=3"]) == 0
+    assert "trained to step 3" in capsys.readouterr().out
+    assert main(["probe", "--model", str(work / "run-my.csv"), "--split", "train", "--n", "10", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == 3
+
+
+def test_train_on_a_folder_with_only_train_txt(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "train.txt").write_text("\n".join(sentences(30)) + "\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--preset", "tiny", "--no-summary", "--data-dir", "corpus", "--out", "R",
+                 "train.max_steps=2"]) == 0
+    err = capsys.readouterr().err
+    assert f"data (corpus): {folder / 'train.txt'} (only train.txt in the folder: its lines split into " \
+           f"train/valid/test by data.split_ratio 0.9/0.05/0.05, data.split_seed=0)" in err
+    assert "train: 26 examples" in err and "valid: 2 examples" in err
+    assert json.loads((tmp_path / "R" / "config.json").read_text())["data"]["data_dir"] == str(folder)

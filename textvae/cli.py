@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", help="a shipped preset (see `textvae presets`); default: 'default'")
     src.add_argument("--config", help="a YAML or JSON config file")
-    p.add_argument("--data-dir", help="folder with train/valid/test .txt (or ptb.*.txt, .jsonl)")
+    p.add_argument("--data", "--data-dir", dest="data_dir", metavar="PATH",
+                   help="your corpus: one .txt/.jsonl/.csv file (split train/valid/test by data.split_ratio, "
+                        "default 0.9/0.05/0.05, data.split_seed), or a folder with train/valid/test .txt "
+                        "(or ptb.*.txt, .jsonl, .csv; a lone train file is split the same way)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, best/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--encoding-errors", choices=("strict", "replace"), help="invalid UTF-8: fail or replace")
@@ -134,6 +137,8 @@ def _cmd_train(args) -> int:
     from .config import load_config
     from .train import train
 
+    from .data import describe_source
+
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
@@ -141,10 +146,15 @@ def _cmd_train(args) -> int:
         overrides.append(f"data.encoding_errors={args.encoding_errors}")
     preset = args.preset or (None if args.config else "default")
     cfg = load_config(preset=preset, config_file=args.config, overrides=overrides)
+    given = cfg.data.data_dir
+    if given:  # stored absolute, so evaluate, probe and --resume work from any directory
+        cfg.data.data_dir = str(Path(given).expanduser().resolve())
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise TextVAEError(f"--out {args.out} is a file; the run directory must be a folder (new, or a run "
                            f"to continue with --resume)")
     print(f"textvae train: {'preset ' + repr(preset) if preset else args.config} -> {args.out}", file=sys.stderr)
+    print(f"data{f' ({given})' if given and given != cfg.data.data_dir else ''}: {describe_source(cfg.data)}",
+          file=sys.stderr)
     result = train(cfg, args.out, resume=args.resume)
     print(f"trained to step {result['step']} (epoch {result['epoch']}); best valid elbo "
           f"{result['best_elbo']:.3f} at step {result['best_step']}; model in {Path(args.out) / 'best'}")

@@ -51,15 +51,26 @@ def _prob(problems: list[str], name: str, value: float, closed: bool = True) -> 
         problems.append(f"{name}={value!r} must be in [0, 1{']' if closed else ')'}")
 
 
+# datasets' packaged loaders that read local files: as data.dataset without data_files they parse
+# whatever is in the working directory
+FILE_LOADERS = ("csv", "json", "text", "parquet", "arrow", "pandas", "xml")
+
+
 @dataclass
 class DataConfig:
     """Where the corpus comes from. With nothing set, the built-in corpus is used."""
 
-    data_dir: str | None = None  # folder with train/valid/test .txt or .jsonl (ptb.train.txt names too)
+    # folder with train/valid/test .txt, .jsonl or .csv (ptb.train.txt names too), or one such file
+    # (or a folder with only a train file) that is split by split_ratio; the CLI stores it absolute
+    data_dir: str | None = None
     dataset: str | None = None  # Hugging Face hub dataset name (needs internet)
     dataset_config: str | None = None  # hub dataset config name
-    text_field: str = "text"  # column / JSON field holding the text
-    label_field: str | None = None  # optional column / JSON field with a label per example
+    text_field: str = "text"  # column / JSON field / CSV header holding the text
+    label_field: str | None = None  # optional column / JSON field / CSV header with a label per example
+    # one file split into train/valid/test: proportions of its lines (normalised to sum 1), default
+    # 0.9/0.05/0.05; valid and test get at least one line each
+    split_ratio: dict[str, float] = field(default_factory=lambda: {"train": 0.9, "valid": 0.05, "test": 0.05})
+    split_seed: int = 0  # which lines go to which split of one file (a fixed shuffle per seed)
     # split name -> file stem / hub split; data.splits.valid=dev changes one entry
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "valid": "valid", "test": "test"})
     max_len: int = 100  # tokens per example, BOS/EOS excluded
@@ -70,6 +81,16 @@ class DataConfig:
     def validate(self, p: list[str]) -> None:
         if self.data_dir and self.dataset:
             p.append("data.data_dir and data.dataset are both set; choose one source")
+        if self.dataset in FILE_LOADERS:
+            p.append(f"data.dataset={self.dataset!r} names datasets' {self.dataset} loader, which needs files "
+                     f"(without them it reads the working directory); for your own file use --data FILE "
+                     f"(data.data_dir=FILE: .txt, .jsonl or .csv with data.text_field / data.label_field)")
+        if set(self.split_ratio) != {"train", "valid", "test"}:
+            p.append(f"data.split_ratio has keys {sorted(self.split_ratio)}; it needs exactly train, valid "
+                     f"and test (e.g. data.split_ratio.test=0.1)")
+        elif any(not v > 0 for v in self.split_ratio.values()):
+            p.append(f"data.split_ratio={self.split_ratio} must be positive proportions (train, valid and test "
+                     f"each need lines), e.g. 0.9/0.05/0.05")
         _positive(p, "data.max_len", self.max_len)
         _choice(p, "data.long_policy", self.long_policy, ("truncate", "drop"))
         _choice(p, "data.encoding_errors", self.encoding_errors, ("strict", "replace"))

@@ -10,10 +10,14 @@ The data flow, top to bottom::
 
 Where the text comes from (the first that is set in :class:`~textvae.config.DataConfig`):
 
-1. ``data_dir``: ``{s}.txt``, ``ptb.{s}.txt``, ``{s}.jsonl`` or ``{s}.json`` for each split's source
-   name ``s = cfg.splits[split]``. Text files hold one example per line (labels optional, one per
-   line in ``{s}.labels.txt``); JSON files hold one object per line with ``text_field`` (and
-   ``label_field``).
+1. ``data_dir``, a folder: ``{s}.txt``, ``ptb.{s}.txt``, ``{s}.jsonl``, ``{s}.json`` or ``{s}.csv``
+   for each split's source name ``s = cfg.splits[split]``. Text files hold one example per line
+   (labels optional, one per line in ``{s}.labels.txt``); JSON files hold one object per line with
+   ``text_field`` (and ``label_field``); CSV files have a header row naming their columns, the text
+   in column ``text_field`` (and the label in ``label_field``), read by datasets' csv builder.
+   ``data_dir`` may also be one such file, or a folder with only a train file: its lines are split
+   into train/valid/test by :func:`split_indices` (``split_ratio``, ``split_seed``), the same lines
+   every time, so evaluating a run later sees exactly its test examples.
 2. ``dataset``: a Hugging Face dataset name or a local folder ``datasets.load_dataset`` understands.
 3. neither: the built-in corpus (:func:`textvae.corpus.builtin_corpus`), labelled by topic.
 
@@ -23,6 +27,7 @@ naming the file and line, never a library traceback.
 
 import contextlib
 import copy
+import csv
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -49,7 +54,8 @@ def _quiet():
             datasets.enable_progress_bars()
 
 # Tried in this order in data_dir for each split; {s} is the split's source name (cfg.splits[split]).
-FILE_PATTERNS = ("{s}.txt", "ptb.{s}.txt", "{s}.jsonl", "{s}.json")
+FILE_PATTERNS = ("{s}.txt", "ptb.{s}.txt", "{s}.jsonl", "{s}.json", "{s}.csv")
+SPLITS = ("train", "valid", "test")  # the splits one file is cut into, in split_ratio order
 LABELS_PATTERN = "{s}.labels.txt"  # optional labels for a .txt split, one per line
 ENCODING_VERSION = 1  # part of the encoding cache key; bump when _encode_batch changes its output
 _TEXT_FEATURES = datasets.Features({"text": datasets.Value("string")})
@@ -71,7 +77,8 @@ class Splits(dict):
 
     def encode(self, name: str, tokenizer, cfg: DataConfig) -> "EncodedSplit":
         """:func:`encode_split` of split ``name``, its stats counting the blank rows skipped on loading."""
-        return encode_split(self[name], tokenizer, cfg, skipped_blank=self.stats[name]["skipped_blank"])
+        return encode_split(self[name], tokenizer, cfg, skipped_blank=self.stats[name]["skipped_blank"],
+                            what=f"the {name} split ({self.stats[name]['source']})")
 
 
 def load_splits(cfg: DataConfig, splits=("train", "valid", "test"), cache_dir: str | None = None) -> Splits:
@@ -84,12 +91,13 @@ def load_splits(cfg: DataConfig, splits=("train", "valid", "test"), cache_dir: s
     out: dict[str, datasets.Dataset] = {}
     stats: dict[str, dict] = {}
     builtin: dict | None = None  # the built-in corpus, generated once for all splits
+    whole: dict = {}  # a file that is split, read once for all splits
     for name in splits:
         if name not in cfg.splits:
             raise DataError(f"unknown split {name!r}; data.splits maps {', '.join(map(repr, cfg.splits))} "
                             f"to source split names")
         if cfg.data_dir:
-            raw, source = _from_data_dir(cfg, name, cache_dir)
+            raw, source = _from_data_dir(cfg, name, cache_dir, whole)
         elif cfg.dataset:
             raw, source = _from_hub(cfg, name, cache_dir)
         else:
@@ -107,21 +115,110 @@ def load_splits(cfg: DataConfig, splits=("train", "valid", "test"), cache_dir: s
     return Splits(out, stats)
 
 
-def _from_data_dir(cfg: DataConfig, name: str, cache_dir: str | None):
-    """(dataset, text column, label column, label names), source: the split's file in cfg.data_dir."""
+def _from_data_dir(cfg: DataConfig, name: str, cache_dir: str | None, whole: dict):
+    """(dataset, text column, label column, label names), source: the split's file in cfg.data_dir,
+    or its part of the one file that is split (``whole`` keeps that file once read)."""
     root = Path(cfg.data_dir).expanduser()
+    one = _file_to_split(cfg)
+    if one is not None:
+        if one not in whole:
+            whole[one] = _read_file(one, cfg, cache_dir)
+        ds, *columns = whole[one]
+        parts = split_indices(len(ds), cfg.split_ratio, cfg.split_seed, source=str(one))
+        return (ds.select(parts[name]), *columns), f"{one}, {name} part ({_ratio_text(cfg)})"
     if not root.is_dir():
-        raise DataError(f"data directory {root} does not exist; pass --data-dir pointing at a folder with "
-                        f"train.txt, valid.txt, test.txt (or .jsonl, or Mikolov's ptb.train.txt names)")
+        raise DataError(f"{root} does not exist; pass --data-dir FOLDER with train.txt, valid.txt, test.txt "
+                        f"(or .jsonl, .csv, or Mikolov's ptb.train.txt names), or --data FILE: one .txt, .jsonl "
+                        f"or .csv file, split into train/valid/test by data.split_ratio")
     src = cfg.splits[name]
-    tried = [p.format(s=src) for p in FILE_PATTERNS]
-    path = next((root / f for f in tried if (root / f).is_file()), None)
+    path = _split_file(root, src)
     if path is None:
-        raise DataError(f"no {name} split in {root}: tried {', '.join(tried)}; add one of these files, or "
-                        f"map the split to another file name with data.splits.{name}=NAME")
-    if path.suffix == ".txt":
-        return _read_txt(path, root / LABELS_PATTERN.format(s=src), cfg, cache_dir), str(path)
-    return _read_jsonl(path, cfg), str(path)
+        tried = [p.format(s=src) for p in FILE_PATTERNS]
+        raise DataError(f"no {name} split in {root}: tried {', '.join(tried)}; add one of these files, "
+                        f"map the split to another file name with data.splits.{name}=NAME, or keep only the "
+                        f"train file to have it split by data.split_ratio")
+    return _read_file(path, cfg, cache_dir), str(path)
+
+
+def _split_file(root: Path, src: str) -> Path | None:
+    """The first of FILE_PATTERNS for source split name ``src`` that is a file in ``root``, or None."""
+    return next((root / f for f in (p.format(s=src) for p in FILE_PATTERNS) if (root / f).is_file()), None)
+
+
+def _file_to_split(cfg: DataConfig) -> Path | None:
+    """The one file whose lines make all three splits: ``data_dir`` itself when it is a file, or the
+    train file of a folder that has no valid or test file; None when each split has its own file."""
+    root = Path(cfg.data_dir).expanduser()
+    if root.is_file():
+        return root
+    if not root.is_dir() or any(_split_file(root, cfg.splits[s]) for s in SPLITS[1:]):
+        return None
+    return _split_file(root, cfg.splits["train"])
+
+
+def _ratio_text(cfg: DataConfig) -> str:
+    r = cfg.split_ratio
+    return f"data.split_ratio {'/'.join(f'{r[s]:g}' for s in SPLITS)}, data.split_seed={cfg.split_seed}"
+
+
+def describe_source(cfg: DataConfig) -> str:
+    """One line saying where the corpus comes from, and when one file is split, how."""
+    if cfg.data_dir:
+        one = _file_to_split(cfg)
+        if one is None:
+            return f"{Path(cfg.data_dir).expanduser()} (train, valid and test files)"
+        only = "" if Path(cfg.data_dir).expanduser().is_file() else f"only {one.name} in the folder: "
+        return f"{one} ({only}its lines split into train/valid/test by {_ratio_text(cfg)})"
+    if cfg.dataset:
+        return f"dataset {cfg.dataset!r}" + (f" (config {cfg.dataset_config!r})" if cfg.dataset_config else "")
+    return f"built-in corpus (data.builtin_size={cfg.builtin_size})"
+
+
+def split_indices(n: int, ratio: dict[str, float], seed: int = 0, source: str = "the file") -> dict[str, np.ndarray]:
+    """Cut rows ``0..n-1`` into ``{"train", "valid", "test"}`` index arrays (each sorted).
+
+    ``ratio`` gives the proportions (normalised to sum 1); valid and test get
+    ``max(1, round(n * share))`` rows, train the rest. Which rows go where is fixed by ``seed``
+    alone: rows are ordered by SplitMix64's output for (seed, row number), test takes the
+    first, valid the next. The hash is plain integer arithmetic, so the split is the same on every
+    machine and numpy version: a run's config (split_ratio, split_seed) names its test set. Rows
+    appended to a file keep the others where they were, up to the few that sizes move.
+    """
+    total = sum(ratio[s] for s in SPLITS)
+    sizes = {s: max(1, int(np.floor(n * ratio[s] / total + 0.5))) for s in SPLITS[1:]}
+    if n - sizes["valid"] - sizes["test"] < 1:
+        raise DataError(f"{source} has {n} lines; splitting it into train/valid/test needs at least 3 "
+                        f"(train gets {ratio['train'] / total:.0%} of them); add text, or give each split its "
+                        f"own file (train.txt, valid.txt, test.txt in a folder)")
+    gamma = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment: the state of row i is base + (i + 1) * gamma
+    base = _splitmix64(np.array([seed % 2**64], dtype=np.uint64) + gamma)
+    key = _splitmix64(base + np.arange(1, n + 1, dtype=np.uint64) * gamma)
+    order = np.argsort(key, kind="stable")
+    test, valid = order[:sizes["test"]], order[sizes["test"]:sizes["test"] + sizes["valid"]]
+    train = order[sizes["test"] + sizes["valid"]:]
+    return {"train": np.sort(train), "valid": np.sort(valid), "test": np.sort(test)}
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function (Steele, Lea and Flood 2014), element-wise on uint64 (wrapping)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _read_file(path: Path, cfg: DataConfig, cache_dir: str | None):
+    """(dataset, text column, label column, label names) of one .txt, .jsonl/.json or .csv file."""
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        stem = path.name[:-len(".txt")].removeprefix("ptb.")
+        return _read_txt(path, path.with_name(LABELS_PATTERN.format(s=stem)), cfg, cache_dir)
+    if suffix in (".jsonl", ".json"):
+        return _read_jsonl(path, cfg)
+    if suffix == ".csv":
+        return _read_csv(path, cfg, cache_dir)
+    raise DataError(f"{path}: textvae reads .txt (one example per line), .jsonl (one JSON object per line) "
+                    f"and .csv (a header row, then one example per row) files, not {path.suffix or 'files without an extension'}; "
+                    f"rename it if it is one of these")
 
 
 def _read_txt(path: Path, labels_path: Path, cfg: DataConfig, cache_dir: str | None):
@@ -177,6 +274,35 @@ def _read_jsonl(path: Path, cfg: DataConfig):
     features = datasets.Features({k: datasets.Value("string") for k in columns})
     ds = datasets.Dataset.from_dict(columns, features=features)
     return ds, "text", "label" if cfg.label_field else None, None
+
+
+def _read_csv(path: Path, cfg: DataConfig, cache_dir: str | None):
+    """A CSV file with a header row, through datasets' csv builder (Arrow files, cached). Every column
+    is read as text: "NA" or "007" stay as written, an empty cell is a blank example."""
+    _check_text_file(path, cfg.encoding_errors)
+    with open(path, encoding="utf-8-sig", errors=cfg.encoding_errors, newline="") as f:
+        header = next(csv.reader(f), [])
+    if not header:
+        raise DataError(f"{path} is empty; a CSV file needs a header row naming its columns (e.g. text,label), "
+                        f"then one example per row")
+    columns = ", ".join(map(repr, header))
+    for option, key in (("text_field", cfg.text_field), ("label_field", cfg.label_field)):
+        if key is not None and key not in header:
+            raise DataError(f"{path}: no column {key!r} in the header row (columns: {columns}); set "
+                            f"data.{option} to the column that holds the {option.split('_')[0]}"
+                            + (", or unset it" if option == "label_field" else ""))
+    if len(set(header)) != len(header):
+        raise DataError(f"{path}: the header row names a column twice ({columns}); give each column its own name")
+    try:
+        with _quiet():
+            ds = datasets.load_dataset("csv", data_files=str(path), split="train", cache_dir=cache_dir,
+                                       features=datasets.Features({c: datasets.Value("string") for c in header}),
+                                       keep_default_na=False, encoding="utf-8-sig",
+                                       encoding_errors=cfg.encoding_errors)
+    except Exception as e:  # pandas' parser errors name the line: pass them on
+        raise DataError(f"{path}: not readable as CSV ({type(e).__name__}: {e}); check its quoting (a field "
+                        f"with a comma or a line break needs double quotes)") from e
+    return ds, cfg.text_field, cfg.label_field, None
 
 
 def _json_field(obj: dict, key: str, option: str, path: Path, lineno: int, text: bool) -> str:
@@ -323,7 +449,7 @@ class EncodedSplit:
 
 
 def encode_split(ds: datasets.Dataset, tokenizer, cfg: DataConfig,
-                 skipped_blank: int = 0) -> EncodedSplit:
+                 skipped_blank: int = 0, what: str = "the split") -> EncodedSplit:
     """Encode the ``"text"`` column of ``ds`` and apply ``cfg.max_len`` / ``cfg.long_policy``.
 
     Tokenizing is a batched ``ds.map`` whose cache key is the dataset's fingerprint plus the
@@ -332,6 +458,7 @@ def encode_split(ds: datasets.Dataset, tokenizer, cfg: DataConfig,
     Examples longer than ``max_len`` tokens are cut to ``max_len`` (truncate) or removed (drop);
     examples with no tokens are removed. ``skipped_blank``, the blank rows dropped before ``ds`` was
     made (``Splits.stats[name]["skipped_blank"]``; :meth:`Splits.encode` passes it), goes into ``stats``.
+    A split left with no examples is a DataError naming ``what`` (e.g. "the test split (FILE)").
     """
     if "text" not in ds.column_names:
         raise DataError(f"encode_split needs a 'text' column; the dataset has {ds.column_names}")
@@ -360,8 +487,10 @@ def encode_split(ds: datasets.Dataset, tokenizer, cfg: DataConfig,
         ids = [ids[i] for i in kept]
         texts = [texts[i] for i in kept]
         labels = [labels[i] for i in kept] if labels is not None else None
-    split = EncodedSplit(ids, texts, labels)
     n_long, n_empty = int(long.sum()), int(empty.sum())
+    if not keep.any() and len(n):
+        _raise_emptied(what, cfg, n, n_long if drop_long else 0, n_empty)
+    split = EncodedSplit(ids, texts, labels)
     split.stats = {
         "examples": len(split),
         "skipped_blank": skipped_blank,
@@ -372,6 +501,17 @@ def encode_split(ds: datasets.Dataset, tokenizer, cfg: DataConfig,
         "tokens": int(split.lengths.sum()) + len(split),  # words + one EOS per sentence
     }
     return split
+
+
+def _raise_emptied(what: str, cfg: DataConfig, n: np.ndarray, n_long: int, n_empty: int):
+    """The DataError for a split whose every example was removed by encoding."""
+    if n_long:
+        raise DataError(f"{what} has no examples left: all {len(n)} are longer than data.max_len={cfg.max_len} "
+                        f"tokens{f' (or have no tokens: {n_empty})' if n_empty else ''}, and "
+                        f"data.long_policy=drop removed them; raise data.max_len (its longest example has "
+                        f"{int(n.max())} tokens) or use data.long_policy=truncate")
+    raise DataError(f"{what} has no examples left: none of its {len(n)} lines has a token the tokenizer "
+                    f"knows how to make; check the file's content and tokenizer.kind")
 
 
 def attach_label_ids(split: EncodedSplit, names: list[str] | None, what: str = "the split") -> EncodedSplit:
