@@ -368,3 +368,22 @@ def test_sigkill_and_sigterm_at_random_points_then_resume_matches_uninterrupted(
     outside = lambda rs: [r for r in rs if not term_step <= r["step"] <= window_end]  # noqa: E731
     assert outside(_records(ref, "train")) == outside(_records(run, "train"))
     assert len(outside(_records(run, "train"))) >= len(_records(run, "train")) - 2
+
+
+def test_resume_accepts_a_run_whose_config_saved_a_relative_data_dir(tmp_path, monkeypatch):
+    """Runs saved by earlier versions kept data.data_dir as typed; resuming from the same directory works."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [f"the {a} {b} ran to the {c} ." for a in ("old", "red") for b in ("dog", "cat") for c in ("park", "lake")]
+    for split in ("train", "valid", "test"):
+        (corpus / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(preset="tiny", overrides=["data.data_dir=corpus", "train.max_steps=2"])
+    train(cfg, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["data"]["data_dir"] == str(corpus)  # stored absolute
+    saved["data"]["data_dir"] = "corpus"  # as an older version wrote it
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    result = train(load_config(preset="tiny", overrides=["data.data_dir=corpus", "train.max_steps=3"]),
+                   tmp_path / "run", resume=True)
+    assert result["step"] == 3

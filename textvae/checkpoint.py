@@ -380,6 +380,9 @@ def _check_same_settings(saved: Path, cfg) -> None:
 
     old = Config.from_dict(_read_mapping(saved, str(saved)), str(saved)).to_dict()
     new = cfg.to_dict()
+    for d in (old["data"], new["data"]):  # a relative data_dir (saved by older versions) as an absolute one
+        if d.get("data_dir"):
+            d["data_dir"] = str(Path(d["data_dir"]).expanduser().resolve())
     free = {("model", "vocab_size"), ("model", "id2label")}  # derived from the data, not chosen
     changed = [f"{sec}.{k}" for sec in ("data", "tokenizer", "model", "objective") for k in old[sec]
                if old[sec][k] != new[sec].get(k) and (sec, k) not in free]

@@ -77,6 +77,8 @@ class Trainer:
         self.device, self.is_main = self.procs.device, self.procs.is_main
         self.log = (log or (lambda msg: print(msg, file=sys.stderr, flush=True))) if self.is_main else (lambda m: None)
         self._stop_signal, self._skips = None, 0
+        if cfg.data.data_dir:  # absolute: evaluate, probe and --resume then work from any directory
+            cfg.data.data_dir = str(Path(cfg.data.data_dir).expanduser().resolve())
         ckpt = checkpoint.prepare_run_dir(self.run, cfg, resume, self.log, self.is_main)
         torch.manual_seed(t.seed)
         random.seed(t.seed)
