@@ -378,12 +378,12 @@ def test_resume_accepts_a_run_whose_config_saved_a_relative_data_dir(tmp_path, m
     for split in ("train", "valid", "test"):
         (corpus / f"{split}.txt").write_text("\n".join(lines) + "\n")
     monkeypatch.chdir(tmp_path)
-    cfg = load_config(preset="tiny", overrides=["data.data_dir=corpus", "train.max_steps=2"])
+    cfg = load_config(preset="tiny", overrides=["data.data_dir=corpus", "train.max_steps=2", "train.max_epochs=5"])
     train(cfg, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["data"]["data_dir"] == str(corpus)  # stored absolute
     saved["data"]["data_dir"] = "corpus"  # as an older version wrote it
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
-    result = train(load_config(preset="tiny", overrides=["data.data_dir=corpus", "train.max_steps=3"]),
+    result = train(load_config(preset="tiny", overrides=["data.data_dir=corpus", "train.max_steps=3", "train.max_epochs=5"]),
                    tmp_path / "run", resume=True)
     assert result["step"] == 3
