@@ -295,6 +295,7 @@ def _records(run, kind):
     return without_speed(records(run, kind))
 
 
+@pytest.mark.integration  # training processes killed and resumed
 def test_sigkill_and_sigterm_at_random_points_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
     """Kill -9 during the first save, during a later save and at a random moment, SIGTERM at a random
     moment, each time --resume: the losses and final weights equal the uninterrupted run's."""

@@ -21,6 +21,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.integration  # a whole CLI training with its summary
 def test_train_prints_table_samples_and_homotopy(run_dir, capsys):
     # the module fixture already trained; a second short run checks the summary output
     out = run_dir.parent / "again"

@@ -119,6 +119,7 @@ def _assert_same_runs(a, b):
         assert without_speed(records(a, kind)) == without_speed(records(b, kind))
 
 
+@pytest.mark.integration  # three whole trainings: uninterrupted, crashed, resumed
 def test_aggressive_resume_is_exact(tmp_path, monkeypatch):
     # crash in the middle of epoch 2 (steps 6..11): after the first MI check, with random inner batches
     crash_step = 8
@@ -249,6 +250,7 @@ def test_pretraining_ends_early_when_the_autoencoder_converges(tmp_path):
     assert meta["progress"]["pretrain_end"] == 2 and result["step"] == 5
 
 
+@pytest.mark.integration  # three whole trainings: uninterrupted, crashed, resumed
 def test_pretraining_resume_across_the_switch_is_exact(tmp_path, monkeypatch):
     cfg = ("objective.pretrain_ae_steps=5", "train.max_steps=9", "train.checkpoint_every=3", "model.emb_dropout=0.1")
     full, crashed = tmp_path / "full", tmp_path / "crashed"

@@ -40,6 +40,7 @@ def test_out_dir_with_a_run_needs_resume(tmp_path):
         train(tiny_cfg("train.max_steps=6", "model.latent_dim=5"), run, resume=True)
 
 
+@pytest.mark.integration  # three whole trainings: uninterrupted, crashed, resumed
 def test_resume_after_crash_is_exact(tmp_path, monkeypatch):
     cfg = ("train.checkpoint_every=7", "train.max_epochs=2", "model.emb_dropout=0.1")
     full = tmp_path / "full"
@@ -59,6 +60,7 @@ def test_resume_after_crash_is_exact(tmp_path, monkeypatch):
     assert without_speed(records(full, "train")) == without_speed(records(crashed, "train"))
 
 
+@pytest.mark.integration  # training processes killed and resumed
 @pytest.mark.slow  # test_checkpoint.py kills at several points, including mid-save
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     """A real SIGKILL of a training process, then --resume: same final weights as no kill."""
@@ -172,6 +174,7 @@ def test_evaluate_returns_numbers_and_leaves_the_run_alone(tmp_path):
     assert tr.progress.best_elbo == pytest.approx(v["elbo"]) and (tmp_path / "run" / "best").is_dir()
 
 
+@pytest.mark.integration  # a whole CLI training with its summary
 def test_summary_is_elbo_based_unless_importance_weighting_is_asked_for(tmp_path, capsys):
     args = ["train", "--preset", "tiny", "train.max_steps=2", "data.builtin_size=200", "train.progress=true"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
@@ -183,6 +186,7 @@ def test_summary_is_elbo_based_unless_importance_weighting_is_asked_for(tmp_path
     assert "nll_iw (k=3)" in out and "summary: test IW k=3" in err  # the progress bar names each pass
 
 
+@pytest.mark.integration  # a whole CLI training with its summary
 def test_summary_valid_row_is_the_best_models_own_validation(tmp_path, capsys):
     """The valid row is not computed again: it is the validation that selected the best model, and
     equals a fresh pass of textvae.metrics.validate over the best model."""
@@ -201,6 +205,7 @@ def test_summary_valid_row_is_the_best_models_own_validation(tmp_path, capsys):
     assert valid_row.split("|")[2].strip() == f"{v['elbo']:.2f}"
 
 
+@pytest.mark.integration  # a CLI training interrupted, then resumed
 def test_sigint_checkpoints_exits_130_and_resume_continues(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     original = TextVAE.forward
