@@ -1,7 +1,12 @@
-"""Test setup: no network, a private datasets cache, two threads, deterministic torch."""
+"""Test setup (no network, a private datasets cache) and the fixtures several test modules share."""
 import os
+import shutil
 
 import pytest
+
+from helpers import TINY, torch_threads
+from textvae.checkpoint import list_checkpoints
+from textvae.cli import main
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,3 +19,29 @@ def _private_hf_cache(tmp_path_factory, monkeypatch):
     import datasets
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache, raising=False)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: two threads on two busy cores are slower for tiny models."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A real run of the tiny preset: checkpoints step-0 and step-4, best/, config.json.
+    Shared by every module: read it, or damage a ``run_copy``."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    with torch_threads(1):
+        assert main(["train", *TINY, "--out", str(out), "train.max_steps=4"]) == 0
+    assert [c.name for c in list_checkpoints(out)] == ["step-00000000", "step-00000004"]
+    return out
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    """A private copy of ``tiny_run`` a test may damage."""
+    dst = tmp_path / "run"
+    shutil.copytree(tiny_run, dst)
+    return dst

@@ -1,10 +1,13 @@
 """Checkpoints and resume: one atomic writer, complete-or-absent directories, damaged checkpoints
-skipped, SIGKILL/SIGTERM at random points then --resume equal to an uninterrupted run, and runs
-written by textvae 0.1.0 (tests/fixtures/v0.1.0) resuming."""
+skipped, weight and state files holding malicious pickles refused without running them,
+SIGKILL/SIGTERM at random points then --resume equal to an uninterrupted run, and runs written by
+textvae 0.1.0 (tests/fixtures/v0.1.0) resuming."""
 
+import io
 import json
 import os
 import pathlib
+import pickle
 import random
 import re
 import shutil
@@ -15,67 +18,16 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from helpers import TINY, cli, expect_error, records, same_weights, weights, without_speed
 from textvae import checkpoint
 from textvae.checkpoint import atomic_write, commit_dir, list_checkpoints, read_checkpoint
-from textvae.cli import main
 from textvae.config import FORMAT_VERSION, load_config
 from textvae.train import Trainer, train
 
-TINY = ["--preset", "tiny", "--no-summary"]
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "v0.1.0"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two threads on two busy cores are slower than one for these tiny models."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def cli(capsys, argv, code=0):
-    """Run ``textvae ARGV`` in-process; check the exit status; return (stdout, stderr)."""
-    assert main([str(a) for a in argv]) == code, capsys.readouterr().err
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return out, err
-
-
-def expect_error(capsys, argv, *needles, code=2):
-    """The command fails with ``code`` and one message containing every needle, no traceback."""
-    _, err = cli(capsys, argv, code)
-    for needle in needles:
-        assert needle in err, f"{needle!r} not in:\n{err}"
-    return err
-
-
-def weights(model_dir):
-    return load_file(str(pathlib.Path(model_dir) / "model.safetensors"))
-
-
-def same_weights(a, b) -> bool:
-    a, b = weights(a), weights(b)
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A real run of the tiny preset: checkpoints step-0 and step-4, best/, config.json."""
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    assert main(["train", *TINY, "--out", str(out), "train.max_steps=4"]) == 0
-    assert [c.name for c in list_checkpoints(out)] == ["step-00000000", "step-00000004"]
-    return out
-
-
-@pytest.fixture
-def run_copy(tiny_run, tmp_path):
-    """A private copy of ``tiny_run`` a test may damage."""
-    dst = tmp_path / "run"
-    shutil.copytree(tiny_run, dst)
-    return dst
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- the atomic writer
@@ -181,6 +133,62 @@ def test_format_1_strategy_state_is_read_back(tmp_path):
     assert checkpoint.Progress.from_dict(progress).step == 6
 
 
+# --------------------------------------------------------------------------- malicious pickles never run
+
+class Evil:
+    """Unpickling this creates ``marker``: the proof that a loader executed pickled code."""
+
+    marker: pathlib.Path
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def evil_payload(kind: str, marker: pathlib.Path) -> bytes:
+    Evil.marker = marker
+    if kind == "pickle":
+        return pickle.dumps(Evil())
+    buf = io.BytesIO()  # a torch.save zip archive, which is what trainer_state.pt normally is
+    torch.save({"optimizer": Evil(), "weights": torch.zeros(3)}, buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch.save"])
+def test_malicious_pickle_in_every_weight_and_state_file_never_runs(run_copy, tmp_path, capsys, kind):
+    marker = tmp_path / "pwned"
+    payload = evil_payload(kind, marker)
+    pickle.loads(payload) if kind == "pickle" else torch.load(io.BytesIO(payload), weights_only=False)
+    assert marker.exists(), "the payload must be live for the test to mean anything"
+    marker.unlink()
+
+    replaced = [p for p in run_copy.rglob("*") if p.name in ("model.safetensors", "trainer_state.pt")]
+    assert len(replaced) == 5  # best/ + two checkpoints x (weights, optimiser state)
+    for p in replaced:
+        p.write_bytes(payload)
+
+    for model in (run_copy, run_copy / "best", run_copy / "checkpoints" / "step-00000004"):
+        expect_error(capsys, ["sample", "--model", model, "-n", "2"],
+                     "model.safetensors is not a valid safetensors file", "never unpickles")
+    expect_error(capsys, ["evaluate", "--model", run_copy, "--iw-samples", "0"], "not a valid safetensors file")
+    err = expect_error(capsys, ["train", *TINY, "--out", run_copy, "--resume", "train.max_steps=8"],
+                       "no usable checkpoint", "step-00000004/trainer_state.pt", "step-00000000/trainer_state.pt",
+                       "pickled Python objects", "refused")
+    assert "add_safe_globals" not in err  # torch's advice to allowlist the code is not passed on
+    assert not marker.exists()
+
+
+def test_malicious_weights_alone_are_refused_by_resume(tiny_run, tmp_path, capsys):
+    """Weights replaced, optimiser state untouched: safetensors refuses them on resume as well."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    marker = tmp_path / "pwned"
+    for p in run.rglob("model.safetensors"):
+        p.write_bytes(evil_payload("pickle", marker))
+    expect_error(capsys, ["train", *TINY, "--out", run, "--resume", "train.max_steps=8"],
+                 "no usable checkpoint", "step-00000004/model.safetensors", "SafetensorError")
+    assert not marker.exists()
+
+
 # --------------------------------------------------------------------------- damaged checkpoints, kills, resume
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(run_copy, capsys):
@@ -225,8 +233,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(run_copy
     expect_error(capsys, ["train", *TINY, "--out", run_copy], "already holds a run", "--resume")
     _, err = cli(capsys, ["train", *TINY, "--out", run_copy, "--resume", "train.max_steps=4"])
     assert "no complete checkpoint yet" in err and "starting it again from step 0" in err
-    records = [json.loads(l) for l in (run_copy / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if r["kind"] == "valid"] == [0, 4]  # not logged twice
+    assert [r["step"] for r in records(run_copy, "valid")] == [0, 4]  # not logged twice
 
 
 def test_resume_restores_best_after_a_stop_between_its_two_renames(run_copy, capsys):
@@ -285,10 +292,10 @@ def _step(name: str) -> int:
 
 
 def _records(run, kind):
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in map(json.loads, lines) if r["kind"] == kind]
+    return without_speed(records(run, kind))
 
 
+@pytest.mark.integration  # training processes killed and resumed
 def test_sigkill_and_sigterm_at_random_points_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
     """Kill -9 during the first save, during a later save and at a random moment, SIGTERM at a random
     moment, each time --resume: the losses and final weights equal the uninterrupted run's."""

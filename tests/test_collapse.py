@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from helpers import crash_after_checkpoint, records, same_weights, tiny_cfg, without_speed
 from textvae import collapse
 from textvae.config import ModelConfig, ObjectiveConfig, TokenizerConfig, load_config
 from textvae.data import collate
@@ -20,12 +20,8 @@ from textvae.train import Trainer, list_checkpoints, train
 SMALL = ("data.builtin_size=200",)  # 180 training sentences: 6 batches of 32 per epoch
 
 
-def tiny_cfg(*overrides):
-    return load_config(preset="tiny", overrides=[*SMALL, *overrides])
-
-
-def records(run, kind):
-    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+def small_cfg(*overrides):
+    return tiny_cfg(*SMALL, *overrides)
 
 
 def snapshot(params):
@@ -54,7 +50,7 @@ def test_inner_loop_stops_at_max_updates():
 
 
 def test_aggressive_step_updates_encoder_only_then_decoder_once(tmp_path):
-    cfg = tiny_cfg("objective.aggressive=true", "objective.aggressive_max_inner=4", "objective.aggressive_window=2")
+    cfg = small_cfg("objective.aggressive=true", "objective.aggressive_max_inner=4", "objective.aggressive_window=2")
     tr = Trainer(cfg, tmp_path / "run", log=lambda m: None)
     enc, dec = collapse.encoder_parameters(tr.model), collapse.decoder_parameters(tr.model)
     assert [len(g["params"]) for g in tr.optimizer.param_groups] == [len(enc), len(dec)]
@@ -93,7 +89,7 @@ def test_aggressive_switches_off_for_good_when_mi_falls(tmp_path, monkeypatch):
 
     monkeypatch.setattr(collapse.Aggressive, "encoder_updates", spy)
     run = tmp_path / "run"
-    cfg = tiny_cfg("objective.aggressive=true", "objective.aggressive_max_inner=2", "objective.aggressive_window=1",
+    cfg = small_cfg("objective.aggressive=true", "objective.aggressive_max_inner=2", "objective.aggressive_window=1",
                    "train.max_epochs=4")
     tr = Trainer(cfg, run, log=lambda m: None)
     tr.fit()
@@ -109,7 +105,7 @@ def test_validation_mi_is_he_et_al_calc_mi(tmp_path):
     """validation_mi = metrics.mi_batch over length-sorted minibatches of the posterior means."""
     from textvae.metrics import _batches, mi_batch, posterior_parameters
 
-    tr = Trainer(tiny_cfg(), tmp_path / "run", log=lambda m: None)
+    tr = Trainer(small_cfg(), tmp_path / "run", log=lambda m: None)
     mu, logvar = posterior_parameters(tr.model, tr.valid_data, 16)
     expected = mi_batch(mu, logvar, _batches(tr.valid_data, 16), generator=3)
     assert collapse.validation_mi(tr.model, tr.valid_data, 16, 3) == pytest.approx(expected)
@@ -117,39 +113,25 @@ def test_validation_mi_is_he_et_al_calc_mi(tmp_path):
     assert collapse.mi_stopped_rising(0.9, 0.7) and not collapse.mi_stopped_rising(0.7, 0.7)
 
 
-def _crash_at(monkeypatch, step):
-    original = Trainer._save_checkpoint
-
-    def save_then_crash(self):
-        path = original(self)
-        if self.progress.step == step:
-            raise RuntimeError("simulated crash")
-        return path
-
-    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_crash)
-    return original
-
-
 def _assert_same_runs(a, b):
-    x, y = (load_file(str(list_checkpoints(r)[-1] / "model.safetensors")) for r in (a, b))
-    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rs]  # noqa: E731
+    assert same_weights(list_checkpoints(a)[-1], list_checkpoints(b)[-1])
     for kind in ("valid", "train", "aggressive"):
-        assert strip(records(a, kind)) == strip(records(b, kind))
+        assert without_speed(records(a, kind)) == without_speed(records(b, kind))
 
 
+@pytest.mark.integration  # three whole trainings: uninterrupted, crashed, resumed
 def test_aggressive_resume_is_exact(tmp_path, monkeypatch):
     # crash in the middle of epoch 2 (steps 6..11): after the first MI check, with random inner batches
     crash_step = 8
     cfg = ("objective.aggressive=true", "objective.aggressive_max_inner=3", "objective.aggressive_window=1",
            "train.max_epochs=2", "train.checkpoint_every=4", "model.emb_dropout=0.1", "model.bn_gamma=0.5")
     full, crashed = tmp_path / "full", tmp_path / "crashed"
-    train(tiny_cfg(*cfg), full)
-    original = _crash_at(monkeypatch, crash_step)
+    train(small_cfg(*cfg), full)
+    original = crash_after_checkpoint(monkeypatch, crash_step)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(tiny_cfg(*cfg), crashed)
+        train(small_cfg(*cfg), crashed)
     monkeypatch.setattr(Trainer, "_save_checkpoint", original)
-    train(tiny_cfg(*cfg), crashed, resume=True)
+    train(small_cfg(*cfg), crashed, resume=True)
     assert len(records(full, "aggressive")) == 2  # the MI checks ran (and are part of what must match)
     _assert_same_runs(full, crashed)
 
@@ -185,7 +167,7 @@ def test_pretraining_then_decoder_reset_keeps_the_encoder(tmp_path, monkeypatch)
 
     monkeypatch.setattr(Trainer, "loss", loss_spy)
     monkeypatch.setattr(collapse, "reset_decoder", reset_spy)
-    cfg = tiny_cfg("objective.pretrain_ae_steps=5", "objective.kl_schedule=constant", "objective.free_bits=0.1",
+    cfg = small_cfg("objective.pretrain_ae_steps=5", "objective.kl_schedule=constant", "objective.free_bits=0.1",
                    "objective.free_bits_mode=li", "train.max_steps=8", "train.seed=7")
     tr = Trainer(cfg, tmp_path / "run", log=lambda m: None)
     decoder_at_init = snapshot(collapse.decoder_parameters(tr.model))
@@ -260,7 +242,7 @@ def test_pretraining_ends_early_when_the_autoencoder_converges(tmp_path):
     # lr ~ 0: no improvement; patience 0 and one decay allowed: phase 1 "converges" at step 2,
     # phase 2 starts afresh (its own decay, then early stopping) instead of the run ending.
     logs = []
-    result = train(tiny_cfg("objective.pretrain_ae_steps=50", "train.lr=1e-12", "train.lr_patience=0",
+    result = train(small_cfg("objective.pretrain_ae_steps=50", "train.lr=1e-12", "train.lr_patience=0",
                             "train.max_decays=1", "train.eval_every=1", "train.max_epochs=5"),
                    tmp_path / "run", log=logs.append)
     assert any("autoencoder pretraining ends, it converged" in line for line in logs)
@@ -268,15 +250,16 @@ def test_pretraining_ends_early_when_the_autoencoder_converges(tmp_path):
     assert meta["progress"]["pretrain_end"] == 2 and result["step"] == 5
 
 
+@pytest.mark.integration  # three whole trainings: uninterrupted, crashed, resumed
 def test_pretraining_resume_across_the_switch_is_exact(tmp_path, monkeypatch):
     cfg = ("objective.pretrain_ae_steps=5", "train.max_steps=9", "train.checkpoint_every=3", "model.emb_dropout=0.1")
     full, crashed = tmp_path / "full", tmp_path / "crashed"
-    train(tiny_cfg(*cfg), full)
-    original = _crash_at(monkeypatch, 6)  # after the switch at step 5
+    train(small_cfg(*cfg), full)
+    original = crash_after_checkpoint(monkeypatch, 6)  # after the switch at step 5
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(tiny_cfg(*cfg), crashed)
+        train(small_cfg(*cfg), crashed)
     monkeypatch.setattr(Trainer, "_save_checkpoint", original)
-    train(tiny_cfg(*cfg), crashed, resume=True)
+    train(small_cfg(*cfg), crashed, resume=True)
     _assert_same_runs(full, crashed)
 
 

@@ -1,7 +1,13 @@
+"""Configuration: presets, typed overrides, validation with one message per bad key, config files
+(YAML and JSON) and their errors as the CLI reports them, and round trips of every section."""
 import json
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from helpers import TINY, expect_error
 from textvae.config import Config, list_presets, load_config, parse_overrides
 from textvae.errors import ConfigError
 
@@ -137,3 +143,91 @@ def test_a_format_1_run_config_with_num_labels_still_loads():
     path = pathlib.Path(__file__).parent / "fixtures" / "v0.1.0" / "run" / "config.json"
     cfg = load_config(config_file=str(path))
     assert cfg.model.id2label is None and cfg.model.num_labels == 0 and cfg.train.max_steps == 6
+
+
+# --------------------------------------------------------------------------- config files and overrides given to the CLI
+
+def test_yaml_object_tag_in_a_config_file_is_not_executed(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(f"train: !!python/object/apply:pathlib.Path.touch ['{marker}']\n")
+    expect_error(capsys, ["train", "--config", evil, "--out", tmp_path / "r"], str(evil), "invalid YAML at line 1")
+    assert not marker.exists()
+
+
+def test_missing_config_file(tmp_path, capsys):
+    expect_error(capsys, ["train", "--config", tmp_path / "nope.yaml", "--out", tmp_path / "o"],
+                 f"config file {tmp_path / 'nope.yaml'} does not exist")
+
+
+def test_config_file_errors_name_the_file_and_key(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    out = ["--out", tmp_path / "o"]
+    cfg.write_text("train:\n  batch_sise: 3\n")
+    expect_error(capsys, ["train", "--config", cfg, *out], str(cfg), "unknown key(s) 'train.batch_sise'",
+                 "valid keys in train:", "batch_size")
+    cfg.write_text("model:\n  latent_dim: many\n")
+    expect_error(capsys, ["train", "--config", cfg, *out], str(cfg), "'model.latent_dim' expects int", "'many'")
+    for text, what in (("- train\n- model\n", "got list"), ("just words\n", "got str")):
+        cfg.write_text(text)
+        expect_error(capsys, ["train", "--config", cfg, *out], str(cfg), "top level must be a mapping", what)
+    cfg.write_text("train: 3\n")
+    expect_error(capsys, ["train", "--config", cfg, *out], str(cfg), "section 'train' must be a mapping")
+    cfg.write_text("train:\n  lr: [0.1,\n")
+    expect_error(capsys, ["train", "--config", cfg, *out], str(cfg), "invalid YAML at line 3")
+
+
+def test_wrong_type_override(tmp_path, capsys):
+    expect_error(capsys, ["train", *TINY, "--out", tmp_path / "o", "train.batch_size=big"],
+                 "key 'train.batch_size' expects int, got 'big'")
+    expect_error(capsys, ["train", *TINY, "--out", tmp_path / "o", "model.cell=transformer"],
+                 "model.cell='transformer' is not one of 'lstm', 'gru'")
+    # NaN passes every "> 0" comparison: without a check it reached torch (or trained on NaN)
+    expect_error(capsys, ["train", *TINY, "--out", tmp_path / "o", "train.lr=.nan"],
+                 "key 'train.lr' must be a finite number, got nan")
+    expect_error(capsys, ["train", *TINY, "--out", tmp_path / "o", "model.logvar_max=.inf"],
+                 "key 'model.logvar_max' must be a finite number, got inf")
+
+
+# --------------------------------------------------------------------------- property: round trips
+
+_names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20)
+_unit = st.floats(0.0, 1.0, allow_nan=False)
+
+
+@st.composite
+def config_dicts(draw):
+    return {
+        "data": {"data_dir": draw(st.none() | _names), "text_field": draw(_names),
+                 "label_field": draw(st.none() | _names), "max_len": draw(st.integers(1, 10_000)),
+                 "long_policy": draw(st.sampled_from(["truncate", "drop"])),
+                 "splits": {"train": draw(_names), "valid": draw(_names), "test": draw(_names)}},
+        "tokenizer": {"kind": draw(st.sampled_from(["word", "sentencepiece"])), "lowercase": draw(st.booleans()),
+                      "max_vocab": draw(st.none() | st.integers(1, 10**6)),
+                      "character_coverage": draw(st.floats(1e-6, 1.0))},
+        "model": {"cell": draw(st.sampled_from(["lstm", "gru"])), "latent_dim": draw(st.integers(0, 512)),
+                  "bidirectional": draw(st.booleans()), "word_dropout": draw(_unit),
+                  "emb_dropout": draw(st.floats(0.0, 1.0, exclude_max=True))},
+        "objective": {"kl_schedule": draw(st.sampled_from(["constant", "linear", "logistic", "cyclical"])),
+                      "free_bits": draw(st.floats(0.0, 100.0)), "cycle_steps": draw(st.none() | st.integers(1, 10**7))},
+        "train": {"lr": draw(st.floats(1e-12, 10.0)), "max_steps": draw(st.none() | st.integers(1, 10**9)),
+                  "batch_size": draw(st.integers(1, 4096)), "seed": draw(st.integers(-2**63, 2**63 - 1)),
+                  "nonfinite": draw(st.sampled_from(["stop", "skip"])),
+                  "device": draw(st.sampled_from(["auto", "cpu", "cuda:1"]))},
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(d=config_dicts())
+def test_config_round_trips_through_dict_json_and_yaml(d, tmp_path_factory):
+    """Valid values of several fields in every section: Config -> to_dict -> from_dict, -> save (JSON)
+    -> load_config, and -> YAML -> load_config all give back the same Config and the given values."""
+    cfg = Config.from_dict(d)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    for k, section in d.items():  # what was given is what is kept
+        assert {key: getattr(getattr(cfg, k), key) for key in section} == section
+    tmp = tmp_path_factory.mktemp("cfg")
+    cfg.save(tmp / "c.json")
+    assert load_config(config_file=str(tmp / "c.json")) == cfg
+    (tmp / "c.yaml").write_text(yaml.safe_dump(cfg.to_dict()))  # non-ASCII escaped, as PyYAML does by default
+    assert load_config(config_file=str(tmp / "c.yaml")) == cfg

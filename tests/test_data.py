@@ -1,6 +1,9 @@
-"""Data: loading and validation of corpora, encoding with length limits, bucketing, collate."""
+"""Data: loading and validation of corpora (and the errors the CLI reports for bad ones), encoding
+with length limits, bucketing, collate, and the real Penn Treebank when it is at hand."""
 
 import json
+import os
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -9,10 +12,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textvae.config import DataConfig, TokenizerConfig
-from textvae.data import (Batch, BucketBatchSampler, EncodedSplit, collate, collate_ids, encode_split,
-                          load_splits)
-from textvae.errors import DataError
+from helpers import TINY, cli, expect_error, write_corpus
+from textvae.cli import main
+from textvae.config import Config, DataConfig, TokenizerConfig, load_config
+from textvae.data import (Batch, BucketBatchSampler, EncodedSplit, collate, collate_ids, describe_source,
+                          encode_split, load_splits, split_indices)
+from textvae.errors import ConfigError, DataError
 from textvae.tokenizers import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
 
 
@@ -321,10 +326,6 @@ def test_blank_counts_travel_in_the_stats_not_in_module_state(tmp_path, cache):
 
 # --------------------------------------------------------------------------- one file, split by the config
 
-from textvae.cli import main  # noqa: E402  (kept beside the tests that use it)
-from textvae.config import Config, load_config  # noqa: E402
-from textvae.data import describe_source, split_indices  # noqa: E402
-from textvae.errors import ConfigError  # noqa: E402
 
 RATIO = {"train": 0.9, "valid": 0.05, "test": 0.05}
 WORDS = "the a dog cat ran sat on mat park big small red".split()
@@ -424,23 +425,15 @@ def test_split_emptied_by_drop_names_the_fix(tmp_path, cache):
                             f"(its longest example has 4 tokens) or use data.long_policy=truncate")
 
 
-def cli_error(capsys, argv, *needles):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, err
-
-
 def test_cli_failures_of_own_data_are_clear(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "long.txt").write_text("\n".join(sentences(30)) + "\n")
-    cli_error(capsys, ["train", "--preset", "tiny", "--data", "long.txt", "--out", "R", "data.max_len=2",
+    expect_error(capsys, ["train", "--preset", "tiny", "--data", "long.txt", "--out", "R", "data.max_len=2",
                        "data.long_policy=drop"], "the train split (", "long.txt, train part",
               "data.max_len=2", "raise data.max_len", "data.long_policy=truncate")
-    cli_error(capsys, ["train", "--preset", "tiny", "--out", "R2", "data.dataset=csv"],
+    expect_error(capsys, ["train", "--preset", "tiny", "--out", "R2", "data.dataset=csv"],
               "data.dataset='csv'", "--data FILE")
-    cli_error(capsys, ["train", "--preset", "tiny", "--data-dir", "missing.txt", "--out", "R3"],
+    expect_error(capsys, ["train", "--preset", "tiny", "--data-dir", "missing.txt", "--out", "R3"],
               f"{tmp_path / 'missing.txt'} does not exist", "--data FILE")
 
 
@@ -501,3 +494,100 @@ def test_train_on_a_folder_with_only_train_txt(tmp_path, capsys, monkeypatch):
            f"train/valid/test by data.split_ratio 0.9/0.05/0.05, data.split_seed=0)" in err
     assert "train: 26 examples" in err and "valid: 2 examples" in err
     assert json.loads((tmp_path / "R" / "config.json").read_text())["data"]["data_dir"] == str(folder)
+
+
+# --------------------------------------------------------------------------- bad corpora given to the CLI
+
+@pytest.fixture
+def corpus(tmp_path, one_thread):
+    """18 sentences in each split, for the CLI trainings below."""
+    lines = [f"the {a} {b} ran to the {c} ." for a in ("old", "red", "big") for b in ("dog", "cat")
+             for c in ("park", "lake", "house")]
+    return write_corpus(tmp_path / "corpus", dict.fromkeys(("train", "valid", "test"), lines))
+
+
+def train_on(corpus, tmp_path, *extra):
+    return ["train", *TINY, "--out", tmp_path / "out", "--data-dir", corpus, "train.max_steps=1", *extra]
+
+
+def test_missing_split_names_the_files_tried(corpus, tmp_path, capsys):
+    (corpus / "valid.txt").unlink()
+    expect_error(capsys, train_on(corpus, tmp_path), f"no valid split in {corpus}", "valid.txt", "ptb.valid.txt",
+                 "data.splits.valid=NAME")
+
+
+@pytest.mark.parametrize("content, needles", [
+    (b"", ["valid.txt) has no examples (0 blank lines)"]),
+    (b"\n   \n\t\n\n", ["valid.txt) has no examples (4 blank lines)"]),
+])
+def test_empty_or_blank_split(corpus, tmp_path, capsys, content, needles):
+    (corpus / "valid.txt").write_bytes(content)
+    expect_error(capsys, train_on(corpus, tmp_path), *needles)
+
+
+def test_invalid_utf8_names_line_then_replace_continues(corpus, tmp_path, capsys):
+    good = (corpus / "train.txt").read_bytes()
+    (corpus / "train.txt").write_bytes(good + b"a caf\xe9 in the park .\n")  # Latin-1, line 19
+    expect_error(capsys, train_on(corpus, tmp_path), f"{corpus / 'train.txt'}:19: invalid UTF-8",
+                 "byte 0xe9 at column 6", "--encoding-errors replace")
+    out, err = cli(capsys, train_on(corpus, tmp_path, "--encoding-errors", "replace"))
+    assert "train: 19 examples" in err and "trained to step 1" in out
+
+
+@pytest.mark.parametrize("content", [
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01",  # an image: invalid UTF-8 before the first NUL
+    "the dog ran .\n".encode("utf-16"),  # UTF-16 text
+])
+def test_binary_file_is_called_binary(corpus, tmp_path, capsys, content):
+    (corpus / "valid.txt").write_bytes(content)
+    for errors in ([], ["--encoding-errors", "replace"]):  # replacing bytes does not make binary data text
+        expect_error(capsys, train_on(corpus, tmp_path, *errors), f"{corpus / 'valid.txt'}:",
+                     "contains NUL bytes", "binary file")
+
+
+@pytest.mark.parametrize("policy, counts", [("truncate", "truncated 3, dropped 0"), ("drop", "truncated 0, dropped 3")])
+def test_over_long_lines_are_truncated_or_dropped_and_counted(corpus, tmp_path, capsys, policy, counts):
+    long = " ".join(["word"] * 50)
+    with open(corpus / "train.txt", "a") as f:
+        f.write(f"{long}\n{long} .\n{long} ! !\n")
+    _, err = cli(capsys, train_on(corpus, tmp_path, "data.max_len=20", f"data.long_policy={policy}"))
+    kept = 21 if policy == "truncate" else 18
+    assert f"train: {kept} examples" in err and f"{counts} (data.long_policy={policy})" in err
+
+
+# --------------------------------------------------------------------------- property: bucketing
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(0, 12), min_size=1, max_size=100), batch_size=st.integers(1, 17),
+       shuffle=st.booleans(), drop_last=st.booleans(), seed=st.integers(0, 2**32), epoch=st.integers(0, 3))
+def test_bucketing_never_drops_or_duplicates(lengths, batch_size, shuffle, drop_last, seed, epoch):
+    """Every example exactly once per epoch, in either order mode; drop_last leaves out only the
+    one incomplete batch (the cases test_data.py does not cover: shuffle=False, drop_last)."""
+    sampler = BucketBatchSampler(lengths, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    batches = sampler.batches(epoch)
+    flat = [i for b in batches for i in b]
+    assert len(flat) == len(set(flat)) and len(batches) == len(sampler)
+    missing = set(range(len(lengths))) - set(flat)
+    if drop_last:
+        assert len(missing) == len(lengths) % batch_size and all(len(b) == batch_size for b in batches)
+    else:
+        assert not missing
+
+
+# --------------------------------------------------------------------------- the real Penn Treebank
+
+# Beside the checkout (../shared/data/ptb) or at $TEXTVAE_PTB; skipped otherwise (nothing else needs it).
+PTB = Path(os.environ.get("TEXTVAE_PTB", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"))
+
+
+@pytest.mark.skipif(not (PTB / "train.txt").is_file(), reason=f"PTB not found at {PTB}")
+def test_ptb_sizes_vocabulary_and_token_count(tmp_path):
+    cfg = DataConfig(data_dir=str(PTB))
+    splits = load_splits(cfg, cache_dir=str(tmp_path))
+    assert {k: len(v) for k, v in splits.items()} == {"train": 42068, "valid": 3370, "test": 3761}
+    tok = train_tokenizer(TokenizerConfig(kind="word"), splits["train"]["text"])
+    assert tok.vocab_size == 10000 + 2  # Mikolov's 10k types (incl. <unk>, which maps to our unk id) + <pad> <s> </s>
+    test = encode_split(splits["test"], tok, cfg)
+    # 78,669 words + 3,761 EOS = 82,430, the test-set token count perplexities are usually quoted over
+    assert test.stats["tokens"] == 82430
+    assert test.stats["truncated"] == 0 and test.stats["dropped"] == 0

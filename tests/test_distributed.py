@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -14,6 +15,7 @@ ARGS = ["--preset", "tiny", "--no-summary", "train.max_steps=8", "train.batch_si
         "model.word_dropout=0", "model.emb_dropout=0", "train.checkpoint_every=4"]
 
 
+@pytest.mark.integration  # torchrun starts gloo processes
 def test_two_gloo_processes_match_one_process(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     single, ddp = tmp_path / "single", tmp_path / "ddp"
@@ -33,6 +35,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert any(not torch.allclose(first[k], b[k]) for k in b)
 
 
+@pytest.mark.integration  # torchrun starts gloo processes
 def test_time_budget_stops_every_process_at_the_same_step(tmp_path):
     # rank 0 decides and broadcasts: a rank that stopped alone would leave the other waiting in DDP
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -62,6 +62,7 @@ def run(script, ptb_dir, tmp_path, *extra, rows=ROWS, experiments=PTB):
                         *SMALL, *extra])
 
 
+@pytest.mark.integration  # the runner trains and evaluates rows end to end
 def test_rows_train_evaluate_and_write_the_table(script, table, ptb_dir, tmp_path, capsys):
     assert run(script, ptb_dir, tmp_path) == 0
     records = json.loads((tmp_path / "results" / "ptb.json").read_text())
@@ -118,6 +119,7 @@ def test_missing_data_dir_is_a_clear_error(script, tmp_path, capsys):
     assert not (tmp_path / "ptb.json").exists()
 
 
+@pytest.mark.integration  # rows in subprocesses
 def test_jobs_run_rows_in_parallel_processes_then_write_one_table(script, ptb_dir, tmp_path, capsys):
     rows = "lstm-lm,bn-vae"
     assert script.main([str(PTB), "--data-dir", str(ptb_dir), "--rows", rows, "--jobs", "2",
@@ -205,6 +207,7 @@ def seed_noise_script():
     return load_script("iw_seed_noise")
 
 
+@pytest.mark.integration  # the runner trains and evaluates rows end to end
 def test_iw_seed_noise_of_a_trained_row(script, seed_noise_script, ptb_dir, tmp_path, capsys):
     assert run(script, ptb_dir, tmp_path) == 0
     capsys.readouterr()
@@ -242,6 +245,7 @@ def test_seed_noise_arithmetic(seed_noise_script):
     assert got["split_se_ppl_rel"] == pytest.approx(math.exp(sd / 10 * 100 / 2000) - 1)
 
 
+@pytest.mark.integration  # the runner trains and evaluates rows end to end
 def test_extend_trains_a_row_on_after_its_time_budget_and_evaluates_it_again(script, ptb_dir, tmp_path, capsys):
     def lm(*extra):
         return script.main([str(PTB), "--data-dir", str(ptb_dir), "--rows", "lstm-lm",
@@ -288,6 +292,7 @@ def test_the_recorded_command_can_be_typed_again(script, monkeypatch):
     assert script.invocation(["--rows", "lstm-lm", "--out-dir", "/tmp/x"]) == "python scripts/run_experiments.py --jobs 7"
 
 
+@pytest.mark.integration  # the runner trains and evaluates rows end to end
 def test_a_row_run_on_its_own_keeps_rows_another_process_wrote_meanwhile(script, ptb_dir, tmp_path, monkeypatch):
     # e.g. `--rows bn-vae` evaluating while `--rows vae-free-bits` trains in a second shell
     assert run(script, ptb_dir, tmp_path) == 0
@@ -324,6 +329,7 @@ def test_the_scripts_own_results_do_not_make_a_sitting_dirty(script, tmp_path):
     assert script.git_commit(tmp_path) == (commit, True)
 
 
+@pytest.mark.integration  # the runner trains and evaluates rows end to end
 def test_a_new_yaml_row_is_run_and_rendered_with_no_python_change(script, report, ptb_dir, tmp_path, capsys):
     folder = tmp_path / "experiments" / "ptb"
     shutil.copytree(PTB, folder)
@@ -348,6 +354,7 @@ def test_a_new_yaml_row_is_run_and_rendered_with_no_python_change(script, report
     assert (tmp_path / "results" / "ptb.md").read_text() == md
 
 
+@pytest.mark.integration  # the runner trains and evaluates rows end to end
 def test_several_seeds_are_one_run_each(script, ptb_dir, tmp_path):
     folder = tmp_path / "t"
     folder.mkdir()

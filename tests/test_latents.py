@@ -1,4 +1,5 @@
-"""The latent interface (textvae.latents) and the Gaussian latent's values."""
+"""The latent interface (textvae.latents) and the Gaussian latent's values, including the
+log-variance clamp inside a trained model."""
 
 import math
 
@@ -6,14 +7,13 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from textvae.config import ModelConfig, TokenizerConfig, load_config
+from textvae.config import ModelConfig, ObjectiveConfig, TokenizerConfig, load_config
 from textvae.errors import ConfigError
 from textvae.latents import LATENTS, GaussianLatent, Latent, build_latent
 from textvae.latents.gaussian import homotopy as gaussian_homotopy
 from textvae.model import TextVAE
 from textvae.objectives import vae_loss
 from textvae.tokenizers import train_tokenizer
-from textvae.config import ObjectiveConfig
 
 TEXTS = ["the cat sat on the mat .", "a dog ran in the park .", "the bird sang a song ."]
 
@@ -100,3 +100,17 @@ def test_homotopy_is_bowmans_linear_path():
     assert torch.allclose(h[2], (a + b) / 2, atol=1e-6)
     assert torch.allclose(h[1:] - h[:-1], (b - a).expand(4, -1) / 4, atol=1e-6)
     assert gaussian_homotopy(a, b, 0).shape == (2, 5)
+
+
+# --------------------------------------------------------------------------- the clamp inside a trained model
+
+def test_logvar_is_clamped_to_the_configured_range(tiny_run):
+    model = TextVAE.from_pretrained(tiny_run)
+    lo, hi = model.config.logvar_min, model.config.logvar_max
+    assert (lo, hi) == (-20.0, 10.0)  # documented in ModelConfig
+    Z = model.latent_dim
+    with torch.no_grad():
+        for sign, bound in ((1, hi), (-1, lo)):
+            model.latent.head.bias[Z:] = sign * 1e6  # the log-variance half
+            _, logvar = model.encode(["the dog ran ."])
+            assert torch.all(logvar == bound)

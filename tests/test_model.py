@@ -1,9 +1,14 @@
+"""The model: KL and word dropout values, encoder/decoder shapes, save/load round trips, clear
+errors for damaged or mismatched model directories, and models written by textvae 0.1.0."""
 import json
+import shutil
 
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
+from helpers import TINY, expect_error, torch_threads
+from textvae.cli import main
 from textvae.config import ModelConfig, TokenizerConfig
 from textvae.errors import CheckpointError
 from textvae.model import TextVAE, gaussian_kl, word_dropout
@@ -301,3 +306,61 @@ def test_version_is_setup_cfgs():
     cfg = configparser.ConfigParser()
     cfg.read(pathlib.Path(__file__).parents[1] / "setup.cfg")
     assert textvae.__version__ == cfg["metadata"]["version"]
+
+
+# ---------------------------------------------------------------- damaged or mismatched model directories
+
+@pytest.mark.parametrize("name, content, needles", [
+    ("tokenizer.json", b"\x00\x01garbage\xff", ["tokenizer.json is not UTF-8 text", "re-download"]),
+    ("tokenizer.json", b'{"vocab": [', ["tokenizer.json: invalid JSON at line 1"]),
+    ("tokenizer.json", b'["a list"]', ["tokenizer.json: expected a JSON object"]),
+    ("config.json", b"{garbage", ["config.json is missing or not valid JSON"]),
+    ("config.json", b'{"format_version": 1, "model": {"latent_dim": "four"}}',
+     ["config.json: key 'model.latent_dim' expects int"]),
+    ("config.json", b'{"format_version": "1", "model": {}}', ["config.json: 'format_version' must be a whole number"]),
+    ("model.safetensors", None, ["model.safetensors is not a valid safetensors file"]),  # truncated
+])
+def test_garbage_model_files_give_clear_errors(tiny_run, tmp_path, capsys, name, content, needles):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_run / "best", model)
+    path = model / name
+    path.write_bytes(content if content is not None else path.read_bytes()[:300])
+    expect_error(capsys, ["sample", "--model", model, "-n", "1"], str(model), *needles)
+
+
+def test_missing_weights_file_is_named(tiny_run, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_run / "best", model)
+    (model / "model.safetensors").unlink()
+    expect_error(capsys, ["sample", "--model", model], f"{model / 'model.safetensors'} is missing")
+
+
+@pytest.fixture(scope="module")
+def other_vocab_run(tmp_path_factory):
+    """A second model whose tokenizer has a different vocabulary."""
+    out = tmp_path_factory.mktemp("other") / "run"
+    with torch_threads(1):
+        assert main(["train", *TINY, "--out", str(out), "train.max_steps=1", "data.builtin_size=200"]) == 0
+    return out
+
+
+def test_tokenizer_from_another_model_is_refused(tiny_run, other_vocab_run, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_run / "best", model)
+    shutil.copy(other_vocab_run / "best" / "tokenizer.json", model / "tokenizer.json")
+    expect_error(capsys, ["sample", "--model", model], f"the tokenizer files in {model} do not match",
+                 "mixes files from different models")
+    config = json.loads((model / "config.json").read_text())  # older files without a fingerprint
+    config["tokenizer_fingerprint"] = None
+    (model / "config.json").write_text(json.dumps(config))
+    expect_error(capsys, ["sample", "--model", model], f"tokenizer in {model} has", "tokens but the model expects")
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json"])
+def test_model_from_a_newer_format_version(tiny_run, tmp_path, capsys, name):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_run / "best", model)
+    meta = json.loads((model / name).read_text())
+    newer = meta["format_version"] + 1
+    (model / name).write_text(json.dumps({**meta, "format_version": newer}))
+    expect_error(capsys, ["sample", "--model", model], str(model), f"format_version {newer}", "upgrade textvae")

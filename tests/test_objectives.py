@@ -1,3 +1,5 @@
+"""KL weighting (textvae.objectives): the annealing schedules (constant, linear, Bowman's logistic, Fu et
+al.'s cyclical), free bits (Kingma et al. 2016; Li et al. 2019) and the VAE loss that combines the terms."""
 import math
 
 import pytest

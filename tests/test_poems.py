@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import write_corpus, write_lines
 from textvae.cli import main
 from textvae.config import ModelConfig, SampleConfig, load_config
 from textvae.errors import ConfigError
@@ -17,7 +18,7 @@ from textvae.model import TextVAE
 from textvae.tokenizers import SentencePieceTokenizer, WordTokenizer, train_tokenizer
 
 CHARS = "春江花月夜山水風雲雨雪天地日星人家門前後上下東西南北紅綠青白黃金玉石秋"
-ACCEPT_5x4 = re.compile(r"^([^，。]{5}，[^，。]{5}。){2}$")  # the acceptance check
+ACCEPT_5x4 = re.compile(r"^([^，。]{5}，[^，。]{5}。){2}$")  # a 5x4 quatrain written out by hand
 ACCEPT_7x4 = re.compile(r"^([^，。]{7}，[^，。]{7}。){2}$")
 
 
@@ -57,7 +58,7 @@ def test_the_char_tokenizer_gives_one_token_per_character(char_tok):
     assert len(char_tok.encode("，")) == 1 and len(char_tok.encode("。")) == 1
 
 
-def test_well_formed_is_the_acceptance_regex():
+def test_well_formed_agrees_with_a_hand_written_regex():
     good = "自君之出矣，不復理殘機。思君如滿月，夜夜減清輝。"
     assert well_formed(good, "5x4") and ACCEPT_5x4.match(good)
     assert not well_formed(good, "7x4") and not well_formed(good, "5x2")
@@ -160,7 +161,7 @@ def test_cli_sample_reconstruct_interpolate_evaluate_with_form(poet, tmp_path, c
     data = tmp_path / "poems"
     data.mkdir()
     for name, seed in (("train", 0), ("valid", 1), ("test", 2)):
-        (data / f"{name}.txt").write_text("\n".join(corpus(12, seed)) + "\n", encoding="utf-8")
+        write_lines(data / f"{name}.txt", corpus(12, seed))
     model_dir = tmp_path / "model"
     poet.save_pretrained(model_dir)
     assert main(["sample", "--model", str(model_dir), "--form", "5x4", "-n", "20"]) == 0
@@ -307,12 +308,10 @@ def test_attach_label_ids_names_missing_and_unknown_labels():
 @pytest.fixture(scope="module")
 def cvae_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cvae")
-    data = root / "forms"
-    data.mkdir()
-    for name, n, seed in (("train", 200, 0), ("valid", 40, 1), ("test", 40, 2)):
-        texts = corpus(n, seed)  # 7x4 and 5x4 poems in turn
-        (data / f"{name}.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
-        (data / f"{name}.labels.txt").write_text("\n".join("7x4" if len(t) == 32 else "5x4" for t in texts) + "\n")
+    splits = {name: corpus(n, seed) for name, n, seed in (("train", 200, 0), ("valid", 40, 1), ("test", 40, 2))}
+    data = write_corpus(root / "forms", splits)  # 7x4 and 5x4 poems in turn
+    write_corpus(data, {name: ["7x4" if len(t) == 32 else "5x4" for t in texts] for name, texts in splits.items()},
+                 suffix=".labels.txt")
     run = root / "run"
     assert main(["train", "--preset", "tiny", "--data-dir", str(data), "--out", str(run), "train.max_steps=30",
                  "tokenizer.kind=sentencepiece", "tokenizer.model_type=char", "tokenizer.vocab_size=100",
@@ -352,7 +351,7 @@ def test_a_conditional_model_needs_labelled_data(tmp_path, capsys):
     data = tmp_path / "nolabels"
     data.mkdir()
     for name in ("train", "valid", "test"):
-        (data / f"{name}.txt").write_text("\n".join(corpus(20)) + "\n", encoding="utf-8")
+        write_lines(data / f"{name}.txt", corpus(20))
     assert main(["train", "--preset", "tiny", "--data-dir", str(data), "--out", str(tmp_path / "r"),
                  "model.conditional=true"]) == 2
     assert "the train split has no labels" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import write_corpus, write_lines
 from textvae.cli import main
 from textvae.errors import DataError, TextVAEError
 from textvae.model import TextVAE
@@ -35,12 +36,9 @@ def toy(n: int, seed: int) -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("probe")
-    data = root / "toy"
-    data.mkdir()
-    for name, n, seed in (("train", 300, 0), ("valid", 90, 1), ("test", 60, 2)):
-        texts, labels = toy(n, seed)
-        (data / f"{name}.txt").write_text("\n".join(texts) + "\n")
-        (root / f"{name}.topics").write_text("\n".join(labels) + "\n")
+    splits = {name: toy(n, seed) for name, n, seed in (("train", 300, 0), ("valid", 90, 1), ("test", 60, 2))}
+    data = write_corpus(root / "toy", {name: texts for name, (texts, _) in splits.items()})
+    write_corpus(root, {name: labels for name, (_, labels) in splits.items()}, suffix=".topics")
     run = root / "run"
     assert main(["train", "--preset", "tiny", "--data-dir", str(data), "--out", str(run), "--no-summary",
                  "train.max_steps=120", "model.latent_dim=4"]) == 0
@@ -121,13 +119,13 @@ def test_labels_of_blank_lines_are_dropped_with_them(toy_run, tmp_path):
     corpus.mkdir()
     lines = texts[:10] + [""] + texts[10:]  # a blank line in the text file ...
     for name in ("train", "valid", "test"):
-        (corpus / f"{name}.txt").write_text("\n".join(lines) + "\n")
+        write_lines(corpus / f"{name}.txt", lines)
     tags = labels[:10] + ["-"] + labels[10:]  # ... and its label, one per line of the file
-    (tmp_path / "tags.txt").write_text("\n".join(tags) + "\n")
+    write_lines(tmp_path / "tags.txt", tags)
     model = TextVAE.from_pretrained(run)
     split = model_split(model, "valid", labels_file=tmp_path / "tags.txt", data_dir=str(corpus))
     assert split.labels == labels and split.texts == texts
     # unlabelled examples (empty label) are left out of the probe
-    (tmp_path / "some.txt").write_text("\n".join(labels[:15] + [""] * 5) + "\n")
+    write_lines(tmp_path / "some.txt", labels[:15] + [""] * 5)
     split = model_split(model, "valid", labels_file=tmp_path / "some.txt", data_dir=str(corpus))
     assert probe(model, split, n=10)["n_test"] == 5

@@ -1,4 +1,5 @@
-"""Tokenizers: round trips, vocabulary rules, special ids, save/load, fingerprints."""
+"""Tokenizers: round trips (also property tests on arbitrary Unicode), vocabulary rules, special ids,
+save/load, fingerprints."""
 
 import copy
 import functools
@@ -7,13 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from textvae.config import TokenizerConfig
 from textvae.errors import CheckpointError, ConfigError, DataError
-from textvae.tokenizers import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, SentencePieceTokenizer, WordTokenizer,
-                                load_tokenizer, train_tokenizer)
+from textvae.tokenizers import (BOS_ID, EOS_ID, PAD_ID, SPECIAL_PIECES, UNK_ID, SentencePieceTokenizer,
+                                WordTokenizer, load_tokenizer, train_tokenizer)
 
 ENGLISH = [
     "the cat sat on the mat .",
@@ -277,3 +278,54 @@ def test_load_errors_sentencepiece(tmp_path):
     (d / "tokenizer.model").unlink()
     with pytest.raises(CheckpointError, match="tokenizer.model is missing"):
         load_tokenizer(d)
+
+
+# --------------------------------------------------------------------------- property: round trips on arbitrary Unicode
+
+SPECIAL_TEXT = set(SPECIAL_PIECES)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(st.text(max_size=30), min_size=1, max_size=8), lowercase=st.booleans())
+def test_word_tokenizer_round_trip_on_arbitrary_unicode(texts, lowercase):
+    """A word tokenizer trained on texts T gives back every t in T with its whitespace normalised:
+    decode(encode(t)) == " ".join(t'.split()), t' = t.lower() when lowercasing, provided no word of
+    t' is a special piece other than <unk> (those are not words; "<unk>" stays "<unk>")."""
+    norm = [t.lower() if lowercase else t for t in texts]
+    assume(any(t.split() for t in norm))
+    assume(not any(w in SPECIAL_TEXT - {"<unk>"} for t in norm for w in t.split()))
+    tok = WordTokenizer.train(texts, lowercase=lowercase)
+    for t, n in zip(texts, norm):
+        assert tok.decode(tok.encode(t)) == " ".join(n.split())
+
+
+# What a SentencePiece char model cannot learn, found by these tests: NUL and U+001F never become
+# pieces; U+2585 (SentencePiece's internal boundary mark) and U+FFFF (textvae's unknown marker) are
+# removed from training text; "\r" and "\n" at the end of a training sentence are stripped as line
+# endings by the trainer (elsewhere they are learnt). All of these encode to <unk>.
+NEVER_LEARNT = set("\x00\x1f\u2585\uffff")
+SPACE_MARK = "\u2581"  # SentencePiece's piece for " " (so a literal U+2581 decodes as a space)
+
+
+@settings(max_examples=25, deadline=None)
+@given(texts=st.lists(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=25),
+                      min_size=1, max_size=6),
+       data=st.data())
+def test_sentencepiece_char_round_trip_on_arbitrary_unicode(texts, data):
+    """A char model trained on texts T (any Unicode but lone surrogates, which UTF-8 files cannot hold)
+    learns every character of T except NEVER_LEARNT and sentence-final line endings, and reproduces
+    exactly (no normalisation; leading, trailing and repeated spaces kept) any x made of learnt
+    characters, provided x holds no U+2581 and no special piece text (<pad>, <unk>, <s>, </s>)."""
+    # at least one learnable character, or SentencePiece has nothing to train on (texts=["\x00"])
+    assume(any(t.translate(str.maketrans("", "", "".join(NEVER_LEARNT))).strip() for t in texts))
+    tok = SentencePieceTokenizer.train(texts, vocab_size=1000, model_type="char")
+    pieces = {tok.id_to_token(i).replace(SPACE_MARK, " ") for i in range(4, tok.vocab_size)}
+    body = "".join(t.rstrip("\r\n") for t in texts)
+    assert set(body) - pieces <= NEVER_LEARNT | {SPACE_MARK}
+
+    learnt = sorted(pieces - {SPACE_MARK})
+    xs = [t for t in texts if set(t) <= set(learnt)]
+    xs.append("".join(data.draw(st.lists(st.sampled_from(learnt), max_size=30), label="mixed")))
+    for x in xs:
+        if not any(p in x for p in SPECIAL_TEXT):
+            assert tok.decode(tok.encode(x)) == x

@@ -1,4 +1,5 @@
-import json
+"""The training loop (textvae.train): learning, resume after a crash or a kill, the non-finite guard,
+LR decay and early stopping, the time budget, evaluation, the end-of-run summary and SIGINT."""
 import os
 import signal
 import subprocess
@@ -7,30 +8,14 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from helpers import (TINY, cli, crash_after_checkpoint, expect_error, records, tiny_cfg, weights,
+                     without_speed)
 from textvae.checkpoint import list_checkpoints, read_checkpoint
 from textvae.cli import main
-from textvae.config import load_config
 from textvae.errors import ConfigError, TrainingError
 from textvae.model import TextVAE
 from textvae.train import Progress, Trainer, plateau, record_score, train
-
-TINY = ["--preset", "tiny", "--no-summary"]
-
-
-def tiny_cfg(*overrides):
-    return load_config(preset="tiny", overrides=list(overrides))
-
-
-def records(run, kind):
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
-
-
-def weights(path):
-    return load_file(str(path / "model.safetensors"))
-
 
 def test_training_lowers_valid_elbo_and_logs_it(tmp_path):
     run = tmp_path / "run"
@@ -55,6 +40,7 @@ def test_out_dir_with_a_run_needs_resume(tmp_path):
         train(tiny_cfg("train.max_steps=6", "model.latent_dim=5"), run, resume=True)
 
 
+@pytest.mark.integration  # three whole trainings: uninterrupted, crashed, resumed
 def test_resume_after_crash_is_exact(tmp_path, monkeypatch):
     cfg = ("train.checkpoint_every=7", "train.max_epochs=2", "model.emb_dropout=0.1")
     full = tmp_path / "full"
@@ -62,15 +48,7 @@ def test_resume_after_crash_is_exact(tmp_path, monkeypatch):
 
     # Crash right after the step-14 checkpoint (mid-epoch), then resume.
     crashed = tmp_path / "crashed"
-    original = Trainer._save_checkpoint
-
-    def save_then_crash(self):
-        path = original(self)
-        if self.progress.step == 14:
-            raise RuntimeError("simulated crash")
-        return path
-
-    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_crash)
+    original = crash_after_checkpoint(monkeypatch, 14)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(tiny_cfg(*cfg), crashed)
     monkeypatch.setattr(Trainer, "_save_checkpoint", original)
@@ -78,12 +56,12 @@ def test_resume_after_crash_is_exact(tmp_path, monkeypatch):
 
     a, b = weights(list_checkpoints(full)[-1]), weights(list_checkpoints(crashed)[-1])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rs]  # noqa: E731
-    assert strip(records(full, "valid")) == strip(records(crashed, "valid"))
-    assert strip(records(full, "train")) == strip(records(crashed, "train"))
+    assert without_speed(records(full, "valid")) == without_speed(records(crashed, "valid"))
+    assert without_speed(records(full, "train")) == without_speed(records(crashed, "train"))
 
 
-@pytest.mark.slow  # tests/test_reliability.py kills at several points, including mid-save, in the fast tier
+@pytest.mark.integration  # training processes killed and resumed
+@pytest.mark.slow  # test_checkpoint.py kills at several points, including mid-save
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     """A real SIGKILL of a training process, then --resume: same final weights as no kill."""
     args = ["--preset", "tiny", "--no-summary", "train.checkpoint_every=5", "train.max_epochs=2",
@@ -196,6 +174,7 @@ def test_evaluate_returns_numbers_and_leaves_the_run_alone(tmp_path):
     assert tr.progress.best_elbo == pytest.approx(v["elbo"]) and (tmp_path / "run" / "best").is_dir()
 
 
+@pytest.mark.integration  # a whole CLI training with its summary
 def test_summary_is_elbo_based_unless_importance_weighting_is_asked_for(tmp_path, capsys):
     args = ["train", "--preset", "tiny", "train.max_steps=2", "data.builtin_size=200", "train.progress=true"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
@@ -207,6 +186,7 @@ def test_summary_is_elbo_based_unless_importance_weighting_is_asked_for(tmp_path
     assert "nll_iw (k=3)" in out and "summary: test IW k=3" in err  # the progress bar names each pass
 
 
+@pytest.mark.integration  # a whole CLI training with its summary
 def test_summary_valid_row_is_the_best_models_own_validation(tmp_path, capsys):
     """The valid row is not computed again: it is the validation that selected the best model, and
     equals a fresh pass of textvae.metrics.validate over the best model."""
@@ -225,22 +205,7 @@ def test_summary_valid_row_is_the_best_models_own_validation(tmp_path, capsys):
     assert valid_row.split("|")[2].strip() == f"{v['elbo']:.2f}"
 
 
-def cli(capsys, argv, code=0):
-    """Run ``textvae ARGV`` in-process; check the exit status; return (stdout, stderr)."""
-    assert main([str(a) for a in argv]) == code, capsys.readouterr().err
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return out, err
-
-
-def expect_error(capsys, argv, *needles, code=2):
-    """The command fails with ``code`` and one message containing every needle, no traceback."""
-    _, err = cli(capsys, argv, code)
-    for needle in needles:
-        assert needle in err, f"{needle!r} not in:\n{err}"
-    return err
-
-
+@pytest.mark.integration  # a CLI training interrupted, then resumed
 def test_sigint_checkpoints_exits_130_and_resume_continues(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     original = TextVAE.forward
