@@ -360,14 +360,39 @@ class TextVAE(nn.Module):
     # ------------------------------------------------------------------ strings in, strings out
 
     def _tokenize(self, sentences: list[str]):
+        """Token ids (B, T) and lengths (B,) of sentences for the encoder. Words outside the
+        vocabulary (they become ``<unk>``) and sentences longer than the model's ``data.max_len``
+        (cut to it) each give a UserWarning naming them: ``warnings.filterwarnings`` silences them."""
+        import warnings
+
+        from .config import DataConfig
         from .data import collate_ids
 
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer; use the tensor methods")
-        ids = [self.tokenizer.encode(s) for s in sentences]
-        for s, i in zip(sentences, ids):
+        saved = self.extra_config.get("data") or {}
+        max_len = saved.get("max_len") or DataConfig().max_len
+        unk, ids = self.tokenizer.unk_id, []
+        for n, s in enumerate(sentences, 1):
+            i = self.tokenizer.encode(s)
             if not i:
                 raise ValueError(f"sentence {s!r} is empty after tokenisation; give at least one token")
+            if unk in i:
+                if self.tokenizer.kind == "word":  # one id per whitespace-separated word
+                    words = (s.lower() if self.tokenizer.lowercase else s).split()
+                    unknown = sorted({w for w, t in zip(words, i) if t == unk and w != "<unk>"})
+                    what = f"unknown word(s) {', '.join(map(repr, unknown[:10]))}" + (" ..." if len(unknown) > 10 else "")
+                else:
+                    unknown, what = [True], f"{i.count(unk)} piece(s) outside the vocabulary"
+                if unknown:
+                    warnings.warn(f"sentence {n}: {what} read as <unk>; the model was trained without them",
+                                  UserWarning, stacklevel=3)
+            if len(i) > max_len:
+                warnings.warn(f"sentence {n} has {len(i)} tokens; cut to the model's maximum length, "
+                              f"data.max_len={max_len}{'' if saved.get('max_len') else ' (the default)'}",
+                              UserWarning, stacklevel=3)
+                i = i[:max_len]
+            ids.append(i)
         tokens, lengths = collate_ids(ids, self.bos_id, self.eos_id)
         return tokens.to(self.device), lengths.to(self.device)
 

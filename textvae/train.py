@@ -8,6 +8,7 @@ is the global batch; the noise is drawn for it whole and each rank's loss scaled
 processes make one process's update). SIGINT/SIGTERM save a checkpoint and raise KeyboardInterrupt.
 """
 
+import contextlib
 import random
 import signal
 import sys
@@ -22,13 +23,41 @@ from .checkpoint import Progress, list_checkpoints, read_checkpoint  # noqa: F40
 from .config import Config
 from .data import BucketBatchSampler, attach_label_ids, collate, load_splits
 from .distributed import resolve_device  # noqa: F401 - part of this module's API
-from .errors import TrainingError
+from .errors import ConfigError, TrainingError
 from .metrics import validate
 from .model import TextVAE
 from .objectives import kl_weight, vae_loss
 from .tokenizers import load_tokenizer, train_tokenizer
 
 MAX_SKIPS = 10  # consecutive non-finite steps tolerated with train.nonfinite=skip
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # train.precision -> autocast dtype
+
+
+def check_precision(t, device: torch.device, aggressive: bool = False) -> None:
+    """``train.precision`` other than fp32 needs a CUDA device (a ConfigError naming the fix otherwise);
+    fp16's gradient scaler does not combine with aggressive training's inner encoder updates."""
+    if t.precision == "fp32":
+        return
+    if device.type != "cuda":
+        raise ConfigError(f"train.precision={t.precision} is for GPU training, but the device is {device}; "
+                          f"use train.precision=fp32 on the CPU (or train.device=cuda on a machine with a GPU)")
+    if t.precision == "fp16" and aggressive:
+        raise ConfigError("train.precision=fp16 does not combine with objective.aggressive (its inner updates "
+                          "bypass the gradient scaler); use train.precision=bf16")
+
+
+def autocast(device: torch.device, precision: str):
+    """The context a training step's forward pass runs in: torch.autocast to bf16/fp16, or nothing (fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def grad_scaler(enabled: bool):
+    """A CUDA gradient scaler for fp16 (Micikevicius et al. 2018, dynamic loss scaling); a no-op when not enabled."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)  # torch < 2.3
 
 
 def record_score(p: Progress, score: float) -> bool:
@@ -75,6 +104,7 @@ class Trainer:
         self.cfg, self.run, t = cfg, Path(out), cfg.train
         self.procs = distributed.setup(t.device)
         self.device, self.is_main = self.procs.device, self.procs.is_main
+        check_precision(t, self.device, cfg.objective.aggressive)
         self.log = (log or (lambda msg: print(msg, file=sys.stderr, flush=True))) if self.is_main else (lambda m: None)
         self._stop_signal, self._skips = None, 0
         ckpt = checkpoint.prepare_run_dir(self.run, cfg, resume, self.log, self.is_main)
@@ -94,7 +124,10 @@ class Trainer:
             attach_label_ids(self.train_data, labels, "the train split")
             attach_label_ids(self.valid_data, labels, "the valid split")
         self.model = TextVAE(cfg.model, self.tokenizer, labels).to(self.device)
+        self.log(f"model: {count_parameters(self.model):,} parameters; vocabulary {self.tokenizer.vocab_size:,} "
+                 f"tokens ({cfg.tokenizer.kind} tokenizer); device {self.device}, precision {t.precision}")
         self.net = self.procs.wrap(self.model)  # what the step calls: the model or its DDP wrapper
+        self.scaler = grad_scaler(t.precision == "fp16")
         self.noise = torch.Generator().manual_seed(t.seed + 1)  # the same state on every rank
         self.strategies = collapse.strategies_for(cfg.objective)
         self.optimizer = self.make_optimizer()
@@ -172,17 +205,21 @@ class Trainer:
     def loss(self, batch, offset: int, global_size: int):
         """The weighted loss on this rank's share of a global batch: (loss, rec, kl, kl_weight)."""
         beta = self.kl_weight()
-        out = self.net(batch.tokens, batch.lengths, self.noise_for(offset, len(batch), global_size), y=batch.label_ids)
-        rec, kl_report = out.rec.mean(), out.kl.sum(1).mean()
-        return vae_loss(out, beta, self.cfg.objective), rec, kl_report, beta
+        with autocast(self.device, self.cfg.train.precision):
+            out = self.net(batch.tokens, batch.lengths, self.noise_for(offset, len(batch), global_size),
+                           y=batch.label_ids)
+            rec, kl_report = out.rec.float().mean(), out.kl.float().sum(1).mean()
+            return vae_loss(out, beta, self.cfg.objective), rec, kl_report, beta
 
     def backward(self, loss, rec, kl, batch, global_size: int, term: str = "") -> bool:
         """Clipped gradients of ``loss``; False when non-finite and skipped (train.nonfinite=skip)."""
         self.optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over ranks; scaling by the share makes that the global-batch mean
-        (loss * len(batch) * self.procs.world / global_size).backward()  # always: every rank joins
+        self.scaler.scale(loss * len(batch) * self.procs.world / global_size).backward()  # always: every rank joins
+        self.scaler.unscale_(self.optimizer)  # fp16: the true gradients, before clipping
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip or float("inf"))
-        if torch.isfinite(loss) and torch.isfinite(norm):
+        # fp16: an overflowing gradient is the scaler's business (it skips the step and lowers the scale)
+        if torch.isfinite(loss) and (torch.isfinite(norm) or self.scaler.is_enabled()):
             return True
         p, finite = self.progress, torch.isfinite
         term = term or ("reconstruction" if not finite(rec) else "KL" if not finite(loss) else "gradient")
@@ -209,7 +246,8 @@ class Trainer:
             return None
         for s in self.strategies:
             s.after_backward(self)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # fp32 / bf16: optimizer.step()
+        self.scaler.update()
         self._skips = 0
         return {"loss": loss.detach(), "rec": rec.detach(), "kl": kl.detach(), "kl_weight": beta, **extra}
 
@@ -287,6 +325,11 @@ class Trainer:
         r = self.metrics.write_train(step=p.step, epoch=p.epoch, lr=self.lr())
         if r:
             self._bar.set_postfix(loss=f"{r['loss']:.2f}", kl=f"{r['kl']:.2f}", beta=f"{r['kl_weight']:.2f}")
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Trainable parameters, each shared tensor (tied embeddings) counted once."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, log=None) -> dict:
