@@ -360,12 +360,15 @@ def _cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    skip = {"au_variances", "kl_per_dim"}
+    skip = {"au_variances", "kl_per_dim", "mi_full_se"}
     width = max(len(k) for k in result)
     for k, v in result.items():
         if k in skip:
             continue
-        print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+        text = f"{v:.4f}" if isinstance(v, float) else f"{v}"
+        if k == "mi_full" and result.get("mi_full_se"):  # estimator noise: negative values lie within it
+            text += f" ± {result['mi_full_se']:.4f} (standard error)"
+        print(f"{k:<{width}}  {text}")
     return 0
 
 
