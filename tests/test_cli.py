@@ -113,8 +113,9 @@ def test_version_and_defaults_in_every_help(capsys):
     assert "(default: 500)" in text and "(default: auto)" in text and "(default: test)" in text
 
 
-def _shell(command: str, tmp_path):
-    """``command`` under bash with this checkout importable; (status of its first stage, stderr)."""
+def _pipe(args: str, reader: str, tmp_path):
+    """``textvae ARGS | READER`` under bash with this checkout importable: (textvae's exit status,
+    its stderr, the reader's output lines)."""
     import os
     import subprocess
     import sys
@@ -122,15 +123,16 @@ def _shell(command: str, tmp_path):
 
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    script = f'{command.replace("textvae", sys.executable + " -m textvae", 1)} 2>{tmp_path}/err; echo "${{PIPESTATUS[0]}}"'
+    err = tmp_path / "err"
+    script = f'"{sys.executable}" -m textvae {args} 2>"{err}" | {reader}; echo "${{PIPESTATUS[0]}}"'
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=300).stdout
-    return int(out.splitlines()[-1]), (tmp_path / "err").read_text(), out.splitlines()[:-1]
+    return int(out.splitlines()[-1]), err.read_text(), out.splitlines()[:-1]
 
 
 def test_a_closed_pipe_ends_quietly_with_status_141(run_dir, tmp_path):
-    status, err, out = _shell("textvae presets | head -1", tmp_path)
+    status, err, out = _pipe("presets", "head -1", tmp_path)
     assert status in (0, 141) and err == "" and len(out) == 1  # 0: all of it fit in the pipe before head left
-    status, err, out = _shell(f"textvae sample --model {run_dir} -n 3000 | head -1", tmp_path)
+    status, err, out = _pipe(f"sample --model {run_dir} -n 3000", "head -1", tmp_path)
     assert status == 141 and err == "" and len(out) == 1
 
 
@@ -189,15 +191,16 @@ def test_mixed_precision_on_the_cpu_is_a_config_error(tmp_path, capsys):
 
 def test_unknown_words_and_overlong_input_are_named_on_stderr(run_dir, capsys):
     err = expect_error(capsys, ["reconstruct", "--model", str(run_dir), "the zorblax dog qwpx .", "the dog ."],
-                       "textvae reconstruct: warning: sentence 1: unknown word(s) 'qwpx', 'zorblax' read as <unk>",
+                       "textvae reconstruct: warning: unknown word(s) read as <unk> (the model was trained without "
+                       "them): sentence 1: 'qwpx', 'zorblax'",
                        code=0)
     assert "sentence 2" not in err  # every word of "the dog ." is known
     long = " ".join(["the"] * 5000)
     err = expect_error(capsys, ["reconstruct", "--model", str(run_dir), long],
-                       "textvae reconstruct: warning: sentence 1 has 5000 tokens; cut to the model's maximum "
-                       "length, data.max_len=", code=0)
+                       "textvae reconstruct: warning: cut to the model's maximum length, data.max_len=40: "
+                       "sentence 1 (5000 tokens)", code=0)
     expect_error(capsys, ["interpolate", "--model", str(run_dir), "the dog .", "a flibbertigibbet ."],
-                 "warning: sentence 2: unknown word(s) 'flibbertigibbet'", code=0)
+                 "warning: unknown word(s) read as <unk>", "sentence 2: 'flibbertigibbet'", code=0)
 
 
 def test_unknown_word_warnings_can_be_silenced_in_the_api(run_dir):
