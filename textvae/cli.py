@@ -449,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning(args.verb)
-            warnings.filterwarnings("always", category=UserWarning, module=r"textvae\.")  # every sentence's
+            # each call's input warnings (textvae.model), not only the first of their kind
+            warnings.filterwarnings("always", message=r"(unknown word|cut to the model)", category=UserWarning)
             status = VERBS[args.verb](args)
             sys.stdout.flush()  # a closed pipe shows up here for output still buffered
         return status

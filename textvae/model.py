@@ -394,7 +394,7 @@ class TextVAE(nn.Module):
                                 f"{'' if saved.get('max_len') else ' (the default)'}", cut)):
             if items:
                 more = f"; and {len(items) - 5} more sentences" if len(items) > 5 else ""
-                warnings.warn(f"{problem}: {'; '.join(items[:5])}{more}", UserWarning, stacklevel=3)
+                warnings.warn(f"{problem}: {'; '.join(items[:5])}{more}", UserWarning, stacklevel=2)
         tokens, lengths = collate_ids(ids, self.bos_id, self.eos_id)
         return tokens.to(self.device), lengths.to(self.device)
 
