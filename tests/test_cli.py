@@ -139,3 +139,148 @@ def test_reconstruct_with_only_blank_stdin(tiny_run, capsys, monkeypatch):
 def test_debug_shows_the_traceback(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="does not exist"):
         main(["--debug", "sample", "--model", str(tmp_path / "missing")])
+
+
+# --------------------------------------------------------------------------- version, help, pipes, overrides, input warnings
+
+def test_version_and_defaults_in_every_help(capsys):
+    from textvae.cli import VERBS
+    from textvae.version import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"textvae {__version__}"
+    for verb in set(VERBS) - {"presets"}:  # presets has no options
+        with pytest.raises(SystemExit):
+            main([verb, "--help"])
+        assert "(default: " in capsys.readouterr().out, verb
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 500)" in text and "(default: auto)" in text and "(default: test)" in text
+
+
+def _pipe(args: str, reader: str, tmp_path):
+    """``textvae ARGS | READER`` under bash with this checkout importable: (textvae's exit status,
+    its stderr, the reader's output lines)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    err = tmp_path / "err"
+    script = f'"{sys.executable}" -m textvae {args} 2>"{err}" | {reader}; echo "${{PIPESTATUS[0]}}"'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=300).stdout
+    return int(out.splitlines()[-1]), err.read_text(), out.splitlines()[:-1]
+
+
+def test_a_closed_pipe_ends_quietly_with_status_141(run_dir, tmp_path):
+    status, err, out = _pipe("presets", "head -1", tmp_path)
+    assert status in (0, 141) and err == "" and len(out) == 1  # 0: all of it fit in the pipe before head left
+    status, err, out = _pipe(f"sample --model {run_dir} -n 3000", "head -1", tmp_path)
+    assert status == 141 and err == "" and len(out) == 1
+
+
+def test_broken_pipe_in_process_returns_141_without_a_message(capsys, monkeypatch):
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("sys.stdout", Closed())
+    assert main(["presets"]) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_overrides_are_accepted_anywhere_on_the_line(tmp_path, capsys):
+    from textvae.cli import parse_args
+
+    args = parse_args(["train", "--out", "R", "train.max_steps=5", "--preset", "tiny", "data.max_len=10",
+                       "--no-summary", "train.max_steps=7"])
+    assert args.overrides == ["train.max_steps=5", "data.max_len=10", "train.max_steps=7"]  # in order: last wins
+    assert args.preset == "tiny" and args.out == "R" and args.no_summary
+    args = parse_args(["reconstruct", "a b .", "--model", "R", "c d ."])
+    assert args.sentences == ["a b .", "c d ."]
+    with pytest.raises(SystemExit) as e:
+        parse_args(["train", "--out", "R", "a=1", "--no-such-option"])
+    assert e.value.code == 2 and "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+    out = tmp_path / "r"
+    assert main(["train", "--out", str(out), "train.max_steps=2", "--preset", "tiny", "data.max_len=10",
+                 "--no-summary", "data.builtin_size=300"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train"]["max_steps"] == 2 and saved["data"]["max_len"] == 10
+    err = capsys.readouterr().err
+    assert "parameters; vocabulary" in err and "tokens (word tokenizer)" in err  # what training starts with
+
+
+def test_several_bad_overrides_are_listed_at_once(tmp_path, capsys):
+    err = expect_error(capsys, ["train", "--out", str(tmp_path / "r"), "train.lr=fast", "model.emb_dim=1.5",
+                                "train.max_stepz=3", "model.cell=rnn"],
+                       "4 problems", "'train.lr' expects float", "'model.emb_dim' expects int",
+                       "'train.max_stepz'", "max_steps", "model.cell='rnn'")
+    assert not (tmp_path / "r").exists()
+    expect_error(capsys, ["train", "--out", str(tmp_path / "r"), "nonsense", "train.=3"],
+                 "2 problems", "'nonsense' is not of the form", "'train.=3'")
+
+
+def test_mixed_precision_on_the_cpu_is_a_config_error(tmp_path, capsys):
+    for precision in ("bf16", "fp16"):
+        expect_error(capsys, ["train", "--out", str(tmp_path / precision), "--preset", "tiny",
+                              f"train.precision={precision}", "train.device=cpu"],
+                     f"train.precision={precision} is for GPU training", "train.precision=fp32")
+    expect_error(capsys, ["train", "--out", str(tmp_path / "x"), "train.precision=fp8"],
+                 "train.precision='fp8' is not one of 'fp32', 'bf16', 'fp16'")
+
+
+def test_unknown_words_and_overlong_input_are_named_on_stderr(run_dir, capsys):
+    err = expect_error(capsys, ["reconstruct", "--model", str(run_dir), "the zorblax dog qwpx .", "the dog ."],
+                       "textvae reconstruct: warning: unknown word(s) read as <unk> (the model was trained without "
+                       "them): sentence 1: 'qwpx', 'zorblax'",
+                       code=0)
+    assert "sentence 2" not in err  # every word of "the dog ." is known
+    long = " ".join(["the"] * 5000)
+    err = expect_error(capsys, ["reconstruct", "--model", str(run_dir), long],
+                       "textvae reconstruct: warning: cut to the model's maximum length, data.max_len=40: "
+                       "sentence 1 (5000 tokens)", code=0)
+    expect_error(capsys, ["interpolate", "--model", str(run_dir), "the dog .", "a flibbertigibbet ."],
+                 "warning: unknown word(s) read as <unk>", "sentence 2: 'flibbertigibbet'", code=0)
+
+
+def test_unknown_word_warnings_can_be_silenced_in_the_api(run_dir):
+    import warnings
+
+    from textvae.model import TextVAE
+
+    model = TextVAE.from_pretrained(run_dir)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model.encode(["the zorblax ."])
+    assert any("'zorblax'" in str(w.message) for w in seen)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message=".*unknown word")
+        model.encode(["the zorblax ."])
+    assert not seen
+
+
+def test_device_option(run_dir, capsys):
+    import torch
+
+    assert main(["sample", "--model", str(run_dir), "-n", "2", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        expect_error(capsys, ["sample", "--model", str(run_dir), "--device", "cuda"],
+                     "--device cuda: CUDA is not available", "--device cpu")
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--model", str(run_dir), "--device", "gpu"])
+    assert e.value.code == 2 and "--device must be auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
+def test_evaluate_prints_mi_full_with_its_standard_error(run_dir, capsys):
+    assert main(["evaluate", "--model", str(run_dir), "--iw-samples", "0", "--n-samples", "2"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("mi_full"))
+    assert "±" in line and "(standard error)" in line

@@ -15,7 +15,8 @@ from textvae.errors import ConfigError
 from textvae.model import Decoder, TextVAE
 from textvae.objectives import kl_weight
 from textvae.tokenizers import train_tokenizer
-from textvae.train import Trainer, list_checkpoints, train
+from textvae.checkpoint import list_checkpoints
+from textvae.train import Trainer, train
 
 SMALL = ("data.builtin_size=200",)  # 180 training sentences: 6 batches of 32 per epoch
 

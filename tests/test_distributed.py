@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from textvae.train import list_checkpoints
+from textvae.checkpoint import list_checkpoints
 
 # No dropout of any kind, so the only randomness is the reparameterisation noise, which the
 # trainer draws per global batch from a generator shared by all ranks.

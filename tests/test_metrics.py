@@ -372,3 +372,29 @@ def test_model_split_reads_the_models_corpus_or_the_one_given(tmp_path):
         model_split(m, "valid", data=data, need_labels=True)
     (tmp_path / "labels.txt").write_text("x\ny\n-\nz\n")  # one per line of the file, blank included
     assert model_split(m, "valid", data=data, labels_file=tmp_path / "labels.txt").labels == ["x", "y", "z"]
+
+
+def test_mi_full_standard_error_covers_a_collapsed_posterior_and_shrinks_with_n():
+    from textvae.metrics import mi_full_with_se
+
+    def collapsed(n, seed):  # every posterior N(0, I): the true MI is 0
+        return torch.zeros(n, 4), torch.zeros(n, 4), torch.Generator().manual_seed(seed)
+
+    values, ses = zip(*(mi_full_with_se(*collapsed(400, seed)) for seed in range(20)))
+    assert all(se > 0 for se in ses)
+    assert all(abs(v) < 4 * se for v, se in zip(values, ses))  # the estimate scatters around 0 within its SE
+    assert min(values) < 0  # and so it is sometimes negative: what docs/metrics.md explains
+    small = mi_full_with_se(*collapsed(100, 0))[1]
+    large = mi_full_with_se(*collapsed(1600, 0))[1]
+    assert 2.5 < small / large < 6.5  # ~ 1/sqrt(N): a factor of 4
+    mu, logvar, g = collapsed(50, 3)
+    assert mi_full_with_se(mu, logvar, g)[0] == mi_full(mu, logvar, torch.Generator().manual_seed(3))
+
+
+def test_evaluate_reports_mi_full_se():
+    torch.manual_seed(0)
+    model = TextVAE(ModelConfig(vocab_size=20, emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=4))
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(4, 20, size=int(rng.integers(2, 9))).astype(np.int32) for _ in range(40)]
+    r = evaluate(model, EncodedSplit(ids=ids, texts=["x"] * 40, labels=None), iw_samples=0, n_samples=0)
+    assert r["mi_full_se"] > 0 and math.isfinite(r["mi_full"])

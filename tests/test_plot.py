@@ -76,3 +76,15 @@ def test_pca_recovers_the_dominant_directions():
     assert proj.shape == (500, 2)
     assert abs(float(torch.corrcoef(torch.stack([proj[:, 0], x[:, 0].double()]))[0, 1])) > 0.99
     assert float(share[0]) > 0.8 and float(share.sum()) > 0.99
+
+
+def test_plot_without_matplotlib_exits_2_with_the_install_hint(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from textvae.cli import main
+
+    write_metrics(tmp_path / "run")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    assert main(["plot", "--run", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'textvae[plot]'" in err and "Traceback" not in err

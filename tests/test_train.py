@@ -15,7 +15,8 @@ from textvae.checkpoint import list_checkpoints, read_checkpoint
 from textvae.cli import main
 from textvae.errors import ConfigError, TrainingError
 from textvae.model import TextVAE
-from textvae.train import Progress, Trainer, plateau, record_score, train
+from textvae.checkpoint import Progress
+from textvae.train import Trainer, plateau, record_score, train
 
 def test_training_lowers_valid_elbo_and_logs_it(tmp_path):
     run = tmp_path / "run"
@@ -253,3 +254,23 @@ def test_nan_stops_training_with_step_and_term_and_best_still_loads(tmp_path, ca
     out, _ = cli(capsys, ["sample", "--model", run, "-n", "2"])
     assert len(out.splitlines()) == 2
     read_checkpoint(run / "checkpoints" / "step-00000004")
+
+
+def test_a_training_step_runs_under_bf16_autocast(tmp_path):
+    # train.precision=bf16 is refused on the CPU (a GPU option), but the step it runs, the forward
+    # pass under torch.autocast(bfloat16) with the scaler off, is the same code: run it on the CPU
+    # wherever this torch has CPU bf16 autocast
+    from textvae.precision import autocast
+
+    if not getattr(torch.amp, "is_autocast_available", lambda device: False)("cpu"):
+        pytest.skip("this torch has no CPU autocast")
+    trainer = Trainer(tiny_cfg("data.builtin_size=300"), tmp_path / "run")
+    trainer.cfg.train.precision = "bf16"  # what check_precision refuses on the CPU, set after it
+    batch, offset, size = trainer.shard(trainer.sampler.global_batches(0)[0])
+    with autocast(trainer.device, "bf16"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    terms = trainer.step(batch, offset, size)
+    assert terms is not None and torch.isfinite(terms["loss"]) and terms["loss"].dtype == torch.float32
+    assert any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
+    assert not trainer.scaler.is_enabled()  # fp16 only

@@ -141,6 +141,8 @@ def save_trainer(tr) -> Path:
             progress.update(s.state())
         meta = {"format_version": _format_version(), "progress": progress, "lr": tr.lr()}
         state = {"optimizer": tr.optimizer.state_dict(), **rng_state(rng_ranks, tr.noise, tr.device)}
+        if tr.scaler.is_enabled():  # fp16: the dynamic loss scale and its growth tracker
+            state["scaler"] = tr.scaler.state_dict()
         save_checkpoint(tr.run, p.step, tr.model, model_extra(tr.cfg), meta, state, tr.cfg.train.keep_checkpoints)
     tr.procs.barrier()
     return tr.run / "checkpoints" / f"step-{p.step:08d}"
@@ -154,6 +156,8 @@ def load_trainer(tr, ckpt: Path) -> None:
     meta, state, weights = read_checkpoint(ckpt)
     tr.model.load_state_dict(upgrade_state_dict(weights, tr.cfg.model))
     tr.optimizer.load_state_dict(state["optimizer"])
+    if "scaler" in state and tr.scaler.is_enabled():
+        tr.scaler.load_state_dict(state["scaler"])
     tr.progress = Progress.from_dict(meta["progress"])
     for s in tr.strategies:
         s.load_state(meta["progress"])

@@ -2,15 +2,47 @@
 
 Every verb is testable as ``main([...])``, which returns the exit status: 0 on success, 2 for bad
 input or an unusable path (one readable paragraph on stderr, no traceback unless ``--debug``), 130
-when interrupted (SIGINT or SIGTERM: training saves a checkpoint first).
+when interrupted (SIGINT or SIGTERM: training saves a checkpoint first), 141 (128 + SIGPIPE, what
+``seq`` or ``cat`` give) when the reader of stdout goes away (``textvae sample -n 3000 | head -1``):
+quietly, since the reader asked for no more. Warnings (unknown words, cut sentences) print as one
+line each, ``textvae VERB: warning: ...``. ``key=value`` overrides and sentences may be written
+before, between or after the options.
 """
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import TextVAEError
+from .version import __version__
+
+EXIT_BROKEN_PIPE = 128 + 13  # the shell's status for a process ended by SIGPIPE
+# verb -> the positional list that words left over after the options join (overrides, sentences)
+TRAILING = {"train": "overrides", "reconstruct": "sentences", "interpolate": "sentences"}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, unless there is none to show (None, a flag's False)."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "%(default)" in help_text or hidden or action.nargs == 0:
+            return help_text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{help_text} (default: %(default)s)".lstrip()
+        return help_text
+
+
+def _device_name(text: str) -> str:
+    """An argparse type: auto | cpu | cuda | cuda:N."""
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}")
 
 
 def _int_at_least(name: str, minimum: int):
@@ -36,15 +68,36 @@ def _nonneg_int(name: str):
 
 def _add_sampling(p: argparse.ArgumentParser, greedy_default: bool) -> None:
     g = p.add_argument_group("decoding (a SampleConfig; not part of the model)")
-    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature when sampling")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 disables)")
     g.add_argument("--beam", type=_positive_int("--beam"), default=1, help="beam size (> 1: beam search)")
-    g.add_argument("--greedy", action="store_true", default=greedy_default, help="argmax decoding")
-    g.add_argument("--sample", dest="greedy", action="store_false", help="sample instead of greedy")
+    g.add_argument("--greedy", action="store_true", default=greedy_default,
+                   help="argmax decoding" + (" (the default here)" if greedy_default else ""))
+    g.add_argument("--sample", dest="greedy", action="store_false",
+                   help="sample instead of greedy" + ("" if greedy_default else " (the default here)"))
     g.add_argument("--max-len", type=_positive_int("--max-len"), default=50, help="max tokens generated")
     g.add_argument("--form", metavar="LxN", help="poems of N lines of L characters, e.g. 5x4 or 7x4: "
                    "'，' after odd lines, '。' after even ones (character-level models)")
     p.add_argument("--label", help="a conditional model's label to encode and decode with (model.conditional)")
+    _add_device(p)
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=_device_name, default="auto",
+                   help="where the model runs: auto (a GPU when there is one), cpu, cuda, cuda:N")
+
+
+def _load_model(args):
+    """``args.model`` loaded onto ``args.device``."""
+    import torch
+
+    from .model import TextVAE
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise TextVAEError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu "
+                           f"(or auto)")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    return TextVAE.from_pretrained(args.model, device=device)
 
 
 def _sample_config(args):
@@ -54,11 +107,21 @@ def _sample_config(args):
                         greedy=args.greedy, beam=args.beam, form=args.form)
 
 
+class _SubParser(argparse.ArgumentParser):
+    """A verb's parser: its help shows every default."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(**kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textvae", description="Sentence variational autoencoders "
-                                     "(Bowman et al. 2016): train, sample, reconstruct, interpolate, evaluate.")
+                                     "(Bowman et al. 2016): train, sample, reconstruct, interpolate, evaluate.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"textvae {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=_SubParser)
 
     p = sub.add_parser("train", help="train a model (built-in corpus when no data is given)")
     src = p.add_mutually_exclusive_group()
@@ -74,22 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-summary", action="store_true", help="skip the final valid/test table, samples and homotopy")
     p.add_argument("--summary-iw", type=_nonneg_int("--summary-iw"), default=0, metavar="K",
                    help="add importance-weighted NLL/PPL (K samples per sentence) to the summary; slow: "
-                        "minutes on PTB for K=50 (default 0: ELBO-based numbers only)")
+                        "minutes on PTB for K=50; 0: ELBO-based numbers only")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.max_steps=300 model.latent_dim=32")
 
     p = sub.add_parser("sample", help="sentences from the prior")
     p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
     p.add_argument("-n", type=_positive_int("-n"), default=10, help="how many sentences")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the latent codes and of sampling")
     _add_sampling(p, greedy_default=False)
 
     p = sub.add_parser("reconstruct", help="encode sentences and decode them back")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
     p.add_argument("sentences", nargs="*", help="sentences (one per line on stdin when none)")
     _add_sampling(p, greedy_default=True)
 
     p = sub.add_parser("interpolate", help="homotopy between two sentences (Bowman et al. 2016, sec. 5)")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
     p.add_argument("--steps", type=_positive_int("--steps"), default=5, help="points strictly between the ends")
     p.add_argument("--prior", action="store_true", help="between two prior samples instead of two sentences")
     p.add_argument("--seed", type=int, default=0, help="with --prior")
@@ -98,16 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling(p, greedy_default=True)
 
     p = sub.add_parser("evaluate", help="test-set metrics: IW-NLL/PPL, ELBO, KL, MI, AU, BLEU, diversity")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
     p.add_argument("--data-dir", help="corpus folder (default: the corpus the model was trained on)")
-    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--split", choices=("valid", "test"), default="test", help="which split to measure")
     p.add_argument("--iw-samples", type=_nonneg_int("--iw-samples"), default=500,
                    help="importance samples per sentence for nll_iw (0 skips it)")
-    p.add_argument("--batch-size", type=_positive_int("--batch-size"), default=64)
+    p.add_argument("--batch-size", type=_positive_int("--batch-size"), default=64, help="sentences per batch")
     p.add_argument("--n-samples", type=_positive_int("--n-samples"), default=100,
                    help="prior samples for distinct-n and self-BLEU")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--encoding-errors", choices=("strict", "replace"))
+    p.add_argument("--seed", type=int, default=0, help="random seed of the estimators and the samples")
+    p.add_argument("--encoding-errors", choices=("strict", "replace"),
+                   help="invalid UTF-8 in --data-dir: fail or replace (default: as the model was trained)")
+    _add_device(p)
     p.add_argument("--form", metavar="LxN", help="also report well_formed: the fraction of the (free) prior "
                    "samples that are poems of this form, e.g. 5x4")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -119,13 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="file with one label per line of the split, to colour the PCA map")
 
     p = sub.add_parser("probe", help="logistic regression on posterior means vs bag-of-words, N labelled examples")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
     p.add_argument("--labels", help="one label per line of the split (default: the corpus's own labels)")
     p.add_argument("--data-dir", help="corpus folder (default: the corpus the model was trained on)")
     p.add_argument("--split", choices=("train", "valid", "test"), default="valid")
     p.add_argument("--n", type=_positive_int("--n"), default=100, help="training examples; the rest test")
     p.add_argument("--seed", type=int, default=0, help="which examples train")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_device(p)
 
     sub.add_parser("presets", help="list the shipped presets")
     return parser
@@ -234,9 +300,7 @@ def _summary(run: str, cfg, iw_samples: int = 0, best_step: int | None = None) -
 
 
 def _cmd_sample(args) -> int:
-    from .model import TextVAE
-
-    model = TextVAE.from_pretrained(args.model)
+    model = _load_model(args)
     for s in model.sample(args.n, _sample_config(args), seed=args.seed, label=args.label):
         print(s)
     return 0
@@ -250,17 +314,16 @@ def _cmd_reconstruct(args) -> int:
     sentences = args.sentences or _read_stdin_lines()
     if not sentences:
         raise TextVAEError("reconstruct: no sentences given; pass them as arguments or one per line on stdin")
-    model = _checked_model(args.model, sentences)
+    model = _checked_model(args, sentences)
     for s in model.reconstruct(sentences, _sample_config(args), label=args.label):
         print(s)
     return 0
 
 
-def _checked_model(path, sentences):
-    """Load a model and refuse empty sentences with a message naming them."""
-    from .model import TextVAE
-
-    model = TextVAE.from_pretrained(path)
+def _checked_model(args, sentences):
+    """Load ``args.model`` (on ``args.device``) and refuse empty sentences with a message naming them."""
+    path = args.model
+    model = _load_model(args)
     if model.is_lm:
         raise TextVAEError(f"{path} is a language model (latent_dim=0): it has no latent space to "
                            f"encode into; use a VAE model")
@@ -277,9 +340,7 @@ def _cmd_interpolate(args) -> int:
     if args.prior:
         if args.sentences:
             raise TextVAEError("interpolate --prior takes no sentences (it interpolates between two prior samples)")
-        from .model import TextVAE
-
-        model = TextVAE.from_pretrained(args.model)
+        model = _load_model(args)
         if model.is_lm:
             raise TextVAEError(f"{args.model} is a language model (latent_dim=0): nothing to interpolate")
         g = torch.Generator().manual_seed(args.seed)
@@ -290,7 +351,7 @@ def _cmd_interpolate(args) -> int:
             raise TextVAEError(f"interpolate needs exactly two sentences (got {len(args.sentences)}), "
                                f'e.g. textvae interpolate --model R "first sentence" "second sentence"; '
                                f"or --prior")
-        model = _checked_model(args.model, args.sentences)
+        model = _checked_model(args, args.sentences)
         lines = model.interpolate(args.sentences[0], args.sentences[1], args.steps, sc, label=args.label)
     for i, s in enumerate(lines):
         end = i in (0, len(lines) - 1)
@@ -300,9 +361,8 @@ def _cmd_interpolate(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from .metrics import evaluate, model_split
-    from .model import TextVAE
 
-    model = TextVAE.from_pretrained(args.model)
+    model = _load_model(args)
     enc = model_split(model, args.split, data_dir=args.data_dir, encoding_errors=args.encoding_errors)
     result = evaluate(model, enc, iw_samples=args.iw_samples, batch_size=args.batch_size,
                       seed=args.seed, n_samples=args.n_samples, form=args.form,
@@ -310,12 +370,15 @@ def _cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    skip = {"au_variances", "kl_per_dim"}
+    skip = {"au_variances", "kl_per_dim", "mi_full_se"}
     width = max(len(k) for k in result)
     for k, v in result.items():
         if k in skip:
             continue
-        print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+        text = f"{v:.4f}" if isinstance(v, float) else f"{v}"
+        if k == "mi_full" and result.get("mi_full_se"):  # estimator noise: negative values lie within it
+            text += f" ± {result['mi_full_se']:.4f} (standard error)"
+        print(f"{k:<{width}}  {text}")
     return 0
 
 
@@ -331,10 +394,9 @@ def _cmd_plot(args) -> int:
 
 def _cmd_probe(args) -> int:
     from .metrics import model_split
-    from .model import TextVAE
     from .probe import probe
 
-    model = TextVAE.from_pretrained(args.model)
+    model = _load_model(args)
     split = model_split(model, args.split, data_dir=args.data_dir, labels_file=args.labels, need_labels=True)
     r = probe(model, split, n=args.n, seed=args.seed)
     if args.json:
@@ -364,10 +426,47 @@ VERBS = {"train": _cmd_train, "sample": _cmd_sample, "reconstruct": _cmd_reconst
          "probe": _cmd_probe, "presets": _cmd_presets}
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as a namespace. Words left over after the options (``--out R a=1 --preset
+    tiny b=2``) join the verb's positional list (:data:`TRAILING`) in their order; anything else
+    left over is argparse's "unrecognized arguments" error."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    dest = TRAILING.get(args.verb)
+    if extra and (dest is None or any(x.startswith("-") for x in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        setattr(args, dest, list(getattr(args, dest) or []) + extra)
+    return args
+
+
+def _show_warning(verb: str):
+    """A ``warnings.showwarning`` that prints one line, ``textvae VERB: warning: ...``, on stderr."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"textvae {verb}: warning: {message}", file=sys.stderr)
+    return show
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: stdout to /dev/null, so that Python's final flush does not fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
-        return VERBS[args.verb](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning(args.verb)
+            # each call's input warnings (textvae.model), not only the first of their kind
+            warnings.filterwarnings("always", message=r"(unknown word|cut to the model)", category=UserWarning)
+            status = VERBS[args.verb](args)
+            sys.stdout.flush()  # a closed pipe shows up here for output still buffered
+        return status
+    except BrokenPipeError:  # the reader of stdout is gone (| head): nothing left to say to anyone
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
     except TextVAEError as e:
         if args.debug:
             raise

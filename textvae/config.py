@@ -282,6 +282,8 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar
     tensorboard: bool = False  # also write TensorBoard events (needs the tensorboard package)
     eval_samples: int = 1  # z samples per sentence for the ELBO during validation
+    # training step arithmetic on a GPU: fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
+    precision: str = "fp32"
 
     def validate(self, p: list[str]) -> None:
         for name in ("batch_size", "max_epochs", "max_steps", "max_minutes", "lr", "eval_samples",
@@ -292,6 +294,7 @@ class TrainConfig:
             _positive(p, f"train.{name}", getattr(self, name), allow_zero=True)
         _choice(p, "train.optimizer", self.optimizer, ("adam", "sgd"))
         _choice(p, "train.nonfinite", self.nonfinite, ("stop", "skip"))
+        _choice(p, "train.precision", self.precision, ("fp32", "bf16", "fp16"))
         if not 0.0 < self.lr_decay <= 1.0:
             p.append(f"train.lr_decay={self.lr_decay!r} must be in (0, 1]")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -454,30 +457,56 @@ UPGRADES = {ModelConfig: _upgrade_model}  # keys of older formats, rewritten bef
 HEADER_KEYS = ("format_version", "textvae_version")  # top-level keys of a saved config.json
 
 
-def _build(cls, d: dict, source: str, prefix: str):
+def _build(cls, d: dict, source: str, prefix: str, problems: list[str] | None = None):
+    """``cls`` built from mapping ``d``. Every unknown key and wrong type is gathered (``problems``,
+    shared by the nested sections) and raised at the end as one ConfigError; with problems in a
+    Config, the sections that could be built are also validated, so bad values show up beside them."""
+    top = problems is None
+    problems = [] if top else problems
     if not isinstance(d, dict):
         where = f"section {prefix.rstrip('.')!r}" if prefix else "the top level"
-        raise ConfigError(f"{source}: {where} must be a mapping of keys to values, got {d!r:.60}")
+        problems.append(f"{source}: {where} must be a mapping of keys to values, got {d!r:.60}")
+        return _raise_gathered(problems, source) if top else None
     d = UPGRADES.get(cls, dict)(d)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in d if k not in names and not (cls is Config and k in HEADER_KEYS)]
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(repr(prefix + k) for k in unknown)}; "
-                          f"valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(names))}")
+        problems.append(f"{source}: unknown key(s) {', '.join(repr(prefix + k) for k in unknown)}; valid keys"
+                        f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(names))}")
     if cls is Config and read_format_version(d, source) > FORMAT_VERSION:
         raise ConfigError(f"{source}: format_version {d['format_version']} is newer than this textvae "
                           f"understands ({FORMAT_VERSION}); upgrade textvae (pip install -U textvae)")
     kwargs = {}
     for k, v in d.items():
-        if cls is Config and k in HEADER_KEYS:
+        if k in unknown or (cls is Config and k in HEADER_KEYS):
             continue
         tp = hints[k]
         if dataclasses.is_dataclass(tp):
-            kwargs[k] = _build(tp, v, source, f"{prefix}{k}.")
-        else:
+            section = _build(tp, v, source, f"{prefix}{k}.", problems)
+            if section is not None:  # None: not a mapping (a problem listed)
+                kwargs[k] = section
+            continue
+        try:
             kwargs[k] = _coerce(tp, v, prefix + k, source)
-    return cls(**kwargs)
+        except ConfigError as e:
+            problems.append(str(e))
+    if cls is Config and problems:  # the values of the sections, checked too, before the one error
+        for section in kwargs.values():
+            section.validate(problems)
+    if top and problems:
+        _raise_gathered(problems, source)
+    return cls(**kwargs)  # a section with bad keys is built from its good ones; a Config validates here
+
+
+def _raise_gathered(problems: list[str], source: str):
+    """One ConfigError for every problem found: the message itself when there is one, else a list
+    (each without the ``source:`` prefix the heading names once)."""
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    lead = f"{source}: "
+    items = [p[len(lead):] if p.startswith(lead) else p for p in problems]
+    raise ConfigError(f"{source}: {len(items)} problems:\n  - " + "\n  - ".join(items))
 
 
 # --------------------------------------------------------------------------- presets, files, overrides
@@ -557,13 +586,15 @@ def _mapping_defaults(overrides: dict, cls=None, defaults=None) -> dict:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["train.lr=0.01", "model.cell=gru"]`` -> nested dict; values parsed as YAML scalars."""
+    """``["train.lr=0.01", "model.cell=gru"]`` -> nested dict; values parsed as YAML scalars.
+    Every malformed item is listed in one ConfigError."""
     out: dict = {}
+    problems = []
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"override {item!r} is not of the form section.key=value "
-                              f"(e.g. train.max_steps=300)")
+            problems.append(f"override {item!r} is not of the form section.key=value (e.g. train.max_steps=300)")
+            continue
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
@@ -573,8 +604,12 @@ def parse_overrides(items: list[str]) -> dict:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
-        node[parts[-1]] = value
+                problems.append(f"override {item!r} conflicts with an earlier override of {part!r}")
+                break
+        else:
+            node[parts[-1]] = value
+    if problems:
+        _raise_gathered(problems, "overrides")
     return out
 
 

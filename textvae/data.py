@@ -39,7 +39,7 @@ import torch
 
 from .config import DataConfig
 from .errors import DataError
-from .tokenizers import BOS_ID, EOS_ID, PAD_ID
+from .tokenizers import BOS_ID, EOS_ID, PAD_ID, load_tokenizer, train_tokenizer
 
 
 @contextlib.contextmanager
@@ -529,6 +529,30 @@ def attach_label_ids(split: EncodedSplit, names: list[str] | None, what: str = "
                         f"{names[:20]}")
     split.label_ids = np.array([index[label] for label in split.labels], dtype=np.int64)
     return split
+
+
+def training_data(cfg, tokenizer_dir: Path | None, log) -> tuple:
+    """What a training run reads: (tokenizer, train split, valid split, label names or None).
+
+    The tokenizer is trained on the train split's texts, or loaded from ``tokenizer_dir`` (the
+    checkpoint a run resumes from); both splits are encoded with it and one line of counts per split
+    goes to ``log``. A conditional model (``cfg.model.conditional``) gets the train split's labels,
+    sorted, as its label names, and both splits their label ids."""
+    splits = load_splits(cfg.data, ("train", "valid"))
+    if tokenizer_dir:
+        tokenizer = load_tokenizer(tokenizer_dir)
+    else:
+        tokenizer = train_tokenizer(cfg.tokenizer, splits["train"].with_format("arrow")["text"].to_pylist())
+    encoded = {name: splits.encode(name, tokenizer, cfg.data) for name in ("train", "valid")}
+    for name, s in encoded.items():
+        log(f"{name}: {s.stats['examples']} examples, {s.stats['tokens']} tokens (words + EOS); skipped "
+            f"{s.stats.get('skipped_blank', 0)} blank, truncated {s.stats.get('truncated', 0)}, "
+            f"dropped {s.stats.get('dropped', 0)} (data.long_policy={cfg.data.long_policy})")
+    labels = sorted(set(encoded["train"].labels or [])) if cfg.model.conditional else None
+    if labels is not None:
+        for name, split in encoded.items():
+            attach_label_ids(split, labels, f"the {name} split")
+    return tokenizer, encoded["train"], encoded["valid"], labels
 
 
 def _encode_batch(texts: list[str], tokenizer) -> dict:

@@ -168,14 +168,21 @@ def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor |
     drawn from ``generator``). Chunked over samples so no (N, N, Z) tensor is built.
     The estimate is at most about log N (it cannot tell apart more posteriors than it has).
     """
+    neg_entropy, log_qz = _mi_rows(mu, logvar, z, generator, chunk)
+    return float(neg_entropy.mean() - log_qz.mean()) if len(log_qz) else 0.0
+
+
+def _mi_rows(mu, logvar, z=None, generator=None, chunk=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-row terms :func:`mutual_information` averages: -H(q(z|x_n)) and log q(z_n), each (N,)
+    (empty when N or Z is 0)."""
     N, Z = mu.shape
     if N == 0 or Z == 0:
-        return 0.0
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
     mu, logvar = mu.double(), logvar.double()
     if z is None:
         z = mu + _randn((N, Z), _generator(generator), mu) * (0.5 * logvar).exp()
     z = z.to(mu)
-    neg_entropy = (-0.5 * Z * LOG_2PI - 0.5 * (1.0 + logvar).sum(-1)).mean()
+    neg_entropy = -0.5 * Z * LOG_2PI - 0.5 * (1.0 + logvar).sum(-1)  # (N,)
     inv_var = (-logvar).exp()  # (N, Z)
     const = -0.5 * (Z * LOG_2PI + logvar.sum(-1))  # (N,)
     chunk = chunk or max(1, 2 ** 22 // (N * Z))
@@ -184,7 +191,7 @@ def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor |
         dev = z[s:s + chunk].unsqueeze(1) - mu.unsqueeze(0)  # (c, N, Z)
         log_density = -0.5 * (dev.pow(2) * inv_var).sum(-1) + const  # (c, N): log q(z_c | x_n)
         log_qz.append(torch.logsumexp(log_density, dim=1) - math.log(N))  # (c,)
-    return float(neg_entropy - torch.cat(log_qz).mean())
+    return neg_entropy, torch.cat(log_qz)
 
 
 def mi_batch(mu: torch.Tensor, logvar: torch.Tensor, batches: list, generator: torch.Generator | None = None) -> float:
@@ -199,7 +206,21 @@ def mi_batch(mu: torch.Tensor, logvar: torch.Tensor, batches: list, generator: t
 
 def mi_full(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> float:
     """Li et al. (2019): MI with the whole evaluation set as the aggregate posterior."""
-    return mutual_information(mu, logvar, generator=_generator(generator))
+    return mi_full_with_se(mu, logvar, generator)[0]
+
+
+def mi_full_with_se(mu: torch.Tensor, logvar: torch.Tensor,
+                    generator: torch.Generator | None = None) -> tuple[float, float]:
+    """:func:`mi_full` and its standard error: the estimate is a mean over the N rows of
+    ``-H(q(z|x_n)) - log q(z_n)`` (one z_n ~ q(z|x_n) each), so SE = std of those terms / sqrt(N).
+    Near 0 (a collapsed posterior) the estimate can be negative by about this much (docs/metrics.md)."""
+    neg_entropy, log_qz = _mi_rows(mu, logvar, generator=_generator(generator))
+    if len(log_qz) == 0:
+        return 0.0, 0.0
+    value = float(neg_entropy.mean() - log_qz.mean())
+    terms = neg_entropy - log_qz
+    se = float(terms.std(unbiased=True) / math.sqrt(len(terms))) if len(terms) > 1 else 0.0
+    return value, se
 
 
 def active_units(mu: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
@@ -482,7 +503,8 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     ELBO, ``elbo_samples`` z per sentence for rec), ``ppl_elbo``.
     Latent space: ``mi_batch`` (He et al. 2019: per-minibatch aggregate over their batches,
     ``mi_batch_size`` = 32 sentences of one length, see :func:`length_batches`), ``mi_full`` (Li et
-    al. 2019, whole-split aggregate), ``au`` / ``au_threshold`` / ``au_variances``, ``kl_per_dim``
+    al. 2019, whole-split aggregate) and ``mi_full_se`` (its standard error), ``au`` / ``au_threshold`` /
+    ``au_variances``, ``kl_per_dim``
     (sums to ``kl``). Text: ``bleu_rec`` (greedy decoding from posterior means vs the inputs as the
     tokenizer decodes their ids; the first ``bleu_sentences`` sentences of the split, all when
     None); ``distinct_1``, ``distinct_2``, ``self_bleu``, ``self_bleu_texygen``, ``mean_len``
@@ -556,12 +578,13 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
         "ppl_elbo": math.exp((rec_sum + kl_mean * n) / tokens),
     }
     if lm:
-        result.update(mi_batch=0.0, mi_full=0.0, au=0, au_threshold=au_threshold, au_variances=[],
+        result.update(mi_batch=0.0, mi_full=0.0, mi_full_se=0.0, au=0, au_threshold=au_threshold, au_variances=[],
                       kl_per_dim=[], bleu_rec=None)
     else:
         au, variances = active_units(mu_all, au_threshold)
         he_batches = length_batches(split.lengths, mi_batch_size)
-        result.update(mi_batch=mi_batch(mu_all, logvar_all, he_batches, g), mi_full=mi_full(mu_all, logvar_all, g),
+        mi_value, mi_se = mi_full_with_se(mu_all, logvar_all, g)
+        result.update(mi_batch=mi_batch(mu_all, logvar_all, he_batches, g), mi_full=mi_value, mi_full_se=mi_se,
                       au=au, au_threshold=au_threshold, au_variances=variances.tolist(), kl_per_dim=kl_per_dim,
                       bleu_rec=bleu(hyps, refs, bleu_tok) if hyps else None)
     # prior samples: diversity and length

@@ -360,14 +360,41 @@ class TextVAE(nn.Module):
     # ------------------------------------------------------------------ strings in, strings out
 
     def _tokenize(self, sentences: list[str]):
+        """Token ids (B, T) and lengths (B,) of sentences for the encoder. Words outside the
+        vocabulary (they become ``<unk>``) and sentences longer than the model's ``data.max_len``
+        (cut to it) each give a UserWarning naming them: ``warnings.filterwarnings`` silences them."""
+        import warnings
+
+        from .config import DataConfig
         from .data import collate_ids
 
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer; use the tensor methods")
-        ids = [self.tokenizer.encode(s) for s in sentences]
-        for s, i in zip(sentences, ids):
+        saved = self.extra_config.get("data") or {}
+        max_len = saved.get("max_len") or DataConfig().max_len
+        unk, ids, unknown, cut = self.tokenizer.unk_id, [], [], []
+        for n, s in enumerate(sentences, 1):
+            i = self.tokenizer.encode(s)
             if not i:
                 raise ValueError(f"sentence {s!r} is empty after tokenisation; give at least one token")
+            if unk in i and self.tokenizer.kind == "word":  # one id per whitespace-separated word
+                words = (s.lower() if self.tokenizer.lowercase else s).split()
+                names = sorted({w for w, t in zip(words, i) if t == unk and w != "<unk>"})
+                if names:
+                    more = " ..." if len(names) > 10 else ""
+                    unknown.append(f"sentence {n}: {', '.join(map(repr, names[:10]))}{more}")
+            elif unk in i:
+                unknown.append(f"sentence {n}: {i.count(unk)} piece(s)")
+            if len(i) > max_len:
+                cut.append(f"sentence {n} ({len(i)} tokens)")
+                i = i[:max_len]
+            ids.append(i)
+        for problem, items in (("unknown word(s) read as <unk> (the model was trained without them)", unknown),
+                               (f"cut to the model's maximum length, data.max_len={max_len}"
+                                f"{'' if saved.get('max_len') else ' (the default)'}", cut)):
+            if items:
+                more = f"; and {len(items) - 5} more sentences" if len(items) > 5 else ""
+                warnings.warn(f"{problem}: {'; '.join(items[:5])}{more}", UserWarning, stacklevel=2)
         tokens, lengths = collate_ids(ids, self.bos_id, self.eos_id)
         return tokens.to(self.device), lengths.to(self.device)
 

@@ -7,7 +7,8 @@
                      coloured by sentence length or by label (Bowman et al. 2016, fig. 4 style)
 
 Only matplotlib's object-oriented API with the Agg canvas is used, so importing this module never
-changes the pyplot backend of the calling program.
+changes the pyplot backend of the calling program. matplotlib is a dependency of textvae; an install
+without it (``pip install --no-deps``) gets an error naming the fix, not an ImportError.
 """
 
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import DataError, TextVAEError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,15 @@ def _series(records: list[dict], kind: str, key: str) -> tuple[np.ndarray, np.nd
         return np.zeros(0), np.zeros(0)
     steps, values = zip(*pts)
     return np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+
+
+def require_matplotlib() -> None:
+    """A TextVAEError with the install command when matplotlib cannot be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        raise TextVAEError(f"plotting needs matplotlib, which is not installed ({e}); install it with "
+                           f"pip install 'textvae[plot]' (or pip install matplotlib)") from None
 
 
 def _figure(nrows: int, ncols: int, size: tuple[float, float]):
@@ -184,6 +194,7 @@ def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list
     """
     from .metrics import posterior_parameters, validate
 
+    require_matplotlib()
     run = Path(run_dir)
     records = read_metrics(run)
     out = Path(out_dir) if out_dir is not None else run / "plots"

@@ -17,16 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, collapse, distributed
-from .checkpoint import Progress, list_checkpoints, read_checkpoint  # noqa: F401 - part of this module's API
+from . import checkpoint, collapse, distributed, precision
+from .checkpoint import Progress, list_checkpoints
 from .config import Config
-from .data import BucketBatchSampler, attach_label_ids, collate, load_splits
-from .distributed import resolve_device  # noqa: F401 - part of this module's API
+from .data import BucketBatchSampler, collate, training_data
 from .errors import TrainingError
 from .metrics import validate
 from .model import TextVAE
 from .objectives import kl_weight, vae_loss
-from .tokenizers import load_tokenizer, train_tokenizer
 
 MAX_SKIPS = 10  # consecutive non-finite steps tolerated with train.nonfinite=skip
 
@@ -75,6 +73,7 @@ class Trainer:
         self.cfg, self.run, t = cfg, Path(out), cfg.train
         self.procs = distributed.setup(t.device)
         self.device, self.is_main = self.procs.device, self.procs.is_main
+        precision.check(t, self.device, cfg.objective.aggressive)
         self.log = (log or (lambda msg: print(msg, file=sys.stderr, flush=True))) if self.is_main else (lambda m: None)
         self._stop_signal, self._skips = None, 0
         if cfg.data.data_dir:  # absolute: evaluate, probe and --resume then work from any directory
@@ -82,21 +81,13 @@ class Trainer:
         ckpt = checkpoint.prepare_run_dir(self.run, cfg, resume, self.log, self.is_main)
         torch.manual_seed(t.seed)
         random.seed(t.seed)
-        splits = load_splits(cfg.data, ("train", "valid"))
-        texts = splits["train"].with_format("arrow")["text"].to_pylist()
-        self.tokenizer = load_tokenizer(ckpt) if ckpt else train_tokenizer(cfg.tokenizer, texts)
-        self.train_data, self.valid_data = (splits.encode(n, self.tokenizer, cfg.data) for n in ("train", "valid"))
-        for name, s in (("train", self.train_data.stats), ("valid", self.valid_data.stats)):
-            self.log(f"{name}: {s['examples']} examples, {s['tokens']} tokens (words + EOS); skipped "
-                     f"{s.get('skipped_blank', 0)} blank, truncated {s.get('truncated', 0)}, "
-                     f"dropped {s.get('dropped', 0)} (data.long_policy={cfg.data.long_policy})")
+        self.tokenizer, self.train_data, self.valid_data, labels = training_data(cfg, ckpt, self.log)
         cfg.model.vocab_size = self.tokenizer.vocab_size
-        labels = sorted(set(self.train_data.labels or [])) if cfg.model.conditional else None
-        if labels is not None:  # the conditional VAE's labels: the training split's, sorted
-            attach_label_ids(self.train_data, labels, "the train split")
-            attach_label_ids(self.valid_data, labels, "the valid split")
         self.model = TextVAE(cfg.model, self.tokenizer, labels).to(self.device)
+        self.log(f"model: {self.model.num_parameters():,} parameters; vocabulary {self.tokenizer.vocab_size:,} "
+                 f"tokens ({cfg.tokenizer.kind} tokenizer); device {self.device}, precision {t.precision}")
         self.net = self.procs.wrap(self.model)  # what the step calls: the model or its DDP wrapper
+        self.scaler = precision.grad_scaler(t.precision == "fp16")
         self.noise = torch.Generator().manual_seed(t.seed + 1)  # the same state on every rank
         self.strategies = collapse.strategies_for(cfg.objective)
         self.optimizer = self.make_optimizer()
@@ -174,17 +165,21 @@ class Trainer:
     def loss(self, batch, offset: int, global_size: int):
         """The weighted loss on this rank's share of a global batch: (loss, rec, kl, kl_weight)."""
         beta = self.kl_weight()
-        out = self.net(batch.tokens, batch.lengths, self.noise_for(offset, len(batch), global_size), y=batch.label_ids)
-        rec, kl_report = out.rec.mean(), out.kl.sum(1).mean()
-        return vae_loss(out, beta, self.cfg.objective), rec, kl_report, beta
+        with precision.autocast(self.device, self.cfg.train.precision):
+            out = self.net(batch.tokens, batch.lengths, self.noise_for(offset, len(batch), global_size),
+                           y=batch.label_ids)
+            rec, kl_report = out.rec.float().mean(), out.kl.float().sum(1).mean()
+            return vae_loss(out, beta, self.cfg.objective), rec, kl_report, beta
 
     def backward(self, loss, rec, kl, batch, global_size: int, term: str = "") -> bool:
         """Clipped gradients of ``loss``; False when non-finite and skipped (train.nonfinite=skip)."""
         self.optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over ranks; scaling by the share makes that the global-batch mean
-        (loss * len(batch) * self.procs.world / global_size).backward()  # always: every rank joins
+        self.scaler.scale(loss * len(batch) * self.procs.world / global_size).backward()  # always: every rank joins
+        self.scaler.unscale_(self.optimizer)  # fp16: the true gradients, before clipping
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip or float("inf"))
-        if torch.isfinite(loss) and torch.isfinite(norm):
+        # fp16: an overflowing gradient is the scaler's business (it skips the step and lowers the scale)
+        if torch.isfinite(loss) and (torch.isfinite(norm) or self.scaler.is_enabled()):
             return True
         p, finite = self.progress, torch.isfinite
         term = term or ("reconstruction" if not finite(rec) else "KL" if not finite(loss) else "gradient")
@@ -211,7 +206,8 @@ class Trainer:
             return None
         for s in self.strategies:
             s.after_backward(self)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # fp32 / bf16: optimizer.step()
+        self.scaler.update()
         self._skips = 0
         return {"loss": loss.detach(), "rec": rec.detach(), "kl": kl.detach(), "kl_weight": beta, **extra}
 
