@@ -255,7 +255,7 @@ def test_load_errors(tmp_path):
     path.write_bytes(b"\xff\xfe garbage")
     with pytest.raises(CheckpointError, match="not UTF-8"):
         load_tokenizer(d)
-    path.write_text(json.dumps({"format_version": 2, "kind": "word", "lowercase": False, "vocab": []}))
+    path.write_text(json.dumps({"format_version": 3, "kind": "word", "lowercase": False, "vocab": []}))
     with pytest.raises(CheckpointError, match="newer than this textvae"):
         load_tokenizer(d)
     path.write_text(json.dumps({"format_version": 1, "kind": "pickle", "lowercase": False}))
