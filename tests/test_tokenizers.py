@@ -258,7 +258,7 @@ def test_load_errors(tmp_path):
     path.write_bytes(b"\xff\xfe garbage")
     with pytest.raises(CheckpointError, match="not UTF-8"):
         load_tokenizer(d)
-    path.write_text(json.dumps({"format_version": 3, "kind": "word", "lowercase": False, "vocab": []}))
+    path.write_text(json.dumps({"format_version": 2, "kind": "word", "lowercase": False, "vocab": []}))
     with pytest.raises(CheckpointError, match="newer than this textvae"):
         load_tokenizer(d)
     path.write_text(json.dumps({"format_version": 1, "kind": "pickle", "lowercase": False}))
@@ -374,13 +374,13 @@ def test_pretokenize_is_saved_and_old_files_load_as_whitespace(tmp_path):
     tok = word(texts, pretokenize="punctuation")
     tok.save(tmp_path / "p")
     meta = json.loads((tmp_path / "p" / "tokenizer.json").read_text(encoding="utf-8"))
-    assert meta["pretokenize"] == "punctuation" and meta["format_version"] == 2
+    assert meta["pretokenize"] == "punctuation" and meta["format_version"] == 1
     loaded = load_tokenizer(tmp_path / "p")
     assert loaded.pretokenize == "punctuation" and loaded.fingerprint() == tok.fingerprint()
     assert loaded.encode("the gate!") == tok.encode("the gate!") and len(tok.encode("the gate!")) == 3
     # the same vocabulary split another way gives other ids: the fingerprint tells them apart
     assert WordTokenizer(tok.vocab[4:]).fingerprint() != tok.fingerprint()
-    # a tokenizer.json from before the key (format_version 1) is whitespace
+    # a tokenizer.json without the key (all files written before it existed) is whitespace
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "tokenizer.json").write_text(json.dumps(
         {"format_version": 1, "kind": "word", "lowercase": False, "vocab": ["<pad>", "<unk>", "<s>", "</s>", "gate!"]}))

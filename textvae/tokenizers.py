@@ -13,9 +13,9 @@ A tokenizer lives in a model directory as plain files, never pickles, because mo
 downloaded from strangers and unpickling runs code:
 
     tokenizer.json    {"format_version": 1, "kind": "word", "lowercase": false, "vocab": [...]}
-                      (a word tokenizer that splits punctuation off adds "pretokenize": "punctuation"
-                      and format_version 2, so that an older textvae refuses it instead of
-                      tokenizing on whitespace; a file without the key is whitespace)
+                      (a word tokenizer that splits punctuation off adds "pretokenize": "punctuation";
+                      a file without the key is whitespace. textvae 0.1.0, which would ignore the
+                      key, refuses these model directories anyway: their config.json is format 2)
     tokenizer.model   the serialized SentencePiece model (sentencepiece only)
 
 The word tokenizer refuses text written without spaces (Chinese, Japanese) when it is trained:
@@ -31,8 +31,8 @@ import hashlib
 import io
 import json
 import re
-from collections import Counter
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -42,9 +42,7 @@ from .errors import CheckpointError, ConfigError, DataError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")  # indexed by the ids above
-# of tokenizer.json; bump when old textvae would misread new files. 2 added "pretokenize"; files
-# without it are still written as 1 (see _format_version), so older textvae keeps reading them.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 1  # of tokenizer.json; bump when a change makes old files unreadable
 JSON_FILE = "tokenizer.json"
 MODEL_FILE = "tokenizer.model"
 
@@ -273,15 +271,15 @@ class WordTokenizer(Tokenizer):
 
     def _settings(self) -> dict:
         """What tokenizer.json and the fingerprint hold besides the vocabulary. ``pretokenize`` only
-        when it is not whitespace, so whitespace tokenizers keep their format-1 files and their
-        fingerprints (saved models check them)."""
+        when it is not whitespace, so whitespace tokenizers keep their files and their fingerprints
+        (saved models check them) as before the key existed."""
         if self.pretokenize == "whitespace":
             return {"kind": self.kind, "lowercase": self.lowercase}
         return {"kind": self.kind, "lowercase": self.lowercase, "pretokenize": self.pretokenize}
 
     def save(self, directory: str | Path) -> None:
         settings = self._settings()
-        meta = {"format_version": _format_version(settings), **settings, "vocab": self.vocab}
+        meta = {"format_version": FORMAT_VERSION, **settings, "vocab": self.vocab}
         atomic_write(Path(directory) / JSON_FILE, _json_bytes(meta))
 
     def _identity(self) -> bytes:
@@ -309,7 +307,7 @@ class WordTokenizer(Tokenizer):
         if len(set(words)) != len(words):
             dup = [w for w, c in Counter(words).items() if c > 1]
             raise CheckpointError(f"{where}: duplicate vocabulary entries {dup[:5]}")
-        pretokenize = meta.get("pretokenize", "whitespace")  # absent in files before format_version 2
+        pretokenize = meta.get("pretokenize", "whitespace")  # absent: whitespace, and in files before the key
         if pretokenize not in PRETOKENIZERS:
             raise CheckpointError(f"{where}: 'pretokenize' is {pretokenize!r}, not one of "
                                   f"{', '.join(map(repr, PRETOKENIZERS))}; the file is damaged, or from a "
@@ -413,7 +411,7 @@ class SentencePieceTokenizer(Tokenizer):
 
     def save(self, directory: str | Path) -> None:
         settings = {"kind": self.kind, "lowercase": self.lowercase, "model_type": self.model_type}
-        meta = {"format_version": _format_version(settings), **settings}
+        meta = {"format_version": FORMAT_VERSION, **settings}
         atomic_write(Path(directory) / MODEL_FILE, self.model_proto)
         atomic_write(Path(directory) / JSON_FILE, _json_bytes(meta))
 
@@ -506,11 +504,6 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _format_version(settings: dict) -> int:
-    """The oldest tokenizer.json format that holds ``settings``: a file any textvae that can use it reads."""
-    return FORMAT_VERSION if "pretokenize" in settings else 1
-
 
 def _json_bytes(obj: dict) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
