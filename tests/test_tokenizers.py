@@ -4,6 +4,8 @@ save/load, fingerprints."""
 import copy
 import functools
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +15,9 @@ from hypothesis import strategies as st
 
 from textvae.config import TokenizerConfig
 from textvae.errors import CheckpointError, ConfigError, DataError
-from textvae.tokenizers import (BOS_ID, EOS_ID, PAD_ID, SPECIAL_PIECES, UNK_ID, SentencePieceTokenizer,
-                                WordTokenizer, load_tokenizer, train_tokenizer)
+from textvae.tokenizers import (BOS_ID, EOS_ID, ONE_TOKEN_LINE_SHARE, PAD_ID, SPECIAL_PIECES, UNK_ID,
+                                SentencePieceTokenizer, WordTokenizer, load_tokenizer, spacing_stats,
+                                split_punctuation, train_tokenizer)
 
 ENGLISH = [
     "the cat sat on the mat .",
@@ -329,3 +332,141 @@ def test_sentencepiece_char_round_trip_on_arbitrary_unicode(texts, data):
     for x in xs:
         if not any(p in x for p in SPECIAL_TEXT):
             assert tok.decode(tok.encode(x)) == x
+
+
+# --------------------------------------------------------------------------- punctuation pre-tokenizer
+
+@pytest.mark.parametrize("text,words", [
+    ("gate!", ["gate", "!"]),
+    ("(hello), world...", ["(", "hello", ")", ",", "world", ".", ".", "."]),
+    # an apostrophe or hyphen between letters stays: the word is kept whole, not PTB's "do n't"
+    ("don't stop rock'n'roll", ["don't", "stop", "rock'n'roll"]),
+    ("well-known x--y a-", ["well-known", "x", "-", "-", "y", "a", "-"]),
+    ("students' 'tis", ["students", "'", "'", "tis"]),  # at a word's edge it is punctuation
+    ("3.14 1,000 end. U.S.", ["3.14", "1,000", "end", ".", "U", ".", "S", "."]),
+    ("<unk>! (<unk>) </s>. <unk>s", ["<unk>", "!", "(", "<unk>", ")", "</s>", ".", "<unk>s"]),
+    ("$5 a+b 20% foo_bar", ["$5", "a+b", "20", "%", "foo", "_", "bar"]),  # symbols (S*) stay, _ is Pc
+    ("“quoted” — ¿qué?", ["“", "quoted", "”", "—", "¿", "qué", "?"]),
+    ("床前明月光，疑是地上霜。", ["床前明月光", "，", "疑是地上霜", "。"]),
+    ("  gate \t! ", ["gate", "!"]),
+])
+def test_split_punctuation_known_answers(text, words):
+    assert split_punctuation(text) == words
+
+
+def test_word_tokenizer_pretokenize_punctuation_and_whitespace_default():
+    texts = ["the gate!", "close the gate.", "don't open it, please"]
+    assert TokenizerConfig().pretokenize == "whitespace"
+    plain = word(texts)
+    assert plain.pretokenize == "whitespace" and "gate!" in plain.vocab  # PTB-style: split on spaces only
+    tok = word(texts, pretokenize="punctuation")
+    assert tok.pretokenize == "punctuation"
+    assert "gate" in tok.vocab and "!" in tok.vocab and "gate!" not in tok.vocab and "don't" in tok.vocab
+    ids = tok.encode("gate!")
+    assert [tok.id_to_token(i) for i in ids] == ["gate", "!"]
+    assert tok.decode(tok.encode("Close the gate, <unk>!")) == "<unk> the gate , <unk> !"  # joined by spaces
+    assert tok.encode("the <unk>.")[1] == UNK_ID and len(tok.encode("the <unk>.")) == 3
+    assert word(texts, pretokenize="punctuation", lowercase=True).encode("GATE!") == tok.encode("gate!")
+
+
+def test_pretokenize_is_saved_and_old_files_load_as_whitespace(tmp_path):
+    texts = ["the gate!", "close the gate ."]
+    tok = word(texts, pretokenize="punctuation")
+    tok.save(tmp_path / "p")
+    meta = json.loads((tmp_path / "p" / "tokenizer.json").read_text(encoding="utf-8"))
+    assert meta["pretokenize"] == "punctuation" and meta["format_version"] == 1
+    loaded = load_tokenizer(tmp_path / "p")
+    assert loaded.pretokenize == "punctuation" and loaded.fingerprint() == tok.fingerprint()
+    assert loaded.encode("the gate!") == tok.encode("the gate!") and len(tok.encode("the gate!")) == 3
+    # the same vocabulary split another way gives other ids: the fingerprint tells them apart
+    assert WordTokenizer(tok.vocab[4:]).fingerprint() != tok.fingerprint()
+    # a tokenizer.json without the key (all files written before it existed) is whitespace
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "tokenizer.json").write_text(json.dumps(
+        {"format_version": 1, "kind": "word", "lowercase": False, "vocab": ["<pad>", "<unk>", "<s>", "</s>", "gate!"]}))
+    old = load_tokenizer(tmp_path / "old")
+    assert old.pretokenize == "whitespace" and old.encode("gate! gate") == [4, UNK_ID]
+    meta["pretokenize"] = "sentences"
+    (tmp_path / "p" / "tokenizer.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="'pretokenize' is 'sentences', not one of 'whitespace', 'punctuation'"):
+        load_tokenizer(tmp_path / "p")
+
+
+def test_pretokenize_config_value_is_checked():
+    from textvae.config import load_config
+
+    assert load_config(overrides=["tokenizer.pretokenize=punctuation"]).tokenizer.pretokenize == "punctuation"
+    with pytest.raises(ConfigError, match="tokenizer.pretokenize='punct' is not one of 'whitespace', 'punctuation'"):
+        load_config(overrides=["tokenizer.pretokenize=punct"])
+
+
+# --------------------------------------------------------------------------- text without spaces
+
+SHARED_DATA = Path(os.environ.get("TEXTVAE_SHARED", Path(__file__).resolve().parents[1].parent / "shared")) / "data"
+
+
+def shared_lines(corpus: str, n: int = 3000) -> list[str]:
+    """``n`` lines spread over ``corpus``'s train.txt under ../shared/data; skips when it is absent."""
+    path = SHARED_DATA / corpus / "train.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (set TEXTVAE_SHARED to the folder holding data/)")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return lines[::max(1, len(lines) // n)][:n]
+
+
+def test_word_tokenizer_refuses_tang5_with_numbers_and_the_fix():
+    lines = shared_lines("tang5")
+    for pretokenize in ("whitespace", "punctuation"):
+        with pytest.raises(ConfigError) as e:
+            word(lines, pretokenize=pretokenize)
+        msg = str(e.value)
+        assert f"100% of {len(lines)} sampled lines are a single space-separated token" in msg
+        assert "100% of their characters are CJK" in msg
+        assert "tokenizer.kind=sentencepiece tokenizer.model_type=char" in msg
+    # the advised tokenizer takes the same lines
+    tok = spm(lines[:500], model_type="char", vocab_size=3000)
+    assert tok.decode(tok.encode(lines[0])) == lines[0]
+
+
+@pytest.mark.parametrize("corpus", ["ptb", "dbpedia14", "builtin"])
+def test_word_tokenizer_accepts_spaced_corpora(corpus):
+    if corpus == "builtin":
+        from textvae.corpus import builtin_corpus
+
+        lines = [ex["text"] for ex in builtin_corpus(3000)["train"]]
+    else:
+        lines = shared_lines(corpus)
+    stats = spacing_stats(lines)
+    assert stats["one_token_share"] < 0.01 and stats["cjk_share"] == 0.0
+    assert word(lines).vocab_size > 100
+
+
+def test_unspaced_text_detection_thresholds():
+    japanese = ["吾輩は猫である。名前はまだ無い。", "どこで生れたかとんと見当がつかぬ。", "何でも薄暗いじめじめした所で泣いていた。"]
+    with pytest.raises(ConfigError, match="looks written without spaces"):
+        word(japanese)
+    assert spacing_stats(japanese) == {"lines": 3, "one_token_share": 1.0, "cjk_share": 1.0}
+    word(["hello", "world", "cat", "dog ."])  # single English words: one-token lines, but not CJK
+    word(["the poem 床前明月光 is by Li Bai", "疑是地上霜 means frost", "李白"])  # CJK, but spaced lines
+    # the rule is both shares at or above the stated thresholds
+    ONE_TOKEN_LINES = round(10 * ONE_TOKEN_LINE_SHARE)  # of 10
+    mixed = ["床前明月光"] * ONE_TOKEN_LINES + ["a b"] * (10 - ONE_TOKEN_LINES)
+    assert spacing_stats(mixed)["one_token_share"] >= ONE_TOKEN_LINE_SHARE
+    with pytest.raises(ConfigError):
+        word(mixed)
+    word(mixed[1:] + ["a b"])  # one line fewer: below the threshold
+
+
+def test_cli_train_on_unspaced_text_says_what_and_how(tmp_path, capsys):
+    from textvae.cli import main
+
+    data = tmp_path / "poems"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        (data / f"{split}.txt").write_text("\n".join(QUATRAINS * 5) + "\n", encoding="utf-8")
+    code = main(["train", "--preset", "tiny", "--data-dir", str(data), "--out", str(tmp_path / "run"),
+                 "train.max_steps=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "textvae train: error: tokenizer.kind=word splits text at spaces" in err
+    assert "100% of 20 sampled lines" in err and "tokenizer.kind=sentencepiece tokenizer.model_type=char" in err

@@ -102,10 +102,15 @@ class DataConfig:
 
 @dataclass
 class TokenizerConfig:
-    """``word``: whitespace tokens. ``sentencepiece``: BPE/unigram/char/word model trained on train."""
+    """``word``: whitespace tokens (optionally with punctuation split off). ``sentencepiece``:
+    BPE/unigram/char/word model trained on train; use ``model_type=char`` for text without spaces
+    (Chinese, Japanese), which the word tokenizer refuses."""
 
     kind: str = "word"  # word: whitespace-separated words | sentencepiece: learnt subwords or characters
     lowercase: bool = False  # lowercase the text before tokenising
+    # word: whitespace: split on spaces only (for pre-tokenised corpora such as PTB) | punctuation: also
+    # split Unicode punctuation off words ("gate!" -> gate !), keeping don't, well-known, 3.14 whole
+    pretokenize: str = "whitespace"
     min_count: int = 1  # word: drop rarer words (they become <unk>)
     max_vocab: int | None = None  # word: keep the most frequent (specials not counted)
     vocab_size: int = 8000  # sentencepiece: target size, specials included
@@ -114,6 +119,7 @@ class TokenizerConfig:
 
     def validate(self, p: list[str]) -> None:
         _choice(p, "tokenizer.kind", self.kind, ("word", "sentencepiece"))
+        _choice(p, "tokenizer.pretokenize", self.pretokenize, ("whitespace", "punctuation"))
         _positive(p, "tokenizer.min_count", self.min_count)
         _positive(p, "tokenizer.max_vocab", self.max_vocab)
         _positive(p, "tokenizer.vocab_size", self.vocab_size)

@@ -13,19 +13,27 @@ A tokenizer lives in a model directory as plain files, never pickles, because mo
 downloaded from strangers and unpickling runs code:
 
     tokenizer.json    {"format_version": 1, "kind": "word", "lowercase": false, "vocab": [...]}
+                      (a word tokenizer that splits punctuation off adds "pretokenize": "punctuation";
+                      a file without the key is whitespace. textvae 0.1.0, which would ignore the
+                      key, refuses these model directories anyway: their config.json is format 2)
     tokenizer.model   the serialized SentencePiece model (sentencepiece only)
+
+The word tokenizer refuses text written without spaces (Chinese, Japanese) when it is trained:
+see :func:`check_spaced_text`.
 
 ``fingerprint()`` hashes everything that determines the ids; it keys the ``datasets`` encoding
 cache and lets a model directory detect a tokenizer that does not belong to its weights.
 """
 
 import abc
+import functools
 import hashlib
 import io
 import json
 import re
+import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .checkpoint import atomic_write
@@ -106,15 +114,128 @@ class Tokenizer(abc.ABC):
         return f"{type(self).__name__}(vocab_size={self.vocab_size}, lowercase={self.lowercase})"
 
 
+# --------------------------------------------------------------------------- pre-tokenizers
+
+# Inside a word, these characters do not split it: apostrophes and hyphens between two letters or
+# digits (don't, rock'n'roll, well-known), a decimal point or thousands separator between two
+# digits (3.14, 1,000). Everywhere else a Unicode punctuation character is a token of its own.
+_JOIN_BETWEEN_ALNUM = "'\u2019-\u2010\u2011"  # ' ’ - ‐ ‑
+_JOIN_BETWEEN_DIGITS = ".,"
+
+
+@functools.cache
+def _punctuation_re() -> re.Pattern:
+    """Special pieces | words (with the joiners above) | one punctuation character.
+
+    Punctuation is Unicode's general category P* (Pc Pd Ps Pe Pi Pf Po), as this Python's
+    ``unicodedata`` defines it; symbols (S*: $ + < > = ...) stay inside words, so ``<unk>``, ``$5``
+    and ``a+b`` are single tokens. Built once, on first use (it scans every code point, ~0.2 s).
+    """
+    ranges, start = [], None
+    for c in range(0x110001):
+        is_p = c < 0x110000 and unicodedata.category(chr(c)).startswith("P")
+        if is_p and start is None:
+            start = c
+        elif not is_p and start is not None:
+            ranges.append(re.escape(chr(start)) + ("-" + re.escape(chr(c - 1)) if c - 1 > start else ""))
+            start = None
+    punct = "".join(ranges)
+    alnum, joiners = r"[^\W_]", "".join(map(re.escape, _JOIN_BETWEEN_ALNUM))
+    digits = "".join(map(re.escape, _JOIN_BETWEEN_DIGITS))
+    specials = "|".join(re.escape(p) for p in SPECIAL_PIECES)
+    run = rf"[^\s{punct}]+"  # letters, digits, symbols
+    word = rf"{run}(?:(?<={alnum})[{joiners}](?={alnum}){run}|(?<=\d)[{digits}](?=\d){run})*"
+    # a special piece only as a whole token: "<unk>s" is one (unknown) word, as with whitespace
+    return re.compile(rf"(?:{specials})(?![^\s{punct}])|{word}|[{punct}]")
+
+
+def split_whitespace(text: str) -> list[str]:
+    """``text.split()``: for corpora that are already tokenised (PTB: ``do n't``, ``gate !``)."""
+    return text.split()
+
+
+def split_punctuation(text: str) -> list[str]:
+    """Whitespace words with Unicode punctuation split off: ``"gate!"`` -> ``["gate", "!"]``,
+    ``"(hello),"`` -> ``["(", "hello", ")", ","]``, ``"..."`` -> three ``"."``. An apostrophe or
+    hyphen between letters/digits and a point or comma between digits stay inside the word
+    (``don't``, ``well-known``, ``3.14``); ``<unk>`` and the other special pieces stay whole.
+    """
+    return _punctuation_re().findall(text)
+
+
+# tokenizer.pretokenize -> how a word tokenizer cuts text into words
+PRETOKENIZERS: dict[str, Callable[[str], list[str]]] = {"whitespace": split_whitespace,
+                                                       "punctuation": split_punctuation}
+
+
+# --------------------------------------------------------------------------- text without spaces
+
+# A line that is one whitespace token is rare in text written with spaces (PTB: 0.3% of training
+# lines, dbpedia14 and the built-in corpus: 0%) and the rule in Chinese and Japanese (tang5: 100%).
+# Half is far from both, and a corpus with most lines one word long gains nothing from a word model.
+ONE_TOKEN_LINE_SHARE = 0.5
+# The characters (whitespace not counted) must also be mostly CJK, so that a list of single English
+# words, or English text quoting Chinese names, is never refused. Chinese and Japanese prose is
+# > 90% CJK (tang5: 100%, punctuation ，。 included); PTB, dbpedia14 and the built-in corpus: 0%.
+CJK_CHAR_SHARE = 0.5
+# Lines examined: evenly spread over the corpus, enough for shares within a few percent.
+SPACING_SAMPLE = 5000
+# Han (with extensions and compatibility ideographs), kana, Hangul, CJK punctuation and full-width forms
+_CJK_RE = re.compile("[\u1100-\u11ff\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff"
+                     "\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+                     "\U00020000-\U0003134f]")
+
+
+def spacing_stats(texts: list[str]) -> dict[str, float | int]:
+    """Shares the unspaced-text check uses, over at most :data:`SPACING_SAMPLE` lines of ``texts``:
+    ``lines`` examined, ``one_token_share`` (lines that are one whitespace token) and
+    ``cjk_share`` (CJK characters among the non-whitespace characters)."""
+    sample = texts[::max(1, len(texts) // SPACING_SAMPLE)][:SPACING_SAMPLE]
+    one = sum(len(t.split()) == 1 for t in sample)
+    chars = sum(len(t) - sum(map(str.isspace, t)) for t in sample)
+    cjk = sum(len(_CJK_RE.findall(t)) for t in sample)
+    return {"lines": len(sample), "one_token_share": one / max(1, len(sample)), "cjk_share": cjk / max(1, chars)}
+
+
+def check_spaced_text(texts: list[str]) -> None:
+    """Refuse to train a word tokenizer on text written without spaces (Chinese, Japanese).
+
+    The word tokenizer would make each line one "word": a vocabulary of whole training lines, a
+    model that can only copy them, and samples that are training lines. Detected when at least
+    :data:`ONE_TOKEN_LINE_SHARE` of the lines are one whitespace token and at least
+    :data:`CJK_CHAR_SHARE` of the characters are CJK (see the constants for why).
+
+    This stops with a :class:`ConfigError` naming the fix rather than switching to a character
+    model on its own: the run's config.json would then describe a tokenizer it does not have, a
+    character model needs settings of its own (vocab_size, character_coverage) the user should
+    see, and the fix is one copy-and-paste. A corpus that really is one word per line can keep
+    whitespace words with ``tokenizer.kind=sentencepiece tokenizer.model_type=word``.
+    """
+    s = spacing_stats(texts)
+    if s["one_token_share"] >= ONE_TOKEN_LINE_SHARE and s["cjk_share"] >= CJK_CHAR_SHARE:
+        raise ConfigError(
+            f"tokenizer.kind=word splits text at spaces, but the training text looks written without "
+            f"spaces (Chinese or Japanese): {s['one_token_share']:.0%} of {s['lines']} sampled lines are a "
+            f"single space-separated token and {s['cjk_share']:.0%} of their characters are CJK, so each "
+            f"line would become one word and the model could only copy training lines. Tokenize by "
+            f"characters instead: tokenizer.kind=sentencepiece tokenizer.model_type=char "
+            f"(the tang5 and tang7 presets do)")
+
+
 # --------------------------------------------------------------------------- word level
 
 class WordTokenizer(Tokenizer):
-    """Whitespace-separated words; ids 4.. are the vocabulary, most frequent first."""
+    """Words split by ``pretokenize`` (:data:`PRETOKENIZERS`); ids 4.. are the vocabulary, most
+    frequent first. Decoding joins the words with single spaces."""
 
     kind = "word"
 
-    def __init__(self, words: list[str], lowercase: bool = False):
+    def __init__(self, words: list[str], lowercase: bool = False, pretokenize: str = "whitespace"):
         super().__init__(lowercase)
+        if pretokenize not in PRETOKENIZERS:
+            raise ValueError(f"pretokenize={pretokenize!r} is not one of {', '.join(map(repr, PRETOKENIZERS))}")
+        self.pretokenize = pretokenize
+        self._split = PRETOKENIZERS[pretokenize]
         self.vocab = list(SPECIAL_PIECES) + list(words)  # id -> token
         # token -> id; the specials other than <unk> are not words (they encode to UNK_ID)
         self._ids = {w: i for i, w in enumerate(self.vocab) if i >= len(SPECIAL_PIECES)}
@@ -122,14 +243,15 @@ class WordTokenizer(Tokenizer):
 
     @classmethod
     def train(cls, texts: Iterable[str], min_count: int = 1, max_vocab: int | None = None,
-              lowercase: bool = False) -> "WordTokenizer":
+              lowercase: bool = False, pretokenize: str = "whitespace") -> "WordTokenizer":
         """Vocabulary of the words seen at least ``min_count`` times, the ``max_vocab`` most frequent
         (ties broken alphabetically, so the result does not depend on the order of ``texts``)."""
-        counts = Counter(w for t in texts for w in (t.lower() if lowercase else t).split())
+        split = PRETOKENIZERS[pretokenize]
+        counts = Counter(w for t in texts for w in split(t.lower() if lowercase else t))
         for special in SPECIAL_PIECES:
             counts.pop(special, None)
         ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
-        return cls(ranked[:max_vocab] if max_vocab is not None else ranked, lowercase)
+        return cls(ranked[:max_vocab] if max_vocab is not None else ranked, lowercase, pretokenize)
 
     @property
     def vocab_size(self) -> int:
@@ -139,7 +261,7 @@ class WordTokenizer(Tokenizer):
         if self.lowercase:
             text = text.lower()  # "<unk>" stays "<unk>"
         ids = self._ids
-        return [ids.get(w, UNK_ID) for w in text.split()]
+        return [ids.get(w, UNK_ID) for w in self._split(text)]
 
     def _decode(self, ids: list[int]) -> str:
         return " ".join(self.vocab[i] for i in ids)
@@ -147,14 +269,26 @@ class WordTokenizer(Tokenizer):
     def id_to_token(self, i: int) -> str:
         return self.vocab[i]
 
+    def _settings(self) -> dict:
+        """What tokenizer.json and the fingerprint hold besides the vocabulary. ``pretokenize`` only
+        when it is not whitespace, so whitespace tokenizers keep their files and their fingerprints
+        (saved models check them) as before the key existed."""
+        if self.pretokenize == "whitespace":
+            return {"kind": self.kind, "lowercase": self.lowercase}
+        return {"kind": self.kind, "lowercase": self.lowercase, "pretokenize": self.pretokenize}
+
     def save(self, directory: str | Path) -> None:
-        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "lowercase": self.lowercase,
-                "vocab": self.vocab}
+        settings = self._settings()
+        meta = {"format_version": FORMAT_VERSION, **settings, "vocab": self.vocab}
         atomic_write(Path(directory) / JSON_FILE, _json_bytes(meta))
 
     def _identity(self) -> bytes:
-        return json.dumps({"kind": self.kind, "lowercase": self.lowercase, "vocab": self.vocab},
+        return json.dumps({**self._settings(), "vocab": self.vocab},
                           ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def __repr__(self) -> str:
+        return (f"WordTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}, "
+                f"pretokenize={self.pretokenize!r})")
 
     @classmethod
     def _load(cls, directory: Path, meta: dict) -> "WordTokenizer":
@@ -173,7 +307,12 @@ class WordTokenizer(Tokenizer):
         if len(set(words)) != len(words):
             dup = [w for w, c in Counter(words).items() if c > 1]
             raise CheckpointError(f"{where}: duplicate vocabulary entries {dup[:5]}")
-        return cls(words, lowercase=meta["lowercase"])
+        pretokenize = meta.get("pretokenize", "whitespace")  # absent: whitespace, and in files before the key
+        if pretokenize not in PRETOKENIZERS:
+            raise CheckpointError(f"{where}: 'pretokenize' is {pretokenize!r}, not one of "
+                                  f"{', '.join(map(repr, PRETOKENIZERS))}; the file is damaged, or from a "
+                                  f"newer textvae (pip install -U textvae)")
+        return cls(words, lowercase=meta["lowercase"], pretokenize=pretokenize)
 
 
 # --------------------------------------------------------------------------- SentencePiece
@@ -271,8 +410,8 @@ class SentencePieceTokenizer(Tokenizer):
         return self.sp.id_to_piece(i)
 
     def save(self, directory: str | Path) -> None:
-        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "lowercase": self.lowercase,
-                "model_type": self.model_type}
+        settings = {"kind": self.kind, "lowercase": self.lowercase, "model_type": self.model_type}
+        meta = {"format_version": FORMAT_VERSION, **settings}
         atomic_write(Path(directory) / MODEL_FILE, self.model_proto)
         atomic_write(Path(directory) / JSON_FILE, _json_bytes(meta))
 
@@ -310,12 +449,17 @@ TOKENIZERS: dict[str, type[Tokenizer]] = {"word": WordTokenizer, "sentencepiece"
 # --------------------------------------------------------------------------- building and loading
 
 def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
-    """Build the tokenizer ``cfg`` describes from training ``texts`` (one example each)."""
+    """Build the tokenizer ``cfg`` describes from training ``texts`` (one example each).
+
+    Raises ConfigError when ``cfg.kind`` is word and the texts are written without spaces
+    (:func:`check_spaced_text`).
+    """
     texts = [t for t in texts if t and not t.isspace()]
     if not texts:
         raise DataError("cannot build a tokenizer: the training texts are empty (no non-blank examples)")
     if cfg.kind == "word":
-        return WordTokenizer.train(texts, cfg.min_count, cfg.max_vocab, cfg.lowercase)
+        check_spaced_text(texts)
+        return WordTokenizer.train(texts, cfg.min_count, cfg.max_vocab, cfg.lowercase, cfg.pretokenize)
     if cfg.kind == "sentencepiece":
         return SentencePieceTokenizer.train(texts, cfg.vocab_size, cfg.model_type, cfg.character_coverage,
                                             cfg.lowercase)
