@@ -353,7 +353,8 @@ def test_a_conditional_model_needs_labelled_data(tmp_path, capsys):
     for name in ("train", "valid", "test"):
         write_lines(data / f"{name}.txt", corpus(20))
     assert main(["train", "--preset", "tiny", "--data-dir", str(data), "--out", str(tmp_path / "r"),
-                 "model.conditional=true"]) == 2
+                 "model.conditional=true", "tokenizer.kind=sentencepiece", "tokenizer.model_type=char",
+                 "tokenizer.vocab_size=100"]) == 2
     assert "the train split has no labels" in capsys.readouterr().err
 
 
