@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from textvae.config import load_config
 from textvae.data import collate
 from textvae.model import gaussian_kl
-from textvae.train import Trainer, make_optimizer
+from textvae.optim import make_optimizer
+from textvae.train import Trainer
 
 CONFIGS = {
     "ptb-li2019": ("ptb-li2019", []),

@@ -75,6 +75,7 @@ def _env(site: Path) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["TEXTVAE_OVERRIDES"] = SMALL
+    env["TEXTVAE_DATA"] = str(SHARED / "data")  # where docs/poems.md's prepared corpora are, here
     env.setdefault("OMP_NUM_THREADS", "2")
     # the `textvae` on PATH must be this checkout's: run it through the interpreter running the tests
     bin_dir = site / "bin"
@@ -92,7 +93,8 @@ def test_doc_examples_run(doc, tmp_path):
     found = blocks(doc.read_text(encoding="utf-8"))
     if not found:
         pytest.skip(f"{doc.name} has no python or bash blocks")
-    needs = sorted({m for b in found for m in re.findall(r"\.\./shared/([\w./-]+)", b.code)})
+    needs = sorted({m for b in found for m in re.findall(r"\.\./shared/([\w./-]+)", b.code)}
+                   | {f"data/{m}" for b in found for m in re.findall(r"\$\{TEXTVAE_DATA[^}]*\}/([\w./-]+)", b.code)})
     missing = [n for n in needs if not (SHARED / n).exists()]
     if missing:
         pytest.skip(f"{doc.name} reads {', '.join(missing)} under ../shared, not found at {SHARED} "

@@ -16,7 +16,8 @@ from textvae.cli import main
 from textvae.errors import ConfigError, TrainingError
 from textvae.model import TextVAE
 from textvae.checkpoint import Progress
-from textvae.train import Trainer, plateau, record_score, train
+from textvae.optim import plateau, record_score
+from textvae.train import Trainer, train
 
 def test_training_lowers_valid_elbo_and_logs_it(tmp_path):
     run = tmp_path / "run"
@@ -274,3 +275,86 @@ def test_a_training_step_runs_under_bf16_autocast(tmp_path):
     assert terms is not None and torch.isfinite(terms["loss"]) and terms["loss"].dtype == torch.float32
     assert any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
     assert not trainer.scaler.is_enabled()  # fp16 only
+
+
+# --------------------------------------------------------------------------- SIGINT/SIGTERM in every phase
+
+# A subprocess runs `textvae train` with one function wrapped so that the process signals itself while
+# that function runs: the phase is then certain, however fast or loaded the machine is.
+PHASE_DRIVER = r"""
+import importlib, os, signal, sys
+
+module, name, call, sig = sys.argv[1], sys.argv[2], int(sys.argv[3]), getattr(signal, sys.argv[4])
+loop, cli = importlib.import_module("textvae.train"), importlib.import_module("textvae.cli")
+owner = {"train": loop, "checkpoint": importlib.import_module("textvae.checkpoint"), "cli": cli,
+         "data": importlib.import_module("textvae.data"), "Trainer": loop.Trainer}[module]
+original, calls = getattr(owner, name), {"n": 0}
+
+def signalling(*args, **kwargs):
+    calls["n"] += 1
+    if calls["n"] == call:
+        print(f"sending {sys.argv[4]} during {name}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), sig)
+    return original(*args, **kwargs)
+
+setattr(owner, name, signalling)
+sys.exit(cli.main(sys.argv[5:]))
+"""
+
+# (phase, function to signal in, which call, expected message); tiny, 6 steps of 2 epochs, eval every 3
+PHASES = [
+    ("data preparation", "data", "load_splits", 1,
+     "received during start-up (data, tokenizer, model), before the first step; no checkpoint was saved"),
+    ("model building", "train", "TextVAE", 1, "received during start-up"),
+    ("first validation", "train", "validate", 1,
+     "received before the first step: checkpoint saved in {run}/checkpoints/step-00000000"),
+    ("a training step", "Trainer", "step", 2, "received at step 2: checkpoint saved in {run}/checkpoints/step-00000002"),
+    ("a validation", "train", "validate", 2, "received at step 3: checkpoint saved in {run}/checkpoints/step-00000003"),
+    ("checkpoint writing", "checkpoint", "save_trainer", 2,
+     "received at step 3: checkpoint saved in {run}/checkpoints/step-00000003"),
+    ("the last validation", "train", "validate", 3,
+     "received at step 6: checkpoint saved in {run}/checkpoints/step-00000006"),
+    ("the end-of-run summary", "cli", "_summary", 1, "interrupted"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("phase, module, name, call, message", PHASES, ids=[p[0] for p in PHASES])
+def test_a_signal_in_any_phase_exits_130_with_a_message(tmp_path, phase, module, name, call, message, sig):
+    run = tmp_path / "run"
+    summary = [] if phase == "the end-of-run summary" else ["--no-summary"]
+    argv = ["train", "--preset", "tiny", *summary, "--out", str(run), "train.max_steps=6", "train.eval_every=3",
+            "data.builtin_size=200"]
+    proc = subprocess.run([sys.executable, "-c", PHASE_DRIVER, module, name, str(call), sig, *argv],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONHASHSEED="0"))
+    assert proc.returncode == 130, proc.stderr
+    assert f"sending {sig}" in proc.stderr and "Traceback" not in proc.stderr
+    assert "textvae train: interrupted" in proc.stderr
+    assert message.format(run=run).replace("SIG", "") in proc.stderr, proc.stderr
+    if "checkpoint saved" in message:
+        assert f"{sig} {message.format(run=run)}" in proc.stderr and "continue with --resume" in proc.stderr
+        resumed = subprocess.run([sys.executable, "-m", "textvae", *argv, "--resume"], capture_output=True,
+                                 text=True, timeout=120)
+        assert resumed.returncode == 0 and "trained to step 6" in resumed.stdout, resumed.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_real_signal_while_training_saves_a_checkpoint(tmp_path, sig):
+    """The user's case: a signal from outside once training has started (waited for on its log line)."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "textvae", "train", "--preset", "tiny", "--no-summary",
+                             "--out", str(run), "train.max_epochs=1000", "data.builtin_size=200"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in proc.stderr:  # the first validation is logged just before the first step
+        lines.append(line)
+        if line.startswith("valid step 0 "):
+            break
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    err = "".join(lines) + proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, err
+    assert f"interrupted: {sig.name} received at step" in err and "Traceback" not in err
+    assert list_checkpoints(run) and "continue with --resume" in err

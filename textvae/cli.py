@@ -227,7 +227,10 @@ def _cmd_train(args) -> int:
     from .distributed import is_main_process
 
     if not args.no_summary and is_main_process():  # under torchrun, one summary (rank 0's)
-        _summary(args.out, cfg, iw_samples=args.summary_iw, best_step=result["best_step"])
+        from .signals import StopSignals
+
+        with StopSignals(f"the end-of-run summary; the model is saved in {Path(args.out) / 'best'}"):
+            _summary(args.out, cfg, iw_samples=args.summary_iw, best_step=result["best_step"])
     return 0
 
 

@@ -5,13 +5,13 @@ guard, the optimiser step. Validation returns numbers (:meth:`Trainer.evaluate`)
 keep the best model (:func:`record_score`), decay the learning rate or stop early (:func:`plateau`).
 Checkpoints and exact resume: textvae.checkpoint. torchrun/DDP: textvae.distributed (``train.batch_size``
 is the global batch; the noise is drawn for it whole and each rank's loss scaled by its share, so N
-processes make one process's update). SIGINT/SIGTERM save a checkpoint and raise KeyboardInterrupt.
+processes make one process's update). SIGINT and SIGTERM stop every phase (:class:`StopSignals`): during
+training after the step, validation or checkpoint in progress, with a checkpoint saved; before the first step
+at once, with nothing saved. Either way KeyboardInterrupt says what happened (the CLI exits with 130).
 """
 
 import random
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,45 +25,10 @@ from .errors import TrainingError
 from .metrics import validate
 from .model import TextVAE
 from .objectives import kl_weight, vae_loss
+from .optim import decay_lr, make_optimizer, plateau, record_score
+from .signals import StopSignals
 
 MAX_SKIPS = 10  # consecutive non-finite steps tolerated with train.nonfinite=skip
-
-
-def record_score(p: Progress, score: float) -> bool:
-    """Model selection: True when ``score`` improves on the best so far (best/ is then saved)."""
-    if score < p.best_elbo - 1e-6:
-        p.best_elbo, p.best_step, p.bad_evals = score, p.step, 0
-        return True
-    p.bad_evals += p.step > 0
-    return False
-
-
-def plateau(p: Progress, t) -> str | None:
-    """Bowman et al.'s schedule: after more than ``lr_patience`` evaluations without improvement,
-    "decay" the learning rate, or "stop" once ``max_decays`` decays did not help; else None."""
-    if not (t.max_decays and p.bad_evals > t.lr_patience):
-        return None
-    p.bad_evals = 0
-    return "stop" if p.decays >= t.max_decays else "decay"
-
-
-def decay_lr(optimizer, p: Progress, t) -> None:
-    """Multiply every learning rate by ``train.lr_decay`` (not below ``train.min_lr``)."""
-    p.decays += 1
-    for g in optimizer.param_groups:
-        g["lr"] = max(t.min_lr, g["lr"] * t.lr_decay)
-
-
-def make_optimizer(t, params) -> torch.optim.Optimizer:
-    """Adam or SGD; the fused (single-kernel) implementation where this torch has one for the
-    device (about 15% faster per step on a 2-core CPU for PTB-sized models), else the default."""
-    params = list(params)
-    kind, kwargs = {"adam": (torch.optim.Adam, {"weight_decay": t.weight_decay}),
-                    "sgd": (torch.optim.SGD, {"momentum": t.momentum, "weight_decay": t.weight_decay})}[t.optimizer]
-    try:
-        return kind(params, lr=t.lr, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):
-        return kind(params, lr=t.lr, **kwargs)
 
 
 class Trainer:
@@ -75,7 +40,7 @@ class Trainer:
         self.device, self.is_main = self.procs.device, self.procs.is_main
         precision.check(t, self.device, cfg.objective.aggressive)
         self.log = (log or (lambda msg: print(msg, file=sys.stderr, flush=True))) if self.is_main else (lambda m: None)
-        self._stop_signal, self._skips = None, 0
+        self._skips, self._saved_at, self._bar = 0, None, None
         if cfg.data.data_dir:  # absolute: evaluate, probe and --resume then work from any directory
             cfg.data.data_dir = str(Path(cfg.data.data_dir).expanduser().resolve())
         ckpt = checkpoint.prepare_run_dir(self.run, cfg, resume, self.log, self.is_main)
@@ -101,6 +66,7 @@ class Trainer:
             torch.manual_seed(t.seed + 1000 * self.procs.rank)  # dropout masks differ between ranks
         if ckpt:
             checkpoint.load_trainer(self, ckpt)
+            self._saved_at = self.progress.step  # a signal before the next step needs no new checkpoint
         elif self.is_main:
             cfg.save(self.run / "config.json")
         self.metrics = checkpoint.MetricsLog(self.run, t.tensorboard, enabled=self.is_main)
@@ -111,7 +77,9 @@ class Trainer:
         return make_optimizer(self.cfg.train, collapse.param_groups(self.model, split))
 
     def _save_checkpoint(self) -> Path:
-        return checkpoint.save_trainer(self)
+        path = checkpoint.save_trainer(self)
+        self._saved_at = self.progress.step
+        return path
 
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -218,58 +186,70 @@ class Trainer:
         validation numbers with step, epoch, best_elbo, best_step and ``stopped`` (why)."""
         from tqdm.auto import tqdm
 
-        t, p = self.cfg.train, self.progress
-        main_thread = threading.current_thread() is threading.main_thread()  # signals are caught there only
-        on_signal = lambda signum, frame: setattr(self, "_stop_signal", signum)  # noqa: E731 - stop after the step
-        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM) if main_thread}
-        try:
-            if p.step == 0 and not p.last_valid:
-                self.after_validation(self.evaluate())
-                self._save_checkpoint()
-            self._bar = bar = tqdm(total=self.total_steps, initial=p.step, disable=not (t.progress and self.is_main),
-                                   dynamic_ncols=True, desc="train", unit="step", mininterval=0.5)
-            deadline, self._evaluated_at = distributed.Deadline(t.max_minutes, self.procs), p.step
-            log_every = max(1, min(50, self.batches_per_epoch // 4))
-            done = lambda: bool(p.stopped_early or (t.max_steps and p.step >= t.max_steps)  # noqa: E731
-                                or deadline.check(sync=p.step % log_every == 0) or self._stop_signal is not None)
-            while p.epoch < t.max_epochs and not done():
-                batches = self.sampler.global_batches(p.epoch)
-                self.model.train()
-                while p.batch_in_epoch < len(batches) and not done():
-                    batch, offset, size = self.shard(batches[p.batch_in_epoch])
-                    self.metrics.add(self.step(batch, offset, size), batch.num_tokens)
-                    p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + 1
-                    bar.update(1)
-                    if p.step % log_every == 0:
-                        self._write_train_log()
-                    if t.eval_every and p.step % t.eval_every == 0:
-                        self._checkpoint(with_eval=True)
-                    elif t.checkpoint_every and p.step % t.checkpoint_every == 0:
-                        self._checkpoint(with_eval=False)
-                if p.batch_in_epoch >= len(batches):
-                    p.epoch, p.batch_in_epoch = p.epoch + 1, 0
-                    for s in self.strategies:
-                        s.end_of_epoch(self)
-                    if not t.eval_every:
-                        self._checkpoint(with_eval=True)
-            bar.close()
-            if self._stop_signal is not None:
-                self._checkpoint(with_eval=False)
-                raise KeyboardInterrupt(f"{signal.Signals(self._stop_signal).name} received at step {p.step}: "
-                                        f"checkpoint saved in {list_checkpoints(self.run)[-1]}; continue with --resume")
-            if deadline.passed:
-                self.log(f"time budget train.max_minutes={t.max_minutes:g} reached at step {p.step} ({p.epoch} "
-                         f"epochs and {p.batch_in_epoch} batches); --resume continues with a new budget")
-            if self._evaluated_at != p.step:
-                self._checkpoint(with_eval=True)
-            stopped = ("early" if p.stopped_early else "time" if deadline.passed
-                       else "max_steps" if t.max_steps and p.step >= t.max_steps else "max_epochs")
-            return dict(p.last_valid, step=p.step, epoch=p.epoch, best_elbo=p.best_elbo, best_step=p.best_step,
-                        stopped=stopped)
-        finally:
-            for sig, h in handlers.items():
-                signal.signal(sig, h)
-            self.metrics.close()
+        with StopSignals("the end of training", defer=True) as self._stop:
+            try:
+                return self._fit(tqdm)
+            finally:
+                self.metrics.close()
+
+    def _fit(self, tqdm) -> dict:
+        t, p, stop = self.cfg.train, self.progress, self._stop
+        if p.step == 0 and not p.last_valid:
+            self.after_validation(self.evaluate())
+            self._save_checkpoint()
+        if stop.received is not None:  # during the first validation
+            self._interrupt()
+        self._bar = bar = tqdm(total=self.total_steps, initial=p.step, disable=not (t.progress and self.is_main),
+                               dynamic_ncols=True, desc="train", unit="step", mininterval=0.5)
+        deadline, self._evaluated_at = distributed.Deadline(t.max_minutes, self.procs), p.step
+        log_every = max(1, min(50, self.batches_per_epoch // 4))
+        done = lambda: bool(p.stopped_early or (t.max_steps and p.step >= t.max_steps)  # noqa: E731
+                            or deadline.check(sync=p.step % log_every == 0) or stop.received is not None)
+        while p.epoch < t.max_epochs and not done():
+            batches = self.sampler.global_batches(p.epoch)
+            self.model.train()
+            while p.batch_in_epoch < len(batches) and not done():
+                batch, offset, size = self.shard(batches[p.batch_in_epoch])
+                self.metrics.add(self.step(batch, offset, size), batch.num_tokens)
+                p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + 1
+                bar.update(1)
+                if p.step % log_every == 0:
+                    self._write_train_log()
+                if t.eval_every and p.step % t.eval_every == 0:
+                    self._checkpoint(with_eval=True)
+                elif t.checkpoint_every and p.step % t.checkpoint_every == 0:
+                    self._checkpoint(with_eval=False)
+            if p.batch_in_epoch >= len(batches):
+                p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+                for s in self.strategies:
+                    s.end_of_epoch(self)
+                if not t.eval_every:
+                    self._checkpoint(with_eval=True)
+        bar.close()
+        if stop.received is not None:
+            self._interrupt()
+        if deadline.passed:
+            self.log(f"time budget train.max_minutes={t.max_minutes:g} reached at step {p.step} ({p.epoch} "
+                     f"epochs and {p.batch_in_epoch} batches); --resume continues with a new budget")
+        if self._evaluated_at != p.step:
+            self._checkpoint(with_eval=True)
+        if stop.received is not None:  # during the last validation or checkpoint
+            self._interrupt()
+        stopped = ("early" if p.stopped_early else "time" if deadline.passed
+                   else "max_steps" if t.max_steps and p.step >= t.max_steps else "max_epochs")
+        return dict(p.last_valid, step=p.step, epoch=p.epoch, best_elbo=p.best_elbo, best_step=p.best_step,
+                    stopped=stopped)
+
+    def _interrupt(self) -> None:
+        """Act on a SIGINT/SIGTERM the loop received: a checkpoint of this step (unless one was just
+        saved), then KeyboardInterrupt saying where it is and how to continue."""
+        stop, p = self._stop, self.progress
+        stop.handled = True
+        if self._saved_at != p.step:
+            self._checkpoint(with_eval=False)
+        where = f"at step {p.step}" if p.step else "before the first step"
+        raise KeyboardInterrupt(f"{stop.name} received {where}: checkpoint saved in {list_checkpoints(self.run)[-1]}"
+                                f"; continue with --resume")
 
     def _checkpoint(self, with_eval: bool) -> None:
         """Flush the train log, validate and act on it if asked, save a checkpoint."""
@@ -283,15 +263,18 @@ class Trainer:
     def _write_train_log(self) -> None:
         p = self.progress
         r = self.metrics.write_train(step=p.step, epoch=p.epoch, lr=self.lr())
-        if r:
+        if r and self._bar is not None:
             self._bar.set_postfix(loss=f"{r['loss']:.2f}", kl=f"{r['kl']:.2f}", beta=f"{r['kl_weight']:.2f}")
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, log=None) -> dict:
     """Train a model described by ``cfg`` into run directory ``out``; returns the last validation
     numbers, the best score and why training stopped (see :meth:`Trainer.fit`)."""
-    trainer = Trainer(cfg, out, resume=resume, log=log)
-    try:
-        return trainer.fit()
-    finally:
-        trainer.procs.close()
+    with StopSignals("start-up (data, tokenizer, model), before the first step; no checkpoint was saved") as stop:
+        trainer = Trainer(cfg, out, resume=resume, log=log)
+        try:
+            result = trainer.fit()
+            stop.phase = f"the end of training; the run is complete in {out}"
+            return result
+        finally:
+            trainer.procs.close()
