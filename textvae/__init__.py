@@ -19,9 +19,7 @@ from .errors import CheckpointError, ConfigError, DataError, TextVAEError, Train
 from .metrics import evaluate
 from .model import TextVAE
 from .train import train
-
-__version__ = "0.1.0"
-
+from .version import __version__
 
 __all__ = ["TextVAE", "Config", "DataConfig", "TokenizerConfig", "ModelConfig", "ObjectiveConfig", "TrainConfig",
            "SampleConfig", "load_config", "list_presets", "train", "evaluate", "TextVAEError", "ConfigError",
