@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from textvae.config import load_config
-from textvae.data import collate
+from textvae.batching import collate
 from textvae.model import gaussian_kl
 from textvae.optim import make_optimizer
 from textvae.train import Trainer

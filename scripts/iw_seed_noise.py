@@ -21,7 +21,7 @@ import torch
 
 from textvae.config import load_config
 from textvae.errors import TextVAEError
-from textvae.data import collate
+from textvae.batching import collate
 from textvae.generate import eval_mode
 from textvae.metrics import iw_log_likelihood, model_split
 from textvae.model import TextVAE

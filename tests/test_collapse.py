@@ -10,7 +10,7 @@ import torch
 from helpers import crash_after_checkpoint, records, same_weights, tiny_cfg, without_speed
 from textvae import collapse
 from textvae.config import ModelConfig, ObjectiveConfig, TokenizerConfig, load_config
-from textvae.data import collate
+from textvae.batching import collate
 from textvae.errors import ConfigError
 from textvae.model import Decoder, TextVAE
 from textvae.objectives import kl_weight

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from textvae.config import ModelConfig, SampleConfig
-from textvae.data import EncodedSplit, collate
+from textvae.batching import collate
+from textvae.data import EncodedSplit
 from textvae.metrics import (active_units, bleu, bleu_tokenize, distinct_n, elbo_terms, evaluate, iw_bound,
                              iw_log_likelihood, iw_log_weights, length_batches, mi_batch, mi_full, model_split,
                              mutual_information, posterior_parameters, self_bleu, self_bleu_texygen, validate)

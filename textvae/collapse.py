@@ -32,7 +32,7 @@ import math
 import numpy as np
 import torch
 
-from .data import BucketBatchSampler
+from .batching import BucketBatchSampler
 from .metrics import mi_batch, posterior_parameters
 from .model import Decoder
 

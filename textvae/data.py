@@ -1,12 +1,11 @@
-"""Corpora through Hugging Face ``datasets``, encoding, length buckets and collate.
+"""Corpora through Hugging Face ``datasets``, and their encoding into token ids (batches: textvae.batching).
 
 The data flow, top to bottom::
 
     load_splits(cfg)            {"train": Dataset("text"[, "label"]), ...}  blank lines skipped, counted
     encode_split(ds, tok, cfg)  EncodedSplit: int32 ids per example (cached by datasets), long ones
                                 truncated or dropped, all of it counted in .stats
-    BucketBatchSampler          index lists of similar length; deterministic for (seed, epoch)
-    collate(split, indices)     Batch: tokens (B, T) = BOS x_1..x_n EOS PAD.., lengths n + 2
+    textvae.batching            length buckets and collate into padded (B, T) batches
 
 Where the text comes from (the first that is set in :class:`~textvae.config.DataConfig`):
 
@@ -26,7 +25,6 @@ naming the file and line, never a library traceback.
 """
 
 import contextlib
-import copy
 import csv
 import hashlib
 import json
@@ -35,11 +33,10 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import torch
 
 from .config import DataConfig
 from .errors import DataError
-from .tokenizers import BOS_ID, EOS_ID, PAD_ID, load_tokenizer, train_tokenizer
+from .tokenizers import load_tokenizer, train_tokenizer
 
 
 @contextlib.contextmanager
@@ -571,123 +568,3 @@ def _ragged_to_numpy(column) -> list[np.ndarray]:
 
 def _hash(*parts) -> str:
     return hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=16).hexdigest()
-
-
-# --------------------------------------------------------------------------- batching
-
-class BucketBatchSampler:
-    """Batches of similar length: sort by (length, random tie-break), cut into batches, shuffle the
-    batch order. Deterministic for (seed, epoch); no global RNG state is touched.
-
-    With ``shuffle=False`` the order is fixed: sorted by length (for evaluation). Every example
-    appears exactly once per epoch when ``num_replicas=1`` and ``drop_last=False``; with
-    ``drop_last=True`` the one incomplete batch (of the longest examples) is left out.
-
-    Data parallel: with ``num_replicas=R`` every global batch of ``batch_size`` examples is split into
-    R contiguous parts whose sizes differ by at most one, and rank r gets part r, so the ranks
-    together train on exactly the global batch. All ranks get the same number of batches: the
-    incomplete last global batch is left out when it has fewer than R examples (at most R - 1
-    examples per epoch), so no rank ever gets an empty batch.
-    """
-
-    def __init__(self, lengths, batch_size: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1,
-                 rank: int = 0, drop_last: bool = False):
-        self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"need num_replicas >= 1 and 0 <= rank < num_replicas; got {num_replicas=}, {rank=}")
-        if batch_size < num_replicas:
-            raise ValueError(f"batch_size ({batch_size}) is the global batch split over {num_replicas} ranks; "
-                             f"it must be at least num_replicas")
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.seed = seed % 2**64  # default_rng takes non-negative seeds; distinct seeds stay distinct
-        self.num_replicas, self.rank = num_replicas, rank
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch ``iter(sampler)`` uses (as torch's DistributedSampler)."""
-        self.epoch = epoch
-
-    def global_batches(self, epoch: int) -> list[np.ndarray]:
-        """All ranks' batches of that epoch, each an array of ``batch_size`` (or fewer) indices."""
-        n, bs = len(self.lengths), self.batch_size
-        if self.shuffle:
-            rng = np.random.default_rng([self.seed, epoch])
-            order = np.lexsort((rng.random(n), self.lengths))  # by length, ties in random order
-        else:
-            order = np.argsort(self.lengths, kind="stable")
-        batches = [order[i:i + bs] for i in range(0, n, bs)]
-        if batches and (len(batches[-1]) < self.num_replicas or (self.drop_last and len(batches[-1]) < bs)):
-            batches.pop()
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        """This rank's index lists for ``epoch``; the training loop indexes it to resume mid-epoch."""
-        return [np.array_split(b, self.num_replicas)[self.rank].tolist() for b in self.global_batches(epoch)]
-
-    def __iter__(self):
-        return iter(self.batches(self.epoch))
-
-    def __len__(self) -> int:
-        full, rest = divmod(len(self.lengths), self.batch_size)
-        keep_rest = rest >= self.num_replicas and not (self.drop_last and rest > 0)
-        return full + int(rest > 0 and keep_rest)
-
-
-@dataclass
-class Batch:
-    """Padded token ids of a few examples, as the model takes them."""
-
-    tokens: torch.Tensor  # (B, T) long: BOS x_1 .. x_n EOS PAD ..
-    lengths: torch.Tensor  # (B,) long: n + 2, BOS and EOS included
-    labels: list[str] | None
-    indices: list[int]  # example indices in the split
-    label_ids: torch.Tensor | None = None  # (B,) long, for a conditional model (see attach_label_ids)
-
-    def __post_init__(self):
-        # counted once here, where the tensors are still on the CPU: no device sync in the loop
-        self._num_tokens = int(self.lengths.sum()) - self.lengths.numel()
-
-    @property
-    def num_tokens(self) -> int:
-        """sum(n + 1): words + EOS, the perplexity denominator (BOS is given, never predicted)."""
-        return self._num_tokens
-
-    def to(self, device, non_blocking: bool = False) -> "Batch":
-        """A copy with the tensors on ``device``."""
-        moved = copy.copy(self)
-        moved.tokens = self.tokens.to(device, non_blocking=non_blocking)
-        moved.lengths = self.lengths.to(device, non_blocking=non_blocking)
-        if self.label_ids is not None:
-            moved.label_ids = self.label_ids.to(device, non_blocking=non_blocking)
-        return moved
-
-    def __len__(self) -> int:
-        return self.tokens.size(0)
-
-
-def collate_ids(ids, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
-                pad_id: int = PAD_ID) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequences of ids (no BOS/EOS) -> tokens (B, T) long ``BOS x EOS PAD..`` and lengths (B,) n + 2."""
-    if len(ids) == 0:
-        raise ValueError("collate needs at least one sequence")
-    n = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-    rows = np.arange(len(ids))
-    tokens = np.full((len(ids), int(n.max()) + 2), pad_id, dtype=np.int64)  # (B, T)
-    tokens[:, 0] = bos_id
-    for row, x in enumerate(ids):
-        tokens[row, 1:1 + len(x)] = x
-    tokens[rows, n + 1] = eos_id
-    return torch.from_numpy(tokens), torch.from_numpy(n + 2)
-
-
-def collate(split: EncodedSplit, indices) -> Batch:
-    """The examples ``indices`` of ``split`` as one padded :class:`Batch`."""
-    indices = [int(i) for i in indices]
-    tokens, lengths = collate_ids([split.ids[i] for i in indices])
-    labels = [split.labels[i] for i in indices] if split.labels is not None else None
-    label_ids = torch.from_numpy(split.label_ids[indices]) if split.label_ids is not None else None
-    return Batch(tokens, lengths, labels, indices, label_ids)

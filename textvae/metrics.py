@@ -350,7 +350,7 @@ def self_bleu_texygen(sentences: list[str], max_n: int = 3) -> float:
 # =========================================================================== passes over a split
 
 def _batches(split, batch_size: int) -> list[list[int]]:
-    from .data import BucketBatchSampler
+    from .batching import BucketBatchSampler
 
     return BucketBatchSampler(split.lengths, batch_size, shuffle=False).batches(0)
 
@@ -374,7 +374,7 @@ def length_batches(lengths, size: int = 32) -> list[list[int]]:
 def posterior_parameters(model, split, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean and log-variance (each (N, Z)) of q(z|x) for every example of ``split``, in split
     order (CPU); a conditional model's posterior is q(z|x, y) with the split's ``label_ids``."""
-    from .data import collate
+    from .batching import collate
 
     N, Z = len(split.ids), model.latent_dim
     mu, logvar = torch.zeros(N, Z), torch.zeros(N, Z)
@@ -469,7 +469,7 @@ def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0
     Deterministic for a seed; the global RNG is not used. ``progress``: a bar with this label on
     stderr (None: silent).
     """
-    from .data import collate
+    from .batching import collate
 
     g = _generator(seed)
     rec_sum, kl_dim, tokens, mus = 0.0, torch.zeros(model.latent_dim, dtype=torch.float64), 0, []
@@ -527,7 +527,7 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     ``bleu_rec`` is None. Deterministic for a seed; the global RNG is not used. ``progress``: a bar
     with this label on stderr over the pass (None: silent).
     """
-    from .data import collate
+    from .batching import collate
 
     from .poems import form_sample_checks
 

@@ -366,7 +366,7 @@ class TextVAE(nn.Module):
         import warnings
 
         from .config import DataConfig
-        from .data import collate_ids
+        from .batching import collate_ids
 
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer; use the tensor methods")

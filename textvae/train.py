@@ -20,7 +20,8 @@ import torch
 from . import checkpoint, collapse, distributed, precision
 from .checkpoint import Progress, list_checkpoints
 from .config import Config
-from .data import BucketBatchSampler, collate, training_data
+from .batching import BucketBatchSampler, collate
+from .data import training_data
 from .errors import TrainingError
 from .metrics import validate
 from .model import TextVAE
