@@ -219,9 +219,9 @@ def test_overrides_are_accepted_anywhere_on_the_line(tmp_path, capsys):
 
 def test_several_bad_overrides_are_listed_at_once(tmp_path, capsys):
     expect_error(capsys, ["train", "--out", str(tmp_path / "r"), "train.lr=fast", "model.emb_dim=1.5",
-                                "train.max_stepz=3", "model.cell=rnn"],
-                       "4 problems", "'train.lr' expects float", "'model.emb_dim' expects int",
-                       "'train.max_stepz'", "max_steps", "model.cell='rnn'")
+                          "train.max_stepz=3", "model.cell=rnn"],
+                 "4 problems", "'train.lr' expects float", "'model.emb_dim' expects int",
+                 "'train.max_stepz'", "max_steps", "model.cell='rnn'")
     assert not (tmp_path / "r").exists()
     expect_error(capsys, ["train", "--out", str(tmp_path / "r"), "nonsense", "train.=3"],
                  "2 problems", "'nonsense' is not of the form", "'train.=3'")
