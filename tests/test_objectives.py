@@ -98,3 +98,79 @@ def test_vae_loss_is_rec_plus_weighted_kl_term_plus_the_latents_own_terms():
     assert torch.isclose(vae_loss(out, 0.5, cfg), torch.tensor(4.0 + 0.5 * 2.0 + 0.25))
     out.losses = {}
     assert torch.isclose(vae_loss(out, 2.0, ObjectiveConfig()), torch.tensor(4.0 + 2.0 * 1.7))
+
+
+def _tc_batch(seed: int, b: int = 32):
+    from types import SimpleNamespace
+
+    from textvae.latents.gaussian import GaussianLatent
+
+    latent = GaussianLatent(in_dim=1, dim=4)
+    g = torch.Generator().manual_seed(seed)
+    mu, logvar = torch.randn(b, 4, generator=g), torch.rand(b, 4, generator=g) - 1.0
+    z = mu + torch.randn(b, 4, generator=g) * (0.5 * logvar).exp()
+    out = SimpleNamespace(rec=torch.zeros(b), kl=latent.kl((mu, logvar)), params=(mu, logvar), z=z, losses={})
+    return out, latent
+
+
+def test_tc_weights_of_one_are_the_plain_elbo_loss():
+    # weights 1, 1, 1: the decomposed KL is the analytic KL itself (not only in expectation)
+    from textvae.objectives import tc_enabled, vae_loss
+
+    out, latent = _tc_batch(0)
+    cfg = ObjectiveConfig(tc_estimator="mss")
+    assert not tc_enabled(cfg)
+    assert vae_loss(out, 0.7, cfg, dataset_size=1000, latent=latent) == vae_loss(out, 0.7, ObjectiveConfig())
+
+
+def test_tc_extra_is_zero_at_weights_one_and_the_three_terms_telescope():
+    # (w - 1)-weighted terms: with every weight 2 the extra is MI + TC + DWKL = log q(z|x) - log p(z),
+    # whatever the estimator of log q(z); its batch mean estimates the analytic KL
+    from textvae.objectives import decomposed_kl_extra
+
+    out, latent = _tc_batch(1)
+    mc_kl = (latent.log_q(out.z, out.params) - latent.log_prior(out.z)).mean()
+    for est in ("mws", "mss"):
+        doubled = ObjectiveConfig(tc_alpha=2.0, tc_beta=2.0, tc_gamma=2.0, tc_estimator=est)
+        assert torch.isclose(decomposed_kl_extra(out, doubled, latent, 1000), mc_kl, atol=1e-5)
+        assert decomposed_kl_extra(out, ObjectiveConfig(tc_estimator=est), latent, 1000).item() == 0.0
+    # in expectation over the posterior samples, the Monte Carlo KL is the analytic KL the ELBO uses
+    means = [(latent.log_q(o.z, o.params) - latent.log_prior(o.z)).mean() - o.kl.sum(1).mean()
+             for o, _ in (_tc_batch(s, b=256) for s in range(20))]
+    assert abs(sum(means).item() / 20) < 0.05
+
+
+def test_beta_tcvae_loss_penalises_total_correlation_and_has_gradients():
+    from textvae.decomposition import minibatch_log_qz
+    from textvae.objectives import vae_loss
+
+    out, latent = _tc_batch(2)
+    out.params[0].requires_grad_(True)
+    cfg = ObjectiveConfig(tc_beta=6.0)
+    log_qz, log_marg = minibatch_log_qz(out.z, out.params, latent, 500, "mws")
+    expected = out.kl.sum(1).mean() + 5.0 * (log_qz - log_marg).mean()
+    loss = vae_loss(out, 1.0, cfg, dataset_size=500, latent=latent)
+    assert torch.isclose(loss, expected)
+    loss.backward()
+    assert out.params[0].grad is not None and out.params[0].grad.abs().sum() > 0
+
+
+def test_beta_tcvae_loss_without_dataset_size_says_what_to_pass():
+    from textvae.errors import ConfigError
+    from textvae.objectives import vae_loss
+
+    out, latent = _tc_batch(3)
+    with pytest.raises(ConfigError, match="dataset_size"):
+        vae_loss(out, 1.0, ObjectiveConfig(tc_beta=2.0))
+
+
+@pytest.mark.parametrize("key", ["tc_alpha", "tc_beta", "tc_gamma"])
+def test_negative_tc_weight_is_a_config_error_naming_the_key(key):
+    from textvae.config import Config
+    from textvae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"objective\.{key}=-1\.0 must be >= 0"):
+        Config(objective=ObjectiveConfig(**{key: -1.0})).validate()
+    with pytest.raises(ConfigError, match="objective.tc_estimator='exact'"):
+        Config(objective=ObjectiveConfig(tc_estimator="exact")).validate()
+    Config(objective=ObjectiveConfig(**{key: 0.0})).validate()  # 0 switches a term off: allowed

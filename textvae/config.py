@@ -244,6 +244,13 @@ class ObjectiveConfig:
     # the optimiser, learning rate and early stopping, and trains the VAE (use free_bits_mode=li).
     pretrain_ae_steps: int = 0  # 0: no pretraining
     reset_decoder: bool = True  # at the start of phase 2, re-initialise the decoder (the encoder is kept)
+    # beta-TCVAE (Chen et al. 2018): the KL term becomes KL + (tc_alpha - 1) MI + (tc_beta - 1) TC +
+    # (tc_gamma - 1) dimension-wise KL, estimated on each minibatch (see objectives.py); on when any
+    # weight differs from 1. alpha = gamma = 1, beta > 1 is beta-TCVAE; all 1 is the plain ELBO.
+    tc_alpha: float = 1.0  # weight of the index-code mutual information
+    tc_beta: float = 1.0  # weight of the total correlation
+    tc_gamma: float = 1.0  # weight of the dimension-wise KL
+    tc_estimator: str = "mws"  # log q(z) from a minibatch: mws (weighted) | mss (stratified sampling)
 
     def validate(self, p: list[str]) -> None:
         _choice(p, "objective.kl_schedule", self.kl_schedule, ("constant", "linear", "logistic", "cyclical"))
@@ -260,6 +267,9 @@ class ObjectiveConfig:
         _positive(p, "objective.aggressive_max_inner", self.aggressive_max_inner)
         _positive(p, "objective.aggressive_window", self.aggressive_window)
         _positive(p, "objective.pretrain_ae_steps", self.pretrain_ae_steps, allow_zero=True)
+        for name in ("tc_alpha", "tc_beta", "tc_gamma"):
+            _positive(p, f"objective.{name}", getattr(self, name), allow_zero=True)
+        _choice(p, "objective.tc_estimator", self.tc_estimator, ("mws", "mss"))
 
 
 @dataclass
