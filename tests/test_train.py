@@ -1,5 +1,6 @@
 """The training loop (textvae.train): learning, resume after a crash or a kill, the non-finite guard,
 LR decay and early stopping, the time budget, evaluation, the end-of-run summary and SIGINT."""
+import math
 import os
 import signal
 import subprocess
@@ -11,11 +12,10 @@ import torch
 
 from helpers import (TINY, cli, crash_after_checkpoint, expect_error, records, tiny_cfg, weights,
                      without_speed)
-from textvae.checkpoint import list_checkpoints, read_checkpoint
+from textvae.checkpoint import Progress, list_checkpoints, read_checkpoint
 from textvae.cli import main
 from textvae.errors import ConfigError, TrainingError
 from textvae.model import TextVAE
-from textvae.checkpoint import Progress
 from textvae.optim import plateau, record_score
 from textvae.train import Trainer, train
 
@@ -358,3 +358,13 @@ def test_a_real_signal_while_training_saves_a_checkpoint(tmp_path, sig):
     assert proc.wait(timeout=60) == 130, err
     assert f"interrupted: {sig.name} received at step" in err and "Traceback" not in err
     assert list_checkpoints(run) and "continue with --resume" in err
+
+
+def test_beta_tcvae_trains_and_its_loss_differs_from_the_elbo(tmp_path):
+    """objective.tc_beta=6 reaches the step: the logged loss (rec + KL + 5 TC with the KL weight) is
+    not the plain one, for the same run otherwise."""
+    plain = train(tiny_cfg("train.max_steps=4", "train.eval_every=4"), tmp_path / "plain")
+    tc = train(tiny_cfg("train.max_steps=4", "train.eval_every=4", "objective.tc_beta=6"), tmp_path / "tc")
+    assert tc["step"] == plain["step"] == 4
+    loss = {name: [r["loss"] for r in records(tmp_path / name, "train")] for name in ("plain", "tc")}
+    assert loss["plain"] and all(math.isfinite(x) for x in loss["tc"]) and loss["tc"] != loss["plain"]

@@ -138,7 +138,9 @@ class Trainer:
             out = self.net(batch.tokens, batch.lengths, self.noise_for(offset, len(batch), global_size),
                            y=batch.label_ids)
             rec, kl_report = out.rec.float().mean(), out.kl.float().sum(1).mean()
-            return vae_loss(out, beta, self.cfg.objective), rec, kl_report, beta
+            loss = vae_loss(out, beta, self.cfg.objective, dataset_size=len(self.train_data),
+                            latent=self.model.latent)  # beta-TCVAE's estimators need both
+            return loss, rec, kl_report, beta
 
     def backward(self, loss, rec, kl, batch, global_size: int, term: str = "") -> bool:
         """Clipped gradients of ``loss``; False when non-finite and skipped (train.nonfinite=skip)."""
