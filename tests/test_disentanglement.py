@@ -1,0 +1,116 @@
+"""MIG and DCI on codes with known answers, and factor labels read beside a corpus."""
+
+import numpy as np
+import pytest
+
+from textvae.config import DataConfig
+from textvae.data import load_splits
+from textvae.disentanglement import dci, discrete_mutual_info, mig, read_factors
+from textvae.errors import DataError
+
+
+def _factors(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"topic": rng.integers(0, 5, n), "tense": rng.integers(0, 3, n), "mood": rng.integers(0, 2, n)}
+
+
+def _one_to_one(factors, noise_dims=2, seed=1):
+    """Each factor copied into its own dimension, then pure-noise dimensions."""
+    rng = np.random.default_rng(seed)
+    n = len(next(iter(factors.values())))
+    copies = np.stack([np.asarray(v, dtype=float) for v in factors.values()], 1)
+    return np.concatenate([copies, rng.normal(size=(n, noise_dims))], 1)
+
+
+def _mixed(factors, dims=4):
+    """Every dimension the same injective mixture of all factors (each carries everything)."""
+    v = list(factors.values())
+    code = v[0] * 6 + v[1] * 2 + v[2]  # distinct for every (topic, tense, mood)
+    return np.repeat(code[:, None].astype(float), dims, 1)
+
+
+def test_discrete_mutual_info_known_values():
+    x = np.array([0, 0, 1, 1])
+    assert discrete_mutual_info(x, x) == pytest.approx(np.log(2))
+    assert discrete_mutual_info(x, np.array([0, 1, 0, 1])) == pytest.approx(0.0)
+
+
+def test_mig_is_one_for_a_code_that_copies_each_factor_into_its_own_dimension():
+    factors = _factors()
+    out = mig(_one_to_one(factors), factors)
+    assert out["mig"] == pytest.approx(1.0, abs=0.05)
+    assert [out["top_dims"][name][0] for name in factors] == [0, 1, 2]
+    assert set(out["per_factor"]) == set(factors)
+
+
+def test_mig_is_near_zero_when_every_dimension_carries_every_factor():
+    factors = _factors()
+    assert mig(_mixed(factors), factors)["mig"] < 0.1
+
+
+def test_mig_accepts_string_labels():
+    factors = {"sentiment": ["positive", "negative"] * 50}
+    codes = np.stack([np.array([1.0, -1.0] * 50), np.zeros(100)], 1)
+    assert mig(codes, factors)["mig"] == pytest.approx(1.0)
+
+
+def test_single_valued_factor_is_an_error_naming_it():
+    factors = {**_factors(100), "length": ["short"] * 100}
+    with pytest.raises(DataError, match="'length'.*single value"):
+        mig(np.random.default_rng(0).normal(size=(100, 4)), factors)
+    with pytest.raises(DataError, match="'length'"):
+        dci(np.random.default_rng(0).normal(size=(100, 4)), factors)
+
+
+def test_codes_with_one_dimension_or_wrong_length_are_errors():
+    factors = _factors(100)
+    with pytest.raises(DataError, match="at least 2 dimensions"):
+        mig(np.zeros((100, 1)), factors)
+    with pytest.raises(DataError, match="'topic' has 100 labels but there are 50 codes"):
+        mig(np.zeros((50, 3)), factors)
+
+
+def test_dci_is_near_one_for_a_one_to_one_code_and_lower_for_a_mixed_one():
+    factors = _factors(400)
+    clean = dci(_one_to_one(factors), factors, n_estimators=20)
+    assert clean["disentanglement"] > 0.9 and clean["completeness"] > 0.9
+    assert clean["informativeness"] == pytest.approx(1.0)
+    assert np.asarray(clean["importance"]).shape == (5, 3) and clean["factors"] == list(factors)
+    mixed = dci(_mixed(factors) + np.random.default_rng(2).normal(scale=1e-3, size=(400, 4)), factors,
+                n_estimators=20)
+    assert mixed["disentanglement"] < clean["disentanglement"] - 0.3
+    assert mixed["completeness"] < clean["completeness"] - 0.3
+
+
+def test_dci_is_seeded():
+    factors = _factors(200)
+    codes = _mixed(factors) + np.random.default_rng(3).normal(size=(200, 4))
+    assert dci(codes, factors, seed=4, n_estimators=10) == dci(codes, factors, seed=4, n_estimators=10)
+
+
+def test_read_factors_on_the_builtin_corpus_aligns_four_factors_with_the_texts(tmp_path):
+    cfg = DataConfig(builtin_size=300)
+    factors = read_factors(cfg, "test")
+    assert list(factors) == ["topic", "tense", "sentiment", "length"]
+    split = load_splits(cfg, ("test",), cache_dir=str(tmp_path))["test"]
+    assert all(len(labels) == len(split) for labels in factors.values())
+    assert factors["topic"] == split["label"]  # the split's own label is the topic
+    long = [t for t, length in zip(split["text"], factors["length"]) if length == "long"]
+    assert long and all(any(w in t.split() for w in ("and", "so", "because")) for t in long)
+
+
+def test_read_factors_from_label_files_drops_blank_lines_with_the_text(tmp_path):
+    (tmp_path / "test.txt").write_text("a b\n\nc d\ne f\n")
+    (tmp_path / "test.tense.labels.txt").write_text("past\nx\nfuture\npast\n")
+    (tmp_path / "test.labels.txt").write_text("1\n2\n3\n4\n")  # the split's label, not a factor
+    cfg = DataConfig(data_dir=str(tmp_path))
+    assert read_factors(cfg, "test") == {"tense": ["past", "future", "past"]}
+    assert len(load_splits(cfg, ("test",), cache_dir=str(tmp_path / "cache"))["test"]) == 3
+    assert read_factors(DataConfig(dataset="some/hub-name"), "test") == {}
+
+
+def test_factor_label_file_with_another_line_count_is_an_error_naming_it(tmp_path):
+    (tmp_path / "test.txt").write_text("a b\nc d\ne f\n")
+    (tmp_path / "test.topic.labels.txt").write_text("x\ny\n")
+    with pytest.raises(DataError, match=r"test\.topic\.labels\.txt has 2 lines but .*test\.txt has 3"):
+        read_factors(DataConfig(data_dir=str(tmp_path)), "test")
