@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from textvae.config import ModelConfig, SampleConfig
 from textvae.batching import collate
+from textvae.config import ModelConfig, SampleConfig
 from textvae.data import EncodedSplit
 from textvae.metrics import (active_units, bleu, bleu_tokenize, distinct_n, elbo_terms, evaluate, iw_bound,
                              iw_log_likelihood, iw_log_weights, length_batches, mi_batch, mi_full, model_split,
@@ -399,3 +399,22 @@ def test_evaluate_reports_mi_full_se():
     ids = [rng.integers(4, 20, size=int(rng.integers(2, 9))).astype(np.int32) for _ in range(40)]
     r = evaluate(model, EncodedSplit(ids=ids, texts=["x"] * 40, labels=None), iw_samples=0, n_samples=0)
     assert r["mi_full_se"] > 0 and math.isfinite(r["mi_full"])
+
+
+def test_evaluate_disentanglement_on_the_built_in_factors(tiny_run, capsys):
+    """`textvae evaluate --disentanglement` on the built-in corpus: the KL decomposition, whose three
+    terms sum to its KL within estimator noise, and MIG / DCI against topic, tense, sentiment, length."""
+    from textvae.cli import main
+
+    assert main(["evaluate", "--model", str(tiny_run), "--iw-samples", "2", "--n-samples", "5",
+                 "--disentanglement", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    d = r["decomposition"]
+    assert abs(d["mi"] + d["tc"] + d["dimwise_kl"] - d["kl"]) < 0.1 * max(d["kl"], 1.0)
+    assert d["kl"] == pytest.approx(r["kl"], rel=0.05)  # the split's mean KL, as evaluate's own
+    assert set(r["mig_per_factor"]) == {"topic", "tense", "sentiment", "length"} and 0 <= r["mig"] <= 1
+    assert 0 <= r["dci_disentanglement"] <= 1 and 0 <= r["dci_completeness"] <= 1
+    assert 0 < r["dci_informativeness"] <= 1
+    main(["evaluate", "--model", str(tiny_run), "--iw-samples", "2", "--n-samples", "5", "--json"])
+    assert "mig" not in json.loads(capsys.readouterr().out)  # only when asked
+

@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--form", metavar="LxN", help="also report well_formed: the fraction of the (free) prior "
                    "samples that are poems of this form, e.g. 5x4")
+    p.add_argument("--disentanglement", action="store_true",
+                   help="add the KL decomposition (MI, TC, dimension-wise KL; O(N^2) in the split's size) and, when "
+                        "the split has factor labels ({split}.{factor}.labels.txt, or the built-in corpus), MIG "
+                        "and DCI")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("plot", help="training curves, per-dimension KL, latent PCA map (PNG)")
@@ -363,13 +367,21 @@ def _cmd_interpolate(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .metrics import evaluate, model_split
+    from .disentanglement import read_factors
+    from .metrics import evaluate, model_data, model_split
 
     model = _load_model(args)
-    enc = model_split(model, args.split, data_dir=args.data_dir, encoding_errors=args.encoding_errors)
+    data = model_data(model, data_dir=args.data_dir, encoding_errors=args.encoding_errors)
+    enc = model_split(model, args.split, data=data)
+    factors = read_factors(data, args.split) if args.disentanglement else {}
+    if factors and enc.stats.get("dropped"):
+        raise TextVAEError(f"--disentanglement: {enc.stats['dropped']} examples of the {args.split} split were dropped "
+                           f"when encoding (the model was trained with data.long_policy=drop), so its factor "
+                           f"labels no longer line up with the codes; MIG and DCI need every example")
     result = evaluate(model, enc, iw_samples=args.iw_samples, batch_size=args.batch_size,
                       seed=args.seed, n_samples=args.n_samples, form=args.form,
-                      progress=f"evaluate {args.split} (k = {args.iw_samples})")
+                      progress=f"evaluate {args.split} (k = {args.iw_samples})",
+                      decomposition=args.disentanglement, factors=factors or None)
     if args.json:
         print(json.dumps(result))
         return 0

@@ -397,6 +397,24 @@ def read_labels(path) -> list[str]:
         raise DataError(f"labels file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
+def model_data(model, data=None, data_dir: str | None = None, encoding_errors: str | None = None):
+    """The corpus (a DataConfig) :func:`model_split` reads: a copy of ``data``, or the ``data`` section
+    the trainer saved in the model's config.json (default DataConfig when there is none), with
+    ``data_dir`` replacing its folder (and any hub dataset) and ``encoding_errors`` its UTF-8 policy."""
+    from .config import DataConfig, _build
+
+    if data is None:
+        saved = getattr(model, "extra_config", {}).get("data", {})
+        data = _build(DataConfig, saved, "the model's config.json", "data.") if saved else DataConfig()
+    else:
+        data = dataclasses.replace(data)  # a copy: the caller's config stays as it was
+    if data_dir:
+        data.data_dir, data.dataset = data_dir, None
+    if encoding_errors:
+        data.encoding_errors = encoding_errors
+    return data
+
+
 def model_split(model, split: str = "test", *, data=None, data_dir: str | None = None,
                 labels_file=None, encoding_errors: str | None = None, need_labels: bool = False):
     """The ``split`` of the corpus a model was trained on, encoded with its tokenizer, with its labels.
@@ -413,18 +431,9 @@ def model_split(model, split: str = "test", *, data=None, data_dir: str | None =
     """
     from pathlib import Path
 
-    from .config import DataConfig, _build
     from .data import attach_label_ids, encode_split, load_splits
 
-    if data is None:
-        saved = getattr(model, "extra_config", {}).get("data", {})
-        data = _build(DataConfig, saved, "the model's config.json", "data.") if saved else DataConfig()
-    else:
-        data = dataclasses.replace(data)  # a copy: the caller's config stays as it was
-    if data_dir:
-        data.data_dir, data.dataset = data_dir, None
-    if encoding_errors:
-        data.encoding_errors = encoding_errors
+    data = model_data(model, data, data_dir, encoding_errors)
     loaded = load_splits(data, (split,))
     ds = loaded[split]
     source = loaded.stats[split]["source"]
@@ -495,7 +504,8 @@ def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0
 def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batch_size: int = 64, seed: int = 0,
              n_samples: int = 100, sample_cfg: SampleConfig | None = None, bleu_sentences: int | None = None,
              au_threshold: float = 0.01, iw_chunk: int | None = None, form: str | None = None,
-             mi_batch_size: int = 32, sample_checks: list | None = None, progress: str | None = None) -> dict:
+             mi_batch_size: int = 32, sample_checks: list | None = None, progress: str | None = None,
+             decomposition: bool = False, factors: dict | None = None) -> dict:
     """Every test-set metric of the sentence-VAE papers, in one pass over ``split``.
 
     Likelihood: ``nll_iw`` (mean -log p(x) per sentence, k = ``iw_samples`` importance samples;
@@ -524,6 +534,10 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     i is decoded with label i mod K.
 
     For the LM: ``nll_iw`` is the exact NLL (``iw_samples`` reported as 0), kl / MI / AU are 0 and
+    Disentanglement (a Gaussian latent): ``decomposition`` adds Chen et al.'s split of the KL over the
+    whole split, {mi, tc, dimwise_kl, kl} (O(N^2 Z): subsample big splits); ``factors`` ({name: label
+    per example of ``split``}, textvae.disentanglement.read_factors) adds ``mig``, ``mig_per_factor``
+    and ``dci_disentanglement``/``dci_completeness``/``dci_informativeness`` of the posterior means.
     ``bleu_rec`` is None. Deterministic for a seed; the global RNG is not used. ``progress``: a bar
     with this label on stderr over the pass (None: silent).
     """
@@ -590,7 +604,7 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     # prior samples: diversity and length
     samples, requested = [], None
     if n_samples > 0:
-        z = None if lm else torch.randn(n_samples, Z, generator=g).to(model.device)
+        z = model.prior_sample(n_samples, g)  # None for the LM
         # a conditional model: sample i is decoded with label i mod K, so every label gets its share
         y = torch.arange(n_samples, device=model.device) % len(model.label_names) if model.conditional else None
         ids = generate(model, z, sample_cfg or SampleConfig(), n=n_samples, generator=g, labels=y)
@@ -606,5 +620,17 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
                   self_bleu_texygen=self_bleu_texygen(samples) if len(samples) >= 2 else None,
                   bleu_tokenize=bleu_tok, mean_len=mean_len if samples else None,
                   tokens=tokens, sentences=n, iw_samples=0 if lm else iw_samples,
-                  mi_batch_size=mi_batch_size, seconds=time.perf_counter() - start)
+                  mi_batch_size=mi_batch_size)
+    if not lm and decomposition:
+        from .decomposition import kl_decomposition
+
+        result["decomposition"] = kl_decomposition(mu_all, logvar_all, model.latent,
+                                                   generator=torch.Generator().manual_seed(seed + 1))
+    if not lm and factors:
+        from .disentanglement import dci, mig
+
+        m, d = mig(mu_all, factors), dci(mu_all, factors, seed=seed)
+        result.update(mig=m["mig"], mig_per_factor=m["per_factor"], dci_disentanglement=d["disentanglement"],
+                      dci_completeness=d["completeness"], dci_informativeness=d["informativeness"])
+    result["seconds"] = time.perf_counter() - start
     return result
