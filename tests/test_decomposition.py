@@ -78,3 +78,20 @@ def test_minibatch_estimator_needs_two_sentences():
     z = torch.zeros(1, 3)
     with pytest.raises(ValueError, match="batch size"):
         minibatch_log_qz(z, (z, z), LATENT, 100)
+
+
+def test_the_tcvae_step_benchmark_runs_side_by_side(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_tcvae.py"
+    spec = importlib.util.spec_from_file_location("benchmark_tcvae", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "b.json"
+    assert bench.main(["--preset", "tiny", "--set", "data.builtin_size=200", "--rounds", "2", "--steps", "2",
+                       "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["plain_ms_per_step"] > 0 and r["tcvae_ms_per_step"] > 0 and r["ratio"] > 0
+    assert r["tc"] == ["objective.tc_beta=6.0", "objective.tc_estimator=mws"]
