@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from textvae.config import load_config
 from textvae.batching import collate
-from textvae.model import gaussian_kl
+from textvae.latents.gaussian import gaussian_kl
 from textvae.optim import make_optimizer
 from textvae.train import Trainer
 
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
               "machine": platform.processor() or platform.machine(), "peak_rss_mb": peak_rss_mb,
               "command": "python scripts/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "results": results}
-    print(f"\n| config | real tok/s | floor tok/s | real/floor |\n|---|---|---|---|")
+    print("\n| config | real tok/s | floor tok/s | real/floor |\n|---|---|---|---|")
     for r in results:
         print(f"| {r['config']} | {r['real_tokens_per_s']:,.0f} | {r['floor_tokens_per_s']:,.0f} | {r['ratio']:.2f} |")
     print(f"peak RSS {peak_rss_mb:,.0f} MB; torch threads {report['threads']}")

@@ -11,7 +11,8 @@ from helpers import TINY, expect_error, torch_threads
 from textvae.cli import main
 from textvae.config import ModelConfig, TokenizerConfig
 from textvae.errors import CheckpointError
-from textvae.model import TextVAE, gaussian_kl, word_dropout
+from textvae.latents.gaussian import gaussian_kl
+from textvae.model import TextVAE, word_dropout
 from textvae.tokenizers import train_tokenizer
 
 TEXTS = ["the cat sat on the mat .", "a dog ran in the park .", "the bird sang a song .", "it rained ."]
@@ -220,7 +221,7 @@ def test_enc_dropout_applies_to_the_encoder_alone_and_defaults_to_emb_dropout():
 def test_bn_vae_bound_holds_for_raw_means_with_variance_far_below_pytorchs_eps():
     """BatchNorm divides by sqrt(Var + eps); with eps = 1e-5 raw means of variance 1e-8 come out with
     variance ~1e-3 gamma^2, and the KL lower bound Z gamma^2 / 2 is gone."""
-    from textvae.model import MeanBatchNorm
+    from textvae.latents.gaussian import MeanBatchNorm
 
     torch.manual_seed(0)
     bn = MeanBatchNorm(4, gamma=0.6).train()

@@ -26,9 +26,6 @@ import math
 
 import torch
 
-ESTIMATORS = ("mws", "mss")
-
-
 def _mws_log_weights(b: int, n: int) -> torch.Tensor:
     """log importance weights (B, B) of minibatch weighted sampling: row i estimates q(z_i) from the
     batch, z_i drawn from its own sentence i (weight 1/N: that index is known, not sampled) and the

@@ -38,7 +38,7 @@ import torch
 from .config import SampleConfig
 from .errors import DataError
 from .generate import eval_mode, generate
-from .model import gaussian_kl
+from .latents.gaussian import gaussian_kl
 
 LOG_2PI = math.log(2 * math.pi)
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")

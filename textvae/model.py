@@ -35,7 +35,6 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from .config import FORMAT_VERSION, ModelConfig, SampleConfig, saved_header
 from .errors import CheckpointError
 from .latents import Latent, build_latent
-from .latents.gaussian import MeanBatchNorm, gaussian_kl, log_normal  # noqa: F401  (re-exported)
 
 RNN = {"lstm": nn.LSTM, "gru": nn.GRU}
 WEIGHTS_FILE = "model.safetensors"

@@ -20,7 +20,6 @@ Standard library only. The corpora are never copied into the repository (licence
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import random
