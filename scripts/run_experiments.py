@@ -50,6 +50,7 @@ import report  # noqa: E402  (scripts/report.py: the rendering step)
 
 from textvae.config import load_config  # noqa: E402
 from textvae.data import EncodedSplit, load_splits  # noqa: E402
+from textvae.disentanglement import read_factors  # noqa: E402
 from textvae.errors import TextVAEError  # noqa: E402
 from textvae.experiments import (data_dir, evaluation, load_experiment, load_table, row_overrides,  # noqa: E402
                                  steps_from_epochs, TABLE_FILE)
@@ -213,7 +214,8 @@ def evaluate_run(name: str, settings: dict, cfg, run: Path, state: dict, eval_se
                  command: str | None = None) -> dict:
     """Metrics, a homotopy and prior samples of the run's best model on ``settings["split"]`` (cached in
     the state, keyed by iw samples, sentences and seed)."""
-    key = {"iw_samples": settings["iw_samples"], "eval_sentences": eval_sentences, "seed": cfg.train.seed}
+    key = {"iw_samples": settings["iw_samples"], "eval_sentences": eval_sentences, "seed": cfg.train.seed,
+           "disentanglement": bool(settings.get("disentanglement"))}
     if state.get("evaluation_key") == key and state.get("evaluation"):
         return state
     device = resolve_device(cfg.train.device)
@@ -221,7 +223,14 @@ def evaluate_run(name: str, settings: dict, cfg, run: Path, state: dict, eval_se
     split_name = settings["split"]
     split = subset(model_split(model, split_name, data=cfg.data), eval_sentences)
     log(f"[{name}] evaluating on {len(split)} {split_name} sentences, k = {settings['iw_samples']} ...")
-    metrics = evaluate(model, split, iw_samples=settings["iw_samples"], seed=cfg.train.seed)
+    factors = None
+    if settings.get("disentanglement"):
+        if split.stats.get("dropped"):
+            raise TextVAEError(f"{split.stats['dropped']} {split_name} examples were dropped when encoding "
+                               f"(data.long_policy=drop): factor labels no longer line up with the codes")
+        factors = {f: labels[:len(split)] for f, labels in read_factors(cfg.data, split_name).items()} or None
+    metrics = evaluate(model, split, iw_samples=settings["iw_samples"], seed=cfg.train.seed,
+                       decomposition=bool(settings.get("disentanglement")), factors=factors)
     extras = {"samples": model.sample(settings["samples"], seed=cfg.train.seed), "homotopy": None,
               "homotopy_ends": None}
     if not model.is_lm and settings["homotopy_steps"]:
@@ -235,6 +244,9 @@ def evaluate_run(name: str, settings: dict, cfg, run: Path, state: dict, eval_se
 
 METRICS = ("nll_iw", "ppl_iw", "kl", "mi_full", "mi_batch", "au", "elbo", "ppl_elbo", "rec", "bleu_rec",
            "distinct_2")
+# evaluate's disentanglement keys (settings disentanglement: true); the decomposition's terms flattened
+DISENTANGLEMENT = ("mig", "mig_per_factor", "mig_top_dims", "dci_disentanglement", "dci_completeness",
+                   "dci_informativeness")
 
 
 def run_record(table, row, name: str, seed, run: Path, overrides: list[str], state: dict) -> dict:
@@ -248,6 +260,8 @@ def run_record(table, row, name: str, seed, run: Path, overrides: list[str], sta
     return {
         "row": name, "experiment": row.name, "seed": seed, "method": row.method, "paper": row.paper,
         **{k: ev[k] for k in METRICS}, "bleu_tokenize": ev.get("bleu_tokenize"),
+        **{k: ev[k] for k in DISENTANGLEMENT if k in ev},
+        **{f"decomposition_{k}": v for k, v in (ev.get("decomposition") or {}).items()},
         "epochs": state["train_result"]["epoch"], "steps": state["train_result"]["step"],
         "stopped": report.stop_reason(state["train_result"], config),
         "train_seconds": sum(s["seconds"] for s in sittings), "device": " + ".join(devices),

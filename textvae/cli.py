@@ -160,6 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sentences", nargs="*", metavar="SENTENCE", help="the two endpoint sentences")
     _add_sampling(p, greedy_default=True)
 
+    p = sub.add_parser("traverse", help="decode a sentence (or the prior's centre) with one latent dimension swept")
+    p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
+    p.add_argument("sentence", nargs="?", metavar="SENTENCE", help="the sentence whose code is swept (default: "
+                   "the prior's centre)")
+    p.add_argument("--dim", default="all", help="dimensions to sweep: an index, a comma list (0,3) or all")
+    p.add_argument("--values", default="-3:3:7", help="values the dimension takes: START:STOP:COUNT or a comma list")
+    p.add_argument("--factors", action="store_true", help="also measure each dimension's intervention effect on "
+                   "the corpus's known factors (classifiers trained on its labelled train split)")
+    p.add_argument("--bases", type=_positive_int("--bases"), default=50,
+                   help="with --factors: test sentences whose codes are swept")
+    p.add_argument("--data-dir", help="corpus folder for --factors (default: the corpus the model was trained on)")
+    p.add_argument("--seed", type=int, default=0, help="which test sentences --factors sweeps")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_sampling(p, greedy_default=True)
+
     p = sub.add_parser("evaluate", help="test-set metrics: IW-NLL/PPL, ELBO, KL, MI, AU, BLEU, diversity")
     p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
     p.add_argument("--data-dir", help="corpus folder (default: the corpus the model was trained on)")
@@ -366,6 +381,61 @@ def _cmd_interpolate(args) -> int:
     return 0
 
 
+def _cmd_traverse(args) -> int:
+    from .traversal import base_code, parse_dims, parse_values, traverse
+
+    values = parse_values(args.values)
+    model = _load_model(args)
+    if model.is_lm:
+        raise TextVAEError(f"{args.model} is a language model (latent_dim=0): it has no latent space to traverse")
+    dims = parse_dims(args.dim, model.latent_dim)
+    code = base_code(model, args.sentence, args.label)
+    lines = traverse(model, code, dims, values, _sample_config(args), label=args.label)
+    effect = _intervention(model, args, dims, values) if args.factors else None
+    if args.json:
+        print(json.dumps({"sentence": args.sentence, "values": values, "traversal": lines, **(effect or {})}))
+        return 0
+    for d in dims:
+        print(f"dim {d}")
+        for v, s in zip(values, lines[d]):
+            print(f"  {v:+6.2f}  {s}")
+    if effect:
+        names = list(effect["classifier_accuracy"])
+        print(f"\nintervention effect: share of swept decodings of {effect['bases']} {effect['split']} sentences "
+              f"whose predicted factor changes")
+        print("dim  " + "  ".join(f"{n:>9}" for n in names) + "  moves")
+        for d in dims:
+            row = effect["intervention_effect"][d]
+            print(f"{d:>3}  " + "  ".join(f"{row[n]:9.3f}" for n in names) + f"  {max(row, key=row.get)}")
+        print("factor classifiers' held-out accuracy: "
+              + ", ".join(f"{n} {a:.3f}" for n, a in effect["classifier_accuracy"].items()))
+    return 0
+
+
+def _intervention(model, args, dims, values) -> dict:
+    """--factors: classifiers trained on the labelled train split, swept codes of --bases test sentences."""
+    import numpy as np
+
+    from .data import load_splits
+    from .disentanglement import read_factors
+    from .metrics import model_data
+    from .traversal import FactorClassifier, intervention_effect
+
+    data = model_data(model, data_dir=args.data_dir)
+    train_factors, test_factors = read_factors(data, "train"), read_factors(data, "test")
+    if not train_factors:
+        raise TextVAEError("--factors needs factor labels: the built-in corpus, or {split}.{factor}.labels.txt "
+                           "files beside the corpus's text files (docs/disentangle.md)")
+    splits = load_splits(data, ("train", "test"))
+    clf = FactorClassifier(args.seed).fit(splits["train"]["text"], train_factors)
+    test = splits["test"]["text"]
+    accuracy = clf.score(test, test_factors)
+    pick = np.random.default_rng(args.seed).permutation(len(test))[:args.bases]
+    codes = model.encode_points([test[i] for i in pick])
+    effect = intervention_effect(model, codes, dims, values, clf, _sample_config(args))
+    return {"intervention_effect": effect, "classifier_accuracy": accuracy, "bases": len(pick), "split": "test"}
+
+
 def _cmd_evaluate(args) -> int:
     from .disentanglement import read_factors
     from .metrics import evaluate, model_data, model_split
@@ -438,7 +508,20 @@ def _cmd_presets(args) -> int:
 
 VERBS = {"train": _cmd_train, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct,
          "interpolate": _cmd_interpolate, "evaluate": _cmd_evaluate, "plot": _cmd_plot,
-         "probe": _cmd_probe, "presets": _cmd_presets}
+         "probe": _cmd_probe, "presets": _cmd_presets, "traverse": _cmd_traverse}
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--values -3:3:7`` as ``--values=-3:3:7``: a sweep that starts with "-" is not an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--values" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"--values={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -446,6 +529,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tiny b=2``) join the verb's positional list (:data:`TRAILING`) in their order; anything else
     left over is argparse's "unrecognized arguments" error."""
     parser = build_parser()
+    argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args(argv)
     dest = TRAILING.get(args.verb)
     if extra and (dest is None or any(x.startswith("-") for x in extra)):

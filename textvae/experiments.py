@@ -20,6 +20,9 @@ calls ``textvae.train.train``; the report step (``scripts/report.py``) renders
     evaluation: {split: test, iw_samples: 500, samples: 3, homotopy_steps: 5}
     bleu_tokenize: none             # the BLEU convention this table's numbers are read under
     baseline: {row: lstm-lm, min_kl: 5.0, min_au: 10}   # optional: VAE rows compared with it
+    summary: [nll_iw, kl, mig]      # optional: a mean ± sd over seeds table of these metrics
+    compare: [{metric: mig, baseline: vae-plain, better: higher}]   # optional: each row's mean
+                                    # against the baseline row's, "better" only beyond 2 pooled sd
     notes: [...]                    # paragraphs after the table (markdown)
 
 A row file::
@@ -49,7 +52,9 @@ import yaml
 from .errors import ConfigError
 
 TABLE_FILE = "table.yaml"
-EVALUATION_DEFAULTS = {"split": "test", "iw_samples": 500, "samples": 3, "homotopy_steps": 5}
+EVALUATION_DEFAULTS = {"split": "test", "iw_samples": 500, "samples": 3, "homotopy_steps": 5,
+                       "disentanglement": False}  # True: the KL decomposition, and MIG/DCI on known factors
+COMPARE_KEYS = {"metric", "baseline", "better"}
 REFERENCE_KEYS = {"nll", "kl", "ppl", "source", "status", "differs"}
 
 
@@ -69,6 +74,8 @@ class Table:
     evaluation: dict = field(default_factory=dict)
     bleu_tokenize: str | None = None
     baseline: dict | None = None
+    summary: list[str] = field(default_factory=list)
+    compare: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -123,6 +130,10 @@ def load_table(folder: str | Path) -> tuple[Table, list[Experiment]]:
         raise ConfigError(f"{folder} has no {TABLE_FILE}: a table folder holds {TABLE_FILE} and one YAML "
                           "file per row (see experiments/ptb/)")
     table = _build(Table, _read(folder / TABLE_FILE), folder / TABLE_FILE, ("table", "title"), folder=folder)
+    for c in table.compare:
+        if not isinstance(c, dict) or set(c) != COMPARE_KEYS or c["better"] not in ("higher", "lower"):
+            raise ConfigError(f"{folder / TABLE_FILE}: each compare entry needs exactly {', '.join(sorted(COMPARE_KEYS))} "
+                              f"with better: higher or lower, got {c!r}")
     rows = [load_experiment(p) for p in sorted(folder.glob("*.yaml")) if p.name != TABLE_FILE]
     names = [r.name for r in rows]
     twice = sorted({n for n in names if names.count(n) > 1})

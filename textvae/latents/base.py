@@ -69,6 +69,19 @@ class Latent(nn.Module):
         """The single code that stands for q(z|x) when reconstructing (the Gaussian's mean)."""
         raise NotImplementedError
 
+    def prior_point(self) -> torch.Tensor:
+        """The code (dim,) that stands for the prior when a traversal starts from no sentence (the
+        Gaussian's mean, 0)."""
+        raise NotImplementedError
+
+    def sweep(self, code: torch.Tensor, dim: int, values: list[float]) -> torch.Tensor:
+        """Copies (len(values), dim) of ``code`` (dim,) with coordinate ``dim`` set to each value: a
+        latent traversal. Families whose codes have no coordinates to set refuse it."""
+        from ..errors import TextVAEError
+
+        raise TextVAEError(f"a latent traversal sets one coordinate of a continuous code; the "
+                           f"{type(self).__name__} has none to set")
+
     def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
         """steps + 2 codes on a path from code a to code b (dim,), endpoints included: (steps + 2, dim)."""
         raise NotImplementedError

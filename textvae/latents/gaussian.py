@@ -129,5 +129,13 @@ class GaussianLatent(Latent):
     def point(self, params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return params[0]  # the posterior mean
 
+    def prior_point(self) -> torch.Tensor:
+        return torch.zeros(self.dim)  # the mean of N(0, I)
+
+    def sweep(self, code: torch.Tensor, dim: int, values: list[float]) -> torch.Tensor:
+        codes = code.repeat(len(values), 1)  # (V, Z)
+        codes[:, dim] = torch.tensor(values, dtype=code.dtype, device=code.device)
+        return codes
+
     def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
         return homotopy(a, b, steps)

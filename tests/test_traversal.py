@@ -1,0 +1,116 @@
+"""Latent traversals (textvae.traversal) and the `textvae traverse` verb."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import TINY, cli, expect_error
+from textvae.errors import TextVAEError
+from textvae.latents import GaussianLatent
+from textvae.latents.base import Latent
+from textvae.traversal import FactorClassifier, intervention_effect, parse_dims, parse_values
+
+
+def test_values_parse_ranges_and_lists():
+    assert parse_values("-3:3:7") == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
+    assert parse_values("-2,0,2.5") == [-2.0, 0.0, 2.5]
+    for bad, needle in (("1:2", "not a sweep"), ("0:1:1", "COUNT must be at least 2"), ("a,b", "not a sweep"),
+                        ("0,inf", "finite")):
+        with pytest.raises(TextVAEError, match=needle):
+            parse_values(bad)
+
+
+def test_dims_parse_and_range_errors_name_the_dimension():
+    assert parse_dims("all", 3) == [0, 1, 2] and parse_dims("2,0", 3) == [2, 0]
+    with pytest.raises(TextVAEError, match=r"--dim 3 is out of range: the model's latent has 3 dimensions \(0 to 2\)"):
+        parse_dims("3", 3)
+    with pytest.raises(TextVAEError, match="--dim -1 is out of range"):
+        parse_dims("-1", 3)
+    with pytest.raises(TextVAEError, match="'x' is not a dimension index"):
+        parse_dims("0,x", 3)
+
+
+def test_gaussian_sweep_changes_only_the_swept_coordinate():
+    latent = GaussianLatent(in_dim=4, dim=3)
+    code = torch.tensor([0.5, -1.0, 2.0])
+    swept = latent.sweep(code, 1, [-3.0, 0.0, 3.0])
+    assert swept.shape == (3, 3)
+    assert torch.equal(swept[:, 1], torch.tensor([-3.0, 0.0, 3.0]))
+    assert torch.equal(swept[:, [0, 2]], code[[0, 2]].expand(3, 2))
+    assert torch.equal(code, torch.tensor([0.5, -1.0, 2.0]))  # the base code is not modified
+    assert torch.equal(latent.prior_point(), torch.zeros(3))
+
+
+def test_a_latent_without_coordinates_refuses_a_traversal():
+    with pytest.raises(TextVAEError, match="has none to set"):
+        Latent().sweep(torch.zeros(2), 0, [0.0, 1.0])
+
+
+class _SignModel:
+    """A stand-in decoder: the sentence says whether z_0 is positive; z_1 changes nothing it says."""
+
+    latent = GaussianLatent(in_dim=2, dim=2)
+
+    def decode(self, codes, sample=None, label=None):
+        return ["it is good ." if z[0] > 0 else "it is bad ." for z in codes]
+
+
+def test_intervention_effect_finds_the_dimension_that_moves_the_factor():
+    texts = ["it is good .", "it is bad ."] * 10
+    clf = FactorClassifier().fit(texts, {"sentiment": ["pos", "neg"] * 10, "noise": ["a"] * 10 + ["b"] * 10})
+    assert clf.score(texts, {"sentiment": ["pos", "neg"] * 10, "noise": ["a"] * 20})["sentiment"] == 1.0
+    bases = torch.tensor([[0.5, 0.0], [-0.5, 0.0]])
+    effect = intervention_effect(_SignModel(), bases, [0, 1], [-2.0, -1.0, 1.0, 2.0], clf)
+    # dim 0: half of each base's sweep crosses zero and flips the sentence; dim 1 never changes it
+    assert effect[0]["sentiment"] == pytest.approx(0.5) and effect[1]["sentiment"] == 0.0
+    assert effect[1]["noise"] == 0.0
+
+
+def test_factor_classifier_refuses_a_single_valued_factor():
+    with pytest.raises(TextVAEError, match="single value"):
+        FactorClassifier().fit(["a", "b"], {"tense": ["past", "past"]})
+
+
+def test_traverse_prints_each_dimension_sweep(tiny_run, capsys):
+    out, _ = cli(capsys, ["traverse", "--model", tiny_run, "--dim", "0,1", "--values", "-3:3:3"])
+    lines = out.splitlines()
+    assert lines[0] == "dim 0" and lines[4] == "dim 1" and len(lines) == 8
+    assert [ln.split()[0] for ln in lines[1:4]] == ["-3.00", "+0.00", "+3.00"]
+
+
+def test_traverse_json_with_factors_on_the_builtin_corpus(tiny_run, capsys):
+    out, _ = cli(capsys, ["traverse", "--model", tiny_run, "the dog ran .", "--dim", "1", "--values", "-2,2",
+                          "--factors", "--bases", "4", "--json"])
+    r = json.loads(out)
+    assert r["sentence"] == "the dog ran ." and r["values"] == [-2.0, 2.0] and len(r["traversal"]["1"]) == 2
+    effect = r["intervention_effect"]["1"]
+    assert set(effect) == {"topic", "tense", "sentiment", "length"}
+    assert all(0.0 <= v <= 1.0 for v in effect.values()) and r["bases"] == 4
+    assert all(0.0 <= a <= 1.0 for a in r["classifier_accuracy"].values())
+
+
+def test_traverse_bad_input_speaks(tiny_run, capsys):
+    expect_error(capsys, ["traverse", "--model", tiny_run, "--dim", "99"], "--dim 99 is out of range")
+    expect_error(capsys, ["traverse", "--model", tiny_run, "--values", "3:4"], "--values '3:4' is not a sweep")
+    expect_error(capsys, ["traverse", "--model", tiny_run, "   "], "empty after tokenisation")
+
+
+def test_traverse_refuses_a_language_model(tmp_path, capsys, one_thread):
+    lm = tmp_path / "lm"
+    cli(capsys, ["train", *TINY, "--out", lm, "train.max_steps=2", "model.latent_dim=0"])
+    expect_error(capsys, ["traverse", "--model", lm], "language model", "no latent space")
+
+
+def test_traverse_factors_needs_factor_labels(tmp_path, capsys, one_thread):
+    from helpers import write_corpus
+
+    write_corpus(tmp_path / "c", {s: ["a b c .", "b c d ."] * 5 for s in ("train", "valid", "test")})
+    run = tmp_path / "r"
+    cli(capsys, ["train", *TINY, "--data", tmp_path / "c", "--out", run, "train.max_steps=2"])
+    expect_error(capsys, ["traverse", "--model", run, "--factors", "--dim", "0"], "--factors needs factor labels")
+
+
+def test_values_option_takes_a_negative_start(tiny_run, capsys):
+    out, _ = cli(capsys, ["traverse", "--model", tiny_run, "--values", "-1:1:2", "--dim", "0"])
+    assert np.allclose([float(ln.split()[0]) for ln in out.splitlines()[1:]], [-1.0, 1.0])
