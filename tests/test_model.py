@@ -243,7 +243,9 @@ def test_format_1_models_load_and_reproduce_their_outputs(name):
     model = TextVAE.from_pretrained(FIXTURES / name)
     label = model.label_names[0] if model.conditional else None  # 0.1.0 sampled with the first label
     mu, logvar = model.encode([expected["sentence"]], label)
-    assert mu[0].tolist() == expected["mu"] and logvar[0].tolist() == expected["logvar"]
+    # float32 kernels differ in the last bits between CPUs (CI's differed at 4e-9): compare to 1e-5
+    assert mu[0].tolist() == pytest.approx(expected["mu"], abs=1e-5)
+    assert logvar[0].tolist() == pytest.approx(expected["logvar"], abs=1e-5)
     assert model.sample(2, seed=0, label=label) == expected["sample"]
 
 
