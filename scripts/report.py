@@ -178,8 +178,12 @@ def commands_section(records: list[dict]) -> list[str]:
 
 
 def samples_section(records: list[dict]) -> list[str]:
+    """Samples and a homotopy of each row (of its first seed's run, where it has several)."""
     lines = ["", "## Samples and homotopies", ""]
+    first = {}
     for r in records:
+        first.setdefault(r.get("experiment", r["row"]), r)
+    for r in first.values():
         lines += [f"### {r['row']}: {md(r['method'])}", "", f"{md(r['paper'])}.", "",
                   "Three samples from the prior (ancestral sampling):", ""]
         lines += [f"- {md(s)}" for s in r["samples"]]
@@ -191,6 +195,91 @@ def samples_section(records: list[dict]) -> list[str]:
             lines += ["", f"(inputs: “{md(r['homotopy_ends'][0])}” → “{md(r['homotopy_ends'][1])}”)"]
         lines.append("")
     return lines
+
+
+HEADERS = {"nll_iw": "NLL (IW)", "ppl_iw": "PPL (IW)", "rec": "rec NLL", "kl": "KL", "mi_full": "MI",
+           "decomposition_mi": "MI (decomp.)", "decomposition_tc": "TC", "decomposition_dimwise_kl": "dim-wise KL",
+           "au": "AU", "elbo": "−ELBO", "mig": "MIG", "dci_disentanglement": "DCI dis.",
+           "dci_completeness": "DCI compl.", "dci_informativeness": "DCI info.", "bleu_rec": "BLEU rec",
+           "train_seconds": "train time"}
+
+
+def seed_values(rows, records: list[dict], metric: str) -> dict[str, list[float]]:
+    """Each row's values of ``metric`` over its seeds' records (rows with none left out)."""
+    out: dict[str, list[float]] = {}
+    for r in records:
+        row = row_of(rows, r)
+        if row is not None and r.get(metric) is not None:
+            out.setdefault(row.name, []).append(float(r[metric]))
+    return out
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    m = sum(values) / len(values)
+    return m, (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+
+
+def pooled_sd(a: list[float], b: list[float]) -> float:
+    """The pooled sample standard deviation of two groups."""
+    dof = len(a) + len(b) - 2
+    return ((mean_sd(a)[1] ** 2 * (len(a) - 1) + mean_sd(b)[1] ** 2 * (len(b) - 1)) / dof) ** 0.5 if dof else 0.0
+
+
+def summary_section(table, rows, records: list[dict]) -> list[str]:
+    """Mean ± sd over seeds of the table's ``summary`` metrics, one line per row."""
+    if not table.summary:
+        return []
+    cols = {m: seed_values(rows, records, m) for m in table.summary}
+    lines = ["", "Mean ± sd over training seeds (sample sd; every seed's numbers are in the table below and the json):",
+             "", "| row | method | seeds | " + " | ".join(HEADERS.get(m, m) for m in table.summary) + " |",
+             "|---|---|---|" + "---|" * len(table.summary)]
+    for row in rows:
+        n = max((len(v.get(row.name, [])) for v in cols.values()), default=0)
+        if not n:
+            continue
+        cells = []
+        for m in table.summary:
+            vals = cols[m].get(row.name)
+            if not vals:
+                cells.append("–")
+            elif m == "train_seconds":
+                cells.append(duration(mean_sd(vals)[0]))
+            else:
+                mean, sd = mean_sd(vals)
+                cells.append(f"{mean:.3f} ± {sd:.3f}" if m.startswith(("mig", "dci")) else f"{mean:.2f} ± {sd:.2f}")
+        lines.append(f"| {row.name} | {md(row.method)} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def compare_section(table, rows, records: list[dict]) -> list[str]:
+    """For each ``compare`` entry: every row's mean against the baseline row's, called better only when
+    the difference exceeds twice the pooled sd of the two (both need 2 or more seeds for that)."""
+    out = []
+    for c in table.compare:
+        vals = seed_values(rows, records, c["metric"])
+        base = vals.get(c["baseline"])
+        if not base:
+            continue
+        sign = 1 if c["better"] == "higher" else -1
+        verdicts = []
+        for row in rows:
+            mine = vals.get(row.name)
+            if row.name == c["baseline"] or not mine:
+                continue
+            diff, sd = mean_sd(mine)[0] - mean_sd(base)[0], pooled_sd(mine, base)
+            if min(len(mine), len(base)) < 2:
+                verdict = "one seed: no verdict"
+            elif sign * diff > 2 * sd:
+                verdict = "**better** (beyond 2 pooled sd)"
+            elif sign * diff < -2 * sd:
+                verdict = "worse (beyond 2 pooled sd)"
+            else:
+                verdict = "within 2 pooled sd"
+            verdicts.append(f"{row.name} {diff:+.3f} (pooled sd {sd:.3f}): {verdict}")
+        out += ["", f"{HEADERS.get(c['metric'], c['metric'])} against {c['baseline']} ({c['better']} is better; "
+                f"mean difference over seeds): " + "; ".join(verdicts) + "."]
+    return out
 
 
 def render(table, rows, records: list[dict]) -> str:
@@ -206,7 +295,9 @@ def render(table, rows, records: list[dict]) -> str:
         f"Recipe: {' '.join(f'`{o}`' for o in table.recipe) or 'none'}. NLL (IW) with k = "
         f"{', '.join(map(str, ks)) or '–'} importance samples. BLEU: sacrebleu, "
         f"`tokenize=\"{table.bleu_tokenize}\"`.", "",
-        f"Commit(s): {', '.join(c[:12] for c in commits) or '–'}.", "",
+        f"Commit(s): {', '.join(c[:12] for c in commits) or '–'}.",
+        *summary_section(table, rows, records), *compare_section(table, rows, records),
+        "", *(["Every run:", ""] if table.summary else []),
         "| row | method | NLL (IW) | PPL (IW) | KL | MI | AU | −ELBO | PPL (ELBO) | BLEU rec | epochs | train time "
         "| eval time | device | published |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -102,11 +102,17 @@ def test_read_factors_on_the_builtin_corpus_aligns_four_factors_with_the_texts(t
 def test_read_factors_from_label_files_drops_blank_lines_with_the_text(tmp_path):
     (tmp_path / "test.txt").write_text("a b\n\nc d\ne f\n")
     (tmp_path / "test.tense.labels.txt").write_text("past\nx\nfuture\npast\n")
-    (tmp_path / "test.labels.txt").write_text("1\n2\n3\n4\n")  # the split's label, not a factor
+    (tmp_path / "test.labels.txt").write_text("1\n2\n3\n4\n")  # the split's own label: the factor "label"
     cfg = DataConfig(data_dir=str(tmp_path))
-    assert read_factors(cfg, "test") == {"tense": ["past", "future", "past"]}
+    assert read_factors(cfg, "test") == {"label": ["1", "3", "4"], "tense": ["past", "future", "past"]}
     assert len(load_splits(cfg, ("test",), cache_dir=str(tmp_path / "cache"))["test"]) == 3
-    assert read_factors(DataConfig(dataset="some/hub-name"), "test") == {}
+
+
+def test_read_factors_takes_a_jsonl_corpus_label_field_as_the_factor_label(tmp_path):
+    (tmp_path / "test.jsonl").write_text('{"t": "a b", "c": "x"}\n{"t": "c d", "c": "y"}\n')
+    assert read_factors(DataConfig(data_dir=str(tmp_path), text_field="t", label_field="c"), "test") == {
+        "label": ["x", "y"]}
+    assert read_factors(DataConfig(data_dir=str(tmp_path), text_field="t"), "test") == {}
 
 
 def test_factor_label_file_with_another_line_count_is_an_error_naming_it(tmp_path):

@@ -408,3 +408,52 @@ def test_the_old_script_name_still_runs_with_a_deprecation_message(capsys):
     out = capsys.readouterr()
     assert "deprecated" in out.err and "run_experiments.py experiments/ptb --list" in out.err
     assert "vae-free-bits" in out.out
+
+
+def test_seed_summary_and_comparison_beyond_two_pooled_sd(report, tmp_path):
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "table.yaml").write_text("table: t\ntitle: T\nsummary: [mig, kl]\n"
+                                       "compare: [{metric: mig, baseline: a, better: higher}]\n")
+    for name in "abc":
+        (folder / f"{name}.yaml").write_text(f"name: {name}\nmethod: {name.upper()}\npaper: p\nseeds: [1, 2, 3]\n")
+    t, rows = load_table(folder)
+
+    def record(row, seed, mig):
+        return {"row": f"{row}-seed{seed}", "experiment": row, "method": row, "paper": "p", "mig": mig, "kl": 5.0, "nll_iw": 1.0,
+                "ppl_iw": 2.0, "mi_full": 0.0, "au": 3, "elbo": 1.0, "ppl_elbo": 2.0, "bleu_rec": None, "epochs": 1,
+                "stopped": "early", "train_seconds": 1.0, "device": "CPU", "samples": [], "overrides": []}
+
+    records = ([record("a", s, m) for s, m in zip((1, 2, 3), (0.10, 0.12, 0.11))]
+               + [record("b", s, m) for s, m in zip((1, 2, 3), (0.30, 0.31, 0.29))]  # far above a
+               + [record("c", s, m) for s, m in zip((1, 2, 3), (0.09, 0.13, 0.12))])  # within a's noise
+    assert report.mean_sd([0.10, 0.12, 0.11]) == pytest.approx((0.11, 0.01))
+    assert report.pooled_sd([0.10, 0.12, 0.11], [0.30, 0.31, 0.29]) == pytest.approx(0.01)
+    md = report.render(t, rows, records)
+    assert "| a | A | 3 | 0.110 ± 0.010 | 5.00 ± 0.00 |" in md
+    assert "b +0.190 (pooled sd 0.010): **better** (beyond 2 pooled sd)" in md
+    assert "c +0.003 (pooled sd 0.016): within 2 pooled sd" in md
+    assert md.index("Mean ± sd") < md.index("Every run:")
+
+
+def test_compare_entries_are_checked(tmp_path):
+    (tmp_path / "table.yaml").write_text("table: t\ntitle: T\ncompare: [{metric: mig, baseline: a, better: up}]\n")
+    with pytest.raises(ConfigError, match="better: higher or lower"):
+        load_table(tmp_path)
+
+
+@pytest.mark.integration  # the runner trains and evaluates a row end to end
+def test_a_disentanglement_row_records_the_decomposition_and_mig(script, tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "table.yaml").write_text(
+        "table: d\ntitle: D\npreset: tiny\nsummary: [mig, decomposition_tc]\n"
+        "evaluation: {iw_samples: 2, samples: 1, homotopy_steps: 0, disentanglement: true}\n")
+    (folder / "tc.yaml").write_text("name: tc\nmethod: TC\npaper: p\noverrides: [objective.tc_beta=4]\n")
+    assert script.main([str(folder), "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                        "--max-steps", "3", "--set", "train.progress=false"]) == 0
+    (r,) = json.loads((tmp_path / "results" / "d.json").read_text())
+    assert set(r["mig_per_factor"]) == {"topic", "tense", "sentiment", "length"} and 0 <= r["mig"] <= 1
+    terms = r["decomposition_mi"] + r["decomposition_tc"] + r["decomposition_dimwise_kl"]
+    assert terms == pytest.approx(r["decomposition_kl"], abs=0.5 + 0.2 * r["decomposition_kl"])
+    assert "| tc | TC | 1 |" in (tmp_path / "results" / "d.md").read_text()

@@ -169,19 +169,30 @@ def read_factors(cfg, split: str = "test") -> dict[str, list[str]]:
     ``textvae.data.load_splits(cfg)[split]`` (``cfg`` a DataConfig); {} when the corpus has none.
 
     Built-in corpus (neither data_dir nor dataset): topic, tense, sentiment, length.
-    A data_dir folder: every ``{s}.{factor}.labels.txt`` beside the split's ``{s}.txt`` (or
+    Any other corpus with labels (``{s}.labels.txt``, ``data.label_field`` of jsonl/csv files or a
+    hub dataset): its label as the factor ``label`` (dbpedia14's class, say).
+    A data_dir folder: also every ``{s}.{factor}.labels.txt`` beside the split's ``{s}.txt`` (or
     ``ptb.{s}.txt``), one label per line of the text file, blank text lines included (their
     labels are dropped with them). A line count that differs is a DataError naming both files.
     """
     if split not in cfg.splits:
         raise DataError(f"unknown split {split!r}; data.splits has {', '.join(map(repr, cfg.splits))}")
-    if cfg.dataset:
-        return {}
-    if not cfg.data_dir:
+    if not cfg.data_dir and not cfg.dataset:
         from .corpus import FACTORS, builtin_corpus
 
         rows = builtin_corpus(cfg.builtin_size)[split]
         return {f: [r[f] for r in rows] for f in FACTORS}
+    from .data import load_splits
+
+    ds = load_splits(cfg, (split,))[split]
+    out = {"label": [str(v) for v in ds["label"]]} if "label" in ds.column_names else {}
+    return {**out, **_factor_files(cfg, split)}
+
+
+def _factor_files(cfg, split: str) -> dict[str, list[str]]:
+    """The ``{s}.{factor}.labels.txt`` files of a data_dir corpus, aligned with its examples."""
+    if not cfg.data_dir:
+        return {}
     root = Path(cfg.data_dir).expanduser()
     src = cfg.splits[split]
     text = next((root / p.format(s=src) for p in _TEXT_PATTERNS if root.is_dir() and (root / p.format(s=src)).is_file()),
