@@ -115,6 +115,42 @@ def test_read_factors_takes_a_jsonl_corpus_label_field_as_the_factor_label(tmp_p
     assert read_factors(DataConfig(data_dir=str(tmp_path), text_field="t"), "test") == {}
 
 
+def test_read_factors_takes_jsonl_and_csv_factor_fields_aligned_with_kept_examples(tmp_path):
+    (tmp_path / "test.jsonl").write_text('{"t": "a b", "c": "x", "tense": "past", "n": 2}\n\n'
+                                         '{"t": "  ", "c": "z", "tense": "now", "n": 1}\n'
+                                         '{"t": "c d", "c": "y", "tense": "future", "n": 3}\n')
+    cfg = DataConfig(data_dir=str(tmp_path), text_field="t", label_field="c", factor_fields=["tense", "n", "c"])
+    assert read_factors(cfg, "test") == {"label": ["x", "y"], "tense": ["past", "future"], "n": ["2", "3"],
+                                         "c": ["x", "y"]}
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    (csv_dir / "test.csv").write_text("text,tense\na b,past\n,now\nc d,future\n")
+    cfg = DataConfig(data_dir=str(csv_dir), factor_fields=["tense"])
+    assert read_factors(cfg, "test") == {"tense": ["past", "future"]}
+
+
+def test_factor_fields_missing_or_on_a_txt_corpus_is_an_error_naming_the_key(tmp_path):
+    (tmp_path / "test.jsonl").write_text('{"text": "a b", "tense": "past"}\n')
+    with pytest.raises(DataError, match=r"test\.jsonl:1: no field 'mood'.*data\.factor_fields"):
+        read_factors(DataConfig(data_dir=str(tmp_path), factor_fields=["mood"]), "test")
+    txt = tmp_path / "txt"
+    txt.mkdir()
+    (txt / "test.txt").write_text("a b\n")
+    with pytest.raises(DataError, match=r"no column 'tense' for data\.factor_fields.*labels\.txt files"):
+        read_factors(DataConfig(data_dir=str(txt), factor_fields=["tense"]), "test")
+
+
+def test_factor_fields_from_the_command_line_and_bad_entries(tmp_path):
+    from textvae.config import ConfigError, load_config
+
+    cfg = load_config(overrides=["data.factor_fields=tense,mood"])
+    assert cfg.data.factor_fields == ["tense", "mood"]
+    with pytest.raises(ConfigError, match="names a field twice"):
+        load_config(overrides=["data.factor_fields=[a, a]"])
+    with pytest.raises(ConfigError, match="other than the text"):
+        load_config(overrides=["data.factor_fields=[text]"])
+
+
 def test_factor_label_file_with_another_line_count_is_an_error_naming_it(tmp_path):
     (tmp_path / "test.txt").write_text("a b\nc d\ne f\n")
     (tmp_path / "test.topic.labels.txt").write_text("x\ny\n")

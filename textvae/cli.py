@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disentanglement", action="store_true",
                    help="add the KL decomposition (MI, TC, dimension-wise KL; O(N^2) in the split's size) and, when "
                         "the split has factor labels (the built-in corpus's four; a corpus's label as factor "
-                        "'label'; {split}.{factor}.labels.txt files), MIG and DCI")
+                        "'label'; {split}.{factor}.labels.txt files; data.factor_fields), MIG and DCI")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("plot", help="training curves, per-dimension KL, latent PCA map (PNG)")
@@ -434,7 +434,8 @@ def _intervention(model, args, dims, values) -> dict:
     train_factors, test_factors = read_factors(data, "train"), read_factors(data, "test")
     if not train_factors:
         raise TextVAEError("--factors needs factor labels: the built-in corpus, or {split}.{factor}.labels.txt "
-                           "files beside the corpus's text files (docs/disentangle.md)")
+                           "files beside the corpus's text files, or data.factor_fields naming jsonl/csv columns set when "
+                           "training (docs/disentangle.md)")
     splits = load_splits(data, ("train", "test"))
     clf = FactorClassifier(args.seed).fit(splits["train"]["text"], train_factors)
     test = splits["test"]["text"]

@@ -67,6 +67,9 @@ class DataConfig:
     dataset_config: str | None = None  # hub dataset config name
     text_field: str = "text"  # column / JSON field / CSV header holding the text
     label_field: str | None = None  # optional column / JSON field / CSV header with a label per example
+    # columns / JSON fields / CSV headers read as known factors of variation (evaluate --disentanglement,
+    # traverse --factors), never trained on; .txt corpora use {split}.{factor}.labels.txt files instead
+    factor_fields: list[str] = field(default_factory=list)
     # one file split into train/valid/test: proportions of its lines (normalised to sum 1), default
     # 0.9/0.05/0.05; valid and test get at least one line each
     split_ratio: dict[str, float] = field(default_factory=lambda: {"train": 0.9, "valid": 0.05, "test": 0.05})
@@ -91,6 +94,12 @@ class DataConfig:
         elif any(not v > 0 for v in self.split_ratio.values()):
             p.append(f"data.split_ratio={self.split_ratio} must be positive proportions (train, valid and test "
                      f"each need lines), e.g. 0.9/0.05/0.05")
+        for f in self.factor_fields:
+            if not f or f == self.text_field:
+                p.append(f"data.factor_fields has {f!r}: each entry names a label column other than the text "
+                         f"({self.text_field!r})")
+        if len(set(self.factor_fields)) != len(self.factor_fields):
+            p.append(f"data.factor_fields={self.factor_fields} names a field twice")
         _positive(p, "data.max_len", self.max_len)
         _choice(p, "data.long_policy", self.long_policy, ("truncate", "drop"))
         _choice(p, "data.encoding_errors", self.encoding_errors, ("strict", "replace"))
@@ -422,6 +431,13 @@ def _coerce(tp, value, key: str, source: str):
                     raise  # its own message is the most precise (e.g. which entry of a mapping)
         raise ConfigError(f"{source}: key {key!r} expects {' or '.join(_type_name(a) for a in args)}, "
                           f"got {value!r}")
+    if origin is list:
+        if isinstance(value, str):  # key=a,b on the command line
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: key {key!r} expects a list, got {value!r}")
+        (item_type,) = typing.get_args(tp)
+        return [_coerce(item_type, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: key {key!r} expects a mapping, got {value!r}")

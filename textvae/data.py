@@ -103,7 +103,7 @@ def load_splits(cfg: DataConfig, splits=("train", "valid", "test"), cache_dir: s
 
                 builtin = builtin_corpus(cfg.builtin_size)
             raw, source = _from_builtin(builtin, name, cfg.builtin_size)
-        ds, blank = _clean(*raw, source=source)
+        ds, blank = _clean(*raw, source=source, factors=_factor_columns(cfg, raw[0], source))
         if len(ds) == 0:
             raise DataError(f"the {name} split ({source}) has no examples ({blank} blank lines); "
                             f"add text to it or point data.data_dir / data.dataset at another corpus")
@@ -249,11 +249,14 @@ def _read_jsonl(path: Path, cfg: DataConfig):
     _check_text_file(path, cfg.encoding_errors)
     texts: list[str] = []
     labels: list[str] = []
+    factors: dict[str, list[str]] = {name: [] for name in cfg.factor_fields if name != cfg.label_field}
     with open(path, encoding="utf-8-sig", errors=cfg.encoding_errors) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 texts.append("")  # a blank line is a blank example: skipped and counted by _clean
                 labels.append("")
+                for column in factors.values():
+                    column.append("")
                 continue
             try:
                 obj = json.loads(line)
@@ -267,7 +270,10 @@ def _read_jsonl(path: Path, cfg: DataConfig):
             texts.append(_json_field(obj, cfg.text_field, "text_field", path, lineno, text=True))
             if cfg.label_field:
                 labels.append(_json_field(obj, cfg.label_field, "label_field", path, lineno, text=False))
+            for name in factors:
+                factors[name].append(_json_field(obj, name, "factor_fields", path, lineno, text=False))
     columns = {"text": texts, "label": labels} if cfg.label_field else {"text": texts}
+    columns.update(factors)
     features = datasets.Features({k: datasets.Value("string") for k in columns})
     ds = datasets.Dataset.from_dict(columns, features=features)
     return ds, "text", "label" if cfg.label_field else None, None
@@ -387,34 +393,57 @@ def _from_builtin(corpus: dict, name: str, size: int):
     return (ds, "text", "label", None), f"built-in corpus (data.builtin_size={size}), {name}"
 
 
+def _factor_columns(cfg: DataConfig, ds: datasets.Dataset, source: str) -> dict[str, str]:
+    """{factor: its column in ``ds``} for data.factor_fields (the label's own column when a factor is
+    the label field); a DataError when a column is missing."""
+    out = {}
+    for name in cfg.factor_fields:
+        column = "label" if name == cfg.label_field and "label" in ds.column_names else name
+        if column not in ds.column_names:
+            hint = ("; a .txt corpus keeps factors in {split}.{factor}.labels.txt files beside its text, not "
+                    "in data.factor_fields") if "text" in ds.column_names and len(ds.column_names) <= 2 else ""
+            raise DataError(f"{source} has no column {name!r} for data.factor_fields (columns: "
+                            f"{', '.join(map(repr, ds.column_names))}){hint}")
+        out[name] = column
+    return out
+
+
 def _clean(ds: datasets.Dataset, text_col: str, label_col: str | None, label_names: list[str] | None,
-           source: str) -> tuple[datasets.Dataset, int]:
-    """Keep "text" (stripped) and "label" (as str); drop blank rows. Returns (dataset, rows dropped)."""
+           source: str, factors: dict[str, str] | None = None) -> tuple[datasets.Dataset, int]:
+    """Keep "text" (stripped), "label" (as str) and each factor's column as "factor.NAME" (as str);
+    drop blank rows. Returns (dataset, rows dropped)."""
     features = {"text": datasets.Value("string")}
     if label_col:
         features["label"] = datasets.Value("string")
+    features.update({f"factor.{name}": datasets.Value("string") for name in factors or {}})
     with _quiet():
         out = ds.map(_clean_batch, batched=True, remove_columns=ds.column_names,
                      features=datasets.Features(features), desc=f"Reading {source}",
-                     fn_kwargs={"text_col": text_col, "label_col": label_col, "label_names": label_names})
+                     fn_kwargs={"text_col": text_col, "label_col": label_col, "label_names": label_names,
+                                "factors": factors or {}})
     return out, len(ds) - len(out)
 
 
-def _clean_batch(batch: dict, text_col: str, label_col: str | None, label_names: list[str] | None) -> dict:
+def _clean_batch(batch: dict, text_col: str, label_col: str | None, label_names: list[str] | None,
+                 factors: dict[str, str]) -> dict:
     texts: list[str] = []
     labels: list[str] = []
+    kept = {f"factor.{name}": [] for name in factors}
     for i, text in enumerate(batch[text_col]):
         text = (text or "").strip()
         if not text:
             continue
         texts.append(text)
+        for name, column in factors.items():
+            value = batch[column][i]
+            kept[f"factor.{name}"].append("" if value is None else str(value))
         if label_col:
             value = batch[label_col][i]
             if label_names is not None and isinstance(value, int) and 0 <= value < len(label_names):
                 labels.append(label_names[value])
             else:  # also ClassLabel -1 ("no label", e.g. GLUE test sets): kept as "-1"
                 labels.append("" if value is None else str(value))
-    return {"text": texts, "label": labels} if label_col else {"text": texts}
+    return {"text": texts, **({"label": labels} if label_col else {}), **kept}
 
 
 # --------------------------------------------------------------------------- encoding

@@ -171,6 +171,7 @@ def read_factors(cfg, split: str = "test") -> dict[str, list[str]]:
     Built-in corpus (neither data_dir nor dataset): topic, tense, sentiment, length.
     Any other corpus with labels (``{s}.labels.txt``, ``data.label_field`` of jsonl/csv files or a
     hub dataset): its label as the factor ``label`` (dbpedia14's class, say).
+    A jsonl/csv/hub corpus: every column named in ``data.factor_fields``, under its own name.
     A data_dir folder: also every ``{s}.{factor}.labels.txt`` beside the split's ``{s}.txt`` (or
     ``ptb.{s}.txt``), one label per line of the text file, blank text lines included (their
     labels are dropped with them). A line count that differs is a DataError naming both files.
@@ -186,6 +187,7 @@ def read_factors(cfg, split: str = "test") -> dict[str, list[str]]:
 
     ds = load_splits(cfg, (split,))[split]
     out = {"label": [str(v) for v in ds["label"]]} if "label" in ds.column_names else {}
+    out.update({name: list(ds[f"factor.{name}"]) for name in cfg.factor_fields})
     return {**out, **_factor_files(cfg, split)}
 
 
