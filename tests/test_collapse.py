@@ -65,7 +65,16 @@ def test_aggressive_step_updates_encoder_only_then_decoder_once(tmp_path):
         moves.append((changed(e, enc), changed(d, dec)))
         return out
 
+    grads = []
     tr.optimizer.step = step
+    original_backward = tr.backward
+
+    def backward(*a, **kw):  # which decoder weights got a gradient in this backward pass
+        out = original_backward(*a, **kw)
+        grads.append(sum(p.grad is not None for p in dec))
+        return out
+
+    tr.backward = backward
     dec_start = snapshot(dec)
     idx = tr.sampler.global_batches(0)[0]
     batch = collate(tr.train_data, idx.tolist())
@@ -73,6 +82,8 @@ def test_aggressive_step_updates_encoder_only_then_decoder_once(tmp_path):
     n = aggressive.encoder_updates(tr, batch, 0, len(idx))
     assert n == 4 and moves == [(True, False)] * 4
     assert not changed(dec_start, dec)  # the inner loop never touched the decoder
+    assert grads == [0] * 4  # ... nor computed its gradients (one process: frozen, not dropped)
+    assert all(p.requires_grad for p in tr.model.parameters())  # and gave them back
     moves.clear()
     terms = tr.step(batch, 0, len(idx))  # inner loop again, then one decoder-only update
     assert terms["encoder_updates"] == 4
