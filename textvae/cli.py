@@ -212,6 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_device(p)
 
+    p = sub.add_parser("push", help="upload a model and a generated model card to the Hugging Face Hub")
+    p.add_argument("--model", required=True, help="run directory (its best model, validation and config) or model "
+                   "directory")
+    p.add_argument("--repo", help="hub repo id, owner/name (created if needed)")
+    p.add_argument("--metrics", help="a JSON file of metrics for the card, e.g. textvae evaluate --json's output "
+                   "(default: a run's best validation)")
+    p.add_argument("--split", help="the split --metrics was measured on (default: test with --metrics, else valid)")
+    p.add_argument("--command", help="the training command for the card (default: one reproducing a run's config)")
+    p.add_argument("--revision", help="branch to push to (default: main)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--dry-run", metavar="DIR", help="write the files that would be uploaded into DIR; upload nothing")
+
     sub.add_parser("presets", help="list the shipped presets")
     return parser
 
@@ -496,6 +508,35 @@ def _cmd_probe(args) -> int:
     return 0
 
 
+def _cmd_push(args) -> int:
+    from .hub import push_to_hub, run_metadata, stage
+    from .model import TextVAE
+
+    if not (args.repo or args.dry_run):
+        raise TextVAEError("push needs --repo owner/name (or --dry-run DIR to see the files it would upload)")
+    model = TextVAE.from_pretrained(args.model)
+    training_config, metrics = run_metadata(args.model)
+    split = args.split or "valid"
+    if args.metrics:
+        try:
+            metrics = json.loads(Path(args.metrics).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise TextVAEError(f"--metrics {args.metrics}: not a readable JSON file ({e}); write one with "
+                               f"textvae evaluate --model R --json > metrics.json") from None
+        split = args.split or "test"
+    card = dict(metrics=metrics, split=split, command=args.command, training_config=training_config)
+    if args.dry_run:
+        out = Path(args.dry_run)
+        if out.exists() and any(out.iterdir()):
+            raise TextVAEError(f"--dry-run {out} is not empty; give a new or empty folder")
+        out.mkdir(parents=True, exist_ok=True)
+        for name in stage(model, out, args.repo or "owner/name", **card):
+            print(out / name)
+        return 0
+    print(push_to_hub(model, args.repo, revision=args.revision, private=args.private or None, **card))
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from .config import list_presets, preset_dict
 
@@ -508,7 +549,7 @@ def _cmd_presets(args) -> int:
 
 VERBS = {"train": _cmd_train, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct,
          "interpolate": _cmd_interpolate, "evaluate": _cmd_evaluate, "plot": _cmd_plot,
-         "probe": _cmd_probe, "presets": _cmd_presets, "traverse": _cmd_traverse}
+         "probe": _cmd_probe, "presets": _cmd_presets, "traverse": _cmd_traverse, "push": _cmd_push}
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:
