@@ -224,6 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="create the repo private")
     p.add_argument("--dry-run", metavar="DIR", help="write the files that would be uploaded into DIR; upload nothing")
 
+    p = sub.add_parser("serve", help="a local web page to explore the latent space: sample, reconstruct, "
+                       "interpolate, a map of a split, a slider per dimension")
+    p.add_argument("--model", required=True, help="run directory, model directory or hub repo id")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (the page has no login: keep it local)")
+    p.add_argument("--port", type=_nonneg_int("--port"), default=8000, help="port (0: any free one)")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="valid", help="the split on the map")
+    p.add_argument("--map-points", type=_positive_int("--map-points"), default=1000,
+                   help="at most this many sentences of the split on the map")
+    p.add_argument("--quiet", action="store_true", help="do not log each request")
+    _add_device(p)
+
     sub.add_parser("presets", help="list the shipped presets")
     return parser
 
@@ -537,6 +548,23 @@ def _cmd_push(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from .serve import Explorer, Limits, make_server
+
+    explorer = Explorer(_load_model(args), args.split, Limits(map_points=args.map_points), name=args.model)
+    server = make_server(explorer, args.host, args.port, quiet=args.quiet)
+    host, port = server.server_address[:2]
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"textvae serve: warning: listening on {args.host}: anyone who can reach it can use the model",
+              file=sys.stderr)
+    print(f"textvae serve: {args.model} at http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from .config import list_presets, preset_dict
 
@@ -549,7 +577,8 @@ def _cmd_presets(args) -> int:
 
 VERBS = {"train": _cmd_train, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct,
          "interpolate": _cmd_interpolate, "evaluate": _cmd_evaluate, "plot": _cmd_plot,
-         "probe": _cmd_probe, "presets": _cmd_presets, "traverse": _cmd_traverse, "push": _cmd_push}
+         "probe": _cmd_probe, "presets": _cmd_presets, "traverse": _cmd_traverse, "push": _cmd_push,
+         "serve": _cmd_serve}
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:
