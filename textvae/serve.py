@@ -132,14 +132,13 @@ class Explorer:
         return self._map["answer"]
 
     def _build_map(self) -> dict:
+        from .data import EncodedSplit
         from .metrics import model_split, posterior_parameters
 
-        enc = model_split(self.model, self.split)
-        n = min(len(enc.ids), self.limits.map_points)
-        keep = list(range(n))
-        enc.ids, enc.texts = [enc.ids[i] for i in keep], enc.texts[:n]
-        if enc.label_ids is not None:
-            enc.label_ids = enc.label_ids[:n]
+        full = model_split(self.model, self.split)
+        n = min(len(full), self.limits.map_points)
+        enc = EncodedSplit(full.ids[:n], full.texts[:n], full.labels[:n] if full.labels is not None else None,
+                           full.label_ids[:n] if full.label_ids is not None else None)
         mu, _ = posterior_parameters(self.model, enc)  # (N, Z)
         mean = mu.double().mean(0)
         _, s, vh = torch.linalg.svd(mu.double() - mean, full_matrices=False)
