@@ -21,7 +21,10 @@ def offline(monkeypatch, tmp_path):
     """HF_HUB_OFFLINE=1 and an empty private hub cache; returns the cache folder."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return tmp_path / "hub-cache"
+    cache = tmp_path / "hub-cache"  # also the default cache, for the CLI
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
 
 
 @pytest.fixture
@@ -78,7 +81,7 @@ def test_push_then_load_from_the_hub_cache_is_bit_identical(tiny_run, uploads, o
     _same(_outputs(model), _outputs(again))
 
 
-def test_revision_picks_the_tagged_snapshot(tiny_run, uploads, offline, tmp_path):
+def test_revision_picks_the_tagged_snapshot(tiny_run, uploads, offline, capsys):
     model = TextVAE.from_pretrained(tiny_run)
     model.push_to_hub("me/vae")
     first = uploads[0]["files"]
@@ -91,6 +94,9 @@ def test_revision_picks_the_tagged_snapshot(tiny_run, uploads, offline, tmp_path
     main = TextVAE.from_pretrained("me/vae", cache_dir=offline)
     assert torch.equal(main.decoder.proj.bias, model.decoder.proj.bias)
     assert torch.equal(v1.decoder.proj.bias + 1.0, model.decoder.proj.bias)
+    out, _ = cli(capsys, ["sample", "--model", "me/vae", "--revision", "v1", "-n", 3, "--seed", 5])
+    assert out.splitlines() == v1.sample(3, seed=5)
+    expect_error(capsys, ["sample", "--model", "me/vae", "--revision", "v2"], "hub repo me/vae (revision v2)")
 
 
 def test_incomplete_newer_or_absent_repos_are_clear_errors(tiny_run, offline):
@@ -112,9 +118,10 @@ def test_incomplete_newer_or_absent_repos_are_clear_errors(tiny_run, offline):
 
 def test_without_huggingface_hub_installed(monkeypatch, tiny_run):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
-    with pytest.raises(TextVAEError, match=r"pip install 'textvae\[hub\]'"):
-        TextVAE.from_pretrained("me/anything")
-    with pytest.raises(TextVAEError, match=r"pip install 'textvae\[hub\]'"):
+    with pytest.raises(CheckpointError, match=r"there is no local directory runs/demo, and reading it as a hub repo "
+                                              r"id needs the huggingface_hub package: pip install 'textvae\[hub\]'"):
+        TextVAE.from_pretrained("runs/demo")
+    with pytest.raises(TextVAEError, match=r"pushing to the Hugging Face Hub needs .* pip install 'textvae\[hub\]'"):
         TextVAE.from_pretrained(tiny_run).push_to_hub("me/anything")
     assert TextVAE.from_pretrained(tiny_run).latent_dim == 4  # local directories need no hub
 

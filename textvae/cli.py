@@ -83,8 +83,10 @@ def _add_sampling(p: argparse.ArgumentParser, greedy_default: bool) -> None:
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
+    """--device, and --revision for a --model given as a hub repo id (every verb that loads one)."""
     p.add_argument("--device", type=_device_name, default="auto",
                    help="where the model runs: auto (a GPU when there is one), cpu, cuda, cuda:N")
+    p.add_argument("--revision", help="with a Hugging Face Hub repo id as --model: a branch, tag or commit")
 
 
 def _load_model(args):
@@ -97,7 +99,7 @@ def _load_model(args):
         raise TextVAEError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu "
                            f"(or auto)")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    return TextVAE.from_pretrained(args.model, device=device)
+    return TextVAE.from_pretrained(args.model, device=device, revision=args.revision)
 
 
 def _sample_config(args):
@@ -226,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="a local web page to explore the latent space: sample, reconstruct, "
                        "interpolate, a map of a split, a slider per dimension")
-    p.add_argument("--model", required=True, help="run directory, model directory or hub repo id")
+    p.add_argument("--model", required=True, help="run directory, model directory or hub repo id (owner/name)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (the page has no login: keep it local)")
     p.add_argument("--port", type=_nonneg_int("--port"), default=8000, help="port (0: any free one)")
     p.add_argument("--split", choices=("train", "valid", "test"), default="valid", help="the split on the map")

@@ -38,13 +38,13 @@ CARD_METRICS = {
 }
 
 
-def hub_module():
-    """``huggingface_hub``, or a TextVAEError saying how to install it."""
+def hub_module(purpose: str):
+    """``huggingface_hub``, or a TextVAEError saying that ``purpose`` needs it and how to install it."""
     try:
         import huggingface_hub
     except ImportError:
-        raise TextVAEError("the Hugging Face Hub needs the huggingface_hub package: pip install 'textvae[hub]' "
-                           "(or pip install huggingface_hub)") from None
+        raise TextVAEError(f"{purpose} needs the huggingface_hub package: pip install 'textvae[hub]' "
+                           f"(or pip install huggingface_hub)") from None
     return huggingface_hub
 
 
@@ -60,7 +60,10 @@ def download(repo_id: str, revision: str | None = None, cache_dir: str | Path | 
     """The model files of hub repo ``repo_id`` (at ``revision``: a branch, tag or commit) in
     huggingface_hub's cache, downloaded if needed; the snapshot folder. With ``HF_HUB_OFFLINE=1``
     only the cache is read. A repo without a textvae model's files is a CheckpointError."""
-    hub = hub_module()
+    try:
+        hub = hub_module("reading it as a hub repo id")
+    except TextVAEError as e:  # a mistyped local path reads as a repo id too: say both
+        raise CheckpointError(f"there is no local directory {repo_id}, and {e}") from None
     from huggingface_hub import errors
 
     where = describe(repo_id, revision)
@@ -201,7 +204,7 @@ def push_to_hub(model, repo_id: str, *, metrics: dict | None = None, split: str 
     the commit's URL."""
     if not _REPO_ID.fullmatch(repo_id):
         raise TextVAEError(f"{repo_id!r} is not a hub repo id; write it as owner/name, e.g. my-name/textvae-ptb")
-    hub = hub_module()
+    hub = hub_module("pushing to the Hugging Face Hub")
     from huggingface_hub import errors
 
     with tempfile.TemporaryDirectory(prefix="textvae-push-") as tmp:
