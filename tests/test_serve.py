@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 
 from textvae import TextVAE
-from textvae.serve import Explorer, Limits, make_server
+from textvae.serve import BadRequest, Explorer, Limits, make_server
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,18 @@ def test_cli_serve_refuses_a_language_model(tmp_path, capsys):
     run = tmp_path / "lm"
     assert main(["train", *TINY, "--out", str(run), "train.max_steps=1", "model.latent_dim=0"]) == 0
     expect_error(capsys, ["serve", "--model", run, "--port", "0"], "language model", "no latent space to explore")
+
+
+def test_a_conditional_model_decodes_with_the_label_asked_for():
+    from pathlib import Path
+
+    from textvae.config import SampleConfig
+
+    model = TextVAE.from_pretrained(Path(__file__).parent / "fixtures" / "v0.1.0" / "conditional")
+    explorer = Explorer(model, name="conditional")
+    label = model.label_names[1]
+    assert explorer.info({})["labels"] == model.label_names and explorer.info({})["centre"] == [0.0] * model.latent_dim
+    got = explorer.sample({"n": 3, "seed": 4, "label": label})["sentences"]
+    assert got == model.sample(3, SampleConfig(max_len=40), seed=4, label=label)
+    with pytest.raises(BadRequest, match="label 'nope' is not one of"):
+        explorer.sample({"label": "nope"})

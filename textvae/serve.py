@@ -122,6 +122,7 @@ class Explorer:
         m = self.model
         return {"model": self.name, "latent_dim": m.latent_dim, "latent": m.config.latent,
                 "labels": m.label_names if m.conditional else None, "split": self.split,
+                "centre": [round(v, 5) for v in m.latent.prior_point().tolist()],
                 "limits": asdict(self.limits)}
 
     def map(self, params: dict | None = None) -> dict:
