@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 from textvae import TextVAE
 from textvae.config import SampleConfig
@@ -63,7 +64,9 @@ def page(tiny_run):
 def wait(driver, condition, timeout=30):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(condition)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def shots() -> Path:
@@ -78,9 +81,9 @@ def _screenshot_folder(tmp_path):
 
 
 def texts(driver, selector):
-    from selenium.webdriver.common.by import By
-
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, selector)]
+    """The text of every element matching ``selector``, read at one instant (the page replaces lists whole)."""
+    return driver.execute_script("return [...document.querySelectorAll(arguments[0])].map(e => e.textContent);",
+                                 selector)
 
 
 def fill(driver, element_id, value):
@@ -109,7 +112,9 @@ def test_map_sample_interpolate_and_sliders_render(page):
     assert len(dots) == 25
     assert len(driver.find_elements(By.CSS_SELECTOR, "#legend span")) >= 2  # coloured by the corpus's topics
     ActionChains(driver).move_to_element(dots[3]).perform()
-    assert dots[3].get_attribute("data-text") in driver.find_element(By.ID, "tooltip").text
+    on_top = driver.execute_script("const r = arguments[0].getBoundingClientRect();"  # dots may overlap
+                                   "return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);", dots[3])
+    assert on_top.get_attribute("data-text") in driver.find_element(By.ID, "tooltip").text
     a, b = dots[0].get_attribute("data-text"), dots[1].get_attribute("data-text")  # the map is redrawn below
 
     fill(driver, "sample-n", "5")
@@ -129,13 +134,10 @@ def test_map_sample_interpolate_and_sliders_render(page):
     assert driver.find_elements(By.ID, "path-line")
 
     before = driver.find_element(By.CSS_SELECTOR, "#slider-out b").text
-    assert before == model.decode(model.prior_sample(1) * 0, SampleConfig(max_len=40, greedy=True))[0]
+    assert before == model.decode(torch.zeros(1, 4), SampleConfig(max_len=40, greedy=True))[0]  # the centre
     driver.execute_script("const s = document.getElementById('dim-0'); s.value = 3.5;"
                           "s.dispatchEvent(new Event('input'));")
-    z = [3.5, 0.0, 0.0, 0.0]
-    import torch
-
-    expected = model.decode(torch.tensor([z]), SampleConfig(max_len=40, greedy=True))[0]
+    expected = model.decode(torch.tensor([[3.5, 0.0, 0.0, 0.0]]), SampleConfig(max_len=40, greedy=True))[0]
     wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#slider-out b").text == expected)
     assert driver.find_elements(By.ID, "cursor")
     driver.save_screenshot(str(shots() / "explorer.png"))

@@ -233,9 +233,10 @@ class Handler(BaseHTTPRequestHandler):
 
     server_version = "textvae-explorer"
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a connection may stay silent (a body announced and never sent) before it is closed
 
     def do_GET(self):
-        if self.path in ("/", "/index.html"):
+        if self.path.split("?", 1)[0] in ("/", "/index.html"):
             page = resources.files("textvae").joinpath("explorer.html").read_bytes()
             return self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
         self._route("GET", {})
