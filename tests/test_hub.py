@@ -143,5 +143,12 @@ def test_cli_push_sends_the_runs_validation_and_config(tiny_run, uploads, capsys
     assert sorted(p.name for p in dry.iterdir()) == ["README.md", "config.json", "model.safetensors",
                                                       "tokenizer.json"]
     assert "No evaluation was given" in (dry / "README.md").read_text()
+    metrics = tmp_path / "test-metrics.json"
+    metrics.write_text(json.dumps(METRICS))
+    cli(capsys, ["push", "--model", tiny_run, "--repo", "me/cli-vae", "--metrics", metrics])
+    card = uploads[-1]["files"]["README.md"].decode()
+    assert "On the test split" in card and "| nll_iw | 40.1235 |" in card and "| elbo | 41.0000 |" in card
+    expect_error(capsys, ["push", "--model", tiny_run, "--repo", "me/x", "--metrics", tmp_path / "none.json"],
+                 "--metrics", "textvae evaluate --model R --json > metrics.json")
     expect_error(capsys, ["push", "--model", tiny_run], "push needs --repo owner/name")
     expect_error(capsys, ["push", "--model", tiny_run, "--repo", "not a repo"], "is not a hub repo id")

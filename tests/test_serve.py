@@ -103,6 +103,13 @@ def test_bad_bytes_and_sizes_then_the_server_still_serves(server):
     r = conn.getresponse()
     assert r.status == 413 and "limit is 65,536" in json.loads(r.read())["error"]
     conn.close()
+    stalled = http.client.HTTPConnection(host, port, timeout=30)
+    stalled.putrequest("POST", "/api/sample")
+    stalled.putheader("Content-Length", "100")  # a body announced and never sent holds only its own thread
+    stalled.endheaders()
+    status, s = request(server, "/api/sample", {"n": 1})
+    assert status == 200 and len(s["sentences"]) == 1
+    stalled.close()
     status, answer = request(server, "/api/nowhere", {})
     assert status == 404 and "/api/sample" in answer["error"]
     status, s = request(server, "/api/sample", {"n": 2})
@@ -131,3 +138,22 @@ def test_a_conditional_model_decodes_with_the_label_asked_for():
     assert got == model.sample(3, SampleConfig(max_len=40), seed=4, label=label)
     with pytest.raises(BadRequest, match="label 'nope' is not one of"):
         explorer.sample({"label": "nope"})
+
+
+def test_cli_serve_binds_to_loopback_and_warns_for_other_hosts(tiny_run, capsys, monkeypatch):
+    from http.server import ThreadingHTTPServer
+
+    from helpers import cli
+
+    bound = []
+
+    def stop_at_once(self, *args, **kwargs):  # as if Ctrl-C came as soon as the server was up
+        bound.append(self.server_address)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ThreadingHTTPServer, "serve_forever", stop_at_once)
+    _, err = cli(capsys, ["serve", "--model", tiny_run, "--port", 0], code=130)
+    host, port = bound[0][:2]
+    assert host == "127.0.0.1" and port > 0 and f"at http://127.0.0.1:{port}/" in err and "warning" not in err
+    _, err = cli(capsys, ["serve", "--model", tiny_run, "--port", 0, "--host", "0.0.0.0"], code=130)
+    assert "warning: listening on 0.0.0.0: anyone who can reach it can use the model" in err
