@@ -75,6 +75,10 @@ def test_push_then_load_from_the_hub_cache_is_bit_identical(tiny_run, uploads, o
     metrics = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert metrics == {"nll_iw": 40.1235, "ppl_iw": 30.5, "elbo": 41.0, "kl": 3.25, "au": 4}
     assert "| nll_iw | 40.1235 | importance-weighted NLL" in card and "| au | 4 | active units |" in card
+    parsed = huggingface_hub.ModelCard(card).data  # as the hub reads it: evaluation results from the model-index
+    assert parsed.library_name == "textvae"
+    assert {r.metric_type: r.metric_value for r in parsed.eval_results} == metrics
+    assert {r.dataset_split for r in parsed.eval_results} == {"test"}
     assert "```bash\ntextvae train --preset tiny\n```" in card
     snapshot_layout(offline, "me/tiny-vae", up["files"])
     again = TextVAE.from_pretrained("me/tiny-vae", cache_dir=offline)

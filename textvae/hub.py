@@ -138,7 +138,7 @@ def model_card(model, repo_id: str, metrics: dict | None = None, split: str = "t
             "task": {"type": "text-generation", "name": "sentence VAE"},
             "dataset": {"name": datasets[0] if datasets else about, "type": datasets[0] if datasets else "custom",
                         "split": split},
-            "metrics": [{"type": k, "name": CARD_METRICS[k], "value": round(float(v), 4)} for k, v in numbers.items()]}]}]
+            "metrics": [{"type": k, "name": CARD_METRICS[k], "value": v if isinstance(v, int) else round(float(v), 4)} for k, v in numbers.items()]}]}]
     tok = model.tokenizer
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
              f"# {repo_id}", "",
