@@ -114,3 +114,12 @@ def test_traverse_factors_needs_factor_labels(tmp_path, capsys, one_thread):
 def test_values_option_takes_a_negative_start(tiny_run, capsys):
     out, _ = cli(capsys, ["traverse", "--model", tiny_run, "--values", "-1:1:2", "--dim", "0"])
     assert np.allclose([float(ln.split()[0]) for ln in out.splitlines()[1:]], [-1.0, 1.0])
+
+
+def test_traverse_plot_draws_the_sweep_and_the_intervention_effect(tiny_run, capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "t.png"
+    out, err = cli(capsys, ["traverse", "--model", tiny_run, "--dim", "0,1", "--values", "-1:1:3", "--factors",
+                            "--bases", "3", "--plot", png])
+    assert "dim 0" in out and f"drew {png}" in err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --factors: test sentences whose codes are swept")
     p.add_argument("--data-dir", help="corpus folder for --factors (default: the corpus the model was trained on)")
     p.add_argument("--seed", type=int, default=0, help="which test sentences --factors sweeps")
+    p.add_argument("--plot", metavar="PNG", help="also draw the traversal (and with --factors the intervention "
+                   "effect) into this image (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_sampling(p, greedy_default=True)
 
@@ -194,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "samples that are poems of this form, e.g. 5x4")
     p.add_argument("--disentanglement", action="store_true",
                    help="add the KL decomposition (MI, TC, dimension-wise KL; O(N^2) in the split's size) and, when "
-                        "the split has factor labels ({split}.{factor}.labels.txt, or the built-in corpus), MIG "
-                        "and DCI")
+                        "the split has factor labels (the built-in corpus's four; a corpus's label as factor "
+                        "'label'; {split}.{factor}.labels.txt files), MIG and DCI")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("plot", help="training curves, per-dimension KL, latent PCA map (PNG)")
@@ -417,6 +419,13 @@ def _cmd_traverse(args) -> int:
     code = base_code(model, args.sentence, args.label)
     lines = traverse(model, code, dims, values, _sample_config(args), label=args.label)
     effect = _intervention(model, args, dims, values) if args.factors else None
+    if args.plot:
+        from .plot import plot_traversal, require_matplotlib
+
+        require_matplotlib()
+        where = f" of {args.sentence!r}" if args.sentence else " from the prior's centre"
+        plot_traversal(lines, values, Path(args.plot), effect and effect["intervention_effect"], where)
+        print(f"textvae traverse: drew {args.plot}", file=sys.stderr)
     if args.json:
         print(json.dumps({"sentence": args.sentence, "values": values, "traversal": lines, **(effect or {})}))
         return 0

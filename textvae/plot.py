@@ -165,6 +165,43 @@ def plot_latent_pca(mu: torch.Tensor, path: Path, lengths=None, labels=None) -> 
     return _save(fig, path)
 
 
+def plot_traversal(lines: dict[int, list[str]], values: list[float], path: Path, effect=None,
+                   title: str = "") -> Path:
+    """A latent traversal a reader can look at: for each swept dimension, the decoded sentence at every
+    value (a text panel), and with ``effect`` ({dim: {factor: share}}, ``textvae.traversal``) a heat
+    map of which factor each dimension moves."""
+    from matplotlib.figure import Figure
+
+    dims = list(lines)
+    width = min(120, max(len(s) for d in dims for s in lines[d]) + 12)  # characters, value column included
+    rows = len(dims) * (len(values) + 1)
+    text_in = 0.075 * width
+    heat_in = 0.55 * len(next(iter(effect.values()))) + 2.2 if effect else 0.0
+    fig = Figure(figsize=(text_in + heat_in, 0.2 * rows + 1.0), layout="constrained")
+    grid = fig.add_gridspec(1, 2 if effect else 1, width_ratios=[text_in, heat_in] if effect else None)
+    ax = fig.add_subplot(grid[0, 0])
+    ax.axis("off")
+    text = []
+    for d in dims:
+        text.append(f"dim {d}")
+        text += [f"  {v:+5.2f}  {s[:width - 10]}" for v, s in zip(values, lines[d])]
+    ax.text(0, 1, "\n".join(text), family="monospace", fontsize=8, va="top", transform=ax.transAxes)
+    ax.set_title(f"latent traversal{title}", fontsize=10, loc="left")
+    if effect:
+        names = list(next(iter(effect.values())))
+        m = np.array([[effect[d][f] for f in names] for d in effect])
+        hx = fig.add_subplot(grid[0, 1])
+        im = hx.imshow(m, cmap="viridis", vmin=0, vmax=max(1e-9, float(m.max())), aspect="auto")
+        hx.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        hx.set_yticks(range(len(effect)), [f"dim {d}" for d in effect], fontsize=8)
+        for (i, j), v in np.ndenumerate(m):
+            hx.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if v < 0.6 * m.max() else "black")
+        hx.set_title("intervention effect\n(share of decodings whose factor changes)", fontsize=9)
+        fig.colorbar(im, ax=hx, shrink=0.6)
+    return _save(fig, path)
+
+
 def _load_split(run_dir: Path, model, name: str):
     """``name`` ("valid", "test", ...) of the run's corpus (:func:`textvae.metrics.model_split`); the
     corpus is the model's saved ``data`` section or else the run's config.json."""
