@@ -43,7 +43,11 @@ def uploads(monkeypatch):
         sent.append({"repo_id": repo_id, "revision": revision, "files": files, "message": kw.get("commit_message")})
         return f"https://huggingface.co/{repo_id}/commit/{'a' * 40}"
 
+    def create_branch(self, repo_id, *, branch, **kw):
+        sent.append({"branch": branch, "repo_id": repo_id})
+
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_branch", create_branch)
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
     return sent
 
@@ -120,6 +124,12 @@ def test_incomplete_newer_or_absent_repos_are_clear_errors(tiny_run, offline):
         TextVAE.from_pretrained(tiny_run, revision="v9")
 
 
+def test_pushing_offline_says_so(tiny_run, offline):
+    with pytest.raises(TextVAEError, match=r"pushing to hub repo me/x failed \(OfflineModeIsEnabled: .*check the "
+                                           r"network"):
+        TextVAE.from_pretrained(tiny_run).push_to_hub("me/x")
+
+
 def test_without_huggingface_hub_installed(monkeypatch, tiny_run):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
     with pytest.raises(CheckpointError, match=r"there is no local directory runs/demo, and reading it as a hub repo "
@@ -133,7 +143,8 @@ def test_without_huggingface_hub_installed(monkeypatch, tiny_run):
 def test_cli_push_sends_the_runs_validation_and_config(tiny_run, uploads, capsys, tmp_path):
     out, _ = cli(capsys, ["push", "--model", tiny_run, "--repo", "me/cli-vae", "--revision", "dev"])
     assert out.strip().endswith("a" * 40)
-    [up] = uploads
+    branch, up = uploads
+    assert branch == {"branch": "dev", "repo_id": "me/cli-vae"}  # made before the upload to it
     assert up["revision"] == "dev" and "training_config.json" in up["files"]
     card = up["files"]["README.md"].decode()
     valid = [json.loads(l) for l in (tiny_run / "metrics.jsonl").read_text().splitlines()]

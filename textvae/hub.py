@@ -83,7 +83,7 @@ def download(repo_id: str, revision: str | None = None, cache_dir: str | Path | 
     except (errors.HFValidationError, ValueError) as e:
         raise CheckpointError(f"{where}: {e}") from None
     except (errors.HfHubHTTPError, OSError) as e:
-        raise CheckpointError(f"{where}: download failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{where}: download failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
     missing = [f for f in REQUIRED if not (path / f).is_file()]
     if missing:
         raise CheckpointError(f"{where} is not a complete textvae model: {', '.join(missing)} missing (a textvae "
@@ -199,9 +199,9 @@ def push_to_hub(model, repo_id: str, *, metrics: dict | None = None, split: str 
                 command: str | None = None, training_config: dict | None = None, revision: str | None = None,
                 private: bool | None = None, token: str | bool | None = None,
                 commit_message: str | None = None) -> str:
-    """Upload ``model`` to hub repo ``repo_id`` (created if needed) in one commit: weights, config,
-    tokenizer files and a model card (:func:`model_card`) with ``metrics`` of ``split``. Returns
-    the commit's URL."""
+    """Upload ``model`` to hub repo ``repo_id`` (created if needed; ``revision``: a branch, created
+    if needed) in one commit: weights, config, tokenizer files and a model card (:func:`model_card`)
+    with ``metrics`` of ``split``. Returns the commit's URL."""
     if not _REPO_ID.fullmatch(repo_id):
         raise TextVAEError(f"{repo_id!r} is not a hub repo id; write it as owner/name, e.g. my-name/textvae-ptb")
     hub = hub_module("pushing to the Hugging Face Hub")
@@ -212,11 +212,13 @@ def push_to_hub(model, repo_id: str, *, metrics: dict | None = None, split: str 
         api = hub.HfApi(token=token)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision is not None:  # a new branch is made from main
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
             info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision,
                                      commit_message=commit_message or f"textvae {__version__}: upload model")
         except (errors.HfHubHTTPError, OSError) as e:
             raise TextVAEError(f"pushing to {describe(repo_id, revision)} failed ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:200] if str(e) else ''}); check the network and your "
+                               f"{(str(e).splitlines() or [''])[0][:200]}); check the network and your "
                                f"token (`hf auth login` or HF_TOKEN)") from None
     return str(getattr(info, "commit_url", info))
 
