@@ -116,6 +116,11 @@ def test_map_sample_interpolate_and_sliders_render(page):
                                    "return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);", dots[3])
     assert on_top.get_attribute("data-text") in driver.find_element(By.ID, "tooltip").text
     a, b = dots[0].get_attribute("data-text"), dots[1].get_attribute("data-text")  # the map is redrawn below
+    assert "tense: " in driver.find_element(By.ID, "tooltip").text  # every known factor of the hovered sentence
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element(By.ID, "colour-by")).select_by_visible_text("tense")
+    wait(driver, lambda d: sorted(texts(d, "#legend span")) == ["● future", "● past", "● present"])
 
     fill(driver, "sample-n", "5")
     fill(driver, "sample-seed", "2")

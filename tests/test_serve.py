@@ -45,6 +45,10 @@ def test_page_info_and_map(server):
     assert status == 200 and len(m["points"]) == 20  # the 30 valid sentences, capped
     assert {p["label"] for p in m["points"]} <= set(m["labels"]) and len(m["labels"]) >= 2  # built-in topics
     assert all(isinstance(p["text"], str) and p["text"] for p in m["points"])
+    colourings = m["colourings"]  # the corpus's label, then the built-in corpus's other factors
+    assert list(colourings) == ["label", "tense", "sentiment", "length"]
+    assert colourings["label"] == [p["label"] for p in m["points"]]
+    assert set(colourings["tense"]) == {"past", "present", "future"} and len(colourings["tense"]) == 20
     assert 0 < m["explained"][1] <= m["explained"][0] <= 1
 
 

@@ -6,7 +6,8 @@ the standard library's ``ThreadingHTTPServer``:
     GET  /                  the page
     GET  /api/info          the model: latent size, labels, the limits below
     GET  /api/map           posterior means of a split on their first two principal axes, with
-                            each sentence and its label (computed once, at most ``map_points``)
+                            each sentence, its label and known factors (computed once, at most
+                            ``map_points``)
     POST /api/sample        {n, temperature, top_p, seed, max_len}: prior samples and their codes
     POST /api/reconstruct   {sentence}: greedy decoding of its posterior mean
     POST /api/interpolate   {a, b, steps, mode: posterior|prior, seed}: a homotopy (Bowman et al.
@@ -150,8 +151,25 @@ class Explorer:
         labels = [str(x) for x in enc.labels[:n]] if enc.labels is not None else None
         points = [{"x": x, "y": y, "text": t, "label": labels[i] if labels else None}
                   for i, ((x, y), t) in enumerate(zip(xy, enc.texts))]
+        colourings = {"label": labels} if labels else {}
+        colourings.update({k: v[:n] for k, v in self._factors(full).items() if v[:n] != labels})  # topic = label
         return {"answer": {"split": self.split, "points": points, "explained": share + [0.0] * (2 - len(share)),
-                           "labels": sorted(set(labels)) if labels else []}}
+                           "labels": sorted(set(labels)) if labels else [], "colourings": colourings}}
+
+    def _factors(self, full) -> dict[str, list[str]]:
+        """The split's known factors ({factor: label per example}: the built-in corpus's topic, tense,
+        sentiment and length, ``{split}.{factor}.labels.txt`` files), when they line up with its
+        encoded examples; {} otherwise."""
+        from .disentanglement import read_factors
+        from .metrics import model_data
+
+        if full.stats.get("dropped"):  # examples dropped when encoding: the factor files no longer line up
+            return {}
+        try:
+            factors = read_factors(model_data(self.model), self.split)
+        except TextVAEError:
+            return {}
+        return {k: [str(x) for x in v] for k, v in factors.items() if len(v) == len(full) and k != "label"}
 
     def _project(self, z: torch.Tensor) -> list[list[float]]:
         """Codes (N, Z) on the map's two axes (the map is built first when needed)."""
