@@ -5,7 +5,7 @@ Public API::
     from textvae import TextVAE, load_config, train, evaluate
     cfg = load_config(preset="default", overrides=["train.max_epochs=4"])
     train(cfg, "runs/demo")                               # a run directory
-    model = TextVAE.from_pretrained("runs/demo")          # its best model
+    model = TextVAE.from_pretrained("runs/demo")          # its best model (or "owner/name" on the Hub)
     model.sample(5); model.reconstruct(["a sentence ."]); model.interpolate("a .", "b .", steps=5)
 
 ``train`` and ``evaluate`` are the functions :func:`textvae.train.train` and

@@ -83,8 +83,10 @@ def _add_sampling(p: argparse.ArgumentParser, greedy_default: bool) -> None:
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
+    """--device, and --revision for a --model given as a hub repo id (every verb that loads one)."""
     p.add_argument("--device", type=_device_name, default="auto",
                    help="where the model runs: auto (a GPU when there is one), cpu, cuda, cuda:N")
+    p.add_argument("--revision", help="with a Hugging Face Hub repo id as --model: a branch, tag or commit")
 
 
 def _load_model(args):
@@ -97,7 +99,7 @@ def _load_model(args):
         raise TextVAEError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu "
                            f"(or auto)")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    return TextVAE.from_pretrained(args.model, device=device)
+    return TextVAE.from_pretrained(args.model, device=device, revision=args.revision)
 
 
 def _sample_config(args):
@@ -212,6 +214,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int("--n"), default=100, help="training examples; the rest test")
     p.add_argument("--seed", type=int, default=0, help="which examples train")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_device(p)
+
+    p = sub.add_parser("push", help="upload a model and a generated model card to the Hugging Face Hub")
+    p.add_argument("--model", required=True, help="run directory (its best model, validation and config) or model "
+                   "directory")
+    p.add_argument("--repo", help="hub repo id, owner/name (created if needed)")
+    p.add_argument("--metrics", help="a JSON file of metrics for the card, e.g. textvae evaluate --json's output "
+                   "(default: a run's best validation)")
+    p.add_argument("--split", help="the split --metrics was measured on (default: test with --metrics, else valid)")
+    p.add_argument("--command", help="the training command for the card (default: one reproducing a run's config)")
+    p.add_argument("--revision", help="branch to push to (default: main)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--dry-run", metavar="DIR", help="write the files that would be uploaded into DIR; upload nothing")
+
+    p = sub.add_parser("serve", help="a local web page to explore the latent space: sample, reconstruct, "
+                       "interpolate, a map of a split, a slider per dimension")
+    p.add_argument("--model", required=True, help="run directory, model directory or hub repo id (owner/name)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (the page has no login: keep it local)")
+    p.add_argument("--port", type=_nonneg_int("--port"), default=8000, help="port (0: any free one)")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="valid", help="the split on the map")
+    p.add_argument("--map-points", type=_positive_int("--map-points"), default=1000,
+                   help="at most this many sentences of the split on the map")
+    p.add_argument("--quiet", action="store_true", help="do not log each request")
     _add_device(p)
 
     sub.add_parser("presets", help="list the shipped presets")
@@ -506,6 +531,52 @@ def _cmd_probe(args) -> int:
     return 0
 
 
+def _cmd_push(args) -> int:
+    from .hub import push_to_hub, run_metadata, stage
+    from .model import TextVAE
+
+    if not (args.repo or args.dry_run):
+        raise TextVAEError("push needs --repo owner/name (or --dry-run DIR to see the files it would upload)")
+    model = TextVAE.from_pretrained(args.model)
+    training_config, metrics = run_metadata(args.model)
+    split = args.split or "valid"
+    if args.metrics:
+        try:
+            metrics = json.loads(Path(args.metrics).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise TextVAEError(f"--metrics {args.metrics}: not a readable JSON file ({e}); write one with "
+                               f"textvae evaluate --model R --json > metrics.json") from None
+        split = args.split or "test"
+    card = dict(metrics=metrics, split=split, command=args.command, training_config=training_config)
+    if args.dry_run:
+        out = Path(args.dry_run)
+        if out.exists() and any(out.iterdir()):
+            raise TextVAEError(f"--dry-run {out} is not empty; give a new or empty folder")
+        out.mkdir(parents=True, exist_ok=True)
+        for name in stage(model, out, args.repo or "owner/name", **card):
+            print(out / name)
+        return 0
+    print(push_to_hub(model, args.repo, revision=args.revision, private=args.private or None, **card))
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from .serve import Explorer, Limits, make_server
+
+    explorer = Explorer(_load_model(args), args.split, Limits(map_points=args.map_points), name=args.model)
+    server = make_server(explorer, args.host, args.port, quiet=args.quiet)
+    host, port = server.server_address[:2]
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"textvae serve: warning: listening on {args.host}: anyone who can reach it can use the model",
+              file=sys.stderr)
+    print(f"textvae serve: {args.model} at http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from .config import list_presets, preset_dict
 
@@ -518,7 +589,8 @@ def _cmd_presets(args) -> int:
 
 VERBS = {"train": _cmd_train, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct,
          "interpolate": _cmd_interpolate, "evaluate": _cmd_evaluate, "plot": _cmd_plot,
-         "probe": _cmd_probe, "presets": _cmd_presets, "traverse": _cmd_traverse}
+         "probe": _cmd_probe, "presets": _cmd_presets, "traverse": _cmd_traverse, "push": _cmd_push,
+         "serve": _cmd_serve}
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:

@@ -503,8 +503,33 @@ class TextVAE(nn.Module):
             self.tokenizer.save(d)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TextVAE":
-        """Load a model directory (or a run directory: its best checkpoint). Never unpickles."""
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu", revision: str | None = None,
+                        cache_dir: str | Path | None = None, token: str | bool | None = None) -> "TextVAE":
+        """Load a model directory, a run directory (its best checkpoint) or a Hugging Face Hub repo
+        id ``owner/name`` (at ``revision``; through huggingface_hub's cache, ``cache_dir``; needs
+        ``pip install 'textvae[hub]'``). A local path that exists is always read as one. Never unpickles."""
+        from . import hub
+
+        if not hub.is_repo_id(directory):
+            if revision is not None:
+                raise CheckpointError(f"revision={revision!r} is for hub repos, but {directory} is a local path")
+            return cls._from_dir(directory, device)
+        snapshot = hub.download(str(directory), revision, cache_dir, token)
+        try:
+            return cls._from_dir(snapshot, device)
+        except CheckpointError as e:
+            raise CheckpointError(f"{hub.describe(str(directory), revision)}: {e}") from None
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        """Upload this model (weights, config, tokenizer files, a generated model card) to hub repo
+        ``repo_id``; the keyword arguments (``metrics``, ``revision``, ``private``, ``token``, ...)
+        are :func:`textvae.hub.push_to_hub`'s. Returns the commit URL."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+    @classmethod
+    def _from_dir(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TextVAE":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 

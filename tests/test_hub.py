@@ -1,0 +1,169 @@
+"""Hugging Face Hub round trip without the network: pushes stop at the upload call (the files and
+card it would send are captured), loads read a snapshot laid out in huggingface_hub's own cache
+layout with HF_HUB_OFFLINE=1."""
+import json
+import sys
+
+import huggingface_hub
+import pytest
+import torch
+
+from helpers import cli, expect_error
+from textvae import CheckpointError, TextVAE, TextVAEError
+from textvae.hub import read_card_metadata, snapshot_layout
+
+pytestmark = pytest.mark.filterwarnings("ignore:unknown word")  # the tiny corpus lacks some words used here
+METRICS = {"nll_iw": 40.123456, "ppl_iw": 30.5, "elbo": 41.0, "kl": 3.25, "au": 4, "kl_per_dim": [1.0, 2.0]}
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """HF_HUB_OFFLINE=1 and an empty private hub cache; returns the cache folder."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    cache = tmp_path / "hub-cache"  # also the default cache, for the CLI
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def uploads(monkeypatch):
+    """HfApi.create_repo / upload_folder replaced by recorders: the list of uploads, each
+    {"repo_id", "revision", "files": {name: bytes}}, read while the folder still exists."""
+    sent = []
+
+    def create_repo(self, repo_id, **kw):
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, *, repo_id, folder_path, revision=None, **kw):
+        from pathlib import Path
+
+        files = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
+        sent.append({"repo_id": repo_id, "revision": revision, "files": files, "message": kw.get("commit_message")})
+        return f"https://huggingface.co/{repo_id}/commit/{'a' * 40}"
+
+    def create_branch(self, repo_id, *, branch, **kw):
+        sent.append({"branch": branch, "repo_id": repo_id})
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_branch", create_branch)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    return sent
+
+
+def _outputs(model):
+    """Everything a user sees of a model, to compare exactly."""
+    mu, logvar = model.encode(["the cat sat .", "a dog ran ."])
+    return {"weights": {k: v.clone() for k, v in model.state_dict().items()}, "mu": mu, "logvar": logvar,
+            "samples": model.sample(4, seed=3), "rec": model.reconstruct(["the cat sat ."])}
+
+
+def _same(a, b):
+    assert a["weights"].keys() == b["weights"].keys()
+    assert all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])
+    assert torch.equal(a["mu"], b["mu"]) and torch.equal(a["logvar"], b["logvar"])
+    assert a["samples"] == b["samples"] and a["rec"] == b["rec"]
+
+
+def test_push_then_load_from_the_hub_cache_is_bit_identical(tiny_run, uploads, offline):
+    model = TextVAE.from_pretrained(tiny_run)
+    url = model.push_to_hub("me/tiny-vae", metrics=METRICS, split="test", command="textvae train --preset tiny")
+    assert url.endswith("a" * 40)
+    [up] = uploads
+    assert up["repo_id"] == "me/tiny-vae"
+    assert sorted(up["files"]) == ["README.md", "config.json", "model.safetensors", "tokenizer.json"]
+    card = up["files"]["README.md"].decode()
+    meta = read_card_metadata(card)
+    assert meta["library_name"] == "textvae" and meta["textvae_version"] == "0.2.0"
+    metrics = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert metrics == {"nll_iw": 40.1235, "ppl_iw": 30.5, "elbo": 41.0, "kl": 3.25, "au": 4}
+    assert "| nll_iw | 40.1235 | importance-weighted NLL" in card and "| au | 4 | active units |" in card
+    parsed = huggingface_hub.ModelCard(card).data  # as the hub reads it: evaluation results from the model-index
+    assert parsed.library_name == "textvae"
+    assert {r.metric_type: r.metric_value for r in parsed.eval_results} == metrics
+    assert {r.dataset_split for r in parsed.eval_results} == {"test"}
+    assert "```bash\ntextvae train --preset tiny\n```" in card
+    snapshot_layout(offline, "me/tiny-vae", up["files"])
+    again = TextVAE.from_pretrained("me/tiny-vae", cache_dir=offline)
+    _same(_outputs(model), _outputs(again))
+
+
+def test_revision_picks_the_tagged_snapshot(tiny_run, uploads, offline, capsys):
+    model = TextVAE.from_pretrained(tiny_run)
+    model.push_to_hub("me/vae")
+    first = uploads[0]["files"]
+    with torch.no_grad():
+        model.decoder.proj.bias.add_(1.0)  # a second, different version on main
+    model.push_to_hub("me/vae")
+    snapshot_layout(offline, "me/vae", first, commit="1" * 40, ref="v1")
+    snapshot_layout(offline, "me/vae", uploads[1]["files"], commit="2" * 40, ref="main")
+    v1 = TextVAE.from_pretrained("me/vae", revision="v1", cache_dir=offline)
+    main = TextVAE.from_pretrained("me/vae", cache_dir=offline)
+    assert torch.equal(main.decoder.proj.bias, model.decoder.proj.bias)
+    assert torch.equal(v1.decoder.proj.bias + 1.0, model.decoder.proj.bias)
+    out, _ = cli(capsys, ["sample", "--model", "me/vae", "--revision", "v1", "-n", 3, "--seed", 5])
+    assert out.splitlines() == v1.sample(3, seed=5)
+    expect_error(capsys, ["sample", "--model", "me/vae", "--revision", "v2"], "hub repo me/vae (revision v2)")
+
+
+def test_incomplete_newer_or_absent_repos_are_clear_errors(tiny_run, offline):
+    files = {p.name: p.read_bytes() for p in (tiny_run / "best").iterdir() if p.is_file()}
+    snapshot_layout(offline, "me/no-weights", {k: v for k, v in files.items() if k != "model.safetensors"})
+    with pytest.raises(CheckpointError, match=r"hub repo me/no-weights is not a complete textvae model: "
+                                              r"model.safetensors missing"):
+        TextVAE.from_pretrained("me/no-weights", cache_dir=offline)
+    config = json.loads(files["config.json"])
+    config["format_version"] = 99
+    snapshot_layout(offline, "me/future", {**files, "config.json": json.dumps(config).encode()})
+    with pytest.raises(CheckpointError, match=r"hub repo me/future: .* newer textvae \(format_version 99 .*upgrade"):
+        TextVAE.from_pretrained("me/future", cache_dir=offline)
+    with pytest.raises(CheckpointError, match=r"hub repo me/elsewhere is not in the local hub cache .*HF_HUB_OFFLINE"):
+        TextVAE.from_pretrained("me/elsewhere", cache_dir=offline)
+    with pytest.raises(CheckpointError, match=r"revision='v9' is for hub repos, but .* is a local path"):
+        TextVAE.from_pretrained(tiny_run, revision="v9")
+
+
+def test_pushing_offline_says_so(tiny_run, offline):
+    with pytest.raises(TextVAEError, match=r"pushing to hub repo me/x failed \(OfflineModeIsEnabled: .*check the "
+                                           r"network"):
+        TextVAE.from_pretrained(tiny_run).push_to_hub("me/x")
+
+
+def test_without_huggingface_hub_installed(monkeypatch, tiny_run):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
+    with pytest.raises(CheckpointError, match=r"there is no local directory runs/demo, and reading it as a hub repo "
+                                              r"id needs the huggingface_hub package: pip install 'textvae\[hub\]'"):
+        TextVAE.from_pretrained("runs/demo")
+    with pytest.raises(TextVAEError, match=r"pushing to the Hugging Face Hub needs .* pip install 'textvae\[hub\]'"):
+        TextVAE.from_pretrained(tiny_run).push_to_hub("me/anything")
+    assert TextVAE.from_pretrained(tiny_run).latent_dim == 4  # local directories need no hub
+
+
+def test_cli_push_sends_the_runs_validation_and_config(tiny_run, uploads, capsys, tmp_path):
+    out, _ = cli(capsys, ["push", "--model", tiny_run, "--repo", "me/cli-vae", "--revision", "dev"])
+    assert out.strip().endswith("a" * 40)
+    branch, up = uploads
+    assert branch == {"branch": "dev", "repo_id": "me/cli-vae"}  # made before the upload to it
+    assert up["revision"] == "dev" and "training_config.json" in up["files"]
+    card = up["files"]["README.md"].decode()
+    valid = [json.loads(l) for l in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    best = [r for r in valid if r["kind"] == "valid" and r["step"] == 4][-1]
+    assert f"| elbo | {best['elbo']:.4f} |" in card and "On the valid split" in card
+    assert "textvae train --config training_config.json --out runs/cli-vae" in card
+    trained = json.loads(up["files"]["training_config.json"])
+    assert trained["model"] == json.loads((tiny_run / "config.json").read_text())["model"]
+    dry = tmp_path / "dry"
+    out, _ = cli(capsys, ["push", "--model", tiny_run / "best", "--dry-run", dry])
+    assert sorted(p.name for p in dry.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                      "tokenizer.json"]
+    assert "No evaluation was given" in (dry / "README.md").read_text()
+    metrics = tmp_path / "test-metrics.json"
+    metrics.write_text(json.dumps(METRICS))
+    cli(capsys, ["push", "--model", tiny_run, "--repo", "me/cli-vae", "--metrics", metrics])
+    card = uploads[-1]["files"]["README.md"].decode()
+    assert "On the test split" in card and "| nll_iw | 40.1235 |" in card and "| elbo | 41.0000 |" in card
+    expect_error(capsys, ["push", "--model", tiny_run, "--repo", "me/x", "--metrics", tmp_path / "none.json"],
+                 "--metrics", "textvae evaluate --model R --json > metrics.json")
+    expect_error(capsys, ["push", "--model", tiny_run], "push needs --repo owner/name")
+    expect_error(capsys, ["push", "--model", tiny_run, "--repo", "not a repo"], "is not a hub repo id")

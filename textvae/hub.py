@@ -1,0 +1,275 @@
+"""The Hugging Face Hub: load a model by repo id, push one with a generated model card.
+
+A hub repo holds exactly a model directory (``save_pretrained``: config.json, model.safetensors,
+tokenizer.json and, for SentencePiece, tokenizer.model) plus a README.md model card whose YAML
+header names the library, the datasets, the metrics and the textvae version. Loading goes through
+``huggingface_hub.snapshot_download`` and its cache, so ``HF_HUB_OFFLINE=1`` works on a cached repo;
+the files are then read as any model directory is, never unpickled.
+
+``huggingface_hub`` is an optional dependency: ``pip install 'textvae[hub]'``.
+"""
+
+import json
+import math
+import re
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from .errors import CheckpointError, TextVAEError
+from .version import __version__
+
+CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
+REQUIRED = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)
+MODEL_FILES = [*REQUIRED, "tokenizer.model"]  # what a download fetches (tokenizer.model: SentencePiece only)
+CARD_FILE = "README.md"
+TRAINING_CONFIG_FILE = "training_config.json"
+# owner/name as the hub spells them; a local path that exists always wins over this reading
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
+# evaluate()'s and a validation record's numbers that go into the card, in this order, with their meaning
+CARD_METRICS = {
+    "nll_iw": "importance-weighted NLL per sentence (nats)", "ppl_iw": "importance-weighted perplexity",
+    "elbo": "negative ELBO per sentence (nats)", "rec": "reconstruction NLL per sentence (nats)",
+    "kl": "KL(q(z|x) || p(z)) per sentence (nats)", "ppl_elbo": "perplexity from the ELBO",
+    "mi": "mutual information I(x; z) (nats)", "au": "active units", "bleu_rec": "reconstruction BLEU",
+    "distinct_1": "distinct-1 of prior samples", "distinct_2": "distinct-2 of prior samples",
+    "self_bleu": "self-BLEU of prior samples",
+}
+
+
+def hub_module(purpose: str):
+    """``huggingface_hub``, or a TextVAEError saying that ``purpose`` needs it and how to install it."""
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise TextVAEError(f"{purpose} needs the huggingface_hub package: pip install 'textvae[hub]' "
+                           f"(or pip install huggingface_hub)") from None
+    return huggingface_hub
+
+
+def is_repo_id(name: str | Path) -> bool:
+    """Whether ``name`` is read as a hub repo id (``owner/name``) rather than a local directory:
+    it has that shape and no such path exists here."""
+    text = str(name)
+    return bool(_REPO_ID.fullmatch(text)) and ".." not in text and not Path(text).exists()
+
+
+def download(repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None,
+             token: str | bool | None = None) -> Path:
+    """The model files of hub repo ``repo_id`` (at ``revision``: a branch, tag or commit) in
+    huggingface_hub's cache, downloaded if needed; the snapshot folder. With ``HF_HUB_OFFLINE=1``
+    only the cache is read. A repo without a textvae model's files is a CheckpointError."""
+    try:
+        hub = hub_module("reading it as a hub repo id")
+    except TextVAEError as e:  # a mistyped local path reads as a repo id too: say both
+        raise CheckpointError(f"there is no local directory {repo_id}, and {e}") from None
+    from huggingface_hub import errors
+
+    where = describe(repo_id, revision)
+    try:
+        path = Path(hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
+                                          allow_patterns=MODEL_FILES + [CARD_FILE], library_name="textvae",
+                                          library_version=__version__))
+    except errors.RevisionNotFoundError:
+        raise CheckpointError(f"{where}: no such revision; give a branch, tag or commit of the repo") from None
+    except errors.RepositoryNotFoundError:
+        raise CheckpointError(f"{where}: no such repo, or it is private and no token was given (log in with "
+                              f"`hf auth login` or set HF_TOKEN); nor is there a local directory {repo_id}") from None
+    except errors.LocalEntryNotFoundError:
+        raise CheckpointError(f"{where} is not in the local hub cache and the hub cannot be reached "
+                              f"(offline: HF_HUB_OFFLINE=1, or no network); download it once while online, "
+                              f"or pass a local model directory (there is no directory {repo_id} here)") from None
+    except (errors.HFValidationError, ValueError) as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    except (errors.HfHubHTTPError, OSError) as e:
+        raise CheckpointError(f"{where}: download failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
+    missing = [f for f in REQUIRED if not (path / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{where} is not a complete textvae model: {', '.join(missing)} missing (a textvae "
+                              f"repo holds {', '.join(REQUIRED)}); push it again with model.push_to_hub or "
+                              f"textvae push")
+    return path
+
+
+def describe(repo_id: str, revision: str | None = None) -> str:
+    return f"hub repo {repo_id}" + (f" (revision {revision})" if revision else "")
+
+
+# ----------------------------------------------------------------------------- the model card
+
+
+def card_metrics(metrics: dict | None) -> dict[str, float]:
+    """The numbers of ``metrics`` (an ``evaluate`` result or a validation record) that a card shows."""
+    out = {}
+    for key in CARD_METRICS:
+        v = (metrics or {}).get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[key] = v
+    return out
+
+
+def describe_data(data: dict) -> tuple[str, list[str]]:
+    """(one line on the corpus, hub dataset ids for the card's ``datasets``) from a saved ``data`` section."""
+    if data.get("dataset"):
+        return f"the hub dataset `{data['dataset']}`", [data["dataset"]]
+    if data.get("data_dir"):
+        return f"a local corpus (`{Path(data['data_dir']).name}`)", []
+    if data:
+        return f"textvae's built-in grammar corpus ({data.get('builtin_size')} sentences)", []
+    return "an unrecorded corpus", []
+
+
+def model_card(model, repo_id: str, metrics: dict | None = None, split: str = "test",
+               command: str | None = None) -> str:
+    """README.md for hub repo ``repo_id``: YAML metadata (library, tags, datasets, textvae version,
+    the metrics as a model-index), then what the model is, its metrics table, how it was trained
+    (``command``) and how to use it."""
+    cfg = model.config
+    data = model.extra_config.get("data") or {}
+    about, datasets = describe_data(data)
+    numbers = card_metrics(metrics)
+    meta = {"library_name": "textvae", "tags": ["textvae", "vae", "sentence-vae", "text-generation"],
+            "textvae_version": __version__}
+    if datasets:
+        meta["datasets"] = datasets
+    if numbers:
+        meta["model-index"] = [{"name": repo_id.split("/")[-1], "results": [{
+            "task": {"type": "text-generation", "name": "sentence VAE"},
+            "dataset": {"name": datasets[0] if datasets else about, "type": datasets[0] if datasets else "custom",
+                        "split": split},
+            "metrics": [{"type": k, "name": CARD_METRICS[k], "value": v if isinstance(v, int) else round(float(v), 4)} for k, v in numbers.items()]}]}]
+    tok = model.tokenizer
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
+             f"# {repo_id}", "",
+             f"A sentence variational autoencoder (Bowman et al. 2016) made with textvae {__version__} "
+             f"({cfg.cell.upper()} decoder, {cfg.latent_dim}-dimensional {cfg.latent} latent, "
+             f"{model.num_parameters():,} parameters), trained on {about}.", "",
+             "| setting | value |", "|---|---|"]
+    for k in ("cell", "emb_dim", "enc_hidden", "dec_hidden", "latent", "latent_dim", "vocab_size", "conditional"):
+        lines.append(f"| {k} | {getattr(cfg, k)} |")
+    if tok is not None:
+        lines.append(f"| tokenizer | {tok.kind}, {tok.vocab_size} tokens |")
+    lines += ["", "## Evaluation", ""]
+    if numbers:
+        lines += [f"On the {split} split:", "", "| metric | value | meaning |", "|---|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} | {CARD_METRICS[k]} |" for k, v in numbers.items()]
+    else:
+        lines.append("No evaluation was given when this model was pushed; `textvae evaluate --model REPO` measures it.")
+    lines += ["", "## Training", "", "```bash", command or "# not recorded", "```", "",
+              "## Use", "", "```python", "from textvae import TextVAE", "",
+              f'model = TextVAE.from_pretrained("{repo_id}")  # pip install "textvae[hub]"',
+              "print(model.sample(5))",
+              "print(model.interpolate(\"a first sentence .\", \"another one .\", steps=5))", "```", "",
+              "```bash", f"textvae sample --model {repo_id} -n 5", "```", ""]
+    return "\n".join(lines)
+
+
+def _fmt(v: float) -> str:
+    return str(v) if isinstance(v, int) else f"{v:.4f}"
+
+
+def read_card_metadata(text: str) -> dict:
+    """The YAML header of a model card (``---`` ... ``---``), as a mapping."""
+    m = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    return yaml.safe_load(m.group(1)) if m else {}
+
+
+# ----------------------------------------------------------------------------- pushing
+
+
+def stage(model, folder: Path, repo_id: str, metrics: dict | None = None, split: str = "test",
+          command: str | None = None, training_config: dict | None = None) -> list[str]:
+    """Write what a push uploads into ``folder``: the model directory, README.md and, when given,
+    the run's ``training_config`` (with a local corpus path cut to its folder name). Returns the
+    file names, sorted."""
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    if training_config is not None:
+        cfg = json.loads(json.dumps(training_config))
+        if (cfg.get("data") or {}).get("data_dir"):
+            cfg["data"]["data_dir"] = Path(cfg["data"]["data_dir"]).name  # no local paths on the hub
+        (folder / TRAINING_CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        command = command or f"textvae train --config {TRAINING_CONFIG_FILE} --out runs/{repo_id.split('/')[-1]}"
+    (folder / CARD_FILE).write_text(model_card(model, repo_id, metrics, split, command), encoding="utf-8")
+    return sorted(p.name for p in folder.iterdir() if p.is_file())
+
+
+def push_to_hub(model, repo_id: str, *, metrics: dict | None = None, split: str = "test",
+                command: str | None = None, training_config: dict | None = None, revision: str | None = None,
+                private: bool | None = None, token: str | bool | None = None,
+                commit_message: str | None = None) -> str:
+    """Upload ``model`` to hub repo ``repo_id`` (created if needed; ``revision``: a branch, created
+    if needed) in one commit: weights, config, tokenizer files and a model card (:func:`model_card`)
+    with ``metrics`` of ``split``. Returns the commit's URL."""
+    if not _REPO_ID.fullmatch(repo_id):
+        raise TextVAEError(f"{repo_id!r} is not a hub repo id; write it as owner/name, e.g. my-name/textvae-ptb")
+    hub = hub_module("pushing to the Hugging Face Hub")
+    from huggingface_hub import errors
+
+    with tempfile.TemporaryDirectory(prefix="textvae-push-") as tmp:
+        stage(model, Path(tmp), repo_id, metrics, split, command, training_config)
+        api = hub.HfApi(token=token)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision is not None:  # a new branch is made from main
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision,
+                                     commit_message=commit_message or f"textvae {__version__}: upload model")
+        except (errors.HfHubHTTPError, OSError) as e:
+            raise TextVAEError(f"pushing to {describe(repo_id, revision)} failed ({type(e).__name__}: "
+                               f"{(str(e).splitlines() or [''])[0][:200]}); check the network and your "
+                               f"token (`hf auth login` or HF_TOKEN)") from None
+    return str(getattr(info, "commit_url", info))
+
+
+def run_metadata(run: Path) -> tuple[dict | None, dict | None]:
+    """(training config, the best model's validation record) of run directory ``run``, each None
+    when not there: what ``textvae push`` puts in a card besides a given evaluation."""
+    run = Path(run)
+    config = best = None
+    if (run / "best").is_dir() and (run / CONFIG_FILE).is_file():
+        try:
+            config = json.loads((run / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = None
+    if config is not None and (run / "metrics.jsonl").is_file():
+        valid = []
+        for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(r, dict) and r.get("kind") == "valid" and isinstance(r.get("elbo"), (int, float)):
+                valid.append(r)
+        step = _best_step(run)
+        chosen = [r for r in valid if r.get("step") == step]
+        best = chosen[-1] if chosen else (min(valid, key=lambda r: r["elbo"]) if valid else None)
+    return config, best
+
+
+def _best_step(run: Path) -> int | None:
+    """The step of the run's best model, as its newest checkpoint records it."""
+    from .checkpoint import STATE_JSON, list_checkpoints
+
+    ckpts = list_checkpoints(run)
+    try:
+        return json.loads((ckpts[-1] / STATE_JSON).read_text(encoding="utf-8"))["progress"]["best_step"]
+    except (IndexError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def snapshot_layout(cache_dir: Path, repo_id: str, files: dict[str, bytes], commit: str = "0" * 40,
+                    ref: str = "main") -> Path:
+    """Lay ``files`` out as huggingface_hub's cache keeps a downloaded repo (models--OWNER--NAME/
+    snapshots/COMMIT/..., refs/REF): a repo placed in a cache without the network, as tests and
+    air-gapped machines need. Returns the snapshot folder."""
+    root = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    snap = root / "snapshots" / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (snap / name).write_bytes(data)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / ref).write_text(commit)
+    return snap
+
