@@ -135,3 +135,9 @@ def test_readme_is_a_front_door():
     assert 'pip install torch==2.13.0 -e ".[dev]" && python -m pytest -m "not slow"\n' in text
     assert 'pip install torch==2.13.0 -e ".[dev]" && python -m pytest -m "not slow"' in \
         (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_every_doc_page_is_linked_from_the_readme():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    unlinked = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if f"(docs/{p.name})" not in text]
+    assert not unlinked, f"README.md links no docs page {', '.join(unlinked)}: add it to its Documentation list"
