@@ -150,10 +150,11 @@ class Decoder(nn.Module):
     """LSTM|GRU language model whose initial state and (optionally) every input carry its code:
     z, or [z; label embedding] for the conditional VAE (:meth:`code`)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, z_dim: int | None = None):
         super().__init__()
         self.cfg = cfg
-        self.code_dim = cfg.latent_dim + (cfg.label_dim if cfg.conditional else 0)
+        z_dim = cfg.latent_dim if z_dim is None else z_dim  # the latent's code size (Latent.dim)
+        self.code_dim = z_dim + (cfg.label_dim if cfg.conditional else 0)
         if cfg.conditional:
             self.label_embedding = nn.Embedding(cfg.num_labels, cfg.label_dim)
         z_in = self.code_dim if cfg.z_to_input else 0
@@ -237,13 +238,14 @@ class TextVAE(nn.Module):
             if config.conditional:
                 self.label_embedding = nn.Embedding(config.num_labels, config.label_dim)  # q(z|x, y)'s
             self.latent = build_latent(config, self.encoder.out_dim + cond)  # posterior head and prior
-        self.decoder = Decoder(config)
+        self.decoder = Decoder(config, self.latent_dim)
         if config.share_embedding and config.latent_dim > 0:
             self.encoder.embedding = self.decoder.embedding  # one table for both, as in the Sentence-VAE port
 
     @property
     def latent_dim(self) -> int:
-        return self.config.latent_dim
+        """The size of the code z the decoder sees (``Latent.dim``; gumbel: M K, vq: M D); 0 for the LM."""
+        return 0 if self.latent is None else self.latent.dim
 
     @property
     def is_lm(self) -> bool:
@@ -288,6 +290,11 @@ class TextVAE(nn.Module):
                          y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x) = N(mu, diag(exp(logvar))); both (B, Z), for the Gaussian latent (the LM: (B, 0)).
         A conditional model needs the labels ``y`` (B,): q(z|x, y). Other latents: :meth:`posterior_params`."""
+        if self.latent is not None and self.latent.discrete:
+            from .errors import TextVAEError
+
+            raise TextVAEError(f"a posterior mean and log-variance belong to the Gaussian latent; this model's is "
+                               f"model.latent={self.config.latent!r}: use posterior_params or encode_points")
         mu, logvar = self.posterior_params(tokens, lengths, y)
         return mu, logvar
 
@@ -468,15 +475,27 @@ class TextVAE(nn.Module):
         return self.decode(self.encode_points(sentences, label), sample or SampleConfig(greedy=True), label=label)
 
     def interpolate(self, a: str, b: str, steps: int, sample: SampleConfig | None = None,
-                    label: str | None = None) -> list[str]:
+                    label: str | None = None, path: str = "line") -> list[str]:
         """Homotopy (Bowman et al. 2016, sec. 5): decode steps + 2 points on the latent's path
-        between the point codes of a and b (gaussian: evenly spaced between the posterior means),
-        endpoints included (a conditional model: all with ``label``)."""
+        between the path points of a and b (``Latent.path_point``; gaussian: evenly spaced between
+        the posterior means; vq: the vectors before quantisation, each step quantised; gumbel: the
+        log-probabilities, each step's arg max), endpoints included (a conditional model: all with
+        ``label``). ``path="codes"``: the code homotopy of a discrete latent (``Latent.swap``), a's
+        M codes replaced by b's one position at a time (M + 1 sentences; ``steps`` unused)."""
         if self.is_lm:
             raise ValueError("the language model (latent_dim=0) has no latent space to interpolate in")
-        ends = self.encode_points([a, b], label)
-        return self.decode(self.latent.interpolate(ends[0], ends[1], steps), sample or SampleConfig(greedy=True),
-                           label=label)
+        was = self.training
+        self.eval()
+        with torch.no_grad():
+            params = self.posterior_params(*self._tokenize([a, b]), self.label_ids(label, 2))
+            if path == "codes":
+                ends = self.latent.point(params)
+                codes = self.latent.swap(ends[0], ends[1])
+            else:
+                ends = self.latent.path_point(params)
+                codes = self.latent.interpolate(ends[0], ends[1], steps)
+        self.train(was)
+        return self.decode(codes, sample or SampleConfig(greedy=True), label=label)
 
     # ------------------------------------------------------------------ model directories
 
