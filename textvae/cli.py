@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", action="store_true", help="between two prior samples instead of two sentences")
     p.add_argument("--seed", type=int, default=0, help="with --prior")
     p.add_argument("--markdown", action="store_true", help="endpoints in bold, like the paper's tables")
+    p.add_argument("--path", choices=("line", "codes"), default="line",
+                   help="line: the straight path (gumbel, vq: each step made a code); codes: a discrete latent's "
+                        "code homotopy, A's M codes swapped for B's one position at a time")
     p.add_argument("sentences", nargs="*", metavar="SENTENCE", help="the two endpoint sentences")
     _add_sampling(p, greedy_default=True)
 
@@ -367,14 +370,17 @@ def _cmd_interpolate(args) -> int:
             raise TextVAEError(f"{args.model} is a language model (latent_dim=0): nothing to interpolate")
         g = torch.Generator().manual_seed(args.seed)
         ends = model.prior_sample(2, g)
-        lines = model.decode(model.latent.interpolate(ends[0], ends[1], args.steps), sc, label=args.label)
+        codes = (model.latent.swap(ends[0], ends[1]) if args.path == "codes"
+                 else model.latent.interpolate(ends[0], ends[1], args.steps))
+        lines = model.decode(codes, sc, label=args.label)
     else:
         if len(args.sentences) != 2:
             raise TextVAEError(f"interpolate needs exactly two sentences (got {len(args.sentences)}), "
                                f'e.g. textvae interpolate --model R "first sentence" "second sentence"; '
                                f"or --prior")
         model = _checked_model(args, args.sentences)
-        lines = model.interpolate(args.sentences[0], args.sentences[1], args.steps, sc, label=args.label)
+        lines = model.interpolate(args.sentences[0], args.sentences[1], args.steps, sc, label=args.label,
+                                  path=args.path)
     for i, s in enumerate(lines):
         end = i in (0, len(lines) - 1)
         print(f"**{s}**" if args.markdown and end else s)
@@ -489,7 +495,8 @@ def _cmd_probe(args) -> int:
         return 0
     print(f"accuracy on {r['n_test']} {args.split} examples, classifiers trained on {r['n_train']} "
           f"(seed {r['seed']}, {r['classes']} labels):")
-    for name, acc in ((f"posterior means ({r['latent_dim']} dims)", r["accuracy_latent"]),
+    what = "one-hot codes" if r.get("features") == "codes" else "posterior means"
+    for name, acc in ((f"{what} ({r['latent_dim']} dims)", r["accuracy_latent"]),
                       (f"bag of words ({r['bow_features']} tokens)", r["accuracy_bow"]),
                       ("majority label", r["accuracy_majority"])):
         print(f"  {name:<32} {acc:.4f}")

@@ -48,7 +48,8 @@ class VQLatent(Latent):
         book = torch.empty(classes, code_dim).uniform_(-1.0 / classes, 1.0 / classes)
         if ema:
             self.register_buffer("codebook", book)
-            self.register_buffer("ema_count", torch.zeros(classes))
+            # each entry starts as the average of one vector, itself: an unused entry then stays put
+            self.register_buffer("ema_count", torch.ones(classes))
             self.register_buffer("ema_sum", book.clone())
         else:
             self.codebook = nn.Parameter(book)
