@@ -191,6 +191,29 @@ def test_train_save_reload_and_exact_resume(tmp_path, capsys, latent):
         assert out.strip()
     assert (full / "plots" / "code_usage.png").is_file()
     expect_error(capsys, ["traverse", "--model", full], "has none to set")
+    if "vq" in latent[0]:
+        fitted_prior_round_trip(capsys, full)
+
+
+def fitted_prior_round_trip(capsys, run):
+    """fit-prior writes best/code_prior.safetensors; evaluate reports the bound under it; a damaged or
+    missing prior file is refused by name."""
+    out, _ = cli(capsys, ["fit-prior", "--model", run, "--epochs", "3"])
+    path = run / "best" / "code_prior.safetensors"
+    assert out.strip() == str(path)
+    model = TextVAE.from_pretrained(run)
+    assert model.latent.prior is not None
+    codes = model.prior_sample(3, torch.Generator().manual_seed(0))
+    assert codes.shape == (3, model.latent_dim) and torch.isfinite(model.latent.log_prior(codes)).all()
+    import json
+
+    r = json.loads(cli(capsys, ["evaluate", "--model", run, "--json", "--n-samples", "2"])[0])
+    assert r["nll_bound_prior"] < r["nll_bound_uniform"]  # fitted to the same corpus's codes
+    good = path.read_bytes()
+    path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    expect_error(capsys, ["sample", "--model", run], "code_prior.safetensors does not match the SHA-256")
+    path.unlink()
+    expect_error(capsys, ["sample", "--model", run], "code_prior.safetensors is missing")
 
 
 def test_gaussian_refuses_the_code_homotopy():

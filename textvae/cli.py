@@ -215,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_device(p)
 
+    p = sub.add_parser("fit-prior", help="fit a VQ model's autoregressive code prior to its training codes")
+    p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
+    p.add_argument("--data-dir", help="corpus folder (default: the corpus the model was trained on)")
+    p.add_argument("--epochs", type=_positive_int("--epochs"), default=20, help="passes over the training codes")
+    p.add_argument("--seed", type=int, default=0)
+    _add_device(p)
+
     sub.add_parser("presets", help="list the shipped presets")
     return parser
 
@@ -503,6 +510,24 @@ def _cmd_probe(args) -> int:
     return 0
 
 
+def _cmd_fit_prior(args) -> int:
+    from .checkpoint import atomic_write
+    from .code_prior import fit_code_prior, save_code_prior
+    from .metrics import model_split
+    from .model import CONFIG_FILE, resolve_model_dir
+
+    d = resolve_model_dir(args.model)
+    model = _load_model(args)
+    train = model_split(model, "train", data_dir=args.data_dir)
+    prior = fit_code_prior(model, train, epochs=args.epochs, seed=args.seed,
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
+    meta = json.loads((d / CONFIG_FILE).read_text(encoding="utf-8"))
+    meta["code_prior"] = save_code_prior(prior, d)
+    atomic_write(d / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+    print(d / meta["code_prior"]["file"])
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from .config import list_presets, preset_dict
 
@@ -515,7 +540,7 @@ def _cmd_presets(args) -> int:
 
 VERBS = {"train": _cmd_train, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct,
          "interpolate": _cmd_interpolate, "evaluate": _cmd_evaluate, "plot": _cmd_plot,
-         "probe": _cmd_probe, "presets": _cmd_presets, "traverse": _cmd_traverse}
+         "probe": _cmd_probe, "presets": _cmd_presets, "traverse": _cmd_traverse, "fit-prior": _cmd_fit_prior}
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:

@@ -517,6 +517,10 @@ class TextVAE(nn.Module):
         meta = {**saved_header(), "model": asdict(self.config),
                 "tokenizer_fingerprint": self.tokenizer.fingerprint() if self.tokenizer else None,
                 **(extra or self.extra_config)}
+        if getattr(self.latent, "prior", None) is not None:  # a VQ model's fitted code prior, its own file
+            from .code_prior import save_code_prior
+
+            meta["code_prior"] = save_code_prior(self.latent.prior, d)
         atomic_write(d / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
         if self.tokenizer is not None:
             self.tokenizer.save(d)
@@ -571,6 +575,12 @@ class TextVAE(nn.Module):
         if missing or unexpected:
             raise CheckpointError(f"{d / WEIGHTS_FILE} does not fit the config: missing {missing[:5]}, "
                                   f"unexpected {unexpected[:5]}")
+        if meta.get("code_prior") is not None:
+            from .code_prior import load_code_prior
+
+            if model.is_lm or cfg.latent != "vq":
+                raise CheckpointError(f"{d / CONFIG_FILE} names a code prior, but the model is not a VQ model")
+            model.latent.attach_prior(load_code_prior(d, meta["code_prior"], model.latent))
         return model.to(device).eval()
 
     def num_parameters(self) -> int:

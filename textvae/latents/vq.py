@@ -57,6 +57,11 @@ class VQLatent(Latent):
         self.register_buffer("last_used", torch.zeros(classes, dtype=torch.long))  # step each entry was last used
         self.prior = None  # a fitted textvae.code_prior.CodePrior, attached after training
 
+    def attach_prior(self, prior) -> None:
+        """Use a fitted prior (textvae.code_prior.CodePrior) for log p(z) and prior samples. It is not a
+        submodule: its weights live in their own file, not in the model's."""
+        object.__setattr__(self, "prior", prior.to(self.codebook.device))
+
     @classmethod
     def from_config(cls, cfg, in_dim: int) -> "VQLatent":
         return cls(in_dim, cfg.latent_vars, cfg.latent_classes, cfg.code_dim, cfg.vq_beta, cfg.vq_ema,
@@ -141,7 +146,8 @@ class VQLatent(Latent):
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z): the fitted prior's when one is attached, else uniform, -M log K."""
         if self.prior is not None:
-            return self.prior.log_prob(self.code_ids(z)).to(z)
+            ids = self.code_ids(z).to(self.prior.out.weight.device)
+            return self.prior.log_prob(ids).to(z)
         return z.new_full(z.shape[:-1], -self.vars * math.log(self.classes))
 
     def prior_sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
