@@ -144,11 +144,13 @@ class ModelConfig:
     dec_hidden: int = 256  # decoder hidden size
     dec_layers: int = 1  # stacked decoder RNN layers
     # gaussian: the size Z of z; 0: no encoder, no latent: the LM baseline. gumbel and vq: > 0 turns the
-    # latent on; their code's size is latent_vars x latent_classes (gumbel) or latent_vars x code_dim (vq)
+    # latent on; the decoder reads latent_vars x code_dim numbers of their codes
     latent_dim: int = 32
     latent_vars: int = 8  # gumbel, vq: M, the categorical variables (gumbel) or vectors quantised (vq)
     latent_classes: int = 256  # gumbel, vq: K, the classes of each variable (gumbel) or codebook entries (vq)
-    code_dim: int = 32  # vq: D, the size of each of the M vectors and of each codebook entry
+    # gumbel, vq: D, the size of each code's vector: vq's M vectors and codebook entries; gumbel's learned
+    # embedding of each class, which the decoder reads (it sees M x D numbers)
+    code_dim: int = 32
     # gumbel: the temperature of the Gumbel-softmax relaxation after t training steps is
     # max(gumbel_tau_min, gumbel_tau * exp(-gumbel_tau_decay * t)) (Jang et al. 2017)
     gumbel_tau: float = 1.0
@@ -239,12 +241,12 @@ class ModelConfig:
         if self.bn_gamma is not None:
             p.append(f"model.bn_gamma (BN-VAE) normalises Gaussian means; model.latent={self.latent!r} has none: "
                      f"unset it")
+        _positive(p, "model.code_dim", self.code_dim)
         if self.latent == "gumbel":
             _positive(p, "model.gumbel_tau", self.gumbel_tau)
             _positive(p, "model.gumbel_tau_min", self.gumbel_tau_min)
             _positive(p, "model.gumbel_tau_decay", self.gumbel_tau_decay, allow_zero=True)
         else:
-            _positive(p, "model.code_dim", self.code_dim)
             _positive(p, "model.vq_beta", self.vq_beta, allow_zero=True)
             _prob(p, "model.vq_ema_decay", self.vq_ema_decay, closed=False)
             if self.vq_restart_window < 1:

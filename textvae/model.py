@@ -238,7 +238,7 @@ class TextVAE(nn.Module):
             if config.conditional:
                 self.label_embedding = nn.Embedding(config.num_labels, config.label_dim)  # q(z|x, y)'s
             self.latent = build_latent(config, self.encoder.out_dim + cond)  # posterior head and prior
-        self.decoder = Decoder(config, self.latent_dim)
+        self.decoder = Decoder(config, 0 if self.latent is None else self.latent.decoder_dim)
         if config.share_embedding and config.latent_dim > 0:
             self.encoder.embedding = self.decoder.embedding  # one table for both, as in the Sentence-VAE port
 
@@ -352,6 +352,8 @@ class TextVAE(nn.Module):
         """What the decoder is conditioned on, the ``z`` that ``step`` and ``init_state`` take: z itself,
         or [z; e_y] for a conditional model (y (N,) label ids)."""
         self._check_labels(y, 0 if z is None else z.size(0))
+        if z is not None and self.latent is not None:
+            z = self.latent.decoder_input(z)  # the code as the decoder reads it (gumbel: class embeddings)
         return self.decoder.code(z, None if y is None else y.to(z.device))
 
     def step(self, prev: torch.Tensor, state, z: torch.Tensor | None):

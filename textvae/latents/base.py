@@ -83,6 +83,17 @@ class Latent(nn.Module):
         raise TextVAEError(f"a latent traversal sets one coordinate of a continuous code; the "
                            f"{type(self).__name__} has none to set")
 
+    @property
+    def decoder_dim(self) -> int:
+        """The size of what the decoder reads of a code (:meth:`decoder_input`); ``dim`` unless the family
+        embeds its codes."""
+        return self.dim
+
+    def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        """What the decoder reads of codes z (..., dim): z itself unless the family embeds its codes
+        (Gumbel: one vector per class)."""
+        return z
+
     def features(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """What a probe or a plot reads of q(z|x), (B, F): the point code (discrete families: one-hot codes)."""
         return self.point(params)

@@ -9,7 +9,9 @@ Training draws the relaxed sample y_m = softmax((log pi_m + g_m) / tau), g ~ Gum
 temperature tau annealed by the number of training forward passes t (one per optimiser step):
 tau(t) = max(tau_min, tau_0 exp(-r t)) (Jang et al. sec. 4, who update it every N steps; here
 every step). With ``hard`` the forward pass uses the one-hot arg max and the gradient is the relaxed
-sample's (straight-through Gumbel-softmax). Outside training (``eval()``) every sample is the hard
+sample's (straight-through Gumbel-softmax). The decoder reads each variable through a learned embedding of
+its K classes (``code_dim`` numbers each): a one-hot code's embedding is one row, a relaxed code's the
+probability-weighted mix of rows, so the decoder sees M D numbers instead of M K. Outside training (``eval()``) every sample is the hard
 one-hot arg max of log pi + g, an exact draw from q, so log q and log p of a sample are exact and
 the importance-weighted bound of ``textvae.metrics.iw_log_likelihood`` is a valid bound on log p(x).
 
@@ -43,25 +45,34 @@ class GumbelLatent(Latent):
 
     discrete = True
 
-    def __init__(self, in_dim: int, vars: int, classes: int, tau: float = 1.0, tau_min: float = 0.5,
-                 tau_decay: float = 1e-4, hard: bool = False):
+    def __init__(self, in_dim: int, vars: int, classes: int, code_dim: int = 32, tau: float = 1.0,
+                 tau_min: float = 0.5, tau_decay: float = 1e-4, hard: bool = False):
         super().__init__()
         self.vars, self.classes = vars, classes
         self.dim = self.noise_dim = vars * classes
         self.tau0, self.tau_min, self.tau_decay, self.hard = tau, tau_min, tau_decay, hard
         self.head = nn.Linear(in_dim, vars * classes)
+        self.code_dim = code_dim
+        self.embedding = nn.Parameter(torch.randn(vars, classes, code_dim) / math.sqrt(code_dim))  # (M, K, D)
         # training forward passes so far: the temperature schedule's clock, saved with the weights
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     @classmethod
     def from_config(cls, cfg, in_dim: int) -> "GumbelLatent":
-        return cls(in_dim, cfg.latent_vars, cfg.latent_classes, cfg.gumbel_tau, cfg.gumbel_tau_min,
+        return cls(in_dim, cfg.latent_vars, cfg.latent_classes, cfg.code_dim, cfg.gumbel_tau, cfg.gumbel_tau_min,
                    cfg.gumbel_tau_decay, cfg.gumbel_hard)
 
     @property
     def tau(self) -> float:
         """The temperature of the next training sample."""
         return temperature(int(self.steps), self.tau0, self.tau_min, self.tau_decay)
+
+    @property
+    def decoder_dim(self) -> int:
+        return self.vars * self.code_dim
+
+    def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("...mk,mkd->...md", self._blocks(z), self.embedding.to(z.dtype)).flatten(-2)  # (..., M D)
 
     def _blocks(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(*x.shape[:-1], self.vars, self.classes)  # (..., M, K)
@@ -87,7 +98,7 @@ class GumbelLatent(Latent):
         if not self.training:
             return hard
         soft = F.softmax(y / self.tau, -1).flatten(-2)
-        if self.training and torch.is_grad_enabled():
+        if torch.is_grad_enabled():
             self.steps += 1
         return hard - soft.detach() + soft if self.hard else soft  # straight-through or relaxed
 
