@@ -580,8 +580,6 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
         from .code_metrics import evaluate_codes
 
         if decomposition or factors:
-            from .errors import TextVAEError
-
             raise TextVAEError(f"the KL decomposition, MIG and DCI read a Gaussian posterior's coordinates; "
                                f"model.latent={model.config.latent!r} has discrete codes")
         return evaluate_codes(model, split, iw_samples=iw_samples, elbo_samples=elbo_samples, batch_size=batch_size,

@@ -153,7 +153,7 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig, z_dim: int | None = None):
         super().__init__()
         self.cfg = cfg
-        z_dim = cfg.latent_dim if z_dim is None else z_dim  # the latent's code size (Latent.dim)
+        z_dim = cfg.latent_dim if z_dim is None else z_dim  # what it reads of a code (Latent.decoder_dim)
         self.code_dim = z_dim + (cfg.label_dim if cfg.conditional else 0)
         if cfg.conditional:
             self.label_embedding = nn.Embedding(cfg.num_labels, cfg.label_dim)
@@ -244,7 +244,7 @@ class TextVAE(nn.Module):
 
     @property
     def latent_dim(self) -> int:
-        """The size of the code z the decoder sees (``Latent.dim``; gumbel: M K, vq: M D); 0 for the LM."""
+        """The size of a code z (``Latent.dim``; gumbel: M K one-hot, vq: M D); 0 for the LM."""
         return 0 if self.latent is None else self.latent.dim
 
     @property

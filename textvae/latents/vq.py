@@ -32,6 +32,26 @@ from .gumbel import swap_path
 EMA_EPS = 1e-5  # Laplace smoothing of the EMA counts
 
 
+def _process_group():
+    """torch.distributed when a process group of more than one process is running, else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def _gather_rows(dist, x: torch.Tensor) -> torch.Tensor:
+    """Every process's rows of x (n_rank, ...) concatenated in rank order (ranks may hold different n)."""
+    n = torch.tensor([x.size(0)], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    longest = int(max(sizes))
+    padded = torch.zeros(longest, *x.shape[1:], dtype=x.dtype, device=x.device)
+    padded[:x.size(0)] = x
+    parts = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:int(size)] for part, size in zip(parts, sizes)])
+
+
 class VQLatent(Latent):
     """M vectors of size D quantised to a codebook of K entries; params are ``(z_e,)`` (B, M D)."""
 
@@ -114,13 +134,21 @@ class VQLatent(Latent):
     @torch.no_grad()
     def _update(self, vectors: torch.Tensor, ids: torch.Tensor) -> None:
         """After one training batch's assignments (vectors (N, D), ids (N,)): the EMA codebook and
-        dead-code restart."""
+        dead-code restart. Under data parallelism the counts and sums are summed over processes and
+        restarts draw on every process's vectors, so all ranks keep one codebook, the one a single
+        process would have with the whole global batch."""
+        dist = _process_group()
+        counts = torch.bincount(ids, minlength=self.classes).to(vectors)  # (K,)
+        sums = F.one_hot(ids, self.classes).to(vectors).t() @ vectors if self.ema else None  # (K, D)
+        if dist is not None:
+            dist.all_reduce(counts)
+            if sums is not None:
+                dist.all_reduce(sums)
         self.steps += 1
-        self.last_used[ids] = self.steps
+        self.last_used[counts > 0] = self.steps
         if self.ema:
-            onehot = F.one_hot(ids, self.classes).to(vectors)  # (N, K)
-            self.ema_count.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
-            self.ema_sum.mul_(self.decay).add_(onehot.t() @ vectors, alpha=1 - self.decay)
+            self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+            self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
             n = self.ema_count.sum()
             count = (self.ema_count + EMA_EPS) / (n + self.classes * EMA_EPS) * n
             self.codebook.copy_(self.ema_sum / count.unsqueeze(1))
@@ -130,7 +158,9 @@ class VQLatent(Latent):
         if len(dead) == 0:
             return
         error = (vectors - self.codebook[ids].float()).pow(2).sum(-1)  # (N,)
-        far = error.argsort(descending=True)
+        if dist is not None:
+            vectors, error = _gather_rows(dist, vectors), _gather_rows(dist, error)
+        far = error.argsort(descending=True, stable=True)  # the worst-served encoder outputs first
         seeds = vectors[far[torch.arange(len(dead), device=far.device) % len(far)]].to(self.codebook)
         self.codebook.data[dead] = seeds
         self.last_used[dead] = self.steps
