@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, kl_divergence
 
-from helpers import cli, expect_error, tiny_cfg, weights
+from helpers import cli, expect_error, records, tiny_cfg, weights
 from textvae.checkpoint import list_checkpoints
 from textvae.config import ModelConfig, load_config
 from textvae.errors import ConfigError, TextVAEError
@@ -171,6 +171,8 @@ def test_train_save_reload_and_exact_resume(tmp_path, capsys, latent):
     a, b = weights(list_checkpoints(full)[-1]), weights(list_checkpoints(part)[-1])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert int(a["latent.steps"]) == 6  # the schedule / restart clock is saved with the weights
+    valid = records(full, "valid")[-1]
+    assert 0 < valid["codebook_usage"] <= 1 and len(valid["kl_per_dim"]) == 2  # per variable
     model = TextVAE.from_pretrained(list_checkpoints(full)[-1])
     assert isinstance(model.latent, GumbelLatent if "gumbel" in latent[0] else VQLatent)
     out, _ = cli(capsys, ["evaluate", "--model", full, "--json", "--iw-samples", "5", "--n-samples", "4"])

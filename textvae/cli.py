@@ -468,7 +468,7 @@ def _cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    skip = {"au_variances", "kl_per_dim", "mi_full_se"}
+    skip = {"au_variances", "kl_per_dim", "mi_full_se", "code_counts"}
     width = max(len(k) for k in result)
     for k, v in result.items():
         if k in skip:
