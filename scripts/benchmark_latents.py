@@ -1,13 +1,14 @@
 """Training throughput of each latent family at the same encoder/decoder shapes, side by side in one process.
 
 Rows (matched capacity, as in issue #22): a 32-dimensional Gaussian; Gumbel-softmax with M = 8
-variables of K = 256 classes (soft and straight-through); VQ with M = 8 vectors of D = 4 (32 numbers,
+variables of K = 256 classes, each class a learned 4-vector to the decoder (soft and straight-through); VQ with M = 8 vectors of D = 4 (32 numbers,
 like the Gaussian) and a K = 256 codebook (gradient codebook with dead-code restart; EMA). Each row
 runs textvae's real training step (``Trainer.step``: forward, loss, backward, clipping, optimiser
 step) on the same training batches of the chosen corpus. Rounds alternate the rows so machine noise
 hits all alike; each figure is the median over rounds after one warm-up round. Tokens = words + EOS.
 
-    python scripts/benchmark_latents.py [--preset default] [--rounds 5] [--steps 20] [--data-dir DIR] [--out results/benchmark_latents.json]
+    python scripts/benchmark_latents.py [--preset default] [--rounds 5] [--steps 20] [--data-dir DIR] \
+        [--out results/benchmark_latents.json]
 """
 
 import argparse

@@ -103,7 +103,7 @@ def test_vq_quantises_and_learns_its_codebook(ema):
     z.sum().backward()
     assert lat.head.weight.grad.abs().sum() > 0  # ... and a gradient reaches the encoder head (straight-through)
     if ema:
-        moved = (lat.codebook - before).abs().amax(-1) > 1e-3  # EMA moved the used entries towards their vectors, only them
+        moved = (lat.codebook - before).abs().amax(-1) > 1e-3  # EMA moved the used entries, only them
         assert int(lat.steps) == 1 and torch.equal(moved, torch.isin(torch.arange(5), ids.unique()))
         assert lat.codebook.abs().max() < 10
     assert torch.allclose(lat.kl(params), torch.full((6, 2), math.log(5)))
@@ -193,6 +193,7 @@ def test_train_save_reload_and_exact_resume(tmp_path, capsys, latent):
         assert out.strip()
     assert (full / "plots" / "code_usage.png").is_file()
     expect_error(capsys, ["traverse", "--model", full], "has none to set")
+    expect_error(capsys, ["evaluate", "--model", full, "--disentanglement"], "has discrete codes")
     if "vq" in latent[0]:
         fitted_prior_round_trip(capsys, full)
 
@@ -218,7 +219,9 @@ def fitted_prior_round_trip(capsys, run):
     expect_error(capsys, ["sample", "--model", run], "code_prior.safetensors is missing")
 
 
-def test_gaussian_refuses_the_code_homotopy():
+def test_gaussian_refuses_the_code_homotopy(tiny_run, capsys):
     lat = GaussianLatent(3, 2)
     with pytest.raises(TextVAEError, match="no discrete codes"):
         lat.swap(torch.zeros(2), torch.ones(2))
+    expect_error(capsys, ["interpolate", "--model", tiny_run, "--path", "codes", "the dog ran .", "a cat sat ."],
+                 "has no discrete codes (use the straight-line path)")

@@ -18,5 +18,5 @@ def build_latent(cfg, in_dim: int) -> Latent:
     return LATENTS[cfg.latent].from_config(cfg, in_dim)
 
 
-__all__ = ["LATENTS", "Latent", "GaussianLatent", "GumbelLatent", "VQLatent", "MeanBatchNorm", "build_latent", "gaussian_kl", "homotopy",
-           "log_normal"]
+__all__ = ["LATENTS", "Latent", "GaussianLatent", "GumbelLatent", "VQLatent", "MeanBatchNorm", "build_latent",
+           "gaussian_kl", "homotopy", "log_normal"]

@@ -9,11 +9,13 @@ Training draws the relaxed sample y_m = softmax((log pi_m + g_m) / tau), g ~ Gum
 temperature tau annealed by the number of training forward passes t (one per optimiser step):
 tau(t) = max(tau_min, tau_0 exp(-r t)) (Jang et al. sec. 4, who update it every N steps; here
 every step). With ``hard`` the forward pass uses the one-hot arg max and the gradient is the relaxed
-sample's (straight-through Gumbel-softmax). The decoder reads each variable through a learned embedding of
-its K classes (``code_dim`` numbers each): a one-hot code's embedding is one row, a relaxed code's the
-probability-weighted mix of rows, so the decoder sees M D numbers instead of M K. Outside training (``eval()``) every sample is the hard
-one-hot arg max of log pi + g, an exact draw from q, so log q and log p of a sample are exact and
-the importance-weighted bound of ``textvae.metrics.iw_log_likelihood`` is a valid bound on log p(x).
+sample's (straight-through Gumbel-softmax). The decoder reads each variable through a learned
+embedding of its K classes (``code_dim`` numbers each): a one-hot code's embedding is one row, a
+relaxed code's the probability-weighted mix of rows, so the decoder sees M D numbers instead of M K.
+
+Outside training (``eval()``) every sample is the hard one-hot arg max of log pi + g, an exact draw
+from q, so log q and log p of a sample are exact and the importance-weighted bound of
+``textvae.metrics.iw_log_likelihood`` is a valid bound on log p(x).
 
 The KL to the uniform prior is analytic per variable: KL_m = sum_k pi_mk (log pi_mk + log K), in
 [0, log K]; free bits and KL annealing act on it as on the Gaussian's per-dimension KL.
