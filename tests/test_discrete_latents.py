@@ -2,10 +2,13 @@
 (textvae.code_metrics): values with known answers, the exact likelihood of a one-variable Gumbel
 model against its importance-weighted estimate, save/reload, exact resume, the verbs."""
 
+import hashlib
+import json
 import math
 
 import pytest
 import torch
+from safetensors.torch import save
 from torch.distributions import Categorical, kl_divergence
 
 from helpers import cli, expect_error, records, tiny_cfg, weights
@@ -176,8 +179,6 @@ def test_train_save_reload_and_exact_resume(tmp_path, capsys, latent):
     model = TextVAE.from_pretrained(list_checkpoints(full)[-1])
     assert isinstance(model.latent, GumbelLatent if "gumbel" in latent[0] else VQLatent)
     out, _ = cli(capsys, ["evaluate", "--model", full, "--json", "--iw-samples", "5", "--n-samples", "4"])
-    import json
-
     r = json.loads(out)
     assert 0 < r["codebook_usage"] <= 1 and 1 <= r["code_perplexity"] <= model.latent.classes
     if "vq" in latent[0]:
@@ -208,13 +209,17 @@ def fitted_prior_round_trip(capsys, run):
     assert model.latent.prior is not None
     codes = model.prior_sample(3, torch.Generator().manual_seed(0))
     assert codes.shape == (3, model.latent_dim) and torch.isfinite(model.latent.log_prior(codes)).all()
-    import json
-
     r = json.loads(cli(capsys, ["evaluate", "--model", run, "--json", "--n-samples", "2"])[0])
     assert r["nll_bound_prior"] < r["nll_bound_uniform"]  # fitted to the same corpus's codes
     good = path.read_bytes()
     path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     expect_error(capsys, ["sample", "--model", run], "code_prior.safetensors does not match the SHA-256")
+    forged = save({"out.weight": torch.zeros(3, 3)})  # config.json's hash made to match: shapes still checked
+    path.write_bytes(forged)
+    meta = json.loads((run / "best" / "config.json").read_text())
+    meta["code_prior"]["sha256"] = hashlib.sha256(forged).hexdigest()
+    (run / "best" / "config.json").write_text(json.dumps(meta))
+    expect_error(capsys, ["sample", "--model", run], "does not hold the code prior")
     path.unlink()
     expect_error(capsys, ["sample", "--model", run], "code_prior.safetensors is missing")
 

@@ -111,6 +111,7 @@ def save_code_prior(prior: CodePrior, directory: Path) -> dict:
 def load_code_prior(directory: Path, entry: dict, latent) -> CodePrior:
     """The prior that config.json's ``code_prior`` entry names, checked against the file's hash and
     the latent's M and K."""
+    from safetensors import SafetensorError
     from safetensors.torch import load
 
     path = Path(directory) / str(entry.get("file", PRIOR_FILE))
@@ -125,6 +126,10 @@ def load_code_prior(directory: Path, entry: dict, latent) -> CodePrior:
     if (entry.get("vars"), entry.get("classes")) != (latent.vars, latent.classes):
         raise CheckpointError(f"{path} is a prior over {entry.get('vars')} codes of {entry.get('classes')} entries; "
                               f"the model has {latent.vars} of {latent.classes}")
-    prior = CodePrior(latent.vars, latent.classes, int(entry["emb_dim"]), int(entry["hidden"]))
-    prior.load_state_dict(load(data))
+    try:
+        prior = CodePrior(latent.vars, latent.classes, int(entry["emb_dim"]), int(entry["hidden"]))
+        prior.load_state_dict(load(data))
+    except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as e:
+        raise CheckpointError(f"{path} does not hold the code prior config.json's code_prior describes ({e}); "
+                              f"refit it (textvae fit-prior)") from None
     return prior.eval()
