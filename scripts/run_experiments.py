@@ -244,6 +244,9 @@ def evaluate_run(name: str, settings: dict, cfg, run: Path, state: dict, eval_se
 
 METRICS = ("nll_iw", "ppl_iw", "kl", "mi_full", "mi_batch", "au", "elbo", "ppl_elbo", "rec", "bleu_rec",
            "distinct_2")
+# evaluate's keys for discrete latents (textvae.code_metrics); a Gaussian row has none, a discrete row no MI
+CODE_METRICS = ("latent", "nll_bound_uniform", "ppl_bound_uniform", "nll_bound_prior", "ppl_bound_prior",
+                "active_variables", "codebook_usage", "code_perplexity")
 # evaluate's disentanglement keys (settings disentanglement: true); the decomposition's terms flattened
 DISENTANGLEMENT = ("mig", "mig_per_factor", "mig_top_dims", "dci_disentanglement", "dci_completeness",
                    "dci_informativeness")
@@ -259,7 +262,8 @@ def run_record(table, row, name: str, seed, run: Path, overrides: list[str], sta
     ref = row.reference or {}
     return {
         "row": name, "experiment": row.name, "seed": seed, "method": row.method, "paper": row.paper,
-        **{k: ev[k] for k in METRICS}, "bleu_tokenize": ev.get("bleu_tokenize"),
+        **{k: ev.get(k) for k in METRICS}, "bleu_tokenize": ev.get("bleu_tokenize"),
+        **{k: ev[k] for k in CODE_METRICS if k in ev},
         **{k: ev[k] for k in DISENTANGLEMENT if k in ev},
         **{f"decomposition_{k}": v for k, v in (ev.get("decomposition") or {}).items()},
         "epochs": state["train_result"]["epoch"], "steps": state["train_result"]["step"],

@@ -19,10 +19,10 @@ TEXTS = ["the cat sat on the mat .", "a dog ran in the park .", "the bird sang a
 
 
 def test_latent_table_and_config_key():
-    assert LATENTS == {"gaussian": GaussianLatent} and issubclass(GaussianLatent, Latent)
-    assert load_config().model.latent == "gaussian"
-    with pytest.raises(ConfigError, match=r"model.latent='vq' is not one of 'gaussian'"):
-        load_config(overrides=["model.latent=vq"])
+    assert list(LATENTS) == ["gaussian", "gumbel", "vq"] and all(issubclass(c, Latent) for c in LATENTS.values())
+    assert LATENTS["gaussian"] is GaussianLatent and load_config().model.latent == "gaussian"
+    with pytest.raises(ConfigError, match=r"model.latent='flow' is not one of 'gaussian', 'gumbel', 'vq'"):
+        load_config(overrides=["model.latent=flow"])
     latent = build_latent(ModelConfig(latent_dim=3, bn_gamma=0.5), in_dim=7)
     assert isinstance(latent, GaussianLatent) and latent.head.in_features == 7 and latent.head.out_features == 6
     assert latent.mu_bn.weight.tolist() == [0.5] * 3

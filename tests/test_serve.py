@@ -127,6 +127,10 @@ def test_cli_serve_refuses_a_language_model(tmp_path, capsys):
     run = tmp_path / "lm"
     assert main(["train", *TINY, "--out", str(run), "train.max_steps=1", "model.latent_dim=0"]) == 0
     expect_error(capsys, ["serve", "--model", run, "--port", "0"], "language model", "no latent space to explore")
+    vq = tmp_path / "vq"
+    assert main(["train", *TINY, "--out", str(vq), "train.max_steps=1", "model.latent=vq", "model.latent_vars=2",
+                 "model.latent_classes=4"]) == 0
+    expect_error(capsys, ["serve", "--model", vq, "--port", "0"], "has discrete codes", "interpolate --path codes")
 
 
 def test_a_conditional_model_decodes_with_the_label_asked_for():

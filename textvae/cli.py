@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", action="store_true", help="between two prior samples instead of two sentences")
     p.add_argument("--seed", type=int, default=0, help="with --prior")
     p.add_argument("--markdown", action="store_true", help="endpoints in bold, like the paper's tables")
+    p.add_argument("--path", choices=("line", "codes"), default="line",
+                   help="line: the straight path (gumbel, vq: each step made a code); codes: a discrete latent's "
+                        "code homotopy, A's M codes swapped for B's one position at a time")
     p.add_argument("sentences", nargs="*", metavar="SENTENCE", help="the two endpoint sentences")
     _add_sampling(p, greedy_default=True)
 
@@ -237,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map-points", type=_positive_int("--map-points"), default=1000,
                    help="at most this many sentences of the split on the map")
     p.add_argument("--quiet", action="store_true", help="do not log each request")
+    _add_device(p)
+
+    p = sub.add_parser("fit-prior", help="fit a VQ model's autoregressive code prior to its training codes")
+    p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
+    p.add_argument("--data-dir", help="corpus folder (default: the corpus the model was trained on)")
+    p.add_argument("--epochs", type=_positive_int("--epochs"), default=20, help="passes over the training codes")
+    p.add_argument("--seed", type=int, default=0)
     _add_device(p)
 
     sub.add_parser("presets", help="list the shipped presets")
@@ -394,14 +404,17 @@ def _cmd_interpolate(args) -> int:
             raise TextVAEError(f"{args.model} is a language model (latent_dim=0): nothing to interpolate")
         g = torch.Generator().manual_seed(args.seed)
         ends = model.prior_sample(2, g)
-        lines = model.decode(model.latent.interpolate(ends[0], ends[1], args.steps), sc, label=args.label)
+        codes = (model.latent.swap(ends[0], ends[1]) if args.path == "codes"
+                 else model.latent.interpolate(ends[0], ends[1], args.steps))
+        lines = model.decode(codes, sc, label=args.label)
     else:
         if len(args.sentences) != 2:
             raise TextVAEError(f"interpolate needs exactly two sentences (got {len(args.sentences)}), "
                                f'e.g. textvae interpolate --model R "first sentence" "second sentence"; '
                                f"or --prior")
         model = _checked_model(args, args.sentences)
-        lines = model.interpolate(args.sentences[0], args.sentences[1], args.steps, sc, label=args.label)
+        lines = model.interpolate(args.sentences[0], args.sentences[1], args.steps, sc, label=args.label,
+                                  path=args.path)
     for i, s in enumerate(lines):
         end = i in (0, len(lines) - 1)
         print(f"**{s}**" if args.markdown and end else s)
@@ -490,7 +503,7 @@ def _cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    skip = {"au_variances", "kl_per_dim", "mi_full_se"}
+    skip = {"au_variances", "kl_per_dim", "mi_full_se", "code_counts"}
     width = max(len(k) for k in result)
     for k, v in result.items():
         if k in skip:
@@ -524,7 +537,8 @@ def _cmd_probe(args) -> int:
         return 0
     print(f"accuracy on {r['n_test']} {args.split} examples, classifiers trained on {r['n_train']} "
           f"(seed {r['seed']}, {r['classes']} labels):")
-    for name, acc in ((f"posterior means ({r['latent_dim']} dims)", r["accuracy_latent"]),
+    what = "one-hot codes" if r.get("features") == "codes" else "posterior means"
+    for name, acc in ((f"{what} ({r['latent_dim']} dims)", r["accuracy_latent"]),
                       (f"bag of words ({r['bow_features']} tokens)", r["accuracy_bow"]),
                       ("majority label", r["accuracy_majority"])):
         print(f"  {name:<32} {acc:.4f}")
@@ -577,6 +591,24 @@ def _cmd_serve(args) -> int:
     return 0
 
 
+def _cmd_fit_prior(args) -> int:
+    from .checkpoint import atomic_write
+    from .code_prior import fit_code_prior, save_code_prior
+    from .metrics import model_split
+    from .model import CONFIG_FILE, resolve_model_dir
+
+    d = resolve_model_dir(args.model)
+    model = _load_model(args)
+    train = model_split(model, "train", data_dir=args.data_dir)
+    prior = fit_code_prior(model, train, epochs=args.epochs, seed=args.seed,
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
+    meta = json.loads((d / CONFIG_FILE).read_text(encoding="utf-8"))
+    meta["code_prior"] = save_code_prior(prior, d)
+    atomic_write(d / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+    print(d / meta["code_prior"]["file"])
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from .config import list_presets, preset_dict
 
@@ -590,7 +622,7 @@ def _cmd_presets(args) -> int:
 VERBS = {"train": _cmd_train, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct,
          "interpolate": _cmd_interpolate, "evaluate": _cmd_evaluate, "plot": _cmd_plot,
          "probe": _cmd_probe, "presets": _cmd_presets, "traverse": _cmd_traverse, "push": _cmd_push,
-         "serve": _cmd_serve}
+         "serve": _cmd_serve, "fit-prior": _cmd_fit_prior}
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:

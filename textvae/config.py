@@ -146,13 +146,31 @@ class ModelConfig:
     enc_hidden: int = 256  # encoder hidden size (per direction)
     enc_layers: int = 1  # stacked encoder RNN layers
     bidirectional: bool = False  # encoder reads both ways; its summary is both final states
-    latent: str = "gaussian"  # latent family (textvae.latents.LATENTS): gaussian
+    latent: str = "gaussian"  # latent family (textvae.latents.LATENTS): gaussian | gumbel | vq (docs/latents.md)
     encoder: str = "rnn"  # rnn: LSTM|GRU (cell, enc_layers, bidirectional) | gcnn: gated CNN, Dauphin et al. 2017
     gcnn_layers: int = 4  # gcnn: residual gated-convolution blocks, enc_hidden channels each
     gcnn_kernel: int = 3  # gcnn: kernel width, odd (centred: (k - 1) / 2 tokens either side)
     dec_hidden: int = 256  # decoder hidden size
     dec_layers: int = 1  # stacked decoder RNN layers
-    latent_dim: int = 32  # 0: no encoder, no latent: the LM baseline
+    # gaussian: the size Z of z; 0: no encoder, no latent: the LM baseline. gumbel and vq: > 0 turns the
+    # latent on; the decoder reads latent_vars x code_dim numbers of their codes
+    latent_dim: int = 32
+    latent_vars: int = 8  # gumbel, vq: M, the categorical variables (gumbel) or vectors quantised (vq)
+    latent_classes: int = 256  # gumbel, vq: K, the classes of each variable (gumbel) or codebook entries (vq)
+    # gumbel, vq: D, the size of each code's vector: vq's M vectors and codebook entries; gumbel's learned
+    # embedding of each class, which the decoder reads (it sees M x D numbers)
+    code_dim: int = 32
+    # gumbel: the temperature of the Gumbel-softmax relaxation after t training steps is
+    # max(gumbel_tau_min, gumbel_tau * exp(-gumbel_tau_decay * t)) (Jang et al. 2017)
+    gumbel_tau: float = 1.0
+    gumbel_tau_min: float = 0.5  # gumbel: the temperature's floor
+    gumbel_tau_decay: float = 1e-4  # gumbel: r, the temperature's exponential decay rate per step (0: constant)
+    gumbel_hard: bool = False  # gumbel: straight-through: one-hot samples forward, relaxed gradients back
+    vq_beta: float = 0.25  # vq: the commitment loss weight beta (van den Oord et al. 2017)
+    vq_ema: bool = False  # vq: codebook moves by exponential moving averages instead of the codebook loss
+    vq_ema_decay: float = 0.99  # vq: the decay of those averages
+    vq_restart: bool = True  # vq: re-seed codebook entries unused for vq_restart_window steps (dead codes)
+    vq_restart_window: int = 100  # vq: training steps without use after which an entry is re-seeded
     z_to_input: bool = True  # concatenate z to every decoder input embedding
     z_to_state: bool = True  # initial decoder state computed from z
     # conditional VAE (Sohn et al. 2015): each example's label (the corpus's labels) is embedded and joins
@@ -220,6 +238,29 @@ class ModelConfig:
         if self.bn_gamma is not None and self.latent_dim == 0:
             p.append("model.bn_gamma is set but model.latent_dim=0 (the LM has no posterior to normalise); "
                      "unset model.bn_gamma or give a latent_dim")
+        if self.latent in ("gumbel", "vq"):
+            self._validate_discrete(p)
+
+    def _validate_discrete(self, p: list[str]) -> None:
+        if self.latent_vars < 1:
+            p.append(f"model.latent_vars={self.latent_vars!r} must be >= 1 (M, the number of codes per sentence)")
+        if self.latent_classes < 2:
+            p.append(f"model.latent_classes={self.latent_classes!r} must be >= 2 (K, the classes or codebook "
+                     f"entries; one class carries no information)")
+        if self.bn_gamma is not None:
+            p.append(f"model.bn_gamma (BN-VAE) normalises Gaussian means; model.latent={self.latent!r} has none: "
+                     f"unset it")
+        _positive(p, "model.code_dim", self.code_dim)
+        if self.latent == "gumbel":
+            _positive(p, "model.gumbel_tau", self.gumbel_tau)
+            _positive(p, "model.gumbel_tau_min", self.gumbel_tau_min)
+            _positive(p, "model.gumbel_tau_decay", self.gumbel_tau_decay, allow_zero=True)
+        else:
+            _positive(p, "model.vq_beta", self.vq_beta, allow_zero=True)
+            _prob(p, "model.vq_ema_decay", self.vq_ema_decay, closed=False)
+            if self.vq_restart_window < 1:
+                p.append(f"model.vq_restart_window={self.vq_restart_window!r} must be >= 1 (training steps an "
+                         f"entry may go unused before it is re-seeded); turn restarts off with model.vq_restart=false")
 
 
 @dataclass
@@ -347,6 +388,11 @@ class Config:
         if self.model.latent_dim == 0 and (o.aggressive or o.pretrain_ae_steps):
             problems.append("objective.aggressive / objective.pretrain_ae_steps need an encoder, but "
                             "model.latent_dim=0 (the LM); give a latent_dim or turn them off")
+        if self.model.latent != "gaussian" and self.model.latent_dim and (
+                o.aggressive or o.tc_alpha != 1 or o.tc_beta != 1 or o.tc_gamma != 1):
+            problems.append(f"objective.aggressive and objective.tc_alpha/tc_beta/tc_gamma estimate mutual "
+                            f"information and total correlation of a Gaussian posterior; model.latent="
+                            f"{self.model.latent!r} is discrete: turn them off")
         if o.pretrain_ae_steps and self.train.max_steps and o.pretrain_ae_steps >= self.train.max_steps:
             problems.append(f"objective.pretrain_ae_steps={o.pretrain_ae_steps} leaves no VAE phase within "
                             f"train.max_steps={self.train.max_steps}; make it smaller")

@@ -22,7 +22,8 @@ from .version import __version__
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
 REQUIRED = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)
-MODEL_FILES = [*REQUIRED, "tokenizer.model"]  # what a download fetches (tokenizer.model: SentencePiece only)
+# what a download fetches (tokenizer.model: SentencePiece only; code_prior.safetensors: a VQ model's prior)
+MODEL_FILES = [*REQUIRED, "tokenizer.model", "code_prior.safetensors"]
 CARD_FILE = "README.md"
 TRAINING_CONFIG_FILE = "training_config.json"
 # owner/name as the hub spells them; a local path that exists always wins over this reading

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .config import SampleConfig
-from .errors import DataError
+from .errors import DataError, TextVAEError
 from .generate import eval_mode, generate
 from .latents.gaussian import gaussian_kl
 
@@ -376,6 +376,9 @@ def posterior_parameters(model, split, batch_size: int = 64) -> tuple[torch.Tens
     order (CPU); a conditional model's posterior is q(z|x, y) with the split's ``label_ids``."""
     from .batching import collate
 
+    if model.latent is not None and model.latent.discrete:
+        raise TextVAEError(f"posterior means and log-variances belong to the Gaussian latent; model.latent="
+                           f"{model.config.latent!r} has discrete codes (code_metrics.code_features reads them)")
     N, Z = len(split.ids), model.latent_dim
     mu, logvar = torch.zeros(N, Z), torch.zeros(N, Z)
     with eval_mode(model):
@@ -480,6 +483,10 @@ def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0
     """
     from .batching import collate
 
+    if not model.is_lm and model.latent.discrete:
+        from .code_metrics import validate_codes
+
+        return validate_codes(model, split, batch_size, samples, seed, progress)
     g = _generator(seed)
     rec_sum, kl_dim, tokens, mus = 0.0, torch.zeros(model.latent_dim, dtype=torch.float64), 0, []
     with eval_mode(model):
@@ -499,6 +506,30 @@ def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0
     return {"rec": rec_sum / n, "kl": kl_mean, "elbo": rec_sum / n + kl_mean,
             "ppl_elbo": math.exp((rec_sum + kl_mean * n) / tokens), "au": au, "tokens": tokens,
             "sentences": n, "kl_per_dim": kl_per_dim}
+
+
+def prior_sample_metrics(model, n_samples: int, sample_cfg: SampleConfig | None, g: torch.Generator,
+                         checks: list, bleu_tok: str) -> dict:
+    """Diversity and length of ``n_samples`` sentences decoded from prior codes (the LM: sampled),
+    and the keys of each of ``checks`` (see :func:`evaluate`)."""
+    samples, requested, result = [], None, {}
+    if n_samples > 0:
+        z = model.prior_sample(n_samples, g)  # None for the LM
+        # a conditional model: sample i is decoded with label i mod K, so every label gets its share
+        y = torch.arange(n_samples, device=model.device) % len(model.label_names) if model.conditional else None
+        ids = generate(model, z, sample_cfg or SampleConfig(), n=n_samples, generator=g, labels=y)
+        samples = [_ids_to_text(model, s) for s in ids]
+        if y is not None:
+            requested = [model.label_names[i] for i in y.tolist()]
+        mean_len = float(np.mean([len(s) for s in ids]))
+    for check in checks:
+        result.update(check(samples, requested))
+    result.update(distinct_1=distinct_n(samples, 1) if samples else None,
+                  distinct_2=distinct_n(samples, 2) if samples else None,
+                  self_bleu=self_bleu(samples, bleu_tok) if len(samples) >= 2 else None,
+                  self_bleu_texygen=self_bleu_texygen(samples) if len(samples) >= 2 else None,
+                  bleu_tokenize=bleu_tok, mean_len=mean_len if samples else None)
+    return result
 
 
 def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batch_size: int = 64, seed: int = 0,
@@ -545,6 +576,16 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
 
     from .poems import form_sample_checks
 
+    if not model.is_lm and model.latent.discrete:
+        from .code_metrics import evaluate_codes
+
+        if decomposition or factors:
+            raise TextVAEError(f"the KL decomposition, MIG and DCI read a Gaussian posterior's coordinates; "
+                               f"model.latent={model.config.latent!r} has discrete codes")
+        return evaluate_codes(model, split, iw_samples=iw_samples, elbo_samples=elbo_samples, batch_size=batch_size,
+                              seed=seed, n_samples=n_samples, sample_cfg=sample_cfg, bleu_sentences=bleu_sentences,
+                              au_threshold=au_threshold, iw_chunk=iw_chunk, form=form, sample_checks=sample_checks,
+                              progress=progress)
     start = time.perf_counter()
     # built first, so a bad form fails now, not after the pass
     checks = form_sample_checks(form) if sample_checks is None else list(sample_checks)
@@ -601,26 +642,8 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
         result.update(mi_batch=mi_batch(mu_all, logvar_all, he_batches, g), mi_full=mi_value, mi_full_se=mi_se,
                       au=au, au_threshold=au_threshold, au_variances=variances.tolist(), kl_per_dim=kl_per_dim,
                       bleu_rec=bleu(hyps, refs, bleu_tok) if hyps else None)
-    # prior samples: diversity and length
-    samples, requested = [], None
-    if n_samples > 0:
-        z = model.prior_sample(n_samples, g)  # None for the LM
-        # a conditional model: sample i is decoded with label i mod K, so every label gets its share
-        y = torch.arange(n_samples, device=model.device) % len(model.label_names) if model.conditional else None
-        ids = generate(model, z, sample_cfg or SampleConfig(), n=n_samples, generator=g, labels=y)
-        samples = [_ids_to_text(model, s) for s in ids]
-        if y is not None:
-            requested = [model.label_names[i] for i in y.tolist()]
-        mean_len = float(np.mean([len(s) for s in ids]))
-    for check in checks:
-        result.update(check(samples, requested))
-    result.update(distinct_1=distinct_n(samples, 1) if samples else None,
-                  distinct_2=distinct_n(samples, 2) if samples else None,
-                  self_bleu=self_bleu(samples, bleu_tok) if len(samples) >= 2 else None,
-                  self_bleu_texygen=self_bleu_texygen(samples) if len(samples) >= 2 else None,
-                  bleu_tokenize=bleu_tok, mean_len=mean_len if samples else None,
-                  tokens=tokens, sentences=n, iw_samples=0 if lm else iw_samples,
-                  mi_batch_size=mi_batch_size)
+    result.update(prior_sample_metrics(model, n_samples, sample_cfg, g, checks, bleu_tok))
+    result.update(tokens=tokens, sentences=n, iw_samples=0 if lm else iw_samples, mi_batch_size=mi_batch_size)
     if not lm and decomposition:
         from .decomposition import kl_decomposition
 

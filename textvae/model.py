@@ -150,10 +150,11 @@ class Decoder(nn.Module):
     """LSTM|GRU language model whose initial state and (optionally) every input carry its code:
     z, or [z; label embedding] for the conditional VAE (:meth:`code`)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, z_dim: int | None = None):
         super().__init__()
         self.cfg = cfg
-        self.code_dim = cfg.latent_dim + (cfg.label_dim if cfg.conditional else 0)
+        z_dim = cfg.latent_dim if z_dim is None else z_dim  # what it reads of a code (Latent.decoder_dim)
+        self.code_dim = z_dim + (cfg.label_dim if cfg.conditional else 0)
         if cfg.conditional:
             self.label_embedding = nn.Embedding(cfg.num_labels, cfg.label_dim)
         z_in = self.code_dim if cfg.z_to_input else 0
@@ -237,13 +238,14 @@ class TextVAE(nn.Module):
             if config.conditional:
                 self.label_embedding = nn.Embedding(config.num_labels, config.label_dim)  # q(z|x, y)'s
             self.latent = build_latent(config, self.encoder.out_dim + cond)  # posterior head and prior
-        self.decoder = Decoder(config)
+        self.decoder = Decoder(config, 0 if self.latent is None else self.latent.decoder_dim)
         if config.share_embedding and config.latent_dim > 0:
             self.encoder.embedding = self.decoder.embedding  # one table for both, as in the Sentence-VAE port
 
     @property
     def latent_dim(self) -> int:
-        return self.config.latent_dim
+        """The size of a code z (``Latent.dim``; gumbel: M K one-hot, vq: M D); 0 for the LM."""
+        return 0 if self.latent is None else self.latent.dim
 
     @property
     def is_lm(self) -> bool:
@@ -288,6 +290,11 @@ class TextVAE(nn.Module):
                          y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x) = N(mu, diag(exp(logvar))); both (B, Z), for the Gaussian latent (the LM: (B, 0)).
         A conditional model needs the labels ``y`` (B,): q(z|x, y). Other latents: :meth:`posterior_params`."""
+        if self.latent is not None and self.latent.discrete:
+            from .errors import TextVAEError
+
+            raise TextVAEError(f"a posterior mean and log-variance belong to the Gaussian latent; this model's is "
+                               f"model.latent={self.config.latent!r}: use posterior_params or encode_points")
         mu, logvar = self.posterior_params(tokens, lengths, y)
         return mu, logvar
 
@@ -345,6 +352,8 @@ class TextVAE(nn.Module):
         """What the decoder is conditioned on, the ``z`` that ``step`` and ``init_state`` take: z itself,
         or [z; e_y] for a conditional model (y (N,) label ids)."""
         self._check_labels(y, 0 if z is None else z.size(0))
+        if z is not None and self.latent is not None:
+            z = self.latent.decoder_input(z)  # the code as the decoder reads it (gumbel: class embeddings)
         return self.decoder.code(z, None if y is None else y.to(z.device))
 
     def step(self, prev: torch.Tensor, state, z: torch.Tensor | None):
@@ -468,15 +477,27 @@ class TextVAE(nn.Module):
         return self.decode(self.encode_points(sentences, label), sample or SampleConfig(greedy=True), label=label)
 
     def interpolate(self, a: str, b: str, steps: int, sample: SampleConfig | None = None,
-                    label: str | None = None) -> list[str]:
+                    label: str | None = None, path: str = "line") -> list[str]:
         """Homotopy (Bowman et al. 2016, sec. 5): decode steps + 2 points on the latent's path
-        between the point codes of a and b (gaussian: evenly spaced between the posterior means),
-        endpoints included (a conditional model: all with ``label``)."""
+        between the path points of a and b (``Latent.path_point``; gaussian: evenly spaced between
+        the posterior means; vq: the vectors before quantisation, each step quantised; gumbel: the
+        log-probabilities, each step's arg max), endpoints included (a conditional model: all with
+        ``label``). ``path="codes"``: the code homotopy of a discrete latent (``Latent.swap``), a's
+        M codes replaced by b's one position at a time (M + 1 sentences; ``steps`` unused)."""
         if self.is_lm:
             raise ValueError("the language model (latent_dim=0) has no latent space to interpolate in")
-        ends = self.encode_points([a, b], label)
-        return self.decode(self.latent.interpolate(ends[0], ends[1], steps), sample or SampleConfig(greedy=True),
-                           label=label)
+        was = self.training
+        self.eval()
+        with torch.no_grad():
+            params = self.posterior_params(*self._tokenize([a, b]), self.label_ids(label, 2))
+            if path == "codes":
+                ends = self.latent.point(params)
+                codes = self.latent.swap(ends[0], ends[1])
+            else:
+                ends = self.latent.path_point(params)
+                codes = self.latent.interpolate(ends[0], ends[1], steps)
+        self.train(was)
+        return self.decode(codes, sample or SampleConfig(greedy=True), label=label)
 
     # ------------------------------------------------------------------ model directories
 
@@ -498,6 +519,10 @@ class TextVAE(nn.Module):
         meta = {**saved_header(), "model": asdict(self.config),
                 "tokenizer_fingerprint": self.tokenizer.fingerprint() if self.tokenizer else None,
                 **(extra or self.extra_config)}
+        if getattr(self.latent, "prior", None) is not None:  # a VQ model's fitted code prior, its own file
+            from .code_prior import save_code_prior
+
+            meta["code_prior"] = save_code_prior(self.latent.prior, d)
         atomic_write(d / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
         if self.tokenizer is not None:
             self.tokenizer.save(d)
@@ -577,6 +602,12 @@ class TextVAE(nn.Module):
         if missing or unexpected:
             raise CheckpointError(f"{d / WEIGHTS_FILE} does not fit the config: missing {missing[:5]}, "
                                   f"unexpected {unexpected[:5]}")
+        if meta.get("code_prior") is not None:
+            from .code_prior import load_code_prior
+
+            if model.is_lm or cfg.latent != "vq":
+                raise CheckpointError(f"{d / CONFIG_FILE} names a code prior, but the model is not a VQ model")
+            model.latent.attach_prior(load_code_prior(d, meta["code_prior"], model.latent))
         return model.to(device).eval()
 
     def num_parameters(self) -> int:

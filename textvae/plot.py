@@ -124,6 +124,21 @@ def plot_kl_per_dim(kl_per_dim, path: Path, title: str = "") -> Path:
     return _save(fig, path)
 
 
+def plot_code_usage(one_hot: torch.Tensor, vars: int, path: Path, title: str = "") -> Path:
+    """How often each code is chosen, per position: one row of bars per variable, from one-hot codes (N, M K)."""
+    counts = one_hot.view(one_hot.size(0), vars, -1).sum(0).numpy()  # (M, K)
+    fig, axes = _figure(vars, 1, (max(6.0, 0.05 * counts.shape[1] + 2), 1.2 * vars + 1))
+    for m in range(vars):
+        ax = axes[m, 0]
+        ax.bar(np.arange(counts.shape[1]), counts[m], color="tab:blue", width=1.0)
+        ax.set_ylabel(f"z{m}", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[-1, 0].set_xlabel("code id")
+    used = (counts.sum(0) > 0).sum()
+    axes[0, 0].set_title(f"code usage: {used} of {counts.shape[1]} codes used{title}", fontsize=10)
+    return _save(fig, path)
+
+
 def pca_2d(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Projection of the rows of x (N, D) on their first two principal axes, and the share of the
     variance each explains. Exact SVD (no random projections: the global RNG is left alone)."""
@@ -246,13 +261,21 @@ def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list
         split = _load_split(run, model, split)
 
     kl_source = None
-    if model is not None and split is not None and not model.is_lm:
+    discrete = model is not None and split is not None and not model.is_lm and model.latent.discrete
+    if discrete:  # the codes' histogram says which are used, where per-dimension KL would
+        from .code_metrics import code_features
+
+        written.append(plot_code_usage(code_features(model, split), model.latent.vars, out / "code_usage.png",
+                                       f" ({model.config.latent}, {len(split.ids)} sentences)"))
+    elif model is not None and split is not None and not model.is_lm:
         kl_source = (validate(model, split)["kl_per_dim"], f" (model on {len(split.ids)} sentences)")
     else:
         valid = [r for r in records if r.get("kind") == "valid" and r.get("kl_per_dim")]
         if valid:
             kl_source = (valid[-1]["kl_per_dim"], f" (valid, step {valid[-1].get('step')})")
-    if kl_source:
+    if discrete:
+        pass
+    elif kl_source:
         written.append(plot_kl_per_dim(kl_source[0], out / "kl_per_dim.png", kl_source[1]))
     else:
         log.warning("kl_per_dim.png skipped: no per-dimension KL in %s and no model + split given", run)
@@ -263,7 +286,7 @@ def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list
         if labels is not None and len(labels) != len(split.ids):
             raise DataError(f"{len(labels)} labels for {len(split.ids)} examples; give one label per example "
                             f"of the split, in order")
-        mu, _ = posterior_parameters(model, split)  # (N, Z) means
+        mu = code_features(model, split) if discrete else posterior_parameters(model, split)[0]  # (N, Z)
         written.append(plot_latent_pca(mu, out / "latent_pca.png", lengths=np.asarray(split.lengths),
                                        labels=labels))
     else:

@@ -109,7 +109,12 @@ def probe(model, split, n: int = 100, seed: int = 0, c: float = 1.0, batch_size:
     y = torch.tensor([class_id.get(label, -1) for label in split.labels])  # -1: never predicted
     train, test = torch.tensor(train_rows), torch.tensor(test_rows)
 
-    mu, _ = posterior_parameters(model, split, batch_size)  # (N, Z) means
+    if model.latent.discrete:  # one-hot codes (N, M K)
+        from .code_metrics import code_features
+
+        mu = code_features(model, split, batch_size)
+    else:
+        mu, _ = posterior_parameters(model, split, batch_size)  # (N, Z) means
     bow = bag_of_words(split.ids, train_rows)  # (N, D)
     counts = torch.bincount(y[train], minlength=len(classes))
     majority = int(counts.argmax())  # the first of the most frequent, in sorted label order
@@ -118,5 +123,6 @@ def probe(model, split, n: int = 100, seed: int = 0, c: float = 1.0, batch_size:
         "accuracy_bow": _accuracy(bow, y, train, test, len(classes), c),
         "accuracy_majority": float((y[test] == majority).double().mean()),
         "n_train": n, "n_test": len(test_rows), "classes": len(classes),
-        "latent_dim": model.latent_dim, "bow_features": bow.size(1), "seed": seed,
+        "latent_dim": mu.size(1), "bow_features": bow.size(1), "seed": seed,
+        "features": "codes" if model.latent.discrete else "means",
     }

@@ -93,6 +93,10 @@ class Explorer:
     def __init__(self, model, split: str = "valid", limits: Limits = Limits(), name: str = "model"):
         if model.is_lm:
             raise TextVAEError(f"{name} is a language model (latent_dim=0): it has no latent space to explore")
+        if model.latent.discrete:
+            raise TextVAEError(f"{name} has discrete codes (model.latent={model.config.latent}): the explorer's map of "
+                               f"posterior means and its sliders need a continuous latent; use textvae sample, "
+                               f"reconstruct and interpolate --path codes (docs/latents.md)")
         self.model, self.split, self.limits, self.name = model, split, limits, name
         self.lock = threading.Lock()  # model calls take turns; each is bounded by self.limits
         self._map, self._mean, self._axes = None, None, None  # the map, its centre and axes (2, Z)

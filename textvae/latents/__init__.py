@@ -6,8 +6,10 @@ Adding a family is a new module here plus an entry in ``LATENTS``: a class with
 
 from .base import Latent
 from .gaussian import GaussianLatent, MeanBatchNorm, gaussian_kl, homotopy, log_normal
+from .gumbel import GumbelLatent
+from .vq import VQLatent
 
-LATENTS: dict[str, type[Latent]] = {"gaussian": GaussianLatent}
+LATENTS: dict[str, type[Latent]] = {"gaussian": GaussianLatent, "gumbel": GumbelLatent, "vq": VQLatent}
 
 
 def build_latent(cfg, in_dim: int) -> Latent:
@@ -16,5 +18,5 @@ def build_latent(cfg, in_dim: int) -> Latent:
     return LATENTS[cfg.latent].from_config(cfg, in_dim)
 
 
-__all__ = ["LATENTS", "Latent", "GaussianLatent", "MeanBatchNorm", "build_latent", "gaussian_kl", "homotopy",
-           "log_normal"]
+__all__ = ["LATENTS", "Latent", "GaussianLatent", "GumbelLatent", "VQLatent", "MeanBatchNorm", "build_latent",
+           "gaussian_kl", "homotopy", "log_normal"]

@@ -24,6 +24,7 @@ class Latent(nn.Module):
 
     dim: int
     noise_dim: int
+    discrete = False  # codes are choices among finitely many (evaluated by textvae.code_metrics)
 
     def posterior(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Posterior parameters of q(z|x) from the encoder summary h (B, H)."""
@@ -82,6 +83,35 @@ class Latent(nn.Module):
         raise TextVAEError(f"a latent traversal sets one coordinate of a continuous code; the "
                            f"{type(self).__name__} has none to set")
 
+    @property
+    def decoder_dim(self) -> int:
+        """The size of what the decoder reads of a code (:meth:`decoder_input`); ``dim`` unless the family
+        embeds its codes."""
+        return self.dim
+
+    def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        """What the decoder reads of codes z (..., dim): z itself unless the family embeds its codes
+        (Gumbel: one vector per class)."""
+        return z
+
+    def features(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """What a probe or a plot reads of q(z|x), (B, F): the point code (discrete families: one-hot codes)."""
+        return self.point(params)
+
+    def path_point(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The end of an interpolation for q(z|x), (P,), what :meth:`interpolate` takes: the point code
+        (a VQ latent: the vector before quantisation; Gumbel: the log-probabilities)."""
+        return self.point(params)
+
     def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
-        """steps + 2 codes on a path from code a to code b (dim,), endpoints included: (steps + 2, dim)."""
+        """steps + 2 codes (steps + 2, dim) on a path between two path points a and b
+        (:meth:`path_point`), endpoints included."""
         raise NotImplementedError
+
+    def swap(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """A code homotopy from code a to code b (dim,): the M codes of a replaced by those of b one
+        position at a time, (M + 1, dim). Only families made of M discrete codes have it."""
+        from ..errors import TextVAEError
+
+        raise TextVAEError(f"a code homotopy swaps the discrete codes of one sentence for another's; the "
+                           f"{type(self).__name__} has no discrete codes (use the straight-line path)")
