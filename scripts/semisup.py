@@ -13,7 +13,8 @@ label draws: results/semisup_<name>.json and .md.
 What it does, all of it from one command:
 
 1. trains a VAE (the preset, labels ignored: M1's model) and the same model with KL weight 0 and no
-   free bits (a plain autoencoder, "M1 (AE)") on the whole training split (``--runs-dir/vae``, ``ae``);
+   free bits (a plain autoencoder, "M1 (AE)", its last checkpoint: see ``AE``) on the whole training
+   split (``--runs-dir/vae``, ``ae``);
 2. for every factor, labelled size (per class; ``all``) and draw seed 0..``--draws``-1 draws the
    labelled examples with :func:`textvae.semisup.draw_labelled` and scores, on the test split, every
    method on that same draw: majority class, bag-of-words and TF-IDF logistic regressions, the encoder
@@ -42,13 +43,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_experiments import read_state, train_run, write_json  # noqa: E402
 
 from textvae import semisup  # noqa: E402
+from textvae.checkpoint import list_checkpoints  # noqa: E402
 from textvae.config import load_config  # noqa: E402
 from textvae.disentanglement import read_factors  # noqa: E402
 from textvae.metrics import model_split, posterior_parameters  # noqa: E402
 from textvae.model import TextVAE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-AE = ["objective.kl_schedule=constant", "objective.kl_weight=0", "objective.free_bits=0"]
+# a plain autoencoder: no KL in the loss; the validation ELBO then grows with the unpenalised KL, so it
+# trains the VAE's epochs without decay or early stopping and its last checkpoint is the model
+AE = ["objective.kl_schedule=constant", "objective.kl_weight=0", "objective.free_bits=0", "train.max_decays=0"]
 M2 = ["model.conditional=true", "model.classifier=true"]
 
 
@@ -79,14 +83,15 @@ def size_of(text: str) -> int | None:
     return None if text == "all" else int(text)
 
 
-def trained(name, overrides, args, log) -> tuple[TextVAE, float]:
-    """The best model of run ``name`` (trained now unless finished) and its training seconds."""
+def trained(name, overrides, args, log, last: bool = False) -> tuple[TextVAE, float]:
+    """The best model of run ``name`` (``last``: its newest checkpoint), trained now unless finished,
+    and its training seconds."""
     data = [f"data.data_dir={json.dumps(str(Path(args.data_dir).resolve()))}"] if args.data_dir else []
     cfg = load_config(preset=args.preset, overrides=[*data, *args.set, *overrides])
     run = args.runs_dir / name
     train_run(name, cfg, run, log, command=args.command)
     seconds = sum(s["seconds"] for s in read_state(run)["sittings"])
-    return TextVAE.from_pretrained(run), seconds
+    return TextVAE.from_pretrained(list_checkpoints(run)[-1] if last else run), seconds
 
 
 def factor_labels(model, split, factor: str, encoded) -> list[str]:
@@ -114,7 +119,7 @@ def main(argv=None) -> int:
     args.command = "OMP_NUM_THREADS=1 python scripts/semisup.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     vae, vae_s = trained("vae", [], args, log)
-    ae, ae_s = trained("ae", AE, args, log)
+    ae, ae_s = trained("ae", AE, args, log, last=True)
     train, test = model_split(vae, "train"), model_split(vae, "test")
     features = {m: (posterior_parameters(model, train)[0], posterior_parameters(model, test)[0])
                 for m, model in (("m1-vae", vae), ("m1-ae", ae))}

@@ -77,3 +77,23 @@ def test_baselines_read_a_label_that_decides_the_words():
     assert score(bow, y[test], 2)["accuracy"] == 1
     maj = score(majority(y[train], 40), y[test], 2)
     assert maj["accuracy"] < 0.8 and maj["macro_f1"] < maj["accuracy"]
+
+
+@pytest.mark.slow
+def test_the_table_script_writes_json_and_markdown(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(root / "scripts/semisup.py"), "t", "--preset", "tiny", "--out-dir", tmp_path,
+                    "--runs-dir", tmp_path / "runs", "--sizes", "1", "all", "--draws", "2", "--m2-sizes", "all",
+                    "--scratch-steps", "5", "--fidelity-samples", "2", "--set", "train.max_epochs=1"],
+                   check=True, cwd=root, timeout=600)
+    out = json.loads((tmp_path / "semisup_t.json").read_text())
+    methods = {(s["method"], s["per_class"]) for s in out["summary"]}
+    assert {("m1-vae", 1), ("m1-ae", 1), ("scratch", 1), ("tfidf-lr", "all"), ("m2", "all")} <= methods
+    assert sorted({r["draw"] for r in out["runs"] if r["per_class"] == 1}) == [0, 1]
+    assert out["label_fidelity"]["samples_per_label"] == 2
+    assert "| 1 | M1 (VAE) | 2 |" in (tmp_path / "semisup_t.md").read_text()
