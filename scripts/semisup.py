@@ -32,6 +32,7 @@ model's training (the VAE's and AE's are shared by all draws), ``fit_s`` of the 
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -72,6 +73,8 @@ def parse(argv):
                    help="overrides of the M2 runs (after --set)")
     p.add_argument("--scratch-steps", type=int, default=300, help="optimiser steps of the from-scratch classifier "
                    "(batch 32; at least 5 epochs of the labelled examples)")
+    p.add_argument("--m1", nargs="+", action="append", default=[], metavar=("NAME", "KEY=VALUE"),
+                   help="another M1 VAE: run NAME trained with these overrides (after --set), method m1-NAME")
     p.add_argument("--fidelity-samples", type=int, default=40, help="prior samples per label from M2 (all labels)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of every run")
     p.add_argument("--runs-dir", type=Path, default=None, help="default: runs/semisup_NAME")
@@ -116,13 +119,18 @@ def timed(fn, *a, **k):
 def main(argv=None) -> int:
     args = parse(argv)
     args.runs_dir = args.runs_dir or REPO / "runs" / f"semisup_{args.name}"
-    args.command = "OMP_NUM_THREADS=1 python scripts/semisup.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    omp = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get("OMP_NUM_THREADS") else ""
+    args.command = f"{omp}python scripts/semisup.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     vae, vae_s = trained("vae", [], args, log)
     ae, ae_s = trained("ae", AE, args, log, last=True)
     train, test = model_split(vae, "train"), model_split(vae, "test")
-    features = {m: (posterior_parameters(model, train)[0], posterior_parameters(model, test)[0])
-                for m, model in (("m1-vae", vae), ("m1-ae", ae))}
+    models = {"m1-vae": (vae, vae_s), "m1-ae": (ae, ae_s)}
+    for name, *overrides in args.m1:
+        models[f"m1-{name}"] = trained(name, overrides, args, log)
+        METHOD_NAMES[f"m1-{name}"] = f"M1 (VAE, {' '.join(overrides)})"
+    features = {m: (posterior_parameters(model, train)[0], posterior_parameters(model, test)[0], seconds)
+                for m, (model, seconds) in models.items()}
     default_factor = "label" if args.data_dir else "topic"
     records = []
     for factor in args.factors or [default_factor]:
@@ -147,10 +155,8 @@ def main(argv=None) -> int:
                     "scratch": (lambda: semisup.from_scratch(vae.config, train, rows, y, _subset(test, test_rows),
                                                              K, steps=max(args.scratch_steps, 5 * len(rows) // 32),
                                                              seed=draw), 0.0),
-                    "m1-vae": (lambda: semisup.m1(features["m1-vae"][0][rows], y, features["m1-vae"][1][test_rows], K),
-                               vae_s),
-                    "m1-ae": (lambda: semisup.m1(features["m1-ae"][0][rows], y, features["m1-ae"][1][test_rows], K),
-                              ae_s),
+                    **{m: (lambda f=f: semisup.m1(f[0][rows], y, f[1][test_rows], K), f[2])
+                       for m, f in features.items()},
                 }
                 for method, (fit, train_s) in methods.items():
                     pred, fit_s = timed(fit)
@@ -234,6 +240,8 @@ def write_results(args, records, fidelity=None) -> None:
              f"Reproduce: `{args.command}`", "",
              "Accuracy on the test split, mean ± sd over label draws (seeds in the json); macro-F1 mean; "
              "train s: the model's training (shared by all draws for M1), fit s: the classifier's fit.", ""]
+    for r in records:
+        METHOD_NAMES.setdefault(r["method"], r["method"])
     order = {m: i for i, m in enumerate(METHOD_NAMES)}
     for factor in dict.fromkeys(s["factor"] for s in summary):
         lines += [f"## {factor}", "", "| labels per class | method | draws | accuracy | macro-F1 | train s | fit s |",

@@ -33,7 +33,8 @@ def test_unlabelled_loss_equals_the_enumerated_expectation_by_hand():
     q = model.classifier(tokens, lengths).softmax(-1)  # (B, K)
     rec, kl, ce, neg_h = [], [], 0.0, 0.0
     for b in range(4):
-        one = lambda k: model.vae_terms(tokens[b:b + 1], lengths[b:b + 1], eps[b:b + 1], torch.tensor([k]))  # noqa: E731
+        def one(k, b=b):  # the conditional VAE's terms of example b with label k, alone
+            return model.vae_terms(tokens[b:b + 1], lengths[b:b + 1], eps[b:b + 1], torch.tensor([k]))
         if y[b] >= 0:
             o = one(int(y[b]))
             rec.append(o.rec[0])
