@@ -127,3 +127,18 @@ def test_m2_trains_saves_and_classifies(tmp_path, capsys):
     assert [r["label"] for r in rows] == labels and len(rows[0]["probs"]) == 5
     out, _ = cli(capsys, ["sample", "--model", run, "-n", "2", "--label", "food"])
     assert len(out.splitlines()) == 2
+
+
+@pytest.mark.integration
+def test_m2_trains_on_a_corpus_whose_blank_labels_are_unlabelled(tmp_path, capsys):
+    texts = {"train": ["the cat sat .", "rain fell today .", "a dog ran .", "snow fell again ."] * 10,
+             "valid": ["the cat ran .", "rain fell ."], "test": ["a dog sat .", "snow fell ."]}
+    data = write_corpus(tmp_path / "c", texts)
+    write_lines(data / "train.labels.txt", ["pets", "weather", "", ""] * 10)  # half unlabelled
+    for split in ("valid", "test"):
+        write_lines(data / f"{split}.labels.txt", ["pets", "weather"])
+    _, err = cli(capsys, ["train", "--preset", "tiny", "--no-summary", "--data", data, "--out", tmp_path / "r",
+                          "model.conditional=true", "model.classifier=true", "train.labelled_ratio=0.5",
+                          "train.max_steps=3"])
+    model = TextVAE.from_pretrained(tmp_path / "r")
+    assert model.label_names == ["pets", "weather"]

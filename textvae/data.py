@@ -554,7 +554,8 @@ def training_data(cfg, tokenizer_dir: Path | None, log) -> tuple:
                         f"({splits.stats['train']['source']}) has none: give it {{split}}.labels.txt beside a .txt "
                         f"split (one label per line, blank for unlabelled) or data.label_field; or train M1 "
                         f"(a VAE without model.classifier, scripts/semisup.py)")
-    labels = sorted(set(encoded["train"].labels or []) - {""}) if cfg.model.conditional else None
+    unlabelled = {""} if cfg.model.classifier else set()  # M2: an empty label is no label
+    labels = sorted(set(encoded["train"].labels or []) - unlabelled) if cfg.model.conditional else None
     if labels is not None:
         for name, split in encoded.items():
             attach_label_ids(split, labels, f"the {name} split",

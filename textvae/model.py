@@ -18,6 +18,9 @@ N(mu_y, I) is the same model reparameterised (z' = z - mu_y; every use of z in t
 so the shift becomes a label-dependent bias the label embedding already provides), and with N(0, I)
 the KL, IW-NLL, MI and AU estimators stay as they are.
 
+M2 (Kingma et al. 2014, ``model.classifier``): the conditional VAE plus a classifier q(y|x), the label
+a latent variable where it is missing; its forward is :func:`textvae.m2.m2_forward`.
+
 ``forward`` returns the terms (reconstruction NLL per sentence, KL per dimension, any loss terms
 of the latent family itself); the training loop decides how to weight them (see objectives.py). With ``latent_dim=0`` the same decoder is a
 plain RNN language model, the baseline of the papers' tables.
