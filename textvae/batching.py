@@ -1,6 +1,7 @@
 """Batches of an encoded split: length buckets and collate.
 
     BucketBatchSampler          index lists of similar length; deterministic for (seed, epoch)
+    MixedBatchSampler           M2: labelled and unlabelled examples in a set ratio per batch
     collate(split, indices)     Batch: tokens (B, T) = BOS x_1..x_n EOS PAD.., lengths n + 2
 """
 
@@ -74,6 +75,50 @@ class BucketBatchSampler:
         full, rest = divmod(len(self.lengths), self.batch_size)
         keep_rest = rest >= self.num_replicas and not (self.drop_last and rest > 0)
         return full + int(rest > 0 and keep_rest)
+
+
+class MixedBatchSampler:
+    """M2's batches (Kingma et al. 2014): ``round(ratio * batch_size)`` labelled examples (at least
+    one) and the rest unlabelled in every global batch. The unlabelled examples make the epoch (each
+    once, in :class:`BucketBatchSampler`'s length buckets); the labelled few are cycled through,
+    reshuffled every pass. Deterministic for (seed, epoch); same interface as BucketBatchSampler."""
+
+    def __init__(self, lengths, labelled, batch_size: int, ratio: float, seed: int = 0, num_replicas: int = 1,
+                 rank: int = 0):
+        labelled = np.asarray(labelled, dtype=bool)
+        self.labelled, self.unlabelled = np.flatnonzero(labelled), np.flatnonzero(~labelled)
+        self.n_labelled = min(batch_size - 1, max(1, round(ratio * batch_size)))
+        self.inner = BucketBatchSampler(np.asarray(lengths)[self.unlabelled], batch_size - self.n_labelled,
+                                        shuffle=True, seed=seed, num_replicas=1)
+        self.seed, self.num_replicas, self.rank = seed % 2**64, num_replicas, rank
+
+    def global_batches(self, epoch: int) -> list[np.ndarray]:
+        """All ranks' batches of that epoch: labelled indices first, then unlabelled ones."""
+        unlabelled = [self.unlabelled[b] for b in self.inner.global_batches(epoch)]
+        rng = np.random.default_rng([self.seed, epoch, 2])
+        need = len(unlabelled) * self.n_labelled
+        passes = -(-need // len(self.labelled))
+        stream = np.concatenate([rng.permutation(self.labelled) for _ in range(passes)])
+        return [np.concatenate([stream[i * self.n_labelled:(i + 1) * self.n_labelled], b])
+                for i, b in enumerate(unlabelled)]
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return [np.array_split(b, self.num_replicas)[self.rank].tolist() for b in self.global_batches(epoch)]
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def batch_sampler(split: EncodedSplit, t, num_replicas: int = 1, rank: int = 0):
+    """The training sampler of ``split`` under TrainConfig ``t``: :class:`MixedBatchSampler` when
+    ``t.labelled_ratio`` is set and the split has both labelled and unlabelled (id -1) examples (M2),
+    else :class:`BucketBatchSampler`."""
+    ids = split.label_ids
+    if t.labelled_ratio is not None and ids is not None and (ids < 0).any() and (ids >= 0).any():
+        return MixedBatchSampler(split.lengths, ids >= 0, t.batch_size, t.labelled_ratio, seed=t.seed,
+                                 num_replicas=num_replicas, rank=rank)
+    return BucketBatchSampler(split.lengths, t.batch_size, shuffle=True, seed=t.seed,
+                              num_replicas=num_replicas, rank=rank)
 
 
 @dataclass

@@ -249,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_device(p)
 
+    p = sub.add_parser("classify", help="labels an M2 model's classifier q(y|x) predicts (model.classifier)")
+    p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
+    p.add_argument("file", nargs="?", metavar="FILE", help="one sentence per line (default: stdin)")
+    p.add_argument("--json", action="store_true", help="one JSON object per sentence, with every label's probability")
+    _add_device(p)
+
     sub.add_parser("presets", help="list the shipped presets")
     return parser
 
@@ -609,6 +615,27 @@ def _cmd_fit_prior(args) -> int:
     return 0
 
 
+def _cmd_classify(args) -> int:
+    if args.file:
+        try:
+            with open(args.file, encoding="utf-8-sig") as f:
+                sentences = [line.rstrip("\n") for line in f if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise TextVAEError(f"cannot read {args.file}: {e}") from None
+    else:
+        sentences = _read_stdin_lines()
+    if not sentences:
+        raise TextVAEError("classify: no sentences; give a FILE with one sentence per line, or lines on stdin")
+    model = _checked_model(args, sentences)
+    labels, probs = model.classify(sentences)
+    for s, label, p in zip(sentences, labels, probs):
+        if args.json:
+            print(json.dumps({"text": s, "label": label, "probs": dict(zip(model.label_names, p.tolist()))}))
+        else:
+            print(f"{label}\t{p.max().item():.4f}\t{s}")
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from .config import list_presets, preset_dict
 
@@ -622,7 +649,7 @@ def _cmd_presets(args) -> int:
 VERBS = {"train": _cmd_train, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct,
          "interpolate": _cmd_interpolate, "evaluate": _cmd_evaluate, "plot": _cmd_plot,
          "probe": _cmd_probe, "presets": _cmd_presets, "traverse": _cmd_traverse, "push": _cmd_push,
-         "serve": _cmd_serve, "fit-prior": _cmd_fit_prior}
+         "serve": _cmd_serve, "fit-prior": _cmd_fit_prior, "classify": _cmd_classify}
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:

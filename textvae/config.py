@@ -80,6 +80,10 @@ class DataConfig:
     long_policy: str = "truncate"  # what to do with longer examples: truncate | drop
     encoding_errors: str = "strict"  # strict: invalid UTF-8 is an error; replace: use U+FFFD
     builtin_size: int = 6000  # sentences generated for the built-in corpus (all splits)
+    # M2 (model.classifier): keep the labels of this many training examples per class, drawn with
+    # label_seed (textvae.semisup.draw_labelled, stratified); the other examples are unlabelled. None: all
+    labelled_per_class: int | None = None
+    label_seed: int = 0  # which examples labelled_per_class keeps labelled (one draw per seed)
 
     def validate(self, p: list[str]) -> None:
         if self.data_dir and self.dataset:
@@ -104,6 +108,7 @@ class DataConfig:
         _choice(p, "data.long_policy", self.long_policy, ("truncate", "drop"))
         _choice(p, "data.encoding_errors", self.encoding_errors, ("strict", "replace"))
         _positive(p, "data.builtin_size", self.builtin_size)
+        _positive(p, "data.labelled_per_class", self.labelled_per_class)
         missing = {"train", "valid", "test"} - set(self.splits)
         if missing:
             p.append(f"data.splits lacks {sorted(missing)}; it maps train/valid/test to source split names")
@@ -179,6 +184,13 @@ class ModelConfig:
     label_dim: int = 16  # conditional: size of the label embeddings
     # conditional: label names by id (transformers' id2label); filled in from the training labels
     id2label: dict[int, str] | None = None
+    # Kingma et al. (2014) M2 (needs conditional): a classifier q(y|x) with the encoder's architecture;
+    # the label is a latent variable, observed where the corpus gives it (textvae/m2.py, docs/semisup.md)
+    classifier: bool = False
+    # M2, an unlabelled example: enumerate: the expectation over q(y|x) of the conditional ELBO, all K labels
+    # in one batched pass | gumbel: one straight-through Gumbel-softmax sample of y (for many labels)
+    unlabelled: str = "enumerate"
+    gumbel_temperature: float = 0.5  # M2 with unlabelled=gumbel: the relaxation's temperature tau
     tie_embeddings: bool = False  # output projection shares the decoder embedding
     # > 0: word embeddings start U(-emb_init, emb_init), as He et al.'s and Li et al.'s code (0.1), instead
     # of PyTorch's N(0, 1). Matters most with tie_embeddings, where the table is also the output layer
@@ -220,6 +232,10 @@ class ModelConfig:
             p.append(f"model.id2label must map the ids 0..K-1 to label names, got ids {sorted(self.id2label)[:10]}")
         if self.id2label is not None and len(set(self.id2label.values())) != len(self.id2label):
             p.append("model.id2label names a label twice; label names must be distinct")
+        _choice(p, "model.unlabelled", self.unlabelled, ("enumerate", "gumbel"))
+        _positive(p, "model.gumbel_temperature", self.gumbel_temperature)
+        if self.classifier and not self.conditional:
+            p.append("model.classifier (M2) needs model.conditional=true: the decoder is p(x|y, z)")
         if self.conditional and self.latent_dim == 0:
             p.append("model.conditional is set but model.latent_dim=0; the conditional VAE needs a latent")
         for name in ("emb_dim", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers"):
@@ -301,6 +317,9 @@ class ObjectiveConfig:
     tc_beta: float = 1.0  # weight of the total correlation
     tc_gamma: float = 1.0  # weight of the dimension-wise KL
     tc_estimator: str = "mws"  # log q(z) from a minibatch: mws (weighted) | mss (stratified sampling)
+    # M2 (model.classifier): Kingma et al.'s alpha, the weight of the classifier's cross-entropy on each
+    # labelled example, in nats per sentence like the ELBO (their 0.1 N is for objectives summed over N)
+    m2_alpha: float = 1.0
 
     def validate(self, p: list[str]) -> None:
         _choice(p, "objective.kl_schedule", self.kl_schedule, ("constant", "linear", "logistic", "cyclical"))
@@ -320,6 +339,7 @@ class ObjectiveConfig:
         for name in ("tc_alpha", "tc_beta", "tc_gamma"):
             _positive(p, f"objective.{name}", getattr(self, name), allow_zero=True)
         _choice(p, "objective.tc_estimator", self.tc_estimator, ("mws", "mss"))
+        _positive(p, "objective.m2_alpha", self.m2_alpha, allow_zero=True)
 
 
 @dataclass
@@ -350,6 +370,9 @@ class TrainConfig:
     eval_samples: int = 1  # z samples per sentence for the ELBO during validation
     # training step arithmetic on a GPU: fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
     precision: str = "fp32"
+    # M2 with data.labelled_per_class: the share of every batch drawn from the labelled examples (the
+    # rest from the unlabelled ones); None: batches as they come (the labelled few are then rare)
+    labelled_ratio: float | None = None
 
     def validate(self, p: list[str]) -> None:
         for name in ("batch_size", "max_epochs", "max_steps", "max_minutes", "lr", "eval_samples",
@@ -361,6 +384,8 @@ class TrainConfig:
         _choice(p, "train.optimizer", self.optimizer, ("adam", "sgd"))
         _choice(p, "train.nonfinite", self.nonfinite, ("stop", "skip"))
         _choice(p, "train.precision", self.precision, ("fp32", "bf16", "fp16"))
+        if self.labelled_ratio is not None and not 0.0 < self.labelled_ratio < 1.0:
+            p.append(f"train.labelled_ratio={self.labelled_ratio!r} must be in (0, 1): a share of each batch")
         if not 0.0 < self.lr_decay <= 1.0:
             p.append(f"train.lr_decay={self.lr_decay!r} must be in (0, 1]")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -396,6 +421,12 @@ class Config:
         if o.pretrain_ae_steps and self.train.max_steps and o.pretrain_ae_steps >= self.train.max_steps:
             problems.append(f"objective.pretrain_ae_steps={o.pretrain_ae_steps} leaves no VAE phase within "
                             f"train.max_steps={self.train.max_steps}; make it smaller")
+        if self.model.classifier and (o.tc_alpha, o.tc_beta, o.tc_gamma) != (1.0, 1.0, 1.0):
+            problems.append("objective.tc_alpha/tc_beta/tc_gamma (beta-TCVAE) do not apply to M2 "
+                            "(model.classifier): its enumerated rows are not one sample per sentence")
+        if not self.model.classifier and (self.data.labelled_per_class or self.train.labelled_ratio):
+            problems.append("data.labelled_per_class / train.labelled_ratio choose M2's labelled examples; "
+                            "set model.classifier=true and model.conditional=true, or unset them")
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
         return self

@@ -540,15 +540,19 @@ def _raise_emptied(what: str, cfg: DataConfig, n: np.ndarray, n_long: int, n_emp
                     f"knows how to make; check the file's content and tokenizer.kind")
 
 
-def attach_label_ids(split: EncodedSplit, names: list[str] | None, what: str = "the split") -> EncodedSplit:
+def attach_label_ids(split: EncodedSplit, names: list[str] | None, what: str = "the split",
+                     unlabelled_ok: bool = False) -> EncodedSplit:
     """Set ``split.label_ids`` to each example's index in ``names`` (a conditional model's labels);
-    nothing to do when ``names`` is None. A DataError when the split has no labels or unknown ones."""
+    nothing to do when ``names`` is None. A DataError when the split has no labels or unknown ones.
+    ``unlabelled_ok`` (M2): an empty label is no label, id -1."""
     if names is None:
         return split
     if split.labels is None:
         raise DataError(f"{what} has no labels, but the model is conditional (model.conditional=true): give "
                         f"each example a label ({{split}}.labels.txt beside a .txt split, or data.label_field)")
     index = {name: i for i, name in enumerate(names)}
+    if unlabelled_ok:
+        index[""] = -1
     unknown = sorted({label for label in split.labels if label not in index})
     if unknown:
         raise DataError(f"{what} has labels the model was not trained with: {unknown[:5]}; its labels are "
@@ -574,10 +578,28 @@ def training_data(cfg, tokenizer_dir: Path | None, log) -> tuple:
         log(f"{name}: {s.stats['examples']} examples, {s.stats['tokens']} tokens (words + EOS); skipped "
             f"{s.stats.get('skipped_blank', 0)} blank, truncated {s.stats.get('truncated', 0)}, "
             f"dropped {s.stats.get('dropped', 0)} (data.long_policy={cfg.data.long_policy})")
-    labels = sorted(set(encoded["train"].labels or [])) if cfg.model.conditional else None
+    if cfg.model.classifier and encoded["train"].labels is None:
+        raise DataError(f"M2 (model.classifier) learns from labels, but the train split "
+                        f"({splits.stats['train']['source']}) has none: give it {{split}}.labels.txt beside a .txt "
+                        f"split (one label per line, blank for unlabelled) or data.label_field; or train M1 "
+                        f"(a VAE without model.classifier, scripts/semisup.py)")
+    unlabelled = {""} if cfg.model.classifier else set()  # M2: an empty label is no label
+    labels = sorted(set(encoded["train"].labels or []) - unlabelled) if cfg.model.conditional else None
     if labels is not None:
         for name, split in encoded.items():
-            attach_label_ids(split, labels, f"the {name} split")
+            attach_label_ids(split, labels, f"the {name} split",
+                             unlabelled_ok=cfg.model.classifier and name == "train")
+    if cfg.model.classifier and cfg.data.labelled_per_class:
+        from .semisup import draw_labelled
+
+        train = encoded["train"]
+        keep = draw_labelled(train.labels, cfg.data.labelled_per_class, cfg.data.label_seed,
+                             f"the train split ({splits.stats['train']['source']})")
+        hidden = np.ones(len(train), dtype=bool)
+        hidden[keep] = False
+        train.label_ids[hidden] = -1  # unlabelled for M2
+        log(f"M2: {len(keep)} labelled training examples ({cfg.data.labelled_per_class} per class, "
+            f"data.label_seed={cfg.data.label_seed}), {int(hidden.sum())} unlabelled")
     return tokenizer, encoded["train"], encoded["valid"], labels
 
 

@@ -18,6 +18,9 @@ N(mu_y, I) is the same model reparameterised (z' = z - mu_y; every use of z in t
 so the shift becomes a label-dependent bias the label embedding already provides), and with N(0, I)
 the KL, IW-NLL, MI and AU estimators stay as they are.
 
+M2 (Kingma et al. 2014, ``model.classifier``): the conditional VAE plus a classifier q(y|x), the label
+a latent variable where it is missing; its forward is :func:`textvae.m2.m2_forward`.
+
 ``forward`` returns the terms (reconstruction NLL per sentence, KL per dimension, any loss terms
 of the latent family itself); the training loop decides how to weight them (see objectives.py). With ``latent_dim=0`` the same decoder is a
 plain RNN language model, the baseline of the papers' tables.
@@ -50,6 +53,12 @@ def word_embedding(cfg: ModelConfig) -> nn.Embedding:
             nn.init.uniform_(emb.weight, -cfg.emb_init, cfg.emb_init)
             emb.weight[0].zero_()
     return emb
+
+
+def embed_labels(table: nn.Embedding, y: torch.Tensor) -> torch.Tensor:
+    """Label embeddings (N, label_dim) of label ids y (N,), or of a distribution over the labels
+    y (N, K) float (a Gumbel-softmax sample, see m2.py): the embeddings' mixture y @ E."""
+    return y.to(table.weight.dtype) @ table.weight if y.is_floating_point() else table(y)
 
 
 def encoder_dropout(cfg: ModelConfig) -> float:
@@ -179,7 +188,7 @@ class Decoder(nn.Module):
         """What the decoder is conditioned on: z (N, Z), or [z; e_y] (N, Z + label_dim) when conditional."""
         if not self.cfg.conditional:
             return z
-        return torch.cat([z, self.label_embedding(y)], dim=-1)
+        return torch.cat([z, embed_labels(self.label_embedding, y)], dim=-1)
 
     def init_state(self, z: torch.Tensor | None, n: int, device) -> torch.Tensor | tuple | None:
         """Initial RNN state for n sequences; None (zeros) for the LM or without z_to_state."""
@@ -241,6 +250,11 @@ class TextVAE(nn.Module):
         self.decoder = Decoder(config, 0 if self.latent is None else self.latent.decoder_dim)
         if config.share_embedding and config.latent_dim > 0:
             self.encoder.embedding = self.decoder.embedding  # one table for both, as in the Sentence-VAE port
+        self.classifier = None
+        if config.classifier:  # Kingma et al. (2014) M2: q(y|x), see m2.py
+            from .m2 import Classifier
+
+            self.classifier = Classifier(config, config.num_labels)
 
     @property
     def latent_dim(self) -> int:
@@ -267,7 +281,8 @@ class TextVAE(nn.Module):
     # ------------------------------------------------------------------ the probabilistic model
 
     def _check_labels(self, y: torch.Tensor | None, n: int) -> None:
-        if self.conditional and (y is None or y.shape != (n,)):
+        soft = y is not None and y.is_floating_point() and y.shape == (n, self.config.num_labels)
+        if self.conditional and (y is None or (y.shape != (n,) and not soft)):
             raise ValueError(f"this model is conditional: pass y, the (N,) = ({n},) ids of the examples' labels "
                              f"(model.label_ids(names)); got {None if y is None else tuple(y.shape)}")
         if not self.conditional and y is not None:
@@ -283,7 +298,7 @@ class TextVAE(nn.Module):
         self._check_labels(y, tokens.size(0))
         h = self.encoder(tokens, lengths)  # (B, H_enc)
         if self.conditional:
-            h = torch.cat([h, self.label_embedding(y)], dim=-1)  # (B, H_enc + label_dim)
+            h = torch.cat([h, embed_labels(self.label_embedding, y)], dim=-1)  # (B, H_enc + label_dim)
         return self.latent.posterior(h)
 
     def encode_posterior(self, tokens: torch.Tensor, lengths: torch.Tensor,
@@ -337,7 +352,18 @@ class TextVAE(nn.Module):
 
         ``eps`` (B, noise_dim) is the noise of the sample (:meth:`noise`; drawn here when None): the
         trainer draws it for the whole global batch so that data-parallel runs see the same noise.
-        ``y`` (B,): label ids, for a conditional model only."""
+        ``y`` (B,): label ids, for a conditional model only. A model with a classifier (M2,
+        ``model.classifier``) takes y = -1 for an unlabelled example: :func:`textvae.m2.m2_forward`."""
+        if self.classifier is not None:
+            from .m2 import m2_forward
+
+            return m2_forward(self, tokens, lengths, eps, y)
+        return self.vae_terms(tokens, lengths, eps, y)
+
+    def vae_terms(self, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor | None = None,
+                  y: torch.Tensor | None = None) -> VAEOutput:
+        """:meth:`forward` of a model without a classifier: the (conditional) VAE's terms for the
+        given labels y, ids (B,) or label distributions (B, K)."""
         params = self.posterior_params(tokens, lengths, y)
         if self.is_lm:
             z, kl, losses = params[0], params[0], {}
@@ -437,6 +463,25 @@ class TextVAE(nn.Module):
         mu, logvar = self.encode_posterior(*self._tokenize(sentences), self.label_ids(label, len(sentences)))
         self.train(was)
         return mu, logvar
+
+    @torch.no_grad()
+    def classify(self, sentences: list[str], batch_size: int = 64) -> tuple[list[str], torch.Tensor]:
+        """Labels predicted by an M2 model's classifier q(y|x) (``model.classifier``): the most probable
+        label of each sentence and the probabilities q(y|x) (B, K) in ``label_names`` order (CPU)."""
+        from .errors import ConfigError
+
+        if self.classifier is None:
+            raise ConfigError("this model has no classifier q(y|x): train one with model.classifier=true "
+                              "(Kingma et al.'s M2, docs/semisup.md), or fit one on its posterior means "
+                              "(scripts/semisup.py, M1)")
+        was = self.training
+        self.eval()
+        sentences, probs = list(sentences), []
+        for i in range(0, len(sentences), batch_size):
+            probs.append(self.classifier(*self._tokenize(sentences[i:i + batch_size])).softmax(-1).float().cpu())
+        self.train(was)
+        probs = torch.cat(probs) if probs else torch.zeros(0, self.config.num_labels)
+        return [self.label_names[k] for k in probs.argmax(-1).tolist()], probs
 
     @torch.no_grad()
     def encode_points(self, sentences: list[str], label: str | list[str] | None = None) -> torch.Tensor:

@@ -7,6 +7,7 @@
                     weight 0 (Li et al. 2019)
     free bits       :data:`FREE_BITS`: Kingma et al. (2016) and Li et al. (2019); :func:`kl_term`
     beta-TCVAE      ``objective.tc_alpha/tc_beta/tc_gamma`` (Chen et al. 2018): :func:`decomposed_kl_extra`
+    M2's alpha      ``objective.m2_alpha`` on the classifier's term (Kingma et al. 2014): :data:`TERM_WEIGHTS`
     the loss        :func:`vae_loss`
 
 BN-VAE (Zhu et al. 2020) is not an objective: it changes the posterior, so it belongs to the
@@ -147,6 +148,11 @@ def vae_loss(out, beta: float, cfg: ObjectiveConfig, dataset_size: int | None = 
                               "len(train_data), latent=model.latent)")
         kl = kl + decomposed_kl_extra(out, cfg, latent, dataset_size)
     loss = out.rec.mean() + beta * kl
-    for term in out.losses.values():
-        loss = loss + term
+    for name, term in out.losses.items():
+        loss = loss + TERM_WEIGHTS.get(name, lambda c: 1.0)(cfg) * term
     return loss
+
+
+# Weights of a model's own loss terms (VAEOutput.losses) that the objective sets; others weigh 1.
+# M2 (textvae.m2): Kingma et al.'s alpha on the classifier's cross-entropy of the labelled examples.
+TERM_WEIGHTS = {"classification": lambda c: c.m2_alpha}

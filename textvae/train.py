@@ -20,7 +20,7 @@ import torch
 from . import checkpoint, collapse, distributed, precision
 from .checkpoint import Progress, list_checkpoints
 from .config import Config
-from .batching import BucketBatchSampler, collate
+from .batching import batch_sampler, collate
 from .data import training_data
 from .errors import TrainingError
 from .metrics import validate
@@ -57,8 +57,7 @@ class Trainer:
         self.noise = torch.Generator().manual_seed(t.seed + 1)  # the same state on every rank
         self.strategies = collapse.strategies_for(cfg.objective)
         self.optimizer = self.make_optimizer()
-        self.sampler = BucketBatchSampler(self.train_data.lengths, t.batch_size, shuffle=True, seed=t.seed,
-                                          num_replicas=self.procs.world, rank=self.procs.rank)
+        self.sampler = batch_sampler(self.train_data, t, self.procs.world, self.procs.rank)
         self.batches_per_epoch = len(self.sampler.global_batches(0))
         planned = t.max_epochs * self.batches_per_epoch
         self.total_steps = min(planned, t.max_steps) if t.max_steps else planned

@@ -1,0 +1,99 @@
+"""Few-label classification: label draws, their bad inputs, M1 and the baselines (textvae.semisup)."""
+import collections
+
+import numpy as np
+import pytest
+
+from helpers import expect_error, write_corpus, write_lines
+from textvae.errors import DataError
+from textvae.semisup import (bag_of_words_lr, check_test_labels, draw_labelled, majority, score, tfidf_lr)
+
+LABELS = ["a"] * 10 + ["b"] * 4 + [""] * 3 + ["c"] * 7
+
+
+def test_draws_are_stratified_and_deterministic_per_seed():
+    d = draw_labelled(LABELS, 3, seed=5)
+    assert collections.Counter(LABELS[i] for i in d) == {"a": 3, "b": 3, "c": 3}
+    assert d.tolist() == draw_labelled(LABELS, 3, seed=5).tolist()
+    assert any(draw_labelled(LABELS, 3, seed=s).tolist() != d.tolist() for s in range(1, 6))
+    assert "" not in {LABELS[i] for i in draw_labelled(LABELS, None, seed=0)}
+    assert len(draw_labelled(LABELS, None, seed=0)) == 21
+
+
+def test_a_class_draw_does_not_depend_on_the_other_classes():
+    more = LABELS + ["d"] * 5
+    a = [i for i in draw_labelled(LABELS, 2, seed=1) if LABELS[i] == "a"]
+    assert a == [i for i in draw_labelled(more, 2, seed=1) if more[i] == "a"]
+
+
+def test_more_labels_than_a_class_has_names_the_class():
+    with pytest.raises(DataError, match=r"5 labelled examples per class .* 'b' has 4; ask for at most 4"):
+        draw_labelled(LABELS, 5, seed=0, what="train.txt")
+
+
+def test_a_class_without_labelled_example_is_an_error():
+    with pytest.raises(DataError, match=r"\['d'\] have no labelled example"):
+        draw_labelled(LABELS, 1, seed=0, classes=["a", "b", "c", "d"])
+
+
+def test_a_test_label_unseen_in_training_names_file_and_line(tmp_path):
+    write_lines(tmp_path / "test.labels.txt", ["a", "b", "zebra", "a"])
+    with pytest.raises(DataError, match=r"test.labels.txt:3: test label 'zebra' never occurs"):
+        check_test_labels(["a", "b"], ["a", "b", "zebra", "a"], labels_file=tmp_path / "test.labels.txt")
+    check_test_labels(["a", "b"], ["a", "", "b"])  # an unlabelled test example is no error
+
+
+def test_labels_file_with_a_different_line_count_is_refused_before_m2_trains(tmp_path, capsys):
+    data = write_corpus(tmp_path / "c", {"train": ["a b c", "b c d", "c d e"] * 5, "valid": ["a b"] * 3,
+                                         "test": ["b c"] * 3})
+    write_lines(data / "train.labels.txt", ["x", "y"] * 7)  # 14 labels, 15 lines
+    expect_error(capsys, ["train", "--preset", "tiny", "--no-summary", "--data", data, "--out", tmp_path / "r",
+                          "model.conditional=true", "model.classifier=true"], "train.labels.txt has 14 lines",
+                 "has 15")
+    assert not (tmp_path / "r" / "best").exists()
+
+
+def test_m2_asks_for_more_labels_than_a_class_has_before_training(tmp_path, capsys):
+    data = write_corpus(tmp_path / "c", {"train": ["a b c", "b c d", "c d e"] * 5, "valid": ["a b"] * 2,
+                                         "test": ["b c"] * 2})
+    write_lines(data / "train.labels.txt", ["x"] * 12 + ["y"] * 3)
+    for split in ("valid", "test"):
+        write_lines(data / f"{split}.labels.txt", ["x", "y"])
+    expect_error(capsys, ["train", "--preset", "tiny", "--no-summary", "--data", data, "--out", tmp_path / "r",
+                          "model.conditional=true", "model.classifier=true", "data.labelled_per_class=4"],
+                 "'y' has 3", "data.labelled_per_class")
+    assert not (tmp_path / "r" / "best").exists()
+
+
+def test_baselines_read_a_label_that_decides_the_words():
+    rng = np.random.default_rng(0)
+    words = {0: ["cat", "dog", "bird"], 1: ["rain", "snow", "wind"]}
+    y = rng.integers(0, 2, 60)
+    texts = [" ".join(rng.choice(words[int(k)], 3)) + " now" for k in y]
+    ids = [np.array([hash(w) % 1000 for w in t.split()]) for t in texts]
+    train, test = np.arange(20), np.arange(20, 60)
+    assert score(tfidf_lr([texts[i] for i in train], y[train], [texts[i] for i in test]), y[test], 2)["accuracy"] == 1
+    bow = bag_of_words_lr([ids[i] for i in train], y[train], [ids[i] for i in test], 2)
+    assert score(bow, y[test], 2)["accuracy"] == 1
+    maj = score(majority(y[train], 40), y[test], 2)
+    assert maj["accuracy"] < 0.8 and maj["macro_f1"] < maj["accuracy"]
+
+
+@pytest.mark.slow
+def test_the_table_script_writes_json_and_markdown(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(root / "scripts/semisup.py"), "t", "--preset", "tiny", "--out-dir", tmp_path,
+                    "--runs-dir", tmp_path / "runs", "--sizes", "1", "all", "--draws", "2", "--m2-sizes", "all",
+                    "--scratch-steps", "5", "--fidelity-samples", "2", "--set", "train.max_epochs=1"],
+                   check=True, cwd=root, timeout=600)
+    out = json.loads((tmp_path / "semisup_t.json").read_text())
+    methods = {(s["method"], s["per_class"]) for s in out["summary"]}
+    assert {("m1-vae", 1), ("m1-ae", 1), ("scratch", 1), ("tfidf-lr", "all"), ("m2", "all")} <= methods
+    assert sorted({r["draw"] for r in out["runs"] if r["per_class"] == 1}) == [0, 1]
+    assert out["label_fidelity"]["samples_per_label"] == 2
+    assert "| 1 | M1 (VAE) | 2 |" in (tmp_path / "semisup_t.md").read_text()
