@@ -11,6 +11,12 @@ Writes results/benchmark_aggressive.json (or --out).
 
     python scripts/benchmark_aggressive.py                         # the default preset, built-in corpus
     python scripts/benchmark_aggressive.py --preset ptb-li2019 --set data.data_dir=../shared/data/ptb
+    python scripts/benchmark_aggressive.py --inner-update --preset ptb-li2019 --vocab 10002
+
+``--inner-update`` times only one encoder-only update (forward and backward on a random batch of
+``--batch`` sentences of ``--length`` tokens) with the decoder's own weights out of the graph, as
+aggressive training does on one process, against the same update with them in it; median of the
+per-round ratios, printed, nothing written.
 """
 
 import argparse
@@ -31,6 +37,42 @@ def records(run: Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r.get("kind") == kind]
 
 
+def inner_update(args) -> int:
+    """Frozen-decoder encoder update time over the full one (see the module docstring)."""
+    import statistics
+
+    import torch
+
+    from textvae.collapse import frozen_decoder
+    from textvae.config import load_config
+    from textvae.model import TextVAE
+
+    torch.manual_seed(0)
+    cfg = load_config(preset=args.preset, overrides=args.set)
+    cfg.model.vocab_size = args.vocab
+    model = TextVAE(cfg.model)
+    tokens = torch.randint(4, args.vocab, (args.batch, args.length))
+    lengths = torch.full((args.batch,), args.length)
+
+    def seconds(freeze: bool) -> float:
+        t0 = time.perf_counter()
+        for _ in range(5):
+            frozen = frozen_decoder(model) if freeze else []
+            out = model(tokens, lengths)
+            (out.rec.mean() + out.kl.sum(1).mean()).backward()
+            model.zero_grad(set_to_none=True)
+            for p in frozen:
+                p.requires_grad_(True)
+        return time.perf_counter() - t0
+
+    seconds(False)  # warm-up
+    ratios = [seconds(True) / seconds(False) for _ in range(args.rounds)]
+    print(f"encoder-only update, decoder frozen / in the graph: {statistics.median(ratios):.2f} "
+          f"(median of {args.rounds} rounds; {', '.join(f'{r:.2f}' for r in ratios)}; "
+          f"{torch.get_num_threads()} threads)")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="default")
@@ -38,7 +80,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of each run (they run at once)")
     ap.add_argument("--runs-dir", type=Path, help="keep the two runs here (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmark_aggressive.json")
+    ap.add_argument("--inner-update", action="store_true", help="time one encoder-only update, decoder frozen "
+                    "or not (see above)")
+    ap.add_argument("--vocab", type=int, default=10002, help="--inner-update: vocabulary size")
+    ap.add_argument("--batch", type=int, default=32, help="--inner-update: sentences per batch")
+    ap.add_argument("--length", type=int, default=24, help="--inner-update: tokens per sentence")
+    ap.add_argument("--rounds", type=int, default=7, help="--inner-update: rounds of 5 updates each way")
     args = ap.parse_args(argv)
+    if args.inner_update:
+        return inner_update(args)
 
     common = [*args.set, "train.progress=false"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}

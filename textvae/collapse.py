@@ -17,8 +17,8 @@ Aggressive training, as in He et al.'s code (text.py): for each training batch x
 (encoder + posterior head) alone is updated on x, then on training batches drawn uniformly at
 random, until :class:`InnerLoop` says the loss stopped improving; then the decoder alone is updated
 on x. In the encoder updates the decoder's own weights are taken out of the graph, so backward
-computes no gradient for them (about a quarter of an update's time at ptb-li2019's shapes); the
-gradient is clipped over the encoder's parameters, where He et al. clip the whole model's gradient
+computes no gradient for them (an update takes 0.84x the time at ptb-li2019's shapes:
+``scripts/benchmark_aggressive.py --inner-update``); the gradient is clipped over the encoder's parameters, where He et al. clip the whole model's gradient
 including the decoder's unused one (under DDP, where every rank must reduce the same parameters,
 the decoder's gradients are computed and dropped as theirs). textvae
 uses one optimiser with an encoder group and a decoder group rather than their two optimisers: a
