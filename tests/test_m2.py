@@ -127,6 +127,13 @@ def test_m2_trains_saves_and_classifies(tmp_path, capsys):
     assert [r["label"] for r in rows] == labels and len(rows[0]["probs"]) == 5
     out, _ = cli(capsys, ["sample", "--model", run, "-n", "2", "--label", "food"])
     assert len(out.splitlines()) == 2
+    # every validation logs q(y|x)'s accuracy on the valid split, the share classify gets right
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best = min((r for r in logged if r["kind"] == "valid"), key=lambda r: r["elbo"])  # the model saved
+    from textvae.metrics import model_split
+    valid = model_split(model, "valid")
+    predicted, _ = model.classify(valid.texts)
+    assert best["accuracy"] == pytest.approx(np.mean(np.array(predicted) == np.array(valid.labels)))
 
 
 @pytest.mark.integration

@@ -477,7 +477,8 @@ def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0
 
     Keys: ``rec``, ``kl`` (nats per sentence), ``elbo`` = rec + kl (negative ELBO), ``ppl_elbo`` =
     exp(sum(rec + kl) / tokens), ``au`` (active units, threshold 0.01), ``tokens``, ``sentences``,
-    ``kl_per_dim`` (list, sums to ``kl``). ``samples`` z ~ q(z|x) per sentence for ``rec``.
+    ``kl_per_dim`` (list, sums to ``kl``). ``samples`` z ~ q(z|x) per sentence for ``rec``. A model
+    with a classifier (M2) adds ``accuracy``: its q(y|x)'s arg max against the split's labels.
     Deterministic for a seed; the global RNG is not used. ``progress``: a bar with this label on
     stderr (None: silent).
     """
@@ -489,10 +490,15 @@ def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0
         return validate_codes(model, split, batch_size, samples, seed, progress)
     g = _generator(seed)
     rec_sum, kl_dim, tokens, mus = 0.0, torch.zeros(model.latent_dim, dtype=torch.float64), 0, []
+    correct, labelled = 0, 0
     with eval_mode(model):
         for idx in progress_bar(_batches(split, batch_size), progress):
             b = collate(split, idx).to(model.device)
             rec, kl, mu, _ = elbo_terms(model, b.tokens, b.lengths, samples, g, y=b.label_ids)
+            if getattr(model, "classifier", None) is not None and b.label_ids is not None:
+                known = b.label_ids >= 0
+                pred = model.classifier(b.tokens, b.lengths).argmax(-1)
+                correct, labelled = correct + int((pred == b.label_ids)[known].sum()), labelled + int(known.sum())
             rec_sum += float(rec.double().sum())
             kl_dim += kl.double().sum(0).cpu()
             tokens += int((b.lengths - 1).sum())
@@ -505,7 +511,7 @@ def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0
     au, _ = active_units(torch.cat(mus)) if mus else (0, None)
     return {"rec": rec_sum / n, "kl": kl_mean, "elbo": rec_sum / n + kl_mean,
             "ppl_elbo": math.exp((rec_sum + kl_mean * n) / tokens), "au": au, "tokens": tokens,
-            "sentences": n, "kl_per_dim": kl_per_dim}
+            "sentences": n, "kl_per_dim": kl_per_dim, **({"accuracy": correct / labelled} if labelled else {})}
 
 
 def prior_sample_metrics(model, n_samples: int, sample_cfg: SampleConfig | None, g: torch.Generator,

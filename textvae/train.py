@@ -91,10 +91,11 @@ class Trainer:
                      seed=t.seed, progress=f"valid step {p.step}" if t.progress and self.is_main else None)
         beta = self.kl_weight()
         self.metrics.write({"kind": "valid", "step": p.step, "epoch": p.epoch, **{k: v[k] for k in (  # discrete: code use
-            "rec", "kl", "elbo", "ppl_elbo", "au", "kl_per_dim", "codebook_usage", "code_perplexity") if k in v},
+            "rec", "kl", "elbo", "ppl_elbo", "au", "kl_per_dim", "codebook_usage", "code_perplexity", "accuracy") if k in v},
             "lr": self.lr(), "kl_weight": beta})
         self.log(f"valid step {p.step} epoch {p.epoch}: elbo {v['elbo']:.3f} = rec {v['rec']:.3f} + kl "
-                 f"{v['kl']:.3f}  ppl_elbo {v['ppl_elbo']:.2f}  au {v['au']}  beta {beta:.3f}  lr {self.lr():.2e}")
+                 f"{v['kl']:.3f}  ppl_elbo {v['ppl_elbo']:.2f}  au {v['au']}  beta {beta:.3f}  lr {self.lr():.2e}"
+                 + (f"  accuracy {v['accuracy']:.3f}" if "accuracy" in v else ""))
         p.last_valid = {k: v[k] for k in ("rec", "kl", "elbo", "ppl_elbo", "au")}
         return v
 
