@@ -9,6 +9,8 @@ label draws: results/semisup_<name>.json and .md.
     # a smoke run in /tmp
     python scripts/semisup.py builtin --out-dir /tmp/semi --runs-dir /tmp/semi/runs --sizes 1 10 \\
         --draws 2 --m2-sizes 10 --m2-draws 1 --set train.max_epochs=1 data.builtin_size=600
+    # two trainings at once (each its own process, one thread each on a CPU): the same table
+    python scripts/semisup.py builtin --jobs 2
 
 What it does, all of it from one command:
 
@@ -25,6 +27,8 @@ What it does, all of it from one command:
    label (``model.sample(label=...)``) and reports the share a TF-IDF classifier trained on the real
    labelled training text assigns to the asked label.
 
+``--jobs N`` first trains every model of steps 1 and 3 that has not finished, N processes at a time
+(each this script with ``--only RUN``; logs in ``--runs-dir/RUN.log``), then scores as above.
 Runs that finished are not retrained (``reproduce.json``, as scripts/run_experiments.py). Accuracy
 and macro-F1 are mean ± sd (n - 1) over the draws; ``train_s`` is the wall-clock seconds of the
 model's training (the VAE's and AE's are shared by all draws), ``fit_s`` of the classifier's fit.
@@ -34,6 +38,7 @@ import argparse
 import json
 import os
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_experiments import read_state, train_run, write_json  # noqa: E402
+from run_experiments import COMMAND_ENV, CONCURRENT_ENV, read_state, train_run, write_json  # noqa: E402
 
 from textvae import semisup  # noqa: E402
 from textvae.checkpoint import list_checkpoints  # noqa: E402
@@ -79,11 +84,64 @@ def parse(argv):
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of every run")
     p.add_argument("--runs-dir", type=Path, default=None, help="default: runs/semisup_NAME")
     p.add_argument("--out-dir", type=Path, default=REPO / "results")
-    return p.parse_args(argv)
+    p.add_argument("--jobs", type=int, default=1, help="train up to N models at once, each in its own process")
+    p.add_argument("--only", metavar="RUN", help="train only this run (vae, ae, m1 NAME or m2-SIZE-dDRAW) and exit")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
+    return args
 
 
 def size_of(text: str) -> int | None:
     return None if text == "all" else int(text)
+
+
+def planned_runs(args) -> dict[str, list[str]]:
+    """Every model the table needs, run name -> its overrides (after --set): M1's VAE, the AE, the
+    --m1 VAEs and the M2 runs."""
+    runs = {"vae": [], "ae": AE, **{name: overrides for name, *overrides in args.m1}}
+    for size in map(size_of, args.m2_sizes):
+        for draw in range(args.m2_draws if size is not None else 1):
+            extra = [f"data.labelled_per_class={size}", f"data.label_seed={draw}"] if size else []
+            runs[m2_run(size, draw)] = [*M2, *extra, *args.m2]
+    return runs
+
+
+def m2_run(size: int | None, draw: int) -> str:
+    return f"m2-{size or 'all'}-d{draw}"
+
+
+def train_in_parallel(args, argv: list[str], log) -> None:
+    """Train the unfinished runs of :func:`planned_runs`, ``args.jobs`` processes at a time (each this
+    script with ``--only RUN``); a failed run stops the table with its log named."""
+    todo = [name for name in planned_runs(args) if not read_state(args.runs_dir / name).get("finished")]
+    if not todo:
+        return
+    env = dict(os.environ, **{CONCURRENT_ENV: str(min(args.jobs, len(todo))), COMMAND_ENV: args.command})
+    if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // min(args.jobs, len(todo))))
+    args.runs_dir.mkdir(parents=True, exist_ok=True)
+    running: dict[str, subprocess.Popen] = {}
+    try:
+        while todo or running:
+            while todo and len(running) < args.jobs:
+                name = todo.pop(0)
+                with open(args.runs_dir / f"{name}.log", "a", encoding="utf-8") as out:
+                    running[name] = subprocess.Popen([sys.executable, __file__, *argv, "--jobs", "1", "--only", name],
+                                                     stdout=out, stderr=subprocess.STDOUT, env=env)
+                log(f"[{name}] training in process {running[name].pid}; log: {args.runs_dir / name}.log")
+            time.sleep(1.0)
+            for name, proc in list(running.items()):
+                if proc.poll() is not None:
+                    del running[name]
+                    if proc.returncode:
+                        raise SystemExit(f"[{name}] failed (exit status {proc.returncode}); see "
+                                         f"{args.runs_dir / name}.log; run the same command again to resume")
+                    log(f"[{name}] trained")
+    finally:
+        for proc in running.values():  # interrupted: the runs checkpoint and resume on the next call
+            proc.terminate()
+            proc.wait()
 
 
 def trained(name, overrides, args, log, last: bool = False) -> tuple[TextVAE, float]:
@@ -120,8 +178,17 @@ def main(argv=None) -> int:
     args = parse(argv)
     args.runs_dir = args.runs_dir or REPO / "runs" / f"semisup_{args.name}"
     omp = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get("OMP_NUM_THREADS") else ""
-    args.command = f"{omp}python scripts/semisup.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args.command = os.environ.get(COMMAND_ENV) or f"{omp}python scripts/semisup.py " + shlex.join(argv)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    runs = planned_runs(args)
+    if args.only:
+        if args.only not in runs:
+            raise SystemExit(f"--only {args.only}: not a run of this table; its runs: {', '.join(runs)}")
+        trained(args.only, runs[args.only], args, log, last=args.only == "ae")
+        return 0
+    if args.jobs > 1:
+        train_in_parallel(args, argv, log)
     vae, vae_s = trained("vae", [], args, log)
     ae, ae_s = trained("ae", AE, args, log, last=True)
     train, test = model_split(vae, "train"), model_split(vae, "test")
@@ -168,8 +235,7 @@ def main(argv=None) -> int:
     fidelity = None
     for size in map(size_of, args.m2_sizes):
         for draw in range(args.m2_draws if size is not None else 1):
-            extra = [f"data.labelled_per_class={size}", f"data.label_seed={draw}"] if size else []
-            model, m2_s = trained(f"m2-{size or 'all'}-d{draw}", [*M2, *extra, *args.m2], args, log)
+            model, m2_s = trained(m2_run(size, draw), runs[m2_run(size, draw)], args, log)
             (pred_names, _), fit_s = timed(model.classify, [test.texts[i] for i in test_rows_own(test)])
             y_own = [test.labels[i] for i in test_rows_own(test)]
             names = model.label_names
