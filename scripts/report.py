@@ -201,7 +201,8 @@ HEADERS = {"nll_iw": "NLL (IW)", "ppl_iw": "PPL (IW)", "rec": "rec NLL", "kl": "
            "decomposition_mi": "MI (decomp.)", "decomposition_tc": "TC", "decomposition_dimwise_kl": "dim-wise KL",
            "au": "AU", "elbo": "−ELBO", "mig": "MIG", "dci_disentanglement": "DCI dis.",
            "dci_completeness": "DCI compl.", "dci_informativeness": "DCI info.", "bleu_rec": "BLEU rec",
-           "train_seconds": "train time"}
+           "train_seconds": "train time", "distinct_2": "distinct-2", "self_bleu": "self-BLEU",
+           "train_tokens_per_s": "train tok/s"}
 
 
 def seed_values(rows, records: list[dict], metric: str) -> dict[str, list[float]]:
@@ -245,6 +246,9 @@ def summary_section(table, rows, records: list[dict]) -> list[str]:
                 cells.append("–")
             elif m == "train_seconds":
                 cells.append(duration(mean_sd(vals)[0]))
+            elif m == "train_tokens_per_s":
+                mean, sd = mean_sd(vals)
+                cells.append(f"{mean:,.0f} ± {sd:,.0f}")
             else:
                 mean, sd = mean_sd(vals)
                 cells.append(f"{mean:.3f} ± {sd:.3f}" if m.startswith(("mig", "dci")) else f"{mean:.2f} ± {sd:.2f}")

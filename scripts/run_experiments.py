@@ -36,6 +36,7 @@ import platform
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -215,7 +216,8 @@ def evaluate_run(name: str, settings: dict, cfg, run: Path, state: dict, eval_se
     """Metrics, a homotopy and prior samples of the run's best model on ``settings["split"]`` (cached in
     the state, keyed by iw samples, sentences and seed)."""
     key = {"iw_samples": settings["iw_samples"], "eval_sentences": eval_sentences, "seed": cfg.train.seed,
-           "disentanglement": bool(settings.get("disentanglement"))}
+           "disentanglement": bool(settings.get("disentanglement")),
+           **({"diversity_samples": n} if (n := settings["diversity_samples"]) != 100 else {})}
     if state.get("evaluation_key") == key and state.get("evaluation"):
         return state
     device = resolve_device(cfg.train.device)
@@ -230,7 +232,7 @@ def evaluate_run(name: str, settings: dict, cfg, run: Path, state: dict, eval_se
                                f"(data.long_policy=drop): factor labels no longer line up with the codes")
         factors = {f: labels[:len(split)] for f, labels in read_factors(cfg.data, split_name).items()} or None
     metrics = evaluate(model, split, iw_samples=settings["iw_samples"], seed=cfg.train.seed,
-                       decomposition=bool(settings.get("disentanglement")), factors=factors)
+                       n_samples=settings["diversity_samples"], decomposition=bool(settings.get("disentanglement")), factors=factors)
     extras = {"samples": model.sample(settings["samples"], seed=cfg.train.seed), "homotopy": None,
               "homotopy_ends": None}
     if not model.is_lm and settings["homotopy_steps"]:
@@ -243,7 +245,7 @@ def evaluate_run(name: str, settings: dict, cfg, run: Path, state: dict, eval_se
 
 
 METRICS = ("nll_iw", "ppl_iw", "kl", "mi_full", "mi_batch", "au", "elbo", "ppl_elbo", "rec", "bleu_rec",
-           "distinct_2")
+           "distinct_2", "self_bleu", "self_bleu_texygen", "n_samples")
 # evaluate's keys for discrete latents (textvae.code_metrics); a Gaussian row has none, a discrete row no MI
 CODE_METRICS = ("latent", "nll_bound_uniform", "ppl_bound_uniform", "nll_bound_prior", "ppl_bound_prior",
                 "active_variables", "codebook_usage", "code_perplexity")
@@ -268,7 +270,8 @@ def run_record(table, row, name: str, seed, run: Path, overrides: list[str], sta
         **{f"decomposition_{k}": v for k, v in (ev.get("decomposition") or {}).items()},
         "epochs": state["train_result"]["epoch"], "steps": state["train_result"]["step"],
         "stopped": report.stop_reason(state["train_result"], config),
-        "train_seconds": sum(s["seconds"] for s in sittings), "device": " + ".join(devices),
+        "train_seconds": sum(s["seconds"] for s in sittings), "train_tokens_per_s": training_speed(run),
+        "device": " + ".join(devices),
         "concurrent_rows": max((s.get("concurrent_rows", 1) for s in sittings), default=1),
         "commit": commits[-1] if commits else None, "commit_dirty": any(s.get("dirty") for s in sittings),
         "iw_samples": state["evaluation_key"]["iw_samples"], "test_sentences": ev["sentences"],
@@ -278,6 +281,21 @@ def run_record(table, row, name: str, seed, run: Path, overrides: list[str], sta
         "samples": state["samples"], "homotopy": state["homotopy"], "homotopy_ends": state["homotopy_ends"],
         "overrides": overrides, "config": config, "sittings": sittings,
     }
+
+
+def training_speed(run: Path) -> float | None:
+    """The median of the training-throughput records (tokens/s, training steps only) in the run's
+    metrics.jsonl; None when it has none."""
+    speeds = []
+    try:
+        with open(run / "metrics.jsonl", encoding="utf-8") as f:
+            for line in f:
+                record = json.loads(line)
+                if record.get("kind") == "train" and record.get("tokens_per_s"):
+                    speeds.append(float(record["tokens_per_s"]))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return statistics.median(speeds) if speeds else None
 
 
 # --------------------------------------------------------------------------- the json

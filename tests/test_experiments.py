@@ -359,7 +359,8 @@ def test_several_seeds_are_one_run_each(script, ptb_dir, tmp_path):
     folder = tmp_path / "t"
     folder.mkdir()
     (folder / "table.yaml").write_text("table: tiny\ntitle: A tiny table\npreset: ptb-li2019\n"
-                                       "evaluation: {iw_samples: 2, samples: 1, homotopy_steps: 0}\n")
+                                       "evaluation: {iw_samples: 2, samples: 1, homotopy_steps: 0, "
+                                       "diversity_samples: 7}\n")
     (folder / "lm.yaml").write_text("name: lm\nmethod: LM\npaper: none\noverrides: [model.latent_dim=0]\n"
                                     "seeds: [1, 2]\n")
     assert script.main([str(folder), "--data-dir", str(ptb_dir), "--out-dir", str(tmp_path / "results"),
@@ -368,6 +369,8 @@ def test_several_seeds_are_one_run_each(script, ptb_dir, tmp_path):
     records = json.loads((tmp_path / "results" / "tiny.json").read_text())
     assert [(r["row"], r["experiment"], r["seed"]) for r in records] == [("lm-seed1", "lm", 1), ("lm-seed2", "lm", 2)]
     assert records[0]["iw_samples"] == 2 and len(records[0]["samples"]) == 1
+    assert records[0]["n_samples"] == 7 and 0 <= records[0]["self_bleu"] <= 100  # diversity of 7 prior samples
+    assert records[0]["train_tokens_per_s"] > 0  # the median of the run's training-speed records
     assert records[0]["nll_iw"] != records[1]["nll_iw"]  # two seeds, two models
     assert (tmp_path / "runs" / "tiny" / "lm-seed2" / "config.json").is_file()
 

@@ -254,6 +254,45 @@ def test_self_bleu_texygen_known_values():
     assert self_bleu_texygen(["the cat sat on the mat"] * 3) == pytest.approx(100.0)
 
 
+def _random_sentences(n, seed):
+    rng = np.random.default_rng(seed)  # a small vocabulary: repeated n-grams, tied counts and lengths
+    return [" ".join(rng.choice(list("abcde"), rng.integers(1, 9))) for _ in range(n)]
+
+
+def test_self_bleu_equals_sacrebleu_sentence_bleu_against_all_the_others():
+    from sacrebleu.metrics import BLEU
+
+    for seed in range(3):
+        sents = _random_sentences(25, seed) + ["a b c d", "a b c d"]
+        metric = BLEU(effective_order=True, tokenize="none")
+        slow = np.mean([metric.sentence_score(h, sents[:i] + sents[i + 1:]).score for i, h in enumerate(sents)])
+        assert self_bleu(sents, "none") == pytest.approx(slow, abs=1e-9)
+
+
+def test_self_bleu_texygen_equals_the_definition_against_all_the_others():
+    from collections import Counter
+
+    def nltk_method1(hyp, refs, max_n=3):  # nltk's sentence_bleu, SmoothingFunction().method1, written out
+        log_p = 0.0
+        for n in range(1, max_n + 1):
+            grams = Counter(tuple(hyp[i:i + n]) for i in range(len(hyp) - n + 1))
+            most = Counter()
+            for r in refs:
+                for g, c in Counter(tuple(r[i:i + n]) for i in range(len(r) - n + 1)).items():
+                    most[g] = max(most[g], c)
+            matched, total = sum(min(c, most[g]) for g, c in grams.items()), max(1, sum(grams.values()))
+            if n == 1 and matched == 0:
+                return 0.0
+            log_p += np.log((matched or 0.1) / total) / max_n
+        r = min((len(x) for x in refs), key=lambda length: (abs(length - len(hyp)), length))
+        return (1.0 if len(hyp) > r else np.exp(1 - r / len(hyp))) * np.exp(log_p)
+
+    for seed in range(3):
+        units = [s.split() for s in _random_sentences(25, seed)]
+        slow = 100 * np.mean([nltk_method1(u, units[:i] + units[i + 1:]) for i, u in enumerate(units)])
+        assert self_bleu_texygen([" ".join(u) for u in units]) == pytest.approx(slow, abs=1e-9)
+
+
 def test_distinct_n_per_ngram_and_per_token():
     sents = ["a b c", "a b d"]
     assert distinct_n(sents, 2) == pytest.approx(3 / 4)  # ab, bc, bd of 4 bigrams

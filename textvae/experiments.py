@@ -17,7 +17,9 @@ calls ``textvae.train.train``; the report step (``scripts/report.py``) renders
     preset: ptb-li2019              # every row's preset unless the row names its own
     recipe: [train.optimizer=adam, ...]          # overrides every row shares (before its own)
     steps_from_epochs: {train.eval_every: 0.5}   # settings given in epochs of the training split
-    evaluation: {split: test, iw_samples: 500, samples: 3, homotopy_steps: 5}
+    evaluation: {split: test, iw_samples: 500, samples: 3, homotopy_steps: 5, diversity_samples: 100}
+                                    # samples: prior samples shown; diversity_samples: prior samples
+                                    # that distinct-n and self-BLEU are computed on
     bleu_tokenize: none             # the BLEU convention this table's numbers are read under
     baseline: {row: lstm-lm, min_kl: 5.0, min_au: 10}   # optional: VAE rows compared with it
     summary: [nll_iw, kl, mig]      # optional: a mean ± sd over seeds table of these metrics
@@ -52,7 +54,7 @@ import yaml
 from .errors import ConfigError
 
 TABLE_FILE = "table.yaml"
-EVALUATION_DEFAULTS = {"split": "test", "iw_samples": 500, "samples": 3, "homotopy_steps": 5,
+EVALUATION_DEFAULTS = {"split": "test", "iw_samples": 500, "samples": 3, "homotopy_steps": 5, "diversity_samples": 100,
                        "disentanglement": False}  # True: the KL decomposition, and MIG/DCI on known factors
 COMPARE_KEYS = {"metric", "baseline", "better"}
 REFERENCE_KEYS = {"nll", "kl", "ppl", "source", "status", "differs"}

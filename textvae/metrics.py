@@ -292,46 +292,85 @@ def distinct_n(sentences: list[str], n: int, per: str = "ngrams") -> float:
     return len(set(grams)) / total[per] if total[per] else 0.0
 
 
+class _LeaveOneOut:
+    """For self-BLEU: over a set of sentences (each a list of tokens), the largest count of every
+    n-gram (n = 1..max_n) and the reference length closest to a length, each among all sentences but
+    one. Built once in O(total n-grams), so self-BLEU of n samples costs O(n L), not O(n^2 L)."""
+
+    def __init__(self, units: list[list[str]], max_n: int):
+        from collections import Counter
+
+        self.counts = [Counter(g for n in range(1, max_n + 1) for g in _ngrams(u, n)) for u in units]
+        self.top: dict[tuple, list[int]] = {}  # n-gram -> [largest count, sentences with it, next largest]
+        for counts in self.counts:
+            for g, c in counts.items():
+                top = self.top.setdefault(g, [0, 0, 0])
+                if c > top[0]:
+                    top[:] = [c, 1, top[0]]
+                elif c == top[0]:
+                    top[1] += 1
+                elif c > top[2]:
+                    top[2] = c
+        self.lengths = [len(u) for u in units]
+        self.length_count = Counter(self.lengths)
+
+    def max_count(self, i: int, gram: tuple) -> int:
+        """The largest count of ``gram`` in a sentence other than sentence i (0 if none has it)."""
+        best, holders, second = self.top.get(gram, (0, 0, 0))
+        return second if self.counts[i].get(gram, 0) == best and holders == 1 else best
+
+    def closest_length(self, i: int, length: int) -> int:
+        """The length of another sentence closest to ``length`` (the shorter on a tie)."""
+        others = (x for x, c in self.length_count.items() if c - (x == self.lengths[i]) > 0)
+        return min(others, key=lambda x: (abs(x - length), x))
+
+    def clipped(self, i: int, n: int) -> tuple[int, int]:
+        """Matched (clipped by :meth:`max_count`) and total n-grams of sentence i."""
+        grams = [(g, c) for g, c in self.counts[i].items() if len(g) == n]
+        return sum(min(c, self.max_count(i, g)) for g, c in grams), sum(c for _, c in grams)
+
+
 def self_bleu(sentences: list[str], tokenize: str | None = None) -> float:
     """Self-BLEU (Zhu et al. 2018): each sentence scored by sentence-level BLEU against all the
     others as references, then averaged; 100: identical samples, lower is more diverse.
 
-    sacrebleu's sentence BLEU: 4-grams, exp smoothing, effective order, ``tokenize`` as in
-    :func:`bleu` (default: :func:`bleu_tokenize`). Texygen's convention (3-grams, nltk's
-    smoothing method 1) is :func:`self_bleu_texygen`. O(n^2): meant for ~100 samples."""
+    sacrebleu's sentence BLEU (``BLEU(effective_order=True).sentence_score(s, others)``: 4-grams,
+    exp smoothing, effective order, ``tokenize`` as in :func:`bleu`, default :func:`bleu_tokenize`),
+    its statistics computed once for all sentences (leave-one-out maxima) and scored with
+    sacrebleu's ``compute_bleu``. Texygen's convention (3-grams, nltk's smoothing method 1) is
+    :func:`self_bleu_texygen`."""
     from sacrebleu.metrics import BLEU
 
     if len(sentences) < 2:
         raise ValueError(f"self-BLEU needs at least 2 sentences, got {len(sentences)}")
     metric = BLEU(effective_order=True, tokenize=tokenize or bleu_tokenize(sentences), force=True)
-    scores = [metric.sentence_score(s, sentences[:i] + sentences[i + 1:]).score for i, s in enumerate(sentences)]
+    units = [metric._preprocess_segment(s).split() for s in sentences]
+    refs = _LeaveOneOut(units, metric.max_ngram_order)
+    scores = []
+    for i, u in enumerate(units):
+        stats = [refs.clipped(i, n) for n in range(1, metric.max_ngram_order + 1)]
+        scores.append(BLEU.compute_bleu([m for m, _ in stats], [t for _, t in stats], len(u),
+                                        refs.closest_length(i, len(u)), smooth_method=metric.smooth_method,
+                                        smooth_value=metric.smooth_value, effective_order=True,
+                                        max_ngram_order=metric.max_ngram_order).score)
     return float(np.mean(scores))
 
 
-def _sentence_bleu_method1(hyp: list[str], refs: list[list[str]], max_n: int, epsilon: float = 0.1) -> float:
-    """nltk's ``sentence_bleu`` with uniform weights 1/max_n and ``SmoothingFunction().method1``:
-    clipped n-gram precisions p_n (a zero count becomes epsilon / the n-gram count), brevity
-    penalty against the reference length closest to the hypothesis (the shorter on a tie); 0 when
-    no unigram matches. 0..1."""
-    from collections import Counter
-
-    if not hyp:
+def _sentence_bleu_method1(i: int, length: int, refs: _LeaveOneOut, max_n: int, epsilon: float = 0.1) -> float:
+    """nltk's ``sentence_bleu`` of sentence i against the others with uniform weights 1/max_n and
+    ``SmoothingFunction().method1``: clipped n-gram precisions p_n (a zero count becomes epsilon /
+    the n-gram count), brevity penalty against the reference length closest to the hypothesis (the
+    shorter on a tie); 0 when no unigram matches. 0..1."""
+    if not length:
         return 0.0
     log_p = 0.0
     for n in range(1, max_n + 1):
-        counts = Counter(_ngrams(hyp, n))
-        most = Counter()
-        for r in refs:
-            for g, c in Counter(_ngrams(r, n)).items():
-                most[g] = max(most[g], c)
-        matched = sum(min(c, most[g]) for g, c in counts.items())
-        total = max(1, sum(counts.values()))
+        matched, total = refs.clipped(i, n)
         if n == 1 and matched == 0:
             return 0.0
-        log_p += math.log((matched if matched else epsilon) / total) / max_n
-    c = len(hyp)
-    r = min((len(x) for x in refs), key=lambda length: (abs(length - c), length))
-    brevity = 1.0 if c > r else math.exp(1 - r / c)
+        log_p += math.log((matched if matched else epsilon) / max(1, total)) / max_n
+    r = refs.closest_length(i, length)
+    brevity = 1.0 if length > r else math.exp(1 - r / length)
     return brevity * math.exp(log_p)
 
 
@@ -343,8 +382,8 @@ def self_bleu_texygen(sentences: list[str], max_n: int = 3) -> float:
     if len(sentences) < 2:
         raise ValueError(f"self-BLEU needs at least 2 sentences, got {len(sentences)}")
     units = [_units(s) for s in sentences]
-    scores = [_sentence_bleu_method1(u, units[:i] + units[i + 1:], max_n) for i, u in enumerate(units)]
-    return 100.0 * float(np.mean(scores))
+    refs = _LeaveOneOut(units, max_n)
+    return 100.0 * float(np.mean([_sentence_bleu_method1(i, len(u), refs, max_n) for i, u in enumerate(units)]))
 
 
 # =========================================================================== passes over a split
@@ -534,7 +573,7 @@ def prior_sample_metrics(model, n_samples: int, sample_cfg: SampleConfig | None,
                   distinct_2=distinct_n(samples, 2) if samples else None,
                   self_bleu=self_bleu(samples, bleu_tok) if len(samples) >= 2 else None,
                   self_bleu_texygen=self_bleu_texygen(samples) if len(samples) >= 2 else None,
-                  bleu_tokenize=bleu_tok, mean_len=mean_len if samples else None)
+                  bleu_tokenize=bleu_tok, mean_len=mean_len if samples else None, n_samples=len(samples))
     return result
 
 
@@ -555,7 +594,7 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     (sums to ``kl``). Text: ``bleu_rec`` (greedy decoding from posterior means vs the inputs as the
     tokenizer decodes their ids; the first ``bleu_sentences`` sentences of the split, all when
     None); ``distinct_1``, ``distinct_2``, ``self_bleu``, ``self_bleu_texygen``, ``mean_len``
-    (tokens) of ``n_samples`` prior samples decoded with ``sample_cfg`` (default: SampleConfig(),
+    (tokens) of ``n_samples`` (a key too) prior samples decoded with ``sample_cfg`` (default: SampleConfig(),
     ancestral sampling). ``bleu_tokenize``: the sacrebleu tokeniser of both BLEUs (``none`` for a
     word-level tokenizer's pre-tokenised text, see :func:`bleu_tokenize`). Also ``tokens``,
     ``sentences``, ``iw_samples``, ``seconds``. docs/metrics.md gives every formula.
