@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import ENCODERS, VAEOutput
+from .encoders import ENCODERS
+from .model import VAEOutput
 
 
 class Classifier(nn.Module):
