@@ -205,11 +205,14 @@ HEADERS = {"nll_iw": "NLL (IW)", "ppl_iw": "PPL (IW)", "rec": "rec NLL", "kl": "
            "train_tokens_per_s": "train tok/s"}
 
 
-def seed_values(rows, records: list[dict], metric: str) -> dict[str, list[float]]:
-    """Each row's values of ``metric`` over its seeds' records (rows with none left out)."""
+def seed_values(rows, records: list[dict], metric: str, table=None) -> dict[str, list[float]]:
+    """Each row's values of ``metric`` over its seeds' records (rows with none left out); BLEU only
+    where it was scored under ``table``'s convention (:func:`bleu_cell`)."""
     out: dict[str, list[float]] = {}
     for r in records:
         row = row_of(rows, r)
+        if metric == "bleu_rec" and table is not None and bleu_cell(r, table) == OLD_BLEU:
+            continue
         if row is not None and r.get(metric) is not None:
             out.setdefault(row.name, []).append(float(r[metric]))
     return out
@@ -231,7 +234,7 @@ def summary_section(table, rows, records: list[dict]) -> list[str]:
     """Mean ± sd over seeds of the table's ``summary`` metrics, one line per row."""
     if not table.summary:
         return []
-    cols = {m: seed_values(rows, records, m) for m in table.summary}
+    cols = {m: seed_values(rows, records, m, table) for m in table.summary}
     lines = ["", "Mean ± sd over training seeds (sample sd; every seed's numbers are in the table below and the json):",
              "", "| row | method | seeds | " + " | ".join(HEADERS.get(m, m) for m in table.summary) + " |",
              "|---|---|---|" + "---|" * len(table.summary)]
@@ -252,7 +255,8 @@ def summary_section(table, rows, records: list[dict]) -> list[str]:
             else:
                 mean, sd = mean_sd(vals)
                 cells.append(f"{mean:.3f} ± {sd:.3f}" if m.startswith(("mig", "dci")) else f"{mean:.2f} ± {sd:.2f}")
-        lines.append(f"| {row.name} | {md(row.method)} | {n} | " + " | ".join(cells) + " |")
+        old = any(recipe_gaps(r, table) for r in records if row_of(rows, r) is row)  # † as in the per-run table
+        lines.append(f"| {row.name}{' †' if old else ''} | {md(row.method)} | {n} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -286,8 +290,22 @@ def compare_section(table, rows, records: list[dict]) -> list[str]:
     return out
 
 
+def seeded_names(rows, records: list[dict]) -> list[dict]:
+    """The records with the run names the rows give them now: a run recorded while its row had one
+    seed is named after the row alone (``lstm-lm``); once the row lists several seeds, the run of that
+    seed is ``lstm-lm-seed1234`` (textvae.experiments.Experiment.runs). Other records are unchanged."""
+    out = []
+    for r in records:
+        row = row_of(rows, r)
+        if row is not None and len(row.seeds) > 1 and r["row"] == row.name and r.get("seed") in row.seeds:
+            r = {**r, "row": f"{row.name}-seed{r['seed']}"}
+        out.append(r)
+    return out
+
+
 def render(table, rows, records: list[dict]) -> str:
     """The table's page: ``records`` (the json's objects) in the rows' order, rows not run yet in place."""
+    records = seeded_names(rows, records)
     commits = sorted({r["commit"] for r in records if r.get("commit")})
     ks = sorted({r["iw_samples"] for r in records if r.get("iw_samples")})
     folder = table.folder.resolve()

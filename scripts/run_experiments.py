@@ -283,6 +283,21 @@ def run_record(table, row, name: str, seed, run: Path, overrides: list[str], sta
     }
 
 
+def adopt_single_seed_run(run: Path, single: Path, seed, log) -> None:
+    """A row that had one seed kept its run in RUNS/T/ROW; once it lists several, that seed's run is
+    RUNS/T/ROW-seedS. Move the old directory there (if it trained that seed) so it resumes or is
+    reused instead of training again."""
+    if run.exists() or run == single or not (single / "config.json").is_file():
+        return
+    try:
+        trained_seed = json.loads((single / "config.json").read_text(encoding="utf-8"))["train"]["seed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if trained_seed == seed:
+        single.rename(run)
+        log(f"[{run.name}] the row's single-seed run {single} trained this seed: moved to {run}")
+
+
 def training_speed(run: Path) -> float | None:
     """The median of the training-throughput records (tokens/s, training steps only) in the run's
     metrics.jsonl; None when it has none."""
@@ -311,6 +326,7 @@ def load_records(path: Path) -> dict[str, dict]:
 
 def write_outputs(out_dir: Path, table, rows, records: dict[str, dict]) -> None:
     """T.json: one object per run, the table's order (runs no row file names last); T.md rendered from it."""
+    records = {r["row"]: r for r in report.seeded_names(rows, list(records.values()))}
     names = [name for row in rows for name, _ in row.runs()]
     ordered = [records[n] for n in names if n in records] + [r for n, r in records.items() if n not in names]
     write_json(out_dir / f"{table.table}.json", ordered)
@@ -321,8 +337,10 @@ def write_outputs(out_dir: Path, table, rows, records: dict[str, dict]) -> None:
 
 
 def row_command(args, table, name: str, out_dir: Path) -> list[str]:
-    """This script's command line for one row, with the same settings, writing its table to out_dir."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), str(table.folder), "--rows", name,
+    """This script's command line for one row (the runs of it --rows picked), with the same settings,
+    writing its table to out_dir."""
+    picked = ",".join(sorted(args.only_runs.get(name, ()))) or name
+    cmd = [sys.executable, str(Path(__file__).resolve()), str(table.folder), "--rows", picked,
            "--out-dir", str(out_dir), "--runs-dir", str(args.runs_dir)]
     for flag, value in (("--data-dir", args.data_dir), ("--iw-samples", args.iw_samples),
                         ("--eval-sentences", args.eval_sentences), ("--max-epochs", args.max_epochs),
@@ -398,7 +416,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiments", nargs="+", type=Path,
                    help="table folders (every row) or row files (experiments/ptb, experiments/ptb/bn-vae.yaml)")
-    p.add_argument("--rows", default=None, help="comma-separated row names: only these rows of the tables given")
+    p.add_argument("--rows", default=None, help="comma-separated row names: only these rows of the tables given; "
+                   "a run name (ROW-seedS) picks one seed of a row")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="the corpus folder for every row (default: the table's data_dir_env, else its data_dir)")
     p.add_argument("--out-dir", type=Path, default=REPO / "results", help="where T.json and T.md go")
@@ -438,13 +457,23 @@ def select(args) -> list[tuple]:
         entry = picked.setdefault(folder.resolve(), (table, rows, []))
         wanted = rows if path.is_dir() else [r for r in rows if r.name == load_experiment(path).name]
         entry[2].extend(r for r in wanted if r not in entry[2])
+    args.only_runs = {}  # row -> the run names --rows picked of it (a row named whole: all its runs)
     if args.rows:
         names = [n.strip() for n in args.rows.split(",") if n.strip()]
         known = {r.name for _, rows, _ in picked.values() for r in rows}
-        unknown = [n for n in names if n not in known]
+        run_of = {run: r.name for _, rows, _ in picked.values() for r in rows for run, _ in r.runs()}
+        unknown = [n for n in names if n not in known and n not in run_of]
         if unknown:
-            raise TextVAEError(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(sorted(known))}")
-        picked = {k: (t, rows, [r for r in sel if r.name in names]) for k, (t, rows, sel) in picked.items()}
+            raise TextVAEError(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(sorted(known))} (or one "
+                               f"run of a row with several seeds: {', '.join(sorted(set(run_of) - known)) or 'none'})")
+        for n in names:
+            if n not in known:
+                args.only_runs.setdefault(run_of[n], set()).add(n)
+        for n in names:
+            if n in known:
+                args.only_runs.pop(n, None)
+        wanted = set(names) | {run_of[n] for n in names if n not in known}
+        picked = {k: (t, rows, [r for r in sel if r.name in wanted]) for k, (t, rows, sel) in picked.items()}
     return [(t, rows, sorted(sel, key=rows.index)) for t, rows, sel in picked.values()]
 
 
@@ -486,7 +515,10 @@ def main(argv=None) -> int:
             if args.iw_samples is not None:
                 settings["iw_samples"] = args.iw_samples
             for name, seed in row.runs():
+                if row.name in args.only_runs and name not in args.only_runs[row.name]:
+                    continue
                 run = args.runs_dir / table.table / name
+                adopt_single_seed_run(run, args.runs_dir / table.table / row.name, seed, log)
                 try:
                     cfg, overrides = run_config(table, row, seed, args)
                     state = train_run(name, cfg, run, log, extend=args.extend, command=args.command)

@@ -18,7 +18,7 @@ from textvae.experiments import load_experiment, load_table, row_overrides
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "run_experiments.py"
 PTB = REPO / "experiments" / "ptb"
-ROWS = "lstm-lm,vae-pretrain-fb,bn-vae"
+ROWS = "lstm-lm-seed1234,vae-pretrain-fb-seed1234,bn-vae-seed1234"  # one seed of each row: its run name
 SMALL = ["--set", "model.emb_dim=16", "--set", "model.enc_hidden=16", "--set", "model.dec_hidden=16",
          "--set", "train.progress=false"]
 
@@ -85,16 +85,17 @@ def test_rows_train_evaluate_and_write_the_table(script, table, ptb_dir, tmp_pat
     assert bn["nll_iw"] <= bn["elbo"] + 1e-3  # the IW bound is at least as tight as the ELBO (k >= 1)
 
     for r in records:  # each record names its row file's experiment, its seed, its BLEU convention
-        assert r["experiment"] == r["row"] and r["seed"] == r["config"]["train"]["seed"] == 1234
+        assert r["row"] == f"{r['experiment']}-seed1234" and r["seed"] == r["config"]["train"]["seed"] == 1234
         assert "bleu_tokenize" in r
     md = (tmp_path / "results" / "ptb.md").read_text()
-    assert md.count("not run yet") == len(table[1]) - 3
+    assert md.count("not run yet") == sum(len(row.runs()) for row in table[1]) - 3
     assert "`train.max_epochs=1` `train.max_steps=4`" in md  # the budget is stated, not hidden
     settings = next(line for line in md.splitlines() if line.startswith("Settings given on the command line"))
     assert "train.optimizer" not in settings and "eval_every" not in settings  # the recipe is not a budget
     assert "| lstm-lm | LSTM-LM |" in md and "PPL 116 (Bowman et al. 2016, Table 1)" in md
-    order = [md.index(f"| {row.name} |") for row in table[1]]
-    assert order == sorted(order)  # pending rows stand in their place, not at the end
+    runs = md[md.index("Every run:"):]
+    order = [runs.index(f"| {name} |") for row in table[1] for name, _ in row.runs()]
+    assert order == sorted(order)  # pending runs stand in their place, not at the end
 
     # a second sitting reuses the finished runs and their cached evaluation: same numbers, no training
     capsys.readouterr()
@@ -121,7 +122,7 @@ def test_missing_data_dir_is_a_clear_error(script, tmp_path, capsys):
 
 @pytest.mark.integration  # rows in subprocesses
 def test_jobs_run_rows_in_parallel_processes_then_write_one_table(script, ptb_dir, tmp_path, capsys):
-    rows = "lstm-lm,bn-vae"
+    rows = "lstm-lm-seed1234,bn-vae-seed1234"
     assert script.main([str(PTB), "--data-dir", str(ptb_dir), "--rows", rows, "--jobs", "2",
                         "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
                         "--max-epochs", "1", "--max-steps", "3", "--iw-samples", "3", "--eval-sentences", "8",
@@ -134,7 +135,7 @@ def test_jobs_run_rows_in_parallel_processes_then_write_one_table(script, ptb_di
     for r in records:
         assert r["concurrent_rows"] == 2 and r["stopped"] == "max_steps" and r["steps"] == 3
         assert r["sittings"][0]["concurrent_rows"] == 2 and r["nll_iw"] > 0
-        assert "nll_iw" in (tmp_path / "runs" / "ptb" / f"{r['row']}.log").read_text()  # each process's own log
+        assert "nll_iw" in (tmp_path / "runs" / "ptb" / f"{r['experiment']}.log").read_text()  # each row process: its log
     md = (tmp_path / "results" / "ptb.md").read_text()
     assert md.count("2 rows at once") == 2 and md.count("(step limit)") == 2
     for r in records:  # each row process records the command the user typed, not its own
@@ -185,7 +186,8 @@ def test_bleu_under_another_convention_is_not_shown_as_current(report, table):
                {**base, "row": "vae-plain", "bleu_rec": 2.6412},  # written before the convention was recorded
                {**base, "row": "vae-free-bits", "bleu_rec": 0.8123, "bleu_tokenize": "none"}]
     md = report.render(t, rows, records)
-    line = {name: next(x for x in md.splitlines() if x.startswith(f"| {name} |")) for name in
+    per_run = md[md.index("Every run:"):].splitlines()  # after the mean ± sd table
+    line = {name: next(x for x in per_run if x.startswith(f"| {name} |")) for name in
             ("bn-vae", "vae-plain", "vae-free-bits")}
     assert "| 0.8 |" in line["vae-free-bits"]  # the table's own convention: a number in the column
     for name in ("bn-vae", "vae-plain"):  # the old one: a mark in the column, the value in a footnote
@@ -213,7 +215,7 @@ def test_iw_seed_noise_of_a_trained_row(script, seed_noise_script, ptb_dir, tmp_
     capsys.readouterr()
     runs = tmp_path / "runs" / "ptb"
     argv = ["--data-dir", str(ptb_dir), "--sentences", "12", "-k", "4", "--json"]
-    assert seed_noise_script.main([str(runs / "bn-vae"), *argv]) == 0
+    assert seed_noise_script.main([str(runs / "bn-vae-seed1234"), *argv]) == 0
     out = json.loads(capsys.readouterr().out)
     n_test = len((ptb_dir / "ptb.test.txt").read_text().splitlines())
     assert out["sentences"] == 12 and out["split_sentences"] == n_test
@@ -221,15 +223,15 @@ def test_iw_seed_noise_of_a_trained_row(script, seed_noise_script, ptb_dir, tmp_
     assert a != b and out["sentence_sd"] > 0  # two seeds, two different estimates
     assert out["split_se_nats"] == pytest.approx(out["sentence_sd"] / n_test ** 0.5)
     with pytest.raises(SystemExit):  # one seed twice measures nothing: a usage error
-        seed_noise_script.main([str(runs / "bn-vae"), *argv, "--seeds", "3,3"])
+        seed_noise_script.main([str(runs / "bn-vae-seed1234"), *argv, "--seeds", "3,3"])
     # the LM's NLL is exact: nothing to measure, said so
-    assert seed_noise_script.main([str(runs / "lstm-lm"), *argv]) == 2
+    assert seed_noise_script.main([str(runs / "lstm-lm-seed1234"), *argv]) == 2
     assert "exact" in capsys.readouterr().err
     assert seed_noise_script.main([str(tmp_path / "nowhere"), *argv]) == 2
     assert "config.json not found" in capsys.readouterr().err
     no_weights = tmp_path / "no-weights"  # a config but no model: an error message, not a traceback
     no_weights.mkdir()
-    (no_weights / "config.json").write_text((runs / "bn-vae" / "config.json").read_text())
+    (no_weights / "config.json").write_text((runs / "bn-vae-seed1234" / "config.json").read_text())
     assert seed_noise_script.main([str(no_weights), *argv]) == 2
     assert capsys.readouterr().err.startswith("error: ")
 
@@ -248,7 +250,7 @@ def test_seed_noise_arithmetic(seed_noise_script):
 @pytest.mark.integration  # the runner trains and evaluates rows end to end
 def test_extend_trains_a_row_on_after_its_time_budget_and_evaluates_it_again(script, ptb_dir, tmp_path, capsys):
     def lm(*extra):
-        return script.main([str(PTB), "--data-dir", str(ptb_dir), "--rows", "lstm-lm",
+        return script.main([str(PTB), "--data-dir", str(ptb_dir), "--rows", "lstm-lm-seed1234",
                             "--out-dir", str(tmp_path / "results"),
                             "--runs-dir", str(tmp_path / "runs"), "--max-steps", "6", "--iw-samples", "2",
                             "--eval-sentences", "8", "--set", "model.emb_dim=16", "--set", "model.dec_hidden=16",
@@ -277,7 +279,7 @@ def test_extend_trains_a_row_on_after_its_time_budget_and_evaluates_it_again(scr
     assert all(c.startswith((f"python scripts/run_experiments.py {PTB} --data-dir", "OMP_NUM_THREADS=")) for c in commands)
     assert second["eval_command"] == commands[1]
     md = (tmp_path / "results" / "ptb.md").read_text()
-    line = next(x for x in md.splitlines() if x.startswith("- lstm-lm: "))
+    line = next(x for x in md.splitlines() if x.startswith("- lstm-lm-seed1234: "))
     assert line.index(commands[0]) < line.index(commands[1]) < line.index("evaluated by")
 
 
@@ -306,9 +308,9 @@ def test_a_row_run_on_its_own_keeps_rows_another_process_wrote_meanwhile(script,
         return evaluate(row, *a, **kw)
 
     monkeypatch.setattr(script, "evaluate_run", other_process_writes_first)
-    assert run(script, ptb_dir, tmp_path, rows="bn-vae") == 0
+    assert run(script, ptb_dir, tmp_path, rows="bn-vae-seed1234") == 0
     records = {r["row"]: r for r in json.loads(path.read_text())}
-    assert records["lstm-lm"]["nll_iw"] == 1.25 and set(records) == set(ROWS.split(","))
+    assert records["lstm-lm-seed1234"]["nll_iw"] == 1.25 and set(records) == set(ROWS.split(","))
 
 
 def test_the_scripts_own_results_do_not_make_a_sitting_dirty(script, tmp_path):
@@ -345,9 +347,10 @@ def test_a_new_yaml_row_is_run_and_rendered_with_no_python_change(script, report
     assert record["row"] == "beta-vae-0.2" and record["seed"] == 7
     assert record["config"]["objective"]["kl_weight"] == 0.2 and record["config"]["train"]["seed"] == 7
     md = (tmp_path / "results" / "ptb.md").read_text()
-    line = next(x for x in md.splitlines() if x.startswith("| beta-vae-0.2 |"))
+    line = next(x for x in md[md.index("Every run:"):].splitlines() if x.startswith("| beta-vae-0.2 |"))
     assert "beta-VAE (beta 0.2)" in line and "PPL 999 (a made-up source for this test)" in line
-    assert md.index("| vae-plain |") < md.index("| beta-vae-0.2 |")  # its order: after vae-plain
+    runs = md[md.index("Every run:"):]
+    assert runs.index("| vae-plain |") < runs.index("| beta-vae-0.2 |")  # its order: after vae-plain
     # the report step alone renders the same page from the json
     (tmp_path / "results" / "ptb.md").unlink()
     assert report.main([str(folder), "--results", str(tmp_path / "results")]) == 0
@@ -373,6 +376,33 @@ def test_several_seeds_are_one_run_each(script, ptb_dir, tmp_path):
     assert records[0]["train_tokens_per_s"] > 0  # the median of the run's training-speed records
     assert records[0]["nll_iw"] != records[1]["nll_iw"]  # two seeds, two models
     assert (tmp_path / "runs" / "tiny" / "lm-seed2" / "config.json").is_file()
+
+
+@pytest.mark.integration
+def test_a_row_given_more_seeds_keeps_its_run_and_trains_only_the_new_seeds(script, ptb_dir, tmp_path):
+    folder, out, runs = tmp_path / "t", tmp_path / "results", tmp_path / "runs"
+    folder.mkdir()
+    (folder / "table.yaml").write_text("table: tiny\ntitle: A tiny table\npreset: ptb-li2019\n"
+                                       "evaluation: {iw_samples: 2, samples: 1, homotopy_steps: 0}\n")
+    row = "name: lm\nmethod: LM\npaper: none\noverrides: [model.latent_dim=0]\nseeds: [{}]\n"
+    common = ["--data-dir", str(ptb_dir), "--out-dir", str(out), "--runs-dir", str(runs), "--max-steps", "2",
+              "--eval-sentences", "4", *SMALL]
+    (folder / "lm.yaml").write_text(row.format("1"))
+    assert script.main([str(folder), *common]) == 0
+    first = json.loads((out / "tiny.json").read_text())[0]
+    assert first["row"] == "lm" and first["seed"] == 1
+
+    (folder / "lm.yaml").write_text(row.format("1, 2, 3"))
+    assert script.main([str(folder), "--rows", "lm-seed2", *common]) == 0  # one run of the row, by its name
+    records = {r["row"]: r for r in json.loads((out / "tiny.json").read_text())}
+    assert set(records) == {"lm-seed1", "lm-seed2"}  # the one-seed record is seed 1's run now
+    assert records["lm-seed1"]["nll_iw"] == first["nll_iw"] and not (runs / "tiny" / "lm-seed3").exists()
+    assert "| lm-seed3 | LM | not run yet |" in (out / "tiny.md").read_text()
+
+    assert script.main([str(folder), "--rows", "lm-seed1", *common]) == 0
+    assert not (runs / "tiny" / "lm").exists()  # moved, not trained again: still one sitting
+    assert len(json.loads((runs / "tiny" / "lm-seed1" / "reproduce.json").read_text())["sittings"]) == 1
+    assert script.main([str(folder), "--rows", "lm-seed9", *common]) == 2  # names the runs it knows
 
 
 def test_experiment_files_are_checked(tmp_path):
