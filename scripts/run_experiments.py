@@ -232,7 +232,8 @@ def evaluate_run(name: str, settings: dict, cfg, run: Path, state: dict, eval_se
                                f"(data.long_policy=drop): factor labels no longer line up with the codes")
         factors = {f: labels[:len(split)] for f, labels in read_factors(cfg.data, split_name).items()} or None
     metrics = evaluate(model, split, iw_samples=settings["iw_samples"], seed=cfg.train.seed,
-                       n_samples=settings["diversity_samples"], decomposition=bool(settings.get("disentanglement")), factors=factors)
+                       n_samples=settings["diversity_samples"], decomposition=bool(settings.get("disentanglement")),
+                       factors=factors)
     extras = {"samples": model.sample(settings["samples"], seed=cfg.train.seed), "homotopy": None,
               "homotopy_ends": None}
     if not model.is_lm and settings["homotopy_steps"]:

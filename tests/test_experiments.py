@@ -135,7 +135,7 @@ def test_jobs_run_rows_in_parallel_processes_then_write_one_table(script, ptb_di
     for r in records:
         assert r["concurrent_rows"] == 2 and r["stopped"] == "max_steps" and r["steps"] == 3
         assert r["sittings"][0]["concurrent_rows"] == 2 and r["nll_iw"] > 0
-        assert "nll_iw" in (tmp_path / "runs" / "ptb" / f"{r['experiment']}.log").read_text()  # each row process: its log
+        assert "nll_iw" in (tmp_path / "runs" / "ptb" / f"{r['experiment']}.log").read_text()  # each row's own log
     md = (tmp_path / "results" / "ptb.md").read_text()
     assert md.count("2 rows at once") == 2 and md.count("(step limit)") == 2
     for r in records:  # each row process records the command the user typed, not its own

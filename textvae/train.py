@@ -90,8 +90,9 @@ class Trainer:
         v = validate(self.model, self.valid_data, batch_size=max(t.batch_size, 64), samples=t.eval_samples,
                      seed=t.seed, progress=f"valid step {p.step}" if t.progress and self.is_main else None)
         beta = self.kl_weight()
-        self.metrics.write({"kind": "valid", "step": p.step, "epoch": p.epoch, **{k: v[k] for k in (  # discrete: code use
-            "rec", "kl", "elbo", "ppl_elbo", "au", "kl_per_dim", "codebook_usage", "code_perplexity", "accuracy") if k in v},
+        self.metrics.write({"kind": "valid", "step": p.step, "epoch": p.epoch, **{k: v[k] for k in (  # discrete: code use;
+            "rec", "kl", "elbo", "ppl_elbo", "au", "kl_per_dim", "codebook_usage", "code_perplexity",  # M2: accuracy
+            "accuracy") if k in v},
             "lr": self.lr(), "kl_weight": beta})
         self.log(f"valid step {p.step} epoch {p.epoch}: elbo {v['elbo']:.3f} = rec {v['rec']:.3f} + kl "
                  f"{v['kl']:.3f}  ppl_elbo {v['ppl_elbo']:.2f}  au {v['au']}  beta {beta:.3f}  lr {self.lr():.2e}"
