@@ -90,7 +90,7 @@ class Trainer:
         v = validate(self.model, self.valid_data, batch_size=max(t.batch_size, 64), samples=t.eval_samples,
                      seed=t.seed, progress=f"valid step {p.step}" if t.progress and self.is_main else None)
         beta = self.kl_weight()
-        self.metrics.write({"kind": "valid", "step": p.step, "epoch": p.epoch, **{k: v[k] for k in (  # discrete: code use;
+        self.metrics.write({"kind": "valid", "step": p.step, "epoch": p.epoch, **{k: v[k] for k in (  # discrete: codes
             "rec", "kl", "elbo", "ppl_elbo", "au", "kl_per_dim", "codebook_usage", "code_perplexity",  # M2: accuracy
             "accuracy") if k in v},
             "lr": self.lr(), "kl_weight": beta})
