@@ -261,8 +261,9 @@ def summary_section(table, rows, records: list[dict]) -> list[str]:
 
 
 def compare_section(table, rows, records: list[dict]) -> list[str]:
-    """For each ``compare`` entry: every row's mean against the baseline row's, called better only when
-    the difference exceeds twice the pooled sd of the two (both need 2 or more seeds for that)."""
+    """For each ``compare`` entry: every row's mean (or each of the entry's ``rows``) against the baseline
+    row's, called better only when the difference exceeds twice the pooled sd of the two (both need 2 or
+    more seeds for that)."""
     out = []
     for c in table.compare:
         vals = seed_values(rows, records, c["metric"])
@@ -273,7 +274,7 @@ def compare_section(table, rows, records: list[dict]) -> list[str]:
         verdicts = []
         for row in rows:
             mine = vals.get(row.name)
-            if row.name == c["baseline"] or not mine:
+            if row.name == c["baseline"] or not mine or row.name not in c.get("rows", [row.name]):
                 continue
             diff, sd = mean_sd(mine)[0] - mean_sd(base)[0], pooled_sd(mine, base)
             if min(len(mine), len(base)) < 2:

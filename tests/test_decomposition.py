@@ -95,3 +95,32 @@ def test_the_tcvae_step_benchmark_runs_side_by_side(tmp_path):
     r = json.loads(out.read_text())
     assert r["plain_ms_per_step"] > 0 and r["tcvae_ms_per_step"] > 0 and r["ratio"] > 0
     assert r["tc"] == ["objective.tc_beta=6.0", "objective.tc_estimator=mws"]
+
+
+@pytest.mark.parametrize("method", ["mws", "mss"])
+def test_own_share_script_known_answers(method):
+    # identical posteriors: every sentence's term is equal, so the own one has its weight, 1/N;
+    # posteriors far apart: the own term is the whole estimate of the joint q(z_i)
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "tc_own_share.py"
+    spec = importlib.util.spec_from_file_location("tc_own_share", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    class Stub:
+        latent = LATENT
+
+        def __init__(self, mu):
+            self.mu = mu
+
+        def encode(self, sentences):
+            return self.mu, torch.full_like(self.mu, math.log(0.01))
+
+    g = torch.Generator().manual_seed(0)
+    joint, _ = script.own_share(Stub(torch.zeros(8, 3)), ["s"] * 8, 100, method, g)
+    assert joint == pytest.approx(1 / 100, rel=1e-4)
+    far = torch.arange(8.0).unsqueeze(1).repeat(1, 3) * 10  # (8, 3): centres 100 posterior sd apart
+    joint, marg = script.own_share(Stub(far), ["s"] * 8, 100, method, g)
+    assert joint == pytest.approx(1.0) and marg == pytest.approx(1.0)

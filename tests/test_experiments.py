@@ -473,6 +473,29 @@ def test_compare_entries_are_checked(tmp_path):
     (tmp_path / "table.yaml").write_text("table: t\ntitle: T\ncompare: [{metric: mig, baseline: a, better: up}]\n")
     with pytest.raises(ConfigError, match="better: higher or lower"):
         load_table(tmp_path)
+    (tmp_path / "a.yaml").write_text("name: a\nmethod: A\npaper: p\n")
+    (tmp_path / "table.yaml").write_text("table: t\ntitle: T\n"
+                                         "compare: [{metric: mig, baseline: a, better: higher, rows: [b]}]\n")
+    with pytest.raises(ConfigError, match="compare names row.s. b that no file"):
+        load_table(tmp_path)
+
+
+def test_a_compare_entry_with_rows_compares_only_those(report, tmp_path):
+    # a sweep pairs each beta-TCVAE row with the VAE trained under its own recipe change
+    (tmp_path / "table.yaml").write_text("table: t\ntitle: T\nsummary: [mig]\ncompare:\n"
+                                         "  - {metric: mig, baseline: a, better: higher, rows: [b]}\n"
+                                         "  - {metric: mig, baseline: c, better: higher, rows: [d]}\n")
+    for name in "abcd":
+        (tmp_path / f"{name}.yaml").write_text(f"name: {name}\nmethod: {name.upper()}\npaper: p\nseeds: [1, 2]\n")
+    t, rows = load_table(tmp_path)
+    records = [{"row": f"{r}-seed{s}", "experiment": r, "method": r, "paper": "p", "mig": m + 0.01 * s, "kl": 5.0,
+                "nll_iw": 1.0, "ppl_iw": 2.0, "mi_full": 0.0, "au": 3, "elbo": 1.0, "ppl_elbo": 2.0, "bleu_rec": None,
+                "epochs": 1, "stopped": "early", "train_seconds": 1.0, "device": "CPU", "samples": [], "overrides": []}
+               for r, m in zip("abcd", (0.1, 0.2, 0.3, 0.4)) for s in (1, 2)]
+    lines = [line for line in report.compare_section(t, rows, records) if line]
+    assert len(lines) == 2
+    assert "against a" in lines[0] and "b +0.100" in lines[0] and "c +" not in lines[0] and "d +" not in lines[0]
+    assert "against c" in lines[1] and "d +0.100" in lines[1] and "a " not in lines[1] and "b +" not in lines[1]
 
 
 @pytest.mark.integration  # the runner trains and evaluates a row end to end

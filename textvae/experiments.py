@@ -24,7 +24,8 @@ calls ``textvae.train.train``; the report step (``scripts/report.py``) renders
     baseline: {row: lstm-lm, min_kl: 5.0, min_au: 10}   # optional: VAE rows compared with it
     summary: [nll_iw, kl, mig]      # optional: a mean ± sd over seeds table of these metrics
     compare: [{metric: mig, baseline: vae-plain, better: higher}]   # optional: each row's mean
-                                    # against the baseline row's, "better" only beyond 2 pooled sd
+                                    # against the baseline row's, "better" only beyond 2 pooled sd;
+                                    # an entry's optional rows: [...] limits it to those rows
     notes: [...]                    # paragraphs after the table (markdown)
 
 A row file::
@@ -56,7 +57,7 @@ from .errors import ConfigError
 TABLE_FILE = "table.yaml"
 EVALUATION_DEFAULTS = {"split": "test", "iw_samples": 500, "samples": 3, "homotopy_steps": 5, "diversity_samples": 100,
                        "disentanglement": False}  # True: the KL decomposition, and MIG/DCI on known factors
-COMPARE_KEYS = {"metric", "baseline", "better"}
+COMPARE_KEYS = {"metric", "baseline", "better"}  # and optionally "rows", the rows compared (default: all)
 REFERENCE_KEYS = {"nll", "kl", "ppl", "source", "status", "differs"}
 
 
@@ -133,14 +134,19 @@ def load_table(folder: str | Path) -> tuple[Table, list[Experiment]]:
                           "file per row (see experiments/ptb/)")
     table = _build(Table, _read(folder / TABLE_FILE), folder / TABLE_FILE, ("table", "title"), folder=folder)
     for c in table.compare:
-        if not isinstance(c, dict) or set(c) != COMPARE_KEYS or c["better"] not in ("higher", "lower"):
+        if (not isinstance(c, dict) or not COMPARE_KEYS <= set(c) <= COMPARE_KEYS | {"rows"}
+                or c["better"] not in ("higher", "lower") or not isinstance(c.get("rows", []), list)):
             raise ConfigError(f"{folder / TABLE_FILE}: each compare entry needs exactly {', '.join(sorted(COMPARE_KEYS))} "
-                              f"with better: higher or lower, got {c!r}")
+                              f"with better: higher or lower (and optionally rows: a list of row names), got {c!r}")
     rows = [load_experiment(p) for p in sorted(folder.glob("*.yaml")) if p.name != TABLE_FILE]
     names = [r.name for r in rows]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigError(f"{folder}: row name(s) {', '.join(twice)} used by more than one file")
+    unknown = sorted({r for c in table.compare for r in [c["baseline"], *c.get("rows", [])] if r not in names})
+    if unknown:
+        raise ConfigError(f"{folder / TABLE_FILE}: compare names row(s) {', '.join(unknown)} that no file in {folder} "
+                          f"defines (rows: {', '.join(names)})")
     return table, sorted(rows, key=lambda r: (r.order, r.name))
 
 
