@@ -189,12 +189,12 @@ def main(argv=None) -> int:
         return 0
     if args.jobs > 1:
         train_in_parallel(args, argv, log)
-    vae, vae_s = trained("vae", [], args, log)
-    ae, ae_s = trained("ae", AE, args, log, last=True)
+    vae, vae_s = trained("vae", runs["vae"], args, log)
+    ae, ae_s = trained("ae", runs["ae"], args, log, last=True)
     train, test = model_split(vae, "train"), model_split(vae, "test")
     models = {"m1-vae": (vae, vae_s), "m1-ae": (ae, ae_s)}
     for name, *overrides in args.m1:
-        models[f"m1-{name}"] = trained(name, overrides, args, log)
+        models[f"m1-{name}"] = trained(name, runs[name], args, log)
         METHOD_NAMES[f"m1-{name}"] = f"M1 (VAE, {' '.join(overrides)})"
     features = {m: (posterior_parameters(model, train)[0], posterior_parameters(model, test)[0], seconds)
                 for m, (model, seconds) in models.items()}
