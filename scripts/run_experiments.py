@@ -354,16 +354,22 @@ def row_command(args, table, name: str, out_dir: Path) -> list[str]:
     return cmd + (["--extend"] if args.extend else [])
 
 
-def run_in_parallel(args, jobs: list, log) -> list[str] | None:
-    """Train and evaluate the rows in up to ``args.jobs`` processes at once (each its own ``--rows ROW``
-    run of this script, output in ``--runs-dir/T/ROW.log``); returns the rows that failed, or None when
-    interrupted (SIGINT/SIGTERM reach the row processes, which checkpoint)."""
-    env = dict(os.environ, **{CONCURRENT_ENV: str(min(args.jobs, len(jobs))), COMMAND_ENV: args.command})
-    on_cpu = args.device == "cpu" or (args.device in (None, "auto") and not torch.cuda.is_available())
+def parallel_env(jobs: int, processes: int, command: str, on_cpu: bool) -> dict:
+    """The environment of processes that run ``min(jobs, processes)`` at once: the typed command and
+    how many share the machine (recorded by each run), and on a CPU one share of the cores each
+    unless OMP_NUM_THREADS is set."""
+    at_once = min(jobs, processes)
+    env = dict(os.environ, **{CONCURRENT_ENV: str(at_once), COMMAND_ENV: command})
     if on_cpu and "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // min(args.jobs, len(jobs))))
-    scratch = Path(tempfile.mkdtemp(prefix="run-experiments-"))
-    waiting, running, failed = list(jobs), {}, []
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // at_once))
+    return env
+
+
+def run_processes(commands: dict[str, tuple[list[str], Path]], jobs: int, env: dict, log) -> list[str] | None:
+    """Run the named commands (argument list, log file) up to ``jobs`` at once, in order, each one's
+    output appended to its log; returns the names that failed, or None when interrupted (SIGINT/SIGTERM
+    reach the running processes, which checkpoint, and are waited for)."""
+    waiting, running, failed = list(commands), {}, []
 
     def on_term(signum, frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -371,15 +377,14 @@ def run_in_parallel(args, jobs: list, log) -> list[str] | None:
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         while waiting or running:
-            while waiting and len(running) < args.jobs:
-                table, row = waiting.pop(0)
-                logpath = args.runs_dir / table.table / f"{row.name}.log"
+            while waiting and len(running) < jobs:
+                name = waiting.pop(0)
+                argv, logpath = commands[name]
                 logpath.parent.mkdir(parents=True, exist_ok=True)
                 logfile = open(logpath, "a", encoding="utf-8")
-                proc = subprocess.Popen(row_command(args, table, row.name, scratch / table.table / row.name),
-                                        stdout=logfile, stderr=subprocess.STDOUT, env=env)
-                running[row.name] = (proc, logfile, time.perf_counter(), logpath)
-                log(f"[{row.name}] started (process {proc.pid}); log: {logpath}")
+                proc = subprocess.Popen(argv, stdout=logfile, stderr=subprocess.STDOUT, env=env)
+                running[name] = (proc, logfile, time.perf_counter(), logpath)
+                log(f"[{name}] started (process {proc.pid}); log: {logpath}")
             time.sleep(1.0)
             for name, (proc, logfile, started, logpath) in list(running.items()):
                 if proc.poll() is None:
@@ -405,8 +410,22 @@ def run_in_parallel(args, jobs: list, log) -> list[str] | None:
         return None
     finally:
         signal.signal(signal.SIGTERM, previous)
-        shutil.rmtree(scratch, ignore_errors=True)
     return failed
+
+
+def run_in_parallel(args, jobs: list, log) -> list[str] | None:
+    """Train and evaluate the rows in up to ``args.jobs`` processes at once (each its own ``--rows ROW``
+    run of this script, output in ``--runs-dir/T/ROW.log``); returns the rows that failed, or None when
+    interrupted (:func:`run_processes`)."""
+    on_cpu = args.device == "cpu" or (args.device in (None, "auto") and not torch.cuda.is_available())
+    env = parallel_env(args.jobs, len(jobs), args.command, on_cpu)
+    scratch = Path(tempfile.mkdtemp(prefix="run-experiments-"))
+    commands = {row.name: (row_command(args, table, row.name, scratch / table.table / row.name),
+                           args.runs_dir / table.table / f"{row.name}.log") for table, row in jobs}
+    try:
+        return run_processes(commands, args.jobs, env, log)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- main

@@ -38,15 +38,16 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_experiments import COMMAND_ENV, CONCURRENT_ENV, read_state, train_run, write_json  # noqa: E402
+from run_experiments import (COMMAND_ENV, parallel_env, read_state, run_processes, train_run,  # noqa: E402
+                             write_json)
 
 from textvae import semisup  # noqa: E402
 from textvae.checkpoint import list_checkpoints  # noqa: E402
@@ -113,35 +114,20 @@ def m2_run(size: int | None, draw: int) -> str:
 
 def train_in_parallel(args, argv: list[str], log) -> None:
     """Train the unfinished runs of :func:`planned_runs`, ``args.jobs`` processes at a time (each this
-    script with ``--only RUN``); a failed run stops the table with its log named."""
+    script with ``--only RUN``, scripts/run_experiments.py's :func:`run_processes`); a run that failed
+    or was interrupted stops the table with its log named."""
     todo = [name for name in planned_runs(args) if not read_state(args.runs_dir / name).get("finished")]
     if not todo:
         return
-    env = dict(os.environ, **{CONCURRENT_ENV: str(min(args.jobs, len(todo))), COMMAND_ENV: args.command})
-    if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // min(args.jobs, len(todo))))
-    args.runs_dir.mkdir(parents=True, exist_ok=True)
-    running: dict[str, subprocess.Popen] = {}
-    try:
-        while todo or running:
-            while todo and len(running) < args.jobs:
-                name = todo.pop(0)
-                with open(args.runs_dir / f"{name}.log", "a", encoding="utf-8") as out:
-                    running[name] = subprocess.Popen([sys.executable, __file__, *argv, "--jobs", "1", "--only", name],
-                                                     stdout=out, stderr=subprocess.STDOUT, env=env)
-                log(f"[{name}] training in process {running[name].pid}; log: {args.runs_dir / name}.log")
-            time.sleep(1.0)
-            for name, proc in list(running.items()):
-                if proc.poll() is not None:
-                    del running[name]
-                    if proc.returncode:
-                        raise SystemExit(f"[{name}] failed (exit status {proc.returncode}); see "
-                                         f"{args.runs_dir / name}.log; run the same command again to resume")
-                    log(f"[{name}] trained")
-    finally:
-        for proc in running.values():  # interrupted: the runs checkpoint and resume on the next call
-            proc.terminate()
-            proc.wait()
+    env = parallel_env(args.jobs, len(todo), args.command, on_cpu=not torch.cuda.is_available())
+    commands = {name: ([sys.executable, __file__, *argv, "--jobs", "1", "--only", name], args.runs_dir / f"{name}.log")
+                for name in todo}
+    failed = run_processes(commands, args.jobs, env, log)
+    if failed is None:
+        raise SystemExit("interrupted: the runs saved checkpoints; run the same command again to resume")
+    if failed:
+        raise SystemExit(f"{', '.join(failed)} failed; see {', '.join(str(commands[n][1]) for n in failed)}; "
+                         f"run the same command again to resume")
 
 
 def trained(name, overrides, args, log, last: bool = False) -> tuple[TextVAE, float]:

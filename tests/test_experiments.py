@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -292,6 +293,24 @@ def test_the_recorded_command_can_be_typed_again(script, monkeypatch):
     assert script.invocation(["--rows", "lstm-lm"]) == "OMP_NUM_THREADS=1 python scripts/run_experiments.py --rows lstm-lm"
     monkeypatch.setenv(script.COMMAND_ENV, "python scripts/run_experiments.py --jobs 7")  # a --jobs row process
     assert script.invocation(["--rows", "lstm-lm", "--out-dir", "/tmp/x"]) == "python scripts/run_experiments.py --jobs 7"
+
+
+def test_parallel_processes_run_at_most_jobs_at_once_and_report_which_failed(script, tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    env = script.parallel_env(jobs=2, processes=3, command="python x.py --jobs 2", on_cpu=True)
+    assert env[script.CONCURRENT_ENV] == "2" and env[script.COMMAND_ENV] == "python x.py --jobs 2"
+    assert int(env["OMP_NUM_THREADS"]) >= 1
+    py = [sys.executable, "-c"]
+    marker = tmp_path / "running"
+    # each process fails if another one is running: at most one at a time with jobs=1
+    solo = (f"import os,sys,time; p={str(marker)!r}; sys.exit(9) if os.path.exists(p) else open(p,'w').close(); "
+            f"time.sleep(0.3); os.remove(p); print('ran'); sys.exit(int(sys.argv[1]))")
+    commands = {name: ([*py, solo, code], tmp_path / "logs" / f"{name}.log")
+                for name, code in (("a", "0"), ("b", "3"), ("c", "0"))}
+    messages = []
+    assert script.run_processes(commands, 1, env, messages.append) == ["b"]
+    assert all((tmp_path / "logs" / f"{n}.log").read_text().strip() == "ran" for n in "abc")
+    assert any("[b] failed" in m and "exit status 3" in m for m in messages)
 
 
 @pytest.mark.integration  # the runner trains and evaluates rows end to end
