@@ -10,6 +10,7 @@ aggressive training costing 2.2x to 3.7x the plain VAE in total time; textvae's 
 Writes results/benchmark_aggressive.json (or --out).
 
     python scripts/benchmark_aggressive.py                         # the default preset, built-in corpus
+    python scripts/benchmark_aggressive.py --set train.max_epochs=200  # both to their early stop
     python scripts/benchmark_aggressive.py --preset ptb-li2019 --set data.data_dir=../shared/data/ptb
     python scripts/benchmark_aggressive.py --inner-update --preset ptb-li2019 --vocab 10002
 
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     if args.inner_update:
         return inner_update(args)
 
-    common = [*args.set, "train.progress=false"]
+    common = list(dict.fromkeys([*args.set, "train.progress=false"]))  # each setting once
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.runs_dir or Path(tmp)
