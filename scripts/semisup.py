@@ -1,8 +1,8 @@
 """Few-label classification tables (Kingma et al. 2014, M1 and M2) with their baselines on the same
 label draws: results/semisup_<name>.json and .md.
 
-    # the built-in corpus, topic and sentiment (M2: topic, the corpus's own label)
-    python scripts/semisup.py builtin --factors topic sentiment
+    # the built-in corpus, topic and sentiment (M2: topic, the corpus's own label; and sentiment)
+    python scripts/semisup.py builtin --factors topic sentiment --m2-factors topic sentiment
     # dbpedia14 (14 classes); long on a CPU: one VAE, one AE and one M2 run per (size, draw)
     python scripts/semisup.py dbpedia14 --data-dir ../shared/data/dbpedia14 --preset default \\
         --set tokenizer.min_count=2 data.max_len=60
@@ -22,10 +22,11 @@ What it does, all of it from one command:
    method on that same draw: majority class, bag-of-words and TF-IDF logistic regressions, the encoder
    architecture trained from scratch on the draw alone, M1 on the VAE's and on the AE's posterior means;
 3. trains M2 (``model.conditional/classifier``, ``data.labelled_per_class``, ``data.label_seed`` = the
-   draw seed) for each ``--m2-sizes`` x ``--m2-draws`` on the corpus's own label and scores its
-   classifier q(y|x); the M2 run with all labels also decodes ``--fidelity-samples`` prior samples per
-   label (``model.sample(label=...)``) and reports the share a TF-IDF classifier trained on the real
-   labelled training text assigns to the asked label.
+   draw seed) for each ``--m2-factors`` x ``--m2-sizes`` x ``--m2-draws`` (default factor: the corpus's
+   own label; another factor is made the label with ``data.label_field``, runs ``m2-FACTOR-SIZE-dDRAW``)
+   and scores its classifier q(y|x); each M2 run with all labels also decodes ``--fidelity-samples``
+   prior samples per label (``model.sample(label=...)``) and reports the share a TF-IDF classifier
+   trained on the real labelled training text assigns to the asked label (``label_fidelity``, per factor).
 
 ``--jobs N`` first trains every model of steps 1 and 3 that has not finished, N processes at a time
 (each this script with ``--only RUN``; logs in ``--runs-dir/RUN.log``), then scores as above.
@@ -75,6 +76,9 @@ def parse(argv):
     p.add_argument("--draws", type=int, default=5, help="label draws (seeds 0..N-1) per size")
     p.add_argument("--m2-sizes", nargs="*", default=["10", "all"], help="labels per class M2 is trained with")
     p.add_argument("--m2-draws", type=int, default=1, help="M2 runs per size (draw seeds 0..N-1)")
+    p.add_argument("--m2-factors", nargs="+", default=None, help="factors M2 is trained on, each as the "
+                   "corpus's label (data.label_field=FACTOR; the built-in corpus: topic, tense, sentiment, "
+                   "length); default: the corpus's own label")
     p.add_argument("--m2", nargs="*", default=["train.labelled_ratio=0.25", "objective.m2_alpha=20"],
                    help="overrides of the M2 runs (after --set)")
     p.add_argument("--scratch-steps", type=int, default=300, help="optimiser steps of the from-scratch classifier "
@@ -97,19 +101,35 @@ def size_of(text: str) -> int | None:
     return None if text == "all" else int(text)
 
 
+def own_factor(args) -> str:
+    """The factor the corpus's own labels are: ``label`` (a corpus folder) or the built-in corpus's topic."""
+    return "label" if args.data_dir else "topic"
+
+
+def m2_factors(args) -> list[str]:
+    return args.m2_factors or [own_factor(args)]
+
+
+def m2_plan(args) -> list[tuple[str, int | None, int]]:
+    """(factor, labels per class or None for all, draw seed) of every M2 run, in training order."""
+    return [(factor, size, draw) for factor in m2_factors(args) for size in map(size_of, args.m2_sizes)
+            for draw in range(args.m2_draws if size is not None else 1)]
+
+
 def planned_runs(args) -> dict[str, list[str]]:
     """Every model the table needs, run name -> its overrides (after --set): M1's VAE, the AE, the
-    --m1 VAEs and the M2 runs."""
+    --m1 VAEs and the M2 runs (a factor other than the corpus's own label: data.label_field=FACTOR)."""
     runs = {"vae": [], "ae": AE, **{name: overrides for name, *overrides in args.m1}}
-    for size in map(size_of, args.m2_sizes):
-        for draw in range(args.m2_draws if size is not None else 1):
-            extra = [f"data.labelled_per_class={size}", f"data.label_seed={draw}"] if size else []
-            runs[m2_run(size, draw)] = [*M2, *extra, *args.m2]
+    for factor, size, draw in m2_plan(args):
+        extra = [f"data.labelled_per_class={size}", f"data.label_seed={draw}"] if size else []
+        label = [f"data.label_field={factor}"] if factor != own_factor(args) else []
+        runs[m2_run(size, draw, None if factor == own_factor(args) else factor)] = [*M2, *label, *extra, *args.m2]
     return runs
 
 
-def m2_run(size: int | None, draw: int) -> str:
-    return f"m2-{size or 'all'}-d{draw}"
+def m2_run(size: int | None, draw: int, factor: str | None = None) -> str:
+    """The run name of one M2 model (``factor``: one other than the corpus's own label)."""
+    return f"m2-{factor + '-' if factor else ''}{size or 'all'}-d{draw}"
 
 
 def train_in_parallel(args, argv: list[str], log) -> None:
@@ -184,9 +204,8 @@ def main(argv=None) -> int:
         METHOD_NAMES[f"m1-{name}"] = f"M1 (VAE, {' '.join(overrides)})"
     features = {m: (posterior_parameters(model, train)[0], posterior_parameters(model, test)[0], seconds)
                 for m, (model, seconds) in models.items()}
-    default_factor = "label" if args.data_dir else "topic"
     records = []
-    for factor in args.factors or [default_factor]:
+    for factor in args.factors or [own_factor(args)]:
         y_train_names = factor_labels(vae, "train", factor, train)
         y_test_names = factor_labels(vae, "test", factor, test)
         classes = sorted(set(y_train_names) - {""})
@@ -218,22 +237,24 @@ def main(argv=None) -> int:
                                     **semisup.score(pred, y_test, K), "train_s": train_s, "fit_s": fit_s})
                     log(f"{factor} {method} {size or 'all'} draw {draw}: acc {records[-1]['accuracy']:.3f}")
                 write_results(args, records)
-    fidelity = None
-    for size in map(size_of, args.m2_sizes):
-        for draw in range(args.m2_draws if size is not None else 1):
-            model, m2_s = trained(m2_run(size, draw), runs[m2_run(size, draw)], args, log)
-            (pred_names, _), fit_s = timed(model.classify, [test.texts[i] for i in test_rows_own(test)])
-            y_own = [test.labels[i] for i in test_rows_own(test)]
-            names = model.label_names
-            records.append({"factor": default_factor, "method": "m2", "per_class": size or "all", "draw": draw,
-                            "labelled": None, "n_test": len(y_own), "classes": len(names),
-                            **semisup.score([names.index(p) for p in pred_names], [names.index(c) for c in y_own],
-                                            len(names)),
-                            "train_s": m2_s, "fit_s": fit_s})
-            log(f"m2 {size or 'all'} draw {draw}: acc {records[-1]['accuracy']:.3f}")
-            if size is None:
-                fidelity = label_fidelity(model, train, args.fidelity_samples)
-            write_results(args, records, fidelity)
+    fidelity = {}
+    for factor, size, draw in m2_plan(args):
+        name = m2_run(size, draw, None if factor == own_factor(args) else factor)
+        model, m2_s = trained(name, runs[name], args, log)
+        own_test = model_split(model, "test")  # labelled by the factor the model was trained on
+        rows = test_rows_own(own_test)
+        (pred_names, _), fit_s = timed(model.classify, [own_test.texts[i] for i in rows])
+        y_own = [own_test.labels[i] for i in rows]
+        names = model.label_names
+        records.append({"factor": factor, "method": "m2", "per_class": size or "all", "draw": draw,
+                        "labelled": None, "n_test": len(y_own), "classes": len(names),
+                        **semisup.score([names.index(p) for p in pred_names], [names.index(c) for c in y_own],
+                                        len(names)),
+                        "train_s": m2_s, "fit_s": fit_s})
+        log(f"m2 {factor} {size or 'all'} draw {draw}: acc {records[-1]['accuracy']:.3f}")
+        if size is None:
+            fidelity[factor] = label_fidelity(model, model_split(model, "train"), args.fidelity_samples)
+        write_results(args, records, fidelity)
     write_results(args, records, fidelity)
     return 0
 
@@ -307,10 +328,10 @@ def write_results(args, records, fidelity=None) -> None:
                          f"{100 * s['accuracy_mean']:.1f}{sd} | {100 * s['macro_f1_mean']:.1f} | "
                          f"{s['train_s']:.0f} | {s['fit_s']:.1f} |")
         lines.append("")
-    if fidelity:
-        lines += [f"M2 (all labels) prior samples decoded with each label: "
-                  f"{100 * fidelity['share_with_asked_label']:.1f}% are assigned the asked label by a TF-IDF "
-                  f"classifier trained on the real labelled training text ({fidelity['samples_per_label']} per label).",
+    for factor, f in (fidelity or {}).items():
+        lines += [f"M2 (all labels, {factor}) prior samples decoded with each label: "
+                  f"{100 * f['share_with_asked_label']:.1f}% are assigned the asked label by a TF-IDF "
+                  f"classifier trained on the real labelled training text ({f['samples_per_label']} per label).",
                   ""]
     stem.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
 

@@ -175,6 +175,17 @@ def test_builtin_corpus(cache):
     assert all(isinstance(x, str) and x for x in splits["train"]["label"])
 
 
+def test_builtin_corpus_is_labelled_by_the_factor_label_field_names(cache):
+    from textvae.corpus import FACTOR_VALUES
+
+    topic = load_splits(DataConfig(builtin_size=60), ("train",), cache_dir=cache)["train"]
+    sentiment = load_splits(DataConfig(builtin_size=60, label_field="sentiment"), ("train",), cache_dir=cache)["train"]
+    assert sentiment["text"] == topic["text"]
+    assert set(sentiment["label"]) == set(FACTOR_VALUES["sentiment"]) and set(topic["label"]) <= set(FACTOR_VALUES["topic"])
+    with pytest.raises(DataError, match=r"data\.label_field='mood'.*topic, tense, sentiment, length"):
+        load_splits(DataConfig(builtin_size=60, label_field="mood"), ("train",), cache_dir=cache)
+
+
 # --------------------------------------------------------------------------- encoding
 
 class CountingTokenizer:

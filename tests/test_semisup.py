@@ -89,15 +89,19 @@ def test_the_table_script_trains_in_parallel_and_writes_json_and_markdown(tmp_pa
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, str(root / "scripts/semisup.py"), "t", "--preset", "tiny", "--out-dir", tmp_path,
                     "--runs-dir", tmp_path / "runs", "--sizes", "1", "all", "--draws", "2", "--m2-sizes", "all",
-                    "--scratch-steps", "5", "--fidelity-samples", "2", "--set", "train.max_epochs=1", "--jobs", "2"],
+                    "--scratch-steps", "5", "--fidelity-samples", "2", "--set", "train.max_epochs=1", "--jobs", "2",
+                    "--factors", "topic", "sentiment", "--m2-factors", "topic", "sentiment"],
                    check=True, cwd=root, timeout=600)
     out = json.loads((tmp_path / "semisup_t.json").read_text())
     methods = {(s["method"], s["per_class"]) for s in out["summary"]}
     assert {("m1-vae", 1), ("m1-ae", 1), ("scratch", 1), ("tfidf-lr", "all"), ("m2", "all")} <= methods
     assert sorted({r["draw"] for r in out["runs"] if r["per_class"] == 1}) == [0, 1]
-    assert out["label_fidelity"]["samples_per_label"] == 2
+    assert out["label_fidelity"]["topic"]["samples_per_label"] == 2
+    assert set(out["label_fidelity"]["sentiment"]["per_label"]) == {"positive", "negative"}
+    m2 = {r["factor"]: r for r in out["runs"] if r["method"] == "m2"}
+    assert m2["topic"]["classes"] == 5 and m2["sentiment"]["classes"] == 2  # each M2 read its own factor
     assert "| 1 | M1 (VAE) | 2 |" in (tmp_path / "semisup_t.md").read_text()
-    for run in ("vae", "ae", "m2-all-d0"):  # each trained in its own process, which recorded the table's command
+    for run in ("vae", "ae", "m2-all-d0", "m2-sentiment-all-d0"):  # each trained in its own process, which recorded the table's command
         state = json.loads((tmp_path / "runs" / run / "reproduce.json").read_text())
         assert state["finished"] and "--jobs 2" in state["sittings"][-1]["command"]
         assert "--only" not in state["sittings"][-1]["command"] and (tmp_path / "runs" / f"{run}.log").exists()

@@ -66,7 +66,9 @@ class DataConfig:
     dataset: str | None = None  # Hugging Face hub dataset name (needs internet)
     dataset_config: str | None = None  # hub dataset config name
     text_field: str = "text"  # column / JSON field / CSV header holding the text
-    label_field: str | None = None  # optional column / JSON field / CSV header with a label per example
+    # optional column / JSON field / CSV header with a label per example (the built-in corpus: which of its
+    # factors is the label, topic by default)
+    label_field: str | None = None
     # columns / JSON fields / CSV headers read as known factors of variation (evaluate --disentanglement,
     # traverse --factors), never trained on; .txt corpora use {split}.{factor}.labels.txt files instead
     factor_fields: list[str] = field(default_factory=list)

@@ -18,7 +18,8 @@ Where the text comes from (the first that is set in :class:`~textvae.config.Data
    into train/valid/test by :func:`split_indices` (``split_ratio``, ``split_seed``), the same lines
    every time, so evaluating a run later sees exactly its test examples.
 2. ``dataset``: a Hugging Face dataset name or a local folder ``datasets.load_dataset`` understands.
-3. neither: the built-in corpus (:func:`textvae.corpus.builtin_corpus`), labelled by topic.
+3. neither: the built-in corpus (:func:`textvae.corpus.builtin_corpus`), labelled by topic, or by the
+   factor ``label_field`` names (topic, tense, sentiment or length).
 
 Files are checked in Python before ``datasets`` sees them, so a bad corpus gives a :class:`DataError`
 naming the file and line, never a library traceback.
@@ -102,7 +103,7 @@ def load_splits(cfg: DataConfig, splits=("train", "valid", "test"), cache_dir: s
                 from .corpus import builtin_corpus  # lazily: generating it costs time
 
                 builtin = builtin_corpus(cfg.builtin_size)
-            raw, source = _from_builtin(builtin, name, cfg.builtin_size)
+            raw, source = _from_builtin(builtin, name, cfg.builtin_size, cfg.label_field or "topic")
         ds, blank = _clean(*raw, source=source, factors=_factor_columns(cfg, raw[0], source))
         if len(ds) == 0:
             raise DataError(f"the {name} split ({source}) has no examples ({blank} blank lines); "
@@ -385,12 +386,19 @@ def _from_hub(cfg: DataConfig, name: str, cache_dir: str | None):
     return (ds, cfg.text_field, cfg.label_field, label_names), source
 
 
-def _from_builtin(corpus: dict, name: str, size: int):
+def _from_builtin(corpus: dict, name: str, size: int, label: str):
+    """The built-in corpus's split ``name``, labelled by its factor ``label``."""
+    from .corpus import FACTORS
+
     if name not in corpus:
         raise DataError(f"the built-in corpus has splits {', '.join(map(repr, corpus))}, not {name!r}")
+    if label not in FACTORS:
+        raise DataError(f"data.label_field={label!r}: the built-in corpus is labelled by one of its factors, "
+                        f"{', '.join(FACTORS)}; set data.label_field to one of them (default: topic)")
     rows = corpus[name]
-    ds = datasets.Dataset.from_dict({"text": [r["text"] for r in rows], "label": [r["topic"] for r in rows]})
-    return (ds, "text", "label", None), f"built-in corpus (data.builtin_size={size}), {name}"
+    ds = datasets.Dataset.from_dict({"text": [r["text"] for r in rows], "label": [r[label] for r in rows]})
+    where = "" if label == "topic" else f", labelled by {label}"
+    return (ds, "text", "label", None), f"built-in corpus (data.builtin_size={size}{where}), {name}"
 
 
 def _factor_columns(cfg: DataConfig, ds: datasets.Dataset, source: str) -> dict[str, str]:
