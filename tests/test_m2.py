@@ -58,9 +58,12 @@ def test_enumeration_is_one_batched_pass():
     model = tiny_m2()
     calls = []
     model.decoder.rnn.register_forward_hook(lambda m, i, o: calls.append(i[0].batch_sizes[0].item()))
+    encoded = []
+    model.encoder.register_forward_hook(lambda m, i, o: encoded.append(o.size(0)))
     tokens, lengths = BATCH
     model(tokens, lengths, None, torch.tensor([1, -1, -1, 0]))
     assert calls == [2 + 3 * 2]  # one decoder call: 2 labelled rows + K=3 copies of 2 unlabelled rows
+    assert encoded == [4]  # q(z|x, y)'s encoder reads each sentence once, not once per label
     rows, labels, unl = expand_unlabelled(torch.tensor([1, -1, -1, 0]), 3)
     assert rows.tolist() == [0, 3, 1, 2, 1, 2, 1, 2] and labels.tolist() == [1, 0, 0, 0, 1, 1, 2, 2]
 

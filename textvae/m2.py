@@ -23,8 +23,9 @@ the batch means of rec and kl.
 Unlabelled examples, ``model.unlabelled``:
 
     enumerate   the expectation computed exactly: each unlabelled row is repeated once per label and
-                the L labelled + K * U unlabelled rows go through the encoder and decoder in ONE
-                batched pass (the K copies of a row share its noise eps); cost ~ K decoder passes
+                the L labelled + K * U unlabelled rows go through the decoder in ONE batched pass (the
+                K copies of a row share its noise eps and its encoder summary, computed once per
+                sentence: the label joins q(z|x, y) after the encoder); cost ~ K decoder passes
     gumbel      one relaxed sample y~ ~ Gumbel-softmax(q(y|x), ``model.gumbel_temperature``),
                 straight-through (a one-hot forward, the relaxed gradient; Jang et al. 2017), whose
                 label embedding is the mixture y~ @ E: -ELBO(x, y~) - H(q(y|x)); cost ~ one pass
@@ -83,7 +84,8 @@ def m2_forward(model, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Te
         rec, kl = out.rec, out.kl
     else:
         rows, labels, unlabelled = expand_unlabelled(y, K)
-        out = model.vae_terms(tokens[rows], lengths[rows], eps[rows], labels)  # one pass, L + K * U rows
+        summary = model.encoder(tokens, lengths)[rows]  # (L + K * U, H): each sentence encoded once
+        out = model.vae_terms(tokens[rows], lengths[rows], eps[rows], labels, summary)  # one decoder pass
         q_rows = log_q[unlabelled].t().reshape(-1).exp()  # (K * U,) q(k|x) of each copy, label-major
         weight = torch.cat([torch.ones(int(lab.sum()), device=tokens.device, dtype=q_rows.dtype), q_rows])
         rec = torch.zeros(B, device=tokens.device, dtype=out.rec.dtype).index_add_(0, rows, weight * out.rec)

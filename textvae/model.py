@@ -217,14 +217,17 @@ class TextVAE(nn.Module):
             raise ValueError("labels y were passed to a model that is not conditional (model.conditional=false)")
 
     def posterior_params(self, tokens: torch.Tensor, lengths: torch.Tensor,
-                         y: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                         y: torch.Tensor | None = None,
+                         summary: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The parameters of q(z|x) (q(z|x, y) for a conditional model, y (B,) label ids), as the
-        latent defines them (gaussian: mu, logvar, each (B, Z)). The LM returns two (B, 0) tensors."""
+        latent defines them (gaussian: mu, logvar, each (B, Z)). The LM returns two (B, 0) tensors.
+        ``summary``: the encoder's output for these rows when it is already computed (the label joins
+        after the encoder, so one summary of a sentence serves all its labels: M2's enumeration)."""
         if self.is_lm:
             empty = tokens.new_zeros((tokens.size(0), 0), dtype=torch.float32)
             return empty, empty
         self._check_labels(y, tokens.size(0))
-        h = self.encoder(tokens, lengths)  # (B, H_enc)
+        h = self.encoder(tokens, lengths) if summary is None else summary  # (B, H_enc)
         if self.conditional:
             h = torch.cat([h, embed_labels(self.label_embedding, y)], dim=-1)  # (B, H_enc + label_dim)
         return self.latent.posterior(h)
@@ -289,10 +292,10 @@ class TextVAE(nn.Module):
         return self.vae_terms(tokens, lengths, eps, y)
 
     def vae_terms(self, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor | None = None,
-                  y: torch.Tensor | None = None) -> VAEOutput:
+                  y: torch.Tensor | None = None, summary: torch.Tensor | None = None) -> VAEOutput:
         """:meth:`forward` of a model without a classifier: the (conditional) VAE's terms for the
-        given labels y, ids (B,) or label distributions (B, K)."""
-        params = self.posterior_params(tokens, lengths, y)
+        given labels y, ids (B,) or label distributions (B, K); ``summary`` as in :meth:`posterior_params`."""
+        params = self.posterior_params(tokens, lengths, y, summary)
         if self.is_lm:
             z, kl, losses = params[0], params[0], {}
         else:
