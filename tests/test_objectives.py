@@ -155,6 +155,25 @@ def test_beta_tcvae_loss_penalises_total_correlation_and_has_gradients():
     assert out.params[0].grad is not None and out.params[0].grad.abs().sum() > 0
 
 
+def test_tc_anneal_off_adds_the_extra_terms_at_full_weight_while_the_kl_warms_up():
+    from textvae.decomposition import minibatch_log_qz
+    from textvae.objectives import vae_loss
+
+    out, latent = _tc_batch(4)
+    log_qz, log_marg = minibatch_log_qz(out.z, out.params, latent, 500, "mws")
+    tc = (log_qz - log_marg).mean()
+    kl = out.kl.sum(1).mean()
+    annealed = vae_loss(out, 0.25, ObjectiveConfig(tc_beta=3.0), dataset_size=500, latent=latent)
+    constant = vae_loss(out, 0.25, ObjectiveConfig(tc_beta=3.0, tc_anneal=False), dataset_size=500,
+                        latent=latent)
+    assert torch.isclose(annealed, 0.25 * (kl + 2.0 * tc))
+    assert torch.isclose(constant, 0.25 * kl + 2.0 * tc)
+    # at KL weight 1 the two schedules are the same loss
+    assert torch.isclose(vae_loss(out, 1.0, ObjectiveConfig(tc_beta=3.0, tc_anneal=False), dataset_size=500,
+                                  latent=latent),
+                         vae_loss(out, 1.0, ObjectiveConfig(tc_beta=3.0), dataset_size=500, latent=latent))
+
+
 def test_beta_tcvae_loss_without_dataset_size_says_what_to_pass():
     from textvae.errors import ConfigError
     from textvae.objectives import vae_loss

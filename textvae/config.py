@@ -319,6 +319,10 @@ class ObjectiveConfig:
     tc_beta: float = 1.0  # weight of the total correlation
     tc_gamma: float = 1.0  # weight of the dimension-wise KL
     tc_estimator: str = "mws"  # log q(z) from a minibatch: mws (weighted) | mss (stratified sampling)
+    # true: the KL weight schedule multiplies the extra terms too (ratios alpha : beta : gamma kept);
+    # false: they weigh in at full strength from step 0 while the KL warms up, as the TC term does
+    # in Chen et al.'s code without --beta-anneal
+    tc_anneal: bool = True
     # M2 (model.classifier): Kingma et al.'s alpha, the weight of the classifier's cross-entropy on each
     # labelled example, in nats per sentence like the ELBO (their 0.1 N is for objectives summed over N)
     m2_alpha: float = 1.0

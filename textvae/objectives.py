@@ -134,9 +134,11 @@ def vae_loss(out, beta: float, cfg: ObjectiveConfig, dataset_size: int | None = 
 
     ``tc_extra`` is :func:`decomposed_kl_extra` when :func:`tc_enabled`, else 0. It needs
     ``dataset_size`` (the number of training sentences, for log q(z)) and ``latent`` (the model's
-    latent family, for log q(z|x) per dimension). The annealed weight ``beta`` multiplies the whole
-    decomposed KL, as Chen et al.'s code does, so at weights 1 annealing is the plain annealed ELBO
-    and the schedule keeps the ratios alpha : beta : gamma. Under DDP each rank estimates log q(z)
+    latent family, for log q(z|x) per dimension). With ``objective.tc_anneal`` (the default) the
+    annealed weight ``beta`` multiplies the whole decomposed KL, so the schedule keeps the ratios
+    alpha : beta : gamma; with it off, tc_extra is added at full weight from step 0 while only the
+    plain KL is annealed, closer to Chen et al.'s code, whose TC weight is constant unless
+    ``--beta-anneal`` is given. At weights 1 either way is the plain annealed ELBO. Under DDP each rank estimates log q(z)
     from its own share of the batch (B = the local batch size; no gathering across ranks).
     A batch of one sentence has no estimate of q(z): its tc_extra is 0.
     """
@@ -146,8 +148,11 @@ def vae_loss(out, beta: float, cfg: ObjectiveConfig, dataset_size: int | None = 
             raise ConfigError("objective.tc_alpha/tc_beta/tc_gamma differ from 1 (beta-TCVAE), but the loss was "
                               "called without dataset_size and latent; pass vae_loss(..., dataset_size="
                               "len(train_data), latent=model.latent)")
-        kl = kl + decomposed_kl_extra(out, cfg, latent, dataset_size)
-    loss = out.rec.mean() + beta * kl
+        extra = decomposed_kl_extra(out, cfg, latent, dataset_size)
+        kl = kl + extra if cfg.tc_anneal else kl
+        loss = out.rec.mean() + beta * kl + (0.0 if cfg.tc_anneal else extra)
+    else:
+        loss = out.rec.mean() + beta * kl
     for name, term in out.losses.items():
         loss = loss + TERM_WEIGHTS.get(name, lambda c: 1.0)(cfg) * term
     return loss
