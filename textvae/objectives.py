@@ -130,7 +130,8 @@ def decomposed_kl_extra(out, cfg: ObjectiveConfig, latent, dataset_size: int) ->
 def vae_loss(out, beta: float, cfg: ObjectiveConfig, dataset_size: int | None = None,
              latent=None) -> torch.Tensor:
     """The minibatch loss of a :class:`textvae.model.VAEOutput` at KL weight ``beta``:
-    ``rec.mean() + beta * (kl_term(kl) + tc_extra) + sum of the latent's own terms`` (scalar).
+    ``rec.mean() + beta * (kl_term(kl) + tc_extra) + sum of the latent's own terms`` (scalar;
+    ``beta * kl_term(kl) + tc_extra`` when ``objective.tc_anneal`` is off).
 
     ``tc_extra`` is :func:`decomposed_kl_extra` when :func:`tc_enabled`, else 0. It needs
     ``dataset_size`` (the number of training sentences, for log q(z)) and ``latent`` (the model's
@@ -138,21 +139,19 @@ def vae_loss(out, beta: float, cfg: ObjectiveConfig, dataset_size: int | None = 
     annealed weight ``beta`` multiplies the whole decomposed KL, so the schedule keeps the ratios
     alpha : beta : gamma; with it off, tc_extra is added at full weight from step 0 while only the
     plain KL is annealed, closer to Chen et al.'s code, whose TC weight is constant unless
-    ``--beta-anneal`` is given. At weights 1 either way is the plain annealed ELBO. Under DDP each rank estimates log q(z)
-    from its own share of the batch (B = the local batch size; no gathering across ranks).
+    ``--beta-anneal`` is given. At weights 1 either way is the plain annealed ELBO. Under DDP each
+    rank estimates log q(z) from its own share of the batch (B = the local batch size; no gathering
+    across ranks).
     A batch of one sentence has no estimate of q(z): its tc_extra is 0.
     """
-    kl = kl_term(out.kl, cfg)
+    kl, extra = kl_term(out.kl, cfg), 0.0
     if tc_enabled(cfg) and out.z.size(0) > 1:
         if dataset_size is None or latent is None:
             raise ConfigError("objective.tc_alpha/tc_beta/tc_gamma differ from 1 (beta-TCVAE), but the loss was "
                               "called without dataset_size and latent; pass vae_loss(..., dataset_size="
                               "len(train_data), latent=model.latent)")
         extra = decomposed_kl_extra(out, cfg, latent, dataset_size)
-        kl = kl + extra if cfg.tc_anneal else kl
-        loss = out.rec.mean() + beta * kl + (0.0 if cfg.tc_anneal else extra)
-    else:
-        loss = out.rec.mean() + beta * kl
+    loss = out.rec.mean() + (beta * (kl + extra) if cfg.tc_anneal else beta * kl + extra)
     for name, term in out.losses.items():
         loss = loss + TERM_WEIGHTS.get(name, lambda c: 1.0)(cfg) * term
     return loss
