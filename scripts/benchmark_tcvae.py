@@ -8,6 +8,7 @@ ratios. Writes results/benchmark_tcvae.json.
 
     python scripts/benchmark_tcvae.py                       # the default preset on the built-in corpus
     python scripts/benchmark_tcvae.py --preset ptb-li2019 --set data.data_dir=../shared/data/ptb
+    python scripts/benchmark_tcvae.py --queue 2048 --set data.builtin_size=24000   # objective.tc_queue
 """
 
 import argparse
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides for both")
     ap.add_argument("--tc-beta", type=float, default=6.0)
     ap.add_argument("--estimator", choices=("mws", "mss"), default="mws")
+    ap.add_argument("--queue", type=int, default=0, help="objective.tc_queue for the beta-TCVAE trainer")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmark_tcvae.json")
@@ -49,6 +51,7 @@ def main(argv=None) -> int:
 
     common = [*args.set, "train.progress=false"]
     tc = [f"objective.tc_beta={args.tc_beta}", f"objective.tc_estimator={args.estimator}"]
+    tc += [f"objective.tc_queue={args.queue}"] if args.queue else []
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {name: Trainer(load_config(preset=args.preset, overrides=common + extra), Path(tmp) / name,
                                   log=lambda m: None) for name, extra in (("plain", []), ("tcvae", tc))}

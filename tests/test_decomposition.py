@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from textvae.decomposition import kl_decomposition, minibatch_log_qz
+from textvae.decomposition import PosteriorQueue, kl_decomposition, minibatch_log_qz
 from textvae.latents.gaussian import GaussianLatent
 
 LATENT = GaussianLatent(in_dim=1, dim=3)
@@ -78,6 +78,75 @@ def test_minibatch_estimator_needs_two_sentences():
     z = torch.zeros(1, 3)
     with pytest.raises(ValueError, match="batch size"):
         minibatch_log_qz(z, (z, z), LATENT, 100)
+
+
+def test_a_queue_holding_the_rest_of_the_data_set_gives_the_exact_log_qz():
+    """Batch + queue = the whole data set: the mws weights become 1/N each, so the joint estimate is
+    the exact mixture log (1/N) sum_n q(z|x_n); the marginals stay the batch's (queue or not)."""
+    n, b = 300, 16
+    mu, logvar, g = _posteriors(_equicorrelated(0.4), n, seed=6)
+    z = mu[:b] + torch.randn(b, 3, generator=g, dtype=torch.float64) * math.sqrt(S2)
+    exact = torch.logsumexp(LATENT.log_q_per_dim(z.unsqueeze(1), (mu, logvar)).sum(-1), dim=1) - math.log(n)
+    log_qz, marg = minibatch_log_qz(z, (mu[:b], logvar[:b]), LATENT, n, reference=(mu[b:], logvar[b:]))
+    assert torch.allclose(log_qz, exact, atol=1e-9)
+    _, batch_marg = minibatch_log_qz(z, (mu[:b], logvar[:b]), LATENT, n)
+    assert torch.equal(marg, batch_marg)
+
+
+def test_pairwise_log_q_matches_the_per_dimension_sum_for_sharp_posteriors():
+    g = torch.Generator().manual_seed(7)
+    mu, z = 3 * torch.randn(50, 3, generator=g), 3 * torch.randn(8, 3, generator=g)
+    logvar = torch.full((50, 3), -12.0)  # 1 / v ~ 1.6e5: float32's expanded square would cancel badly
+    z[:4] = mu[:4] + 1e-3 * torch.randn(4, 3, generator=g)
+    pairs = LATENT.log_q_pairs(z, (mu, logvar))
+    ref = LATENT.log_q_per_dim(z.double().unsqueeze(1), (mu.double(), logvar.double())).sum(-1)
+    assert pairs.dtype == torch.float32 and pairs.shape == (8, 50)
+    assert torch.allclose(pairs.double(), ref, rtol=1e-6, atol=1e-3)
+
+
+def test_a_queue_brings_the_tc_of_sharp_posteriors_near_the_full_split_where_the_batch_falls_short():
+    """Sharp posteriors barely overlap: a batch of 32 sees almost only each sample's own posterior in
+    the joint and reads a TC far below the split's. 1500 queued posteriors for the joint read it
+    closely when 224 of them serve the marginals too; with none, the batch's marginals fall short."""
+    n, b, k, s2 = 4000, 32, 1500, 0.02
+    g = torch.Generator().manual_seed(8)
+    corr = _equicorrelated(0.6)
+    mu = torch.randn(n, 3, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(corr - s2 * torch.eye(3)).T
+    logvar = torch.full_like(mu, math.log(s2))
+    full = kl_decomposition(mu, logvar, LATENT, generator=torch.Generator().manual_seed(9))["tc"]
+    batch, queued, joint_only = [], [], []
+    for _ in range(60):
+        idx = torch.randperm(n, generator=g)[:b + k]
+        z = mu[idx[:b]] + torch.randn(b, 3, generator=g, dtype=torch.float64) * math.sqrt(s2)
+        params, ref = (mu[idx[:b]], logvar[idx[:b]]), (mu[idx[b:]], logvar[idx[b:]])
+        for out, reference, m in ((batch, None, 0), (queued, ref, 224), (joint_only, ref, 0)):
+            log_qz, marg = minibatch_log_qz(z, params, LATENT, n, reference=reference, marginal_reference=m)
+            out.append((log_qz - marg).mean().item())
+    batch, queued, joint_only = (sum(x) / len(x) for x in (batch, queued, joint_only))
+    assert abs(queued - full) < 0.1 < min(full - batch, joint_only - full), (batch, queued, joint_only, full)
+
+
+def test_posterior_queue_keeps_the_newest_and_round_trips():
+    q = PosteriorQueue(5)
+    assert len(q) == 0 and q.params is None and q.state_dict() == {}
+    for start in (0, 3, 6):
+        rows = torch.arange(start, start + 3, dtype=torch.float32).unsqueeze(1)
+        q.push((rows.requires_grad_(), -rows))
+    assert len(q) == 5 and q.params[0].squeeze(1).tolist() == [4, 5, 6, 7, 8]  # first in, first out
+    assert not q.params[0].requires_grad
+    again = PosteriorQueue(5)
+    again.load_state_dict(q.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(again.params, q.params))
+    with pytest.raises(ValueError, match=">= 1"):
+        PosteriorQueue(0)
+
+
+def test_a_reference_queue_needs_mws_and_room_in_the_data_set():
+    z = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="mws"):
+        minibatch_log_qz(z, (z, z), LATENT, 100, "mss", reference=(z, z))
+    with pytest.raises(ValueError, match=r"batch size \+ reference \(4\) <= dataset_size \(7\)"):
+        minibatch_log_qz(z, (z, z), LATENT, 7, reference=(z, z))
 
 
 def test_the_tcvae_step_benchmark_runs_side_by_side(tmp_path):

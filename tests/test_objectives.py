@@ -193,3 +193,49 @@ def test_negative_tc_weight_is_a_config_error_naming_the_key(key):
     with pytest.raises(ConfigError, match="objective.tc_estimator='exact'"):
         Config(objective=ObjectiveConfig(tc_estimator="exact")).validate()
     Config(objective=ObjectiveConfig(**{key: 0.0})).validate()  # 0 switches a term off: allowed
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["objective.tc_queue=-1"], "objective.tc_queue=-1 must be >= 0"),
+    (["objective.tc_queue=64"], "tc_alpha, tc_beta and tc_gamma are all 1"),
+    (["objective.tc_queue=64", "objective.tc_beta=4", "objective.tc_estimator=mss"], "needs objective.tc_estimator=mws"),
+    (["objective.tc_queue=64", "objective.tc_beta=4", "objective.tc_queue_marginals=100"],
+     "tc_queue_marginals=100 is more than the queue holds"),
+])
+def test_tc_queue_settings_that_cannot_work_name_the_key(overrides, message):
+    from helpers import tiny_cfg
+    from textvae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        tiny_cfg(*overrides)
+
+
+def test_a_tc_queue_larger_than_the_training_split_is_refused_before_training(tmp_path):
+    from helpers import tiny_cfg
+    from textvae.errors import ConfigError
+    from textvae.train import train
+
+    with pytest.raises(ConfigError, match=r"objective.tc_queue=600 plus a batch of 32 is more than the \d+ training"):
+        train(tiny_cfg("objective.tc_beta=4", "objective.tc_queue=600"), tmp_path / "run")
+
+
+def test_the_loss_fills_the_tc_queue_and_refuses_to_run_without_it():
+    from textvae.decomposition import PosteriorQueue
+    from textvae.errors import ConfigError
+    from textvae.latents.gaussian import GaussianLatent
+    from textvae.model import VAEOutput
+    from textvae.objectives import vae_loss
+
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(8, 3, generator=g), torch.zeros(8, 3)
+    z = mu + torch.randn(8, 3, generator=g)
+    out = VAEOutput(rec=torch.ones(8), kl=0.5 * (mu ** 2), z=z, params=(mu, logvar))
+    cfg, latent = ObjectiveConfig(tc_beta=4.0, tc_queue=20, tc_queue_marginals=5), GaussianLatent(1, 3)
+    with pytest.raises(ConfigError, match="without its queue"):
+        vae_loss(out, 1.0, cfg, dataset_size=100, latent=latent)
+    queue = PosteriorQueue(20)
+    first = vae_loss(out, 1.0, cfg, dataset_size=100, latent=latent, queue=queue)  # empty queue: the batch alone
+    batch_only = vae_loss(out, 1.0, ObjectiveConfig(tc_beta=4.0), dataset_size=100, latent=latent)
+    assert torch.allclose(first, batch_only) and len(queue) == 8
+    second = vae_loss(out, 1.0, cfg, dataset_size=100, latent=latent, queue=queue)  # the same 8 posteriors queued
+    assert len(queue) == 16 and not torch.allclose(second, first)

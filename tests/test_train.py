@@ -62,6 +62,25 @@ def test_resume_after_crash_is_exact(tmp_path, monkeypatch):
     assert without_speed(records(full, "train")) == without_speed(records(crashed, "train"))
 
 
+@pytest.mark.integration  # three whole trainings, as above, with beta-TCVAE's queue of posteriors
+def test_resume_restores_the_tc_queue_exactly(tmp_path, monkeypatch):
+    cfg = ("train.checkpoint_every=7", "train.max_epochs=2", "objective.tc_beta=4", "objective.tc_queue=100",
+           "objective.tc_queue_marginals=40")
+    full = tmp_path / "full"
+    train(tiny_cfg(*cfg), full)
+    crashed = tmp_path / "crashed"
+    original = crash_after_checkpoint(monkeypatch, 14)  # the queue is full by then (14 x 32 > 100)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_cfg(*cfg), crashed)
+    _, state, _ = read_checkpoint(list_checkpoints(crashed)[-1])
+    assert state["tc_queue_ranks"][0]["param0"].shape == (100, 4)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", original)
+    train(tiny_cfg(*cfg), crashed, resume=True)
+    a, b = weights(list_checkpoints(full)[-1]), weights(list_checkpoints(crashed)[-1])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert without_speed(records(full, "train")) == without_speed(records(crashed, "train"))
+
+
 @pytest.mark.integration  # training processes killed and resumed
 @pytest.mark.slow  # test_checkpoint.py kills at several points, including mid-save
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):

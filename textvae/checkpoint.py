@@ -135,6 +135,7 @@ def save_trainer(tr) -> Path:
     import torch
 
     p, rng_ranks = tr.progress, tr.procs.gather(torch.get_rng_state())
+    queue_ranks = tr.procs.gather(tr.tc_queue.state_dict()) if tr.tc_queue is not None else None
     if tr.is_main:
         progress = asdict(p)
         for s in tr.strategies:
@@ -143,6 +144,8 @@ def save_trainer(tr) -> Path:
         state = {"optimizer": tr.optimizer.state_dict(), **rng_state(rng_ranks, tr.noise, tr.device)}
         if tr.scaler.is_enabled():  # fp16: the dynamic loss scale and its growth tracker
             state["scaler"] = tr.scaler.state_dict()
+        if tr.tc_queue is not None:  # beta-TCVAE's queue of earlier posteriors, one per rank
+            state["tc_queue_ranks"] = queue_ranks
         save_checkpoint(tr.run, p.step, tr.model, model_extra(tr.cfg), meta, state, tr.cfg.train.keep_checkpoints)
     tr.procs.barrier()
     return tr.run / "checkpoints" / f"step-{p.step:08d}"
@@ -159,6 +162,8 @@ def load_trainer(tr, ckpt: Path) -> None:
     if "scaler" in state and tr.scaler.is_enabled():
         tr.scaler.load_state_dict(state["scaler"])
     tr.progress = Progress.from_dict(meta["progress"])
+    if tr.tc_queue is not None:
+        load_queue(tr.tc_queue, state.get("tc_queue_ranks"), tr.procs, tr.log)
     for s in tr.strategies:
         s.load_state(meta["progress"])
     for g in tr.optimizer.param_groups:
@@ -167,6 +172,15 @@ def load_trainer(tr, ckpt: Path) -> None:
     restore_rng(state, tr.noise, tr.procs, reseed, tr.log)
     if tr.is_main:
         truncate_metrics(tr.run, tr.progress.step)
+
+
+def load_queue(queue, ranks: list | None, procs, log) -> None:
+    """Put back this rank's beta-TCVAE queue. A checkpoint without one (written before
+    objective.tc_queue was set) or by another number of processes starts it empty, and says so."""
+    if ranks is not None and len(ranks) == procs.world:
+        queue.load_state_dict(ranks[procs.rank], procs.device)
+    else:
+        log("objective.tc_queue: the checkpoint holds no queue for these processes; it starts empty")
 
 
 def _format_version() -> int:

@@ -323,6 +323,12 @@ class ObjectiveConfig:
     # false: they weigh in at full strength from step 0 while the KL warms up, as the TC term does
     # in Chen et al.'s code without --beta-anneal
     tc_anneal: bool = True
+    # > 0: log q(z) of the joint (not the per-dimension marginals) also sums over the detached posteriors
+    # of the last this many training sentences, a first-in-first-out queue kept in checkpoints: in Z
+    # dimensions a batch's sharp posteriors barely overlap and the batch-only estimate (0) falls far
+    # below the split's TC (docs/disentangle.md). mws only; tc_queue + batch_size <= training sentences
+    tc_queue: int = 0
+    tc_queue_marginals: int = 192  # the queue's newest entries that the 1-D marginals log q(z_j) use too
     # M2 (model.classifier): Kingma et al.'s alpha, the weight of the classifier's cross-entropy on each
     # labelled example, in nats per sentence like the ELBO (their 0.1 N is for objectives summed over N)
     m2_alpha: float = 1.0
@@ -345,6 +351,18 @@ class ObjectiveConfig:
         for name in ("tc_alpha", "tc_beta", "tc_gamma"):
             _positive(p, f"objective.{name}", getattr(self, name), allow_zero=True)
         _choice(p, "objective.tc_estimator", self.tc_estimator, ("mws", "mss"))
+        _positive(p, "objective.tc_queue", self.tc_queue, allow_zero=True)
+        if self.tc_queue and (self.tc_alpha, self.tc_beta, self.tc_gamma) == (1.0, 1.0, 1.0):
+            p.append(f"objective.tc_queue={self.tc_queue} enlarges beta-TCVAE's estimate of log q(z), but "
+                     f"tc_alpha, tc_beta and tc_gamma are all 1 (the plain ELBO, no estimate): set tc_beta or "
+                     f"leave tc_queue at 0")
+        _positive(p, "objective.tc_queue_marginals", self.tc_queue_marginals, allow_zero=True)
+        if self.tc_queue and self.tc_queue_marginals > self.tc_queue:
+            p.append(f"objective.tc_queue_marginals={self.tc_queue_marginals} is more than the queue holds "
+                     f"(objective.tc_queue={self.tc_queue}); make it at most tc_queue")
+        if self.tc_queue and self.tc_estimator != "mws":
+            p.append(f"objective.tc_queue={self.tc_queue} needs objective.tc_estimator=mws: minibatch "
+                     f"stratified sampling is defined over the batch alone")
         _positive(p, "objective.m2_alpha", self.m2_alpha, allow_zero=True)
 
 

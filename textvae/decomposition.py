@@ -14,7 +14,8 @@ The only hard part is log q(z) (and log q(z_j)), a mixture over the whole data s
 
 - :func:`minibatch_log_qz` estimates it from one minibatch, for the beta-TCVAE objective
   (``objectives.vae_loss``): minibatch weighted sampling (mws) or minibatch stratified sampling
-  (mss), Chen et al. sec. 4.1 and appendix C.
+  (mss), Chen et al. sec. 4.1 and appendix C; with a :class:`PosteriorQueue`
+  (``objective.tc_queue``) the joint log q(z) also sums over the posteriors of earlier batches.
 - :func:`kl_decomposition` computes it over a whole split, for evaluation.
 
 With the three per-sample terms computed from the same z, the sum telescopes to
@@ -26,15 +27,17 @@ import math
 
 import torch
 
-def _mws_log_weights(b: int, n: int) -> torch.Tensor:
-    """log importance weights (B, B) of minibatch weighted sampling: row i estimates q(z_i) from the
-    batch, z_i drawn from its own sentence i (weight 1/N: that index is known, not sampled) and the
-    B - 1 others uniform draws from the rest of the data set (weight (N - 1) / (N (B - 1)) each).
-    Each row sums to 1, so exp(logsumexp(log q(z_i|x_j) + w_ij)) estimates the density q(z_i).
-    Chen et al.'s code weights every term 1/(NB) instead; that estimates q(z_i)/N, with the own
-    sample weighted as a random draw: a constant -log N per density and a bias of order B/N."""
-    w = torch.full((b, b), math.log(n - 1) - math.log(n) - math.log(b - 1))
-    w.fill_diagonal_(-math.log(n))
+def _mws_log_weights(b: int, n: int, m: int | None = None) -> torch.Tensor:
+    """log importance weights (B, M) of minibatch weighted sampling, M = B unless given: row i
+    estimates q(z_i) from M posteriors, z_i drawn from its own sentence i (column i, weight 1/N: that
+    index is known, not sampled) and the M - 1 others uniform draws from the rest of the data set
+    (weight (N - 1) / (N (M - 1)) each). Each row sums to 1, so exp(logsumexp(log q(z_i|x_j) + w_ij))
+    estimates the density q(z_i). Chen et al.'s code weights every term 1/(NB) instead; that
+    estimates q(z_i)/N, with the own sample weighted as a random draw: a constant -log N per density
+    and a bias of order B/N."""
+    m = b if m is None else m
+    w = torch.full((b, m), math.log(n - 1) - math.log(n) - math.log(m - 1))
+    w[:, :b].fill_diagonal_(-math.log(n))
     return w
 
 
@@ -55,20 +58,71 @@ LOG_WEIGHTS = {"mws": _mws_log_weights, "mss": _mss_log_weights}
 
 
 def minibatch_log_qz(z: torch.Tensor, params: tuple[torch.Tensor, ...], latent, dataset_size: int,
-                     method: str = "mws") -> tuple[torch.Tensor, torch.Tensor]:
+                     method: str = "mws", reference: tuple[torch.Tensor, ...] | None = None,
+                     marginal_reference: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Minibatch estimates of log q(z_i) and sum_j log q(z_ij) for each sample z_i (B, Z) of a batch
     whose posterior parameters are ``params`` (each (B, ...)), q(z) the aggregate posterior of a data
     set of ``dataset_size`` sentences (Chen et al. 2018, sec. 4.1). ``method``: mws | mss.
     Returns two (B,) tensors; differentiable. Cost O(B^2 Z). A batch of one sentence has no other
-    sentences to estimate from: it needs B >= 2 and dataset_size >= B."""
-    b = z.size(0)
-    if b < 2 or dataset_size < b:
-        raise ValueError(f"minibatch_log_qz needs 2 <= batch size ({b}) <= dataset_size ({dataset_size})")
+    sentences to estimate from: it needs B >= 2 and dataset_size >= B.
+
+    ``reference`` (mws only): K more posteriors (each (K, ...), detached: :class:`PosteriorQueue`, newest
+    last) that join the batch's as draws for the joint log q(z_i): the own sentence keeps weight 1/N
+    and the B - 1 + K others share (N - 1)/N, the mws weights of a batch of B + K. Cost O(B K Z) time
+    through ``latent.log_q_pairs``, O(B K) memory. The per-dimension marginals use the batch and the
+    newest ``marginal_reference`` of the K (at most K): they need a (B, B + M, Z) tensor, and a 1-D
+    density is covered by far fewer points than a Z-dimensional one."""
+    b, k = z.size(0), 0 if reference is None else reference[0].size(0)
+    if b < 2 or dataset_size < b + k:
+        raise ValueError(f"minibatch_log_qz needs 2 <= batch size ({b}) and batch size + reference ({k}) "
+                         f"<= dataset_size ({dataset_size})")
+    if k and method != "mws":
+        raise ValueError(f"a reference queue needs method='mws', not {method!r}")
     per_dim = latent.log_q_per_dim(z.unsqueeze(1), tuple(p.unsqueeze(0) for p in params))  # (B, B, Z)
     w = LOG_WEIGHTS[method](b, dataset_size).to(per_dim)  # (B, B): row i = sample, column j = posterior
-    log_qz = torch.logsumexp(per_dim.sum(-1) + w, dim=1)  # (B,)
-    log_qz_marginals = torch.logsumexp(per_dim + w.unsqueeze(-1), dim=1).sum(-1)  # (B,)
-    return log_qz, log_qz_marginals
+    if not k:
+        return torch.logsumexp(per_dim.sum(-1) + w, dim=1), torch.logsumexp(per_dim + w.unsqueeze(-1), 1).sum(-1)
+    reference = tuple(r.to(z) for r in reference)
+    m = min(marginal_reference, k)
+    if m:
+        newest = tuple(r[k - m:].unsqueeze(0) for r in reference)
+        per_dim_m = torch.cat([per_dim, latent.log_q_per_dim(z.unsqueeze(1), newest)], dim=1)  # (B, B + M, Z)
+    else:
+        per_dim_m = per_dim
+    w_m = _mws_log_weights(b, dataset_size, b + m).to(per_dim)  # (B, B + M)
+    log_qz_marginals = torch.logsumexp(per_dim_m + w_m.unsqueeze(-1), dim=1).sum(-1)  # (B,)
+    w = _mws_log_weights(b, dataset_size, b + k).to(per_dim)  # (B, B + K)
+    joint = torch.cat([per_dim.sum(-1), latent.log_q_pairs(z, reference)], dim=1)  # (B, B + K)
+    return torch.logsumexp(joint + w, dim=1), log_qz_marginals
+
+
+class PosteriorQueue:
+    """The posteriors (detached parameters) of the last ``size`` training sentences, first in first out:
+    the extra reference points of beta-TCVAE's joint log q(z) (``objective.tc_queue``; MoCo's queue of
+    keys, He et al. 2020, applied to Chen et al.'s estimator). The entries were computed with the
+    encoder of up to size / B steps ago. A sentence seen at the end of one epoch and again at the start
+    of the next can meet its own stale posterior, counted as a random draw: a bias of order 1/N.
+    Part of the training checkpoint (:meth:`state_dict`), so resumed runs continue exactly."""
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"PosteriorQueue size must be >= 1, not {size}")
+        self.size, self.params = size, None  # tuple of (K, ...) tensors, K <= size, newest last
+
+    def __len__(self) -> int:
+        return 0 if self.params is None else self.params[0].size(0)
+
+    def push(self, params: tuple[torch.Tensor, ...]) -> None:
+        new = tuple(p.detach().float() for p in params)
+        if self.params is not None:
+            new = tuple(torch.cat([old, p]) for old, p in zip(self.params, new))
+        self.params = tuple(p[-self.size:] for p in new)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {} if self.params is None else {f"param{i}": p.cpu() for i, p in enumerate(self.params)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], device=None) -> None:
+        self.params = tuple(state[f"param{i}"].to(device) for i in range(len(state))) if state else None
 
 
 def kl_decomposition(mu: torch.Tensor, logvar: torch.Tensor, latent, generator: torch.Generator | None = None,

@@ -110,7 +110,7 @@ def tc_enabled(cfg: ObjectiveConfig) -> bool:
     return (cfg.tc_alpha, cfg.tc_beta, cfg.tc_gamma) != (1.0, 1.0, 1.0)
 
 
-def decomposed_kl_extra(out, cfg: ObjectiveConfig, latent, dataset_size: int) -> torch.Tensor:
+def decomposed_kl_extra(out, cfg: ObjectiveConfig, latent, dataset_size: int, queue=None) -> torch.Tensor:
     """Chen et al. (2018), "Isolating Sources of Disentanglement in VAEs" (beta-TCVAE): the KL splits
     into index-code MI + total correlation + dimension-wise KL (textvae.decomposition), and their
     objective weights the three by alpha, beta, gamma. This returns the minibatch estimate of
@@ -119,29 +119,35 @@ def decomposed_kl_extra(out, cfg: ObjectiveConfig, latent, dataset_size: int) ->
     of the KL, analytic KL + this extra has the expectation of the weighted sum of the three terms,
     with less variance than the all-Monte-Carlo form of Chen et al.'s code, and is exactly the plain
     ELBO's KL term when all weights are 1. log q(z) is estimated from the batch with
-    ``objective.tc_estimator`` over a data set of ``dataset_size`` sentences."""
+    ``objective.tc_estimator`` over a data set of ``dataset_size`` sentences; with a ``queue``
+    (textvae.decomposition.PosteriorQueue, ``objective.tc_queue``) the joint log q(z) also sums over
+    its posteriors (the marginals over its newest ``objective.tc_queue_marginals``), and this batch's posteriors are pushed into it afterwards."""
     log_qzx = latent.log_q(out.z, out.params)  # (B,)
-    log_qz, log_qz_marg = minibatch_log_qz(out.z, out.params, latent, dataset_size, cfg.tc_estimator)
+    reference = None if queue is None else queue.params
+    log_qz, log_qz_marg = minibatch_log_qz(out.z, out.params, latent, dataset_size, cfg.tc_estimator, reference,
+                                           cfg.tc_queue_marginals)
+    if queue is not None:
+        queue.push(out.params)
     log_pz = latent.log_prior(out.z)  # (B,)
     mi, tc, dwkl = log_qzx - log_qz, log_qz - log_qz_marg, log_qz_marg - log_pz
     return ((cfg.tc_alpha - 1.0) * mi + (cfg.tc_beta - 1.0) * tc + (cfg.tc_gamma - 1.0) * dwkl).mean()
 
 
 def vae_loss(out, beta: float, cfg: ObjectiveConfig, dataset_size: int | None = None,
-             latent=None) -> torch.Tensor:
+             latent=None, queue=None) -> torch.Tensor:
     """The minibatch loss of a :class:`textvae.model.VAEOutput` at KL weight ``beta``:
     ``rec.mean() + beta * (kl_term(kl) + tc_extra) + sum of the latent's own terms`` (scalar;
     ``beta * kl_term(kl) + tc_extra`` when ``objective.tc_anneal`` is off).
 
     ``tc_extra`` is :func:`decomposed_kl_extra` when :func:`tc_enabled`, else 0. It needs
     ``dataset_size`` (the number of training sentences, for log q(z)) and ``latent`` (the model's
-    latent family, for log q(z|x) per dimension). With ``objective.tc_anneal`` (the default) the
+    latent family, for log q(z|x) per dimension), and ``queue`` when ``objective.tc_queue`` > 0. With ``objective.tc_anneal`` (the default) the
     annealed weight ``beta`` multiplies the whole decomposed KL, so the schedule keeps the ratios
     alpha : beta : gamma; with it off, tc_extra is added at full weight from step 0 while only the
     plain KL is annealed, closer to Chen et al.'s code, whose TC weight is constant unless
     ``--beta-anneal`` is given. At weights 1 either way is the plain annealed ELBO. Under DDP each
     rank estimates log q(z) from its own share of the batch (B = the local batch size; no gathering
-    across ranks).
+    across ranks) and keeps its own queue.
     A batch of one sentence has no estimate of q(z): its tc_extra is 0.
     """
     kl, extra = kl_term(out.kl, cfg), 0.0
@@ -150,7 +156,10 @@ def vae_loss(out, beta: float, cfg: ObjectiveConfig, dataset_size: int | None = 
             raise ConfigError("objective.tc_alpha/tc_beta/tc_gamma differ from 1 (beta-TCVAE), but the loss was "
                               "called without dataset_size and latent; pass vae_loss(..., dataset_size="
                               "len(train_data), latent=model.latent)")
-        extra = decomposed_kl_extra(out, cfg, latent, dataset_size)
+        if cfg.tc_queue and queue is None:
+            raise ConfigError(f"objective.tc_queue={cfg.tc_queue}, but the loss was called without its queue; "
+                              f"pass vae_loss(..., queue=PosteriorQueue({cfg.tc_queue}))")
+        extra = decomposed_kl_extra(out, cfg, latent, dataset_size, queue)
     loss = out.rec.mean() + (beta * (kl + extra) if cfg.tc_anneal else beta * kl + extra)
     for name, term in out.losses.items():
         loss = loss + TERM_WEIGHTS.get(name, lambda c: 1.0)(cfg) * term

@@ -22,7 +22,8 @@ from .checkpoint import Progress, list_checkpoints
 from .config import Config
 from .batching import batch_sampler, collate
 from .data import training_data
-from .errors import TrainingError
+from .decomposition import PosteriorQueue
+from .errors import ConfigError, TrainingError
 from .metrics import validate
 from .model import TextVAE
 from .objectives import kl_weight, vae_loss
@@ -56,6 +57,7 @@ class Trainer:
         self.scaler = precision.grad_scaler(t.precision == "fp16")
         self.noise = torch.Generator().manual_seed(t.seed + 1)  # the same state on every rank
         self.strategies = collapse.strategies_for(cfg.objective)
+        self.tc_queue = tc_queue(cfg, len(self.train_data), self.procs.world)
         self.optimizer = self.make_optimizer()
         self.sampler = batch_sampler(self.train_data, t, self.procs.world, self.procs.rank)
         self.batches_per_epoch = len(self.sampler.global_batches(0))
@@ -141,7 +143,7 @@ class Trainer:
                            y=batch.label_ids)
             rec, kl_report = out.rec.float().mean(), out.kl.float().sum(1).mean()
             loss = vae_loss(out, beta, self.cfg.objective, dataset_size=len(self.train_data),
-                            latent=self.model.latent)  # beta-TCVAE's estimators need both
+                            latent=self.model.latent, queue=self.tc_queue)  # beta-TCVAE's estimators
             return loss, rec, kl_report, beta
 
     def backward(self, loss, rec, kl, batch, global_size: int, term: str = "") -> bool:
@@ -270,6 +272,15 @@ class Trainer:
         r = self.metrics.write_train(step=p.step, epoch=p.epoch, lr=self.lr())
         if r and self._bar is not None:
             self._bar.set_postfix(loss=f"{r['loss']:.2f}", kl=f"{r['kl']:.2f}", beta=f"{r['kl_weight']:.2f}")
+
+
+def tc_queue(cfg: Config, dataset_size: int, world: int) -> PosteriorQueue | None:
+    """The queue of earlier posteriors for beta-TCVAE's log q(z) (``objective.tc_queue``), or None."""
+    size, batch = cfg.objective.tc_queue, -(-cfg.train.batch_size // world)  # a rank's largest share
+    if size and size + batch > dataset_size:
+        raise ConfigError(f"objective.tc_queue={size} plus a batch of {batch} is more than the {dataset_size} "
+                          f"training sentences: the queue would hold a sentence twice; make it smaller")
+    return PosteriorQueue(size) if size else None
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, log=None) -> dict:

@@ -58,6 +58,11 @@ class Latent(nn.Module):
         estimates (beta-TCVAE) need."""
         raise NotImplementedError
 
+    def log_q_pairs(self, z: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """log q(z_i|x_j) summed over dimensions for every sample z_i (B, dim) and posterior j of
+        ``params`` (each (K, ...)): (B, K), without a (B, K, dim) tensor (beta-TCVAE's queue)."""
+        raise NotImplementedError
+
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) summed over the last dimension."""
         raise NotImplementedError

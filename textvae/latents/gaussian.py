@@ -120,6 +120,15 @@ class GaussianLatent(Latent):
     def log_q_per_dim(self, z: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return log_normal_per_dim(z, *params)
 
+    def log_q_pairs(self, z: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """sum_d (z_id - mu_jd)^2 / v_jd expanded into three matrix products, in float64: the terms
+        grow as 1 / v and cancel when z_i is near mu_j, which float32 would not survive for sharp
+        posteriors (logvar -10 makes 1 / v ~ 2e4)."""
+        mu, logvar = (p.double() for p in params)
+        zz, iv = z.double(), (-logvar).exp()  # (B, Z), (K, Z)
+        quad = zz.pow(2) @ iv.T - 2 * zz @ (mu * iv).T + (mu.pow(2) * iv).sum(1)  # (B, K)
+        return (-0.5 * (quad + logvar.sum(1) + z.size(-1) * LOG_2PI)).to(z.dtype)
+
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         return -0.5 * (z.pow(2).sum(-1) + z.size(-1) * LOG_2PI)
 
