@@ -193,3 +193,23 @@ def test_own_share_script_known_answers(method):
     far = torch.arange(8.0).unsqueeze(1).repeat(1, 3) * 10  # (8, 3): centres 100 posterior sd apart
     joint, marg = script.own_share(Stub(far), ["s"] * 8, 100, method, g)
     assert joint == pytest.approx(1.0) and marg == pytest.approx(1.0)
+
+
+def test_estimator_bias_script_known_answers():
+    # the whole data set as batch + queue (marginals too): each sample's estimate is the exact mixture's,
+    # so the mean meets the whole-set value; sharp posteriors in a batch of 16 are misread by far
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "tc_estimator_bias.py"
+    spec = importlib.util.spec_from_file_location("tc_estimator_bias", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    n, b, s2 = 400, 16, 0.01
+    g = torch.Generator().manual_seed(10)
+    mu = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    logvar = torch.full((n, 3), math.log(s2), dtype=torch.float64)
+    full = kl_decomposition(mu, logvar, LATENT, generator=g)["tc"]
+    batch = script.minibatch_tc(mu, logvar, LATENT, b, 0, 0, 100, g)
+    queued = script.minibatch_tc(mu, logvar, LATENT, b, n - b, n - b, 100, g)
+    assert abs(queued - full) < 0.2 < 0.5 < abs(batch - full), (full, batch, queued)  # sd of the gap ~0.08

@@ -1,0 +1,80 @@
+"""How far beta-TCVAE's minibatch estimate of the total correlation falls from the data set's, with and
+without a queue of earlier posteriors (``objective.tc_queue``), for trained models.
+
+For each run, the posteriors of its training sentences are computed once. The reference value is
+the whole-set estimator of textvae.decomposition.kl_decomposition over ``--full`` of them (Chen et
+al.'s ``elbo_decomposition``; O(N^2 Z), so a subsample). The minibatch estimates average
+``--repeats`` random batches of ``--batch`` sentences: the batch alone (what beta-TCVAE trains with
+by default), and the batch with ``--queue`` other posteriors for the joint log q(z), the newest
+``--queue-marginals`` of them for the marginals (what ``objective.tc_queue`` trains with). The
+queue here holds current posteriors; in training it holds those of the last steps' encoder.
+
+    OMP_NUM_THREADS=1 python scripts/tc_estimator_bias.py runs/disentangle_builtin/vae-n24k-seed9 \
+        runs/disentangle_builtin/beta-tcvae-6-n24k-seed9 --builtin-size 24000
+"""
+
+import argparse
+import json
+import math
+import statistics
+
+import torch
+
+from textvae.corpus import builtin_corpus
+from textvae.decomposition import kl_decomposition, minibatch_log_qz
+from textvae.model import TextVAE
+
+
+def posteriors(model: TextVAE, sentences: list[str], chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    mus, logvars = [], []
+    for i in range(0, len(sentences), chunk):
+        mu, logvar = model.encode(sentences[i:i + chunk])
+        mus.append(mu)
+        logvars.append(logvar)
+    return torch.cat(mus), torch.cat(logvars)
+
+
+def minibatch_tc(mu, logvar, latent, batch: int, queue: int, marginals: int, repeats: int,
+                 g: torch.Generator) -> float:
+    """Mean over ``repeats`` batches of the minibatch TC estimate (nats), the data set being all of mu."""
+    n, values = mu.size(0), []
+    for _ in range(repeats):
+        idx = torch.randperm(n, generator=g)[:batch + queue]
+        b = idx[:batch]
+        z = mu[b] + torch.randn(mu[b].shape, generator=g) * (0.5 * logvar[b]).exp()
+        ref = (mu[idx[batch:]], logvar[idx[batch:]]) if queue else None
+        log_qz, log_marg = minibatch_log_qz(z, (mu[b], logvar[b]), latent, n, "mws", ref, marginals)
+        values.append((log_qz - log_marg).mean().item())
+    return statistics.fmean(values)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", help="run directories trained on the built-in corpus (their best model)")
+    ap.add_argument("--builtin-size", type=int, default=6000, help="data.builtin_size the runs trained with")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--queue", type=int, default=1024)
+    ap.add_argument("--queue-marginals", type=int, default=192)
+    ap.add_argument("--full", type=int, default=6000, help="sentences for the whole-set reference")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    for run in args.runs:
+        model = TextVAE.from_pretrained(f"{run}/best").eval()
+        train = [r["text"] for r in builtin_corpus(args.builtin_size)["train"]]
+        mu, logvar = posteriors(model, train)
+        g = torch.Generator().manual_seed(args.seed)
+        sub = torch.randperm(len(train), generator=g)[:args.full]
+        full = kl_decomposition(mu[sub], logvar[sub], model.latent, generator=g)
+        row = {"run": run, "sentences": len(train), "full_subsample": len(sub), "tc_full": full["tc"],
+               "mi_full": full["mi"],
+               "tc_batch": minibatch_tc(mu, logvar, model.latent, args.batch, 0, 0, args.repeats, g),
+               "tc_queue": minibatch_tc(mu, logvar, model.latent, args.batch, args.queue, args.queue_marginals,
+                                        args.repeats, g),
+               "batch": args.batch, "queue": args.queue, "queue_marginals": args.queue_marginals}
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) and math.isfinite(v) else v for k, v in row.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
