@@ -198,7 +198,8 @@ def test_negative_tc_weight_is_a_config_error_naming_the_key(key):
 @pytest.mark.parametrize("overrides, message", [
     (["objective.tc_queue=-1"], "objective.tc_queue=-1 must be >= 0"),
     (["objective.tc_queue=64"], "tc_alpha, tc_beta and tc_gamma are all 1"),
-    (["objective.tc_queue=64", "objective.tc_beta=4", "objective.tc_estimator=mss"], "needs objective.tc_estimator=mws"),
+    (["objective.tc_queue=64", "objective.tc_beta=4", "objective.tc_estimator=mss"],
+     "needs objective.tc_estimator=mws"),
     (["objective.tc_queue=64", "objective.tc_beta=4", "objective.tc_queue_marginals=100"],
      "tc_queue_marginals=100 is more than the queue holds"),
 ])

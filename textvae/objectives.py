@@ -121,7 +121,8 @@ def decomposed_kl_extra(out, cfg: ObjectiveConfig, latent, dataset_size: int, qu
     ELBO's KL term when all weights are 1. log q(z) is estimated from the batch with
     ``objective.tc_estimator`` over a data set of ``dataset_size`` sentences; with a ``queue``
     (textvae.decomposition.PosteriorQueue, ``objective.tc_queue``) the joint log q(z) also sums over
-    its posteriors (the marginals over its newest ``objective.tc_queue_marginals``), and this batch's posteriors are pushed into it afterwards."""
+    its posteriors (the marginals over its newest ``objective.tc_queue_marginals``), and this batch's
+    posteriors are pushed into it afterwards."""
     log_qzx = latent.log_q(out.z, out.params)  # (B,)
     reference = None if queue is None else queue.params
     log_qz, log_qz_marg = minibatch_log_qz(out.z, out.params, latent, dataset_size, cfg.tc_estimator, reference,
@@ -141,11 +142,11 @@ def vae_loss(out, beta: float, cfg: ObjectiveConfig, dataset_size: int | None = 
 
     ``tc_extra`` is :func:`decomposed_kl_extra` when :func:`tc_enabled`, else 0. It needs
     ``dataset_size`` (the number of training sentences, for log q(z)) and ``latent`` (the model's
-    latent family, for log q(z|x) per dimension), and ``queue`` when ``objective.tc_queue`` > 0. With ``objective.tc_anneal`` (the default) the
-    annealed weight ``beta`` multiplies the whole decomposed KL, so the schedule keeps the ratios
-    alpha : beta : gamma; with it off, tc_extra is added at full weight from step 0 while only the
-    plain KL is annealed, closer to Chen et al.'s code, whose TC weight is constant unless
-    ``--beta-anneal`` is given. At weights 1 either way is the plain annealed ELBO. Under DDP each
+    latent family, for log q(z|x) per dimension), and ``queue`` when ``objective.tc_queue`` > 0. With
+    ``objective.tc_anneal`` (the default) the annealed weight ``beta`` multiplies the whole
+    decomposed KL, so the schedule keeps the ratios alpha : beta : gamma; with it off, tc_extra is
+    added at full weight from step 0 while only the plain KL is annealed, closer to Chen et al.'s
+    code, whose TC weight is constant unless ``--beta-anneal`` is given. At weights 1 either way is the plain annealed ELBO. Under DDP each
     rank estimates log q(z) from its own share of the batch (B = the local batch size; no gathering
     across ranks) and keeps its own queue.
     A batch of one sentence has no estimate of q(z): its tc_extra is 0.
