@@ -146,9 +146,9 @@ def vae_loss(out, beta: float, cfg: ObjectiveConfig, dataset_size: int | None = 
     ``objective.tc_anneal`` (the default) the annealed weight ``beta`` multiplies the whole
     decomposed KL, so the schedule keeps the ratios alpha : beta : gamma; with it off, tc_extra is
     added at full weight from step 0 while only the plain KL is annealed, closer to Chen et al.'s
-    code, whose TC weight is constant unless ``--beta-anneal`` is given. At weights 1 either way is the plain annealed ELBO. Under DDP each
-    rank estimates log q(z) from its own share of the batch (B = the local batch size; no gathering
-    across ranks) and keeps its own queue.
+    code, whose TC weight is constant unless ``--beta-anneal`` is given. At weights 1 either way is
+    the plain annealed ELBO. Under DDP each rank estimates log q(z) from its own share of the batch
+    (B = the local batch size; no gathering across ranks) and keeps its own queue.
     A batch of one sentence has no estimate of q(z): its tc_extra is 0.
     """
     kl, extra = kl_term(out.kl, cfg), 0.0
