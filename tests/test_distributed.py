@@ -80,3 +80,19 @@ def test_deadline_is_checked_against_the_clock(monkeypatch):
     d = distributed.Deadline(1.0, distributed.setup("cpu"))
     assert not d.check() and d.check() and d.check() and d.passed
     assert not distributed.Deadline(None, distributed.setup("cpu")).check()
+
+
+@pytest.mark.integration  # torchrun starts gloo processes
+def test_each_process_keeps_and_checkpoints_its_own_tc_queue(tmp_path):
+    from textvae.checkpoint import read_checkpoint
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    tc = ["objective.tc_beta=4", "objective.tc_queue=40", "objective.tc_queue_marginals=8"]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "textvae", "train", "--out", str(tmp_path / "ddp"), *ARGS, *tc],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, state, _ = read_checkpoint(list_checkpoints(tmp_path / "ddp")[-1])
+    ranks = state["tc_queue_ranks"]
+    assert len(ranks) == 2 and all(r["param0"].shape == (40, 4) for r in ranks)  # 8 steps x 8 rows, newest 40
+    assert not torch.equal(ranks[0]["param0"], ranks[1]["param0"])  # each rank queues its own share
