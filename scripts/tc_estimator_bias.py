@@ -10,7 +10,7 @@ by default), and the batch with ``--queue`` other posteriors for the joint log q
 queue here holds current posteriors; in training it holds those of the last steps' encoder.
 
     OMP_NUM_THREADS=1 python scripts/tc_estimator_bias.py runs/disentangle_builtin/vae-n24k-seed9 \
-        runs/disentangle_builtin/beta-tcvae-6-n24k-seed9 --builtin-size 24000
+        runs/disentangle_builtin/beta-tcvae-6-n24k-seed9
 """
 
 import argparse
@@ -20,18 +20,9 @@ import statistics
 
 import torch
 
-from textvae.corpus import builtin_corpus
 from textvae.decomposition import kl_decomposition, minibatch_log_qz
+from textvae.metrics import model_data, model_split, posterior_parameters
 from textvae.model import TextVAE
-
-
-def posteriors(model: TextVAE, sentences: list[str], chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    mus, logvars = [], []
-    for i in range(0, len(sentences), chunk):
-        mu, logvar = model.encode(sentences[i:i + chunk])
-        mus.append(mu)
-        logvars.append(logvar)
-    return torch.cat(mus), torch.cat(logvars)
 
 
 def minibatch_tc(mu, logvar, latent, batch: int, queue: int, marginals: int, repeats: int,
@@ -50,8 +41,7 @@ def minibatch_tc(mu, logvar, latent, batch: int, queue: int, marginals: int, rep
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="+", help="run directories trained on the built-in corpus (their best model)")
-    ap.add_argument("--builtin-size", type=int, default=6000, help="data.builtin_size the runs trained with")
+    ap.add_argument("runs", nargs="+", help="run directories (their best model, on its own training split)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--queue", type=int, default=1024)
     ap.add_argument("--queue-marginals", type=int, default=192)
@@ -60,13 +50,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     for run in args.runs:
-        model = TextVAE.from_pretrained(f"{run}/best").eval()
-        train = [r["text"] for r in builtin_corpus(args.builtin_size)["train"]]
-        mu, logvar = posteriors(model, train)
+        model = TextVAE.from_pretrained(f"{run}/best")
+        mu, logvar = posterior_parameters(model, model_split(model, "train", data=model_data(model)))
         g = torch.Generator().manual_seed(args.seed)
-        sub = torch.randperm(len(train), generator=g)[:args.full]
+        sub = torch.randperm(len(mu), generator=g)[:args.full]
         full = kl_decomposition(mu[sub], logvar[sub], model.latent, generator=g)
-        row = {"run": run, "sentences": len(train), "full_subsample": len(sub), "tc_full": full["tc"],
+        row = {"run": run, "sentences": len(mu), "full_subsample": len(sub), "tc_full": full["tc"],
                "mi_full": full["mi"],
                "tc_batch": minibatch_tc(mu, logvar, model.latent, args.batch, 0, 0, args.repeats, g),
                "tc_queue": minibatch_tc(mu, logvar, model.latent, args.batch, args.queue, args.queue_marginals,
