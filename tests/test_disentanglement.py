@@ -59,6 +59,7 @@ def test_mig_matches_disentanglement_libs_computation_on_partly_informative_code
     for name, v in factors.items():
         mi = np.sort([mutual_info_score(v, b) for b in binned])[::-1]
         assert out["per_factor"][name] == pytest.approx((mi[0] - mi[1]) / mutual_info_score(v, v), abs=1e-12)
+        assert out["mutual_info"][name] == pytest.approx([mutual_info_score(v, b) for b in binned], abs=1e-12)
     assert 0.1 < out["per_factor"]["topic"] < 0.9 and 0.1 < out["per_factor"]["mood"] < 0.9
 
 

@@ -80,17 +80,20 @@ def mig(codes, factors: dict, bins: int = 20) -> dict:
     dimensions with the largest mutual information with v_k, each dimension discretised into
     ``bins`` equal-width bins over its range. 1 when one dimension alone carries the factor.
 
-    Returns {"mig": mean over factors, "per_factor": {name: gap}, "top_dims": {name: (a, b)}}.
+    Returns {"mig": mean over factors, "per_factor": {name: gap}, "top_dims": {name: (a, b)},
+    "mutual_info": {name: [I(z_d; v_k) in nats for each dimension d]}}.
     """
     codes, ids = _check(codes, factors)
     binned = histogram_discretize(codes, bins)
-    per_factor, top_dims = {}, {}
+    per_factor, top_dims, mutual_info = {}, {}, {}
     for name, v in ids.items():
         mi = np.array([discrete_mutual_info(binned[:, d], v) for d in range(codes.shape[1])])  # (D,)
         a, b = np.argsort(-mi, kind="stable")[:2]
         per_factor[name] = float((mi[a] - mi[b]) / discrete_mutual_info(v, v))
         top_dims[name] = (int(a), int(b))
-    return {"mig": float(np.mean(list(per_factor.values()))), "per_factor": per_factor, "top_dims": top_dims}
+        mutual_info[name] = mi.tolist()
+    return {"mig": float(np.mean(list(per_factor.values()))), "per_factor": per_factor, "top_dims": top_dims,
+            "mutual_info": mutual_info}
 
 
 # --------------------------------------------------------------------------- DCI

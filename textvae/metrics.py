@@ -613,7 +613,8 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     Disentanglement (a Gaussian latent): ``decomposition`` adds Chen et al.'s split of the KL over the
     whole split, {mi, tc, dimwise_kl, kl} (O(N^2 Z): subsample big splits); ``factors`` ({name: label
     per example of ``split``}, textvae.disentanglement.read_factors) adds ``mig``, ``mig_per_factor``,
-    ``mig_top_dims`` and ``dci_disentanglement``/``dci_completeness``/``dci_informativeness`` of the posterior means.
+    ``mig_top_dims``, ``mig_mutual_info`` (each factor's I(z_d; v) for every dimension d) and
+    ``dci_disentanglement``/``dci_completeness``/``dci_informativeness`` of the posterior means.
     ``bleu_rec`` is None. Deterministic for a seed; the global RNG is not used. ``progress``: a bar
     with this label on stderr over the pass (None: silent).
     """
@@ -699,6 +700,7 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
 
         m, d = mig(mu_all, factors), dci(mu_all, factors, seed=seed)
         result.update(mig=m["mig"], mig_per_factor=m["per_factor"], mig_top_dims=m["top_dims"],
+                      mig_mutual_info=m["mutual_info"],
                       dci_disentanglement=d["disentanglement"],
                       dci_completeness=d["completeness"], dci_informativeness=d["informativeness"])
     result["seconds"] = time.perf_counter() - start
