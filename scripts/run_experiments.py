@@ -251,8 +251,8 @@ METRICS = ("nll_iw", "ppl_iw", "kl", "mi_full", "mi_batch", "au", "elbo", "ppl_e
 CODE_METRICS = ("latent", "nll_bound_uniform", "ppl_bound_uniform", "nll_bound_prior", "ppl_bound_prior",
                 "active_variables", "codebook_usage", "code_perplexity")
 # evaluate's disentanglement keys (settings disentanglement: true); the decomposition's terms flattened
-DISENTANGLEMENT = ("mig", "mig_per_factor", "mig_top_dims", "mig_mutual_info", "dci_disentanglement", "dci_completeness",
-                   "dci_informativeness")
+DISENTANGLEMENT = ("mig", "mig_per_factor", "mig_top_dims", "mig_mutual_info", "dci_disentanglement",
+                   "dci_completeness", "dci_informativeness")
 
 
 def run_record(table, row, name: str, seed, run: Path, overrides: list[str], state: dict) -> dict:

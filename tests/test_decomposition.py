@@ -134,6 +134,8 @@ def test_posterior_queue_keeps_the_newest_and_round_trips():
         q.push((rows.requires_grad_(), -rows))
     assert len(q) == 5 and q.params[0].squeeze(1).tolist() == [4, 5, 6, 7, 8]  # first in, first out
     assert not q.params[0].requires_grad
+    q.push((torch.tensor([[float("nan")]]), torch.zeros(1, 1)))  # a diverged batch stays out
+    assert len(q) == 5 and torch.isfinite(q.params[0]).all()
     again = PosteriorQueue(5)
     again.load_state_dict(q.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(again.params, q.params))

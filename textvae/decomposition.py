@@ -113,7 +113,11 @@ class PosteriorQueue:
         return 0 if self.params is None else self.params[0].size(0)
 
     def push(self, params: tuple[torch.Tensor, ...]) -> None:
+        """Queue a batch's posteriors. A batch with a non-finite parameter is left out: queued, it would
+        make every estimate NaN until it left the queue (train.nonfinite=skip skips that step alone)."""
         new = tuple(p.detach().float() for p in params)
+        if not all(bool(torch.isfinite(p).all()) for p in new):
+            return
         if self.params is not None:
             new = tuple(torch.cat([old, p]) for old, p in zip(self.params, new))
         self.params = tuple(p[-self.size:] for p in new)
