@@ -113,6 +113,33 @@ def test_aggressive_switches_off_for_good_when_mi_falls(tmp_path, monkeypatch):
     assert aggressive.on is False and aggressive.mi_prev == 0.7
 
 
+def test_aggressive_mi_every_checks_within_the_epoch(tmp_path, monkeypatch):
+    mis = iter([0.5, 0.9, 0.7, 1.2])  # the third check (step 12) is below the second: off from step 12 on
+    monkeypatch.setattr(collapse, "validation_mi", lambda *a, **kw: next(mis))
+    inner_steps, original = [], collapse.Aggressive.encoder_updates
+
+    def spy(self, tr, *a):
+        inner_steps.append(tr.progress.step)
+        return original(self, tr, *a)
+
+    monkeypatch.setattr(collapse.Aggressive, "encoder_updates", spy)
+    run = tmp_path / "run"
+    cfg = small_cfg("objective.aggressive=true", "objective.aggressive_max_inner=2", "objective.aggressive_window=1",
+                   "objective.aggressive_mi_every=4", "train.max_epochs=3")
+    tr = Trainer(cfg, run, log=lambda m: None)
+    assert tr.batches_per_epoch == 6  # so the checks at steps 4, 8, 12 fall inside epochs, not at their ends
+    tr.fit()
+    assert inner_steps == list(range(12))
+    assert [(r["step"], r["mi"], r["aggressive"]) for r in records(run, "aggressive")] == [
+        (4, 0.5, True), (8, 0.9, True), (12, 0.7, False)]
+
+
+@pytest.mark.parametrize("value", [-1, -10])
+def test_aggressive_mi_every_must_not_be_negative(value):
+    with pytest.raises(ConfigError, match=f"objective.aggressive_mi_every={value} must be >= 0"):
+        load_config(overrides=["objective.aggressive=true", f"objective.aggressive_mi_every={value}"])
+
+
 def test_validation_mi_is_he_et_al_calc_mi(tmp_path):
     """validation_mi = metrics.mi_batch over length-sorted minibatches of the posterior means."""
     from textvae.metrics import _batches, mi_batch, posterior_parameters
@@ -132,11 +159,13 @@ def _assert_same_runs(a, b):
 
 
 @pytest.mark.integration  # three whole trainings: uninterrupted, crashed, resumed
-def test_aggressive_resume_is_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mi_every", [0, 5])  # MI checked after each epoch (step 6) / at steps 5 and 10
+def test_aggressive_resume_is_exact(tmp_path, monkeypatch, mi_every):
     # crash in the middle of epoch 2 (steps 6..11): after the first MI check, with random inner batches
     crash_step = 8
     cfg = ("objective.aggressive=true", "objective.aggressive_max_inner=3", "objective.aggressive_window=1",
-           "train.max_epochs=2", "train.checkpoint_every=4", "model.emb_dropout=0.1", "model.bn_gamma=0.5")
+           "train.max_epochs=2", "train.checkpoint_every=4", "model.emb_dropout=0.1", "model.bn_gamma=0.5",
+           f"objective.aggressive_mi_every={mi_every}")
     full, crashed = tmp_path / "full", tmp_path / "crashed"
     train(small_cfg(*cfg), full)
     original = crash_after_checkpoint(monkeypatch, crash_step)

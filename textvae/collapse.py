@@ -27,7 +27,10 @@ parameter), so the updates are the same, and one optimiser keeps learning-rate d
 checkpoints unchanged. At the end of every epoch the mutual information I(x; z) on the validation
 split is measured with He et al.'s estimator (``calc_mi``: each minibatch is the aggregate
 posterior, :func:`textvae.metrics.mi_batch`); the first epoch whose MI is below the previous
-epoch's ends aggressive training for the rest of the run.
+epoch's ends aggressive training for the rest of the run. ``objective.aggressive_mi_every=N``
+measures it every N steps instead: an aggressive step costs tens of plain ones (one encoder update
+per inner step), so on a large corpus a phase counted in whole epochs costs more than the plain
+training it precedes, while a finer check lets the same rule end it as soon as MI stops rising.
 """
 
 import math
@@ -205,16 +208,21 @@ class Strategy:
 class Aggressive(Strategy):
     """He et al. (2019) aggressive inference-network training (see the module docstring): before
     every step, encoder-only updates until :class:`InnerLoop` stops them, then a decoder-only step;
-    switched off for good after the first epoch whose validation MI is below the previous one's."""
+    switched off for good at the first validation MI below the previous one (measured after every
+    epoch, or every ``objective.aggressive_mi_every`` steps)."""
 
     splits_optimizer = True
 
     def __init__(self, objective):
         self.max_inner, self.window = objective.aggressive_max_inner, objective.aggressive_window
+        self.mi_every = objective.aggressive_mi_every  # 0: after every epoch
         self.on = True
         self.mi_prev: float | None = None
 
     def before_step(self, tr, batch, offset, global_size) -> dict:
+        step = tr.progress.step
+        if self.on and self.mi_every and step and step % self.mi_every == 0:
+            self.check_mi(tr)
         return {"encoder_updates": self.encoder_updates(tr, batch, offset, global_size) if self.on else 0}
 
     def encoder_updates(self, tr, batch, offset: int, global_size: int) -> int:
@@ -248,13 +256,17 @@ class Aggressive(Strategy):
             drop_grads(encoder_parameters(tr.model))
 
     def end_of_epoch(self, tr) -> None:
-        if not self.on:
-            return
+        if self.on and not self.mi_every:
+            self.check_mi(tr)
+
+    def check_mi(self, tr) -> None:
+        """Measure the validation MI; switch aggressive training off for good if it fell."""
         p, t = tr.progress, tr.cfg.train
         mi = validation_mi(tr.model, tr.valid_data, t.batch_size, t.seed)
         self.on = not mi_stopped_rising(self.mi_prev, mi)
         tr.metrics.write({"kind": "aggressive", "step": p.step, "epoch": p.epoch, "mi": mi, "aggressive": self.on})
-        tr.log(f"aggressive training: valid MI {mi:.3f} after epoch {p.epoch} (previous "
+        where = f"step {p.step}" if self.mi_every else f"epoch {p.epoch}"
+        tr.log(f"aggressive training: valid MI {mi:.3f} after {where} (previous "
                f"{'-' if self.mi_prev is None else f'{self.mi_prev:.3f}'}); "
                f"{'continues' if self.on else 'MI fell, switched off for the rest of the run'}")
         self.mi_prev = mi

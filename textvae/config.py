@@ -300,12 +300,13 @@ class ObjectiveConfig:
     # He et al. (2019), "Lagging Inference Networks and Posterior Collapse in Variational Autoencoders":
     # before every step, encoder-only updates (first on the step's batch, then on random training
     # batches) until their loss stops improving, then one decoder-only update on the step's batch;
-    # switched off for good at the end of the first epoch whose validation MI is below the previous
-    # epoch's. The encoder (encoder + posterior head) and decoder are separate optimiser groups.
+    # switched off for good at the first validation MI below the previous one (measured after every
+    # epoch, or every aggressive_mi_every steps). The encoder (encoder + posterior head) and decoder are separate optimiser groups.
     aggressive: bool = False
     aggressive_max_inner: int = 100  # most encoder-only updates per step (theirs: 99)
     aggressive_window: int = 15  # every this many inner updates, stop if the mean loss per token of the
     #                              last window is above the previous window's (their text.py: 15)
+    aggressive_mi_every: int = 0  # measure the validation MI every this many steps; 0: after every epoch (theirs)
     # Li et al. (2019), "A Surprisingly Effective Fix for Deep Latent Variable Modeling of Text via a
     # Simple Pretraining and Free-Bits": phase 1 trains an autoencoder (KL weight 0) for this many
     # steps, or until early stopping fires, whichever is first; phase 2 then restarts the KL schedule,
@@ -347,6 +348,9 @@ class ObjectiveConfig:
         _choice(p, "objective.free_bits_mode", self.free_bits_mode, ("kingma", "li"))
         _positive(p, "objective.aggressive_max_inner", self.aggressive_max_inner)
         _positive(p, "objective.aggressive_window", self.aggressive_window)
+        if self.aggressive_mi_every < 0:
+            p.append(f"objective.aggressive_mi_every={self.aggressive_mi_every} must be >= 0 (0: check the "
+                     f"validation MI after every epoch, as He et al.; N: every N training steps)")
         _positive(p, "objective.pretrain_ae_steps", self.pretrain_ae_steps, allow_zero=True)
         for name in ("tc_alpha", "tc_beta", "tc_gamma"):
             _positive(p, f"objective.{name}", getattr(self, name), allow_zero=True)
