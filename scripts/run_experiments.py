@@ -16,7 +16,9 @@ training finished is not retrained; one interrupted (Ctrl-C, SIGTERM, a crash) r
 checkpoint (only ``train.*`` may change between sittings, e.g. ``--device``). A run that stopped at
 its ``--max-minutes`` budget counts as finished unless the command has ``--extend``: then it trains on
 from its newest checkpoint (lr, patience and halvings as they were) in a new sitting and is evaluated
-again. A finished run is evaluated once per (iw samples, eval sentences, seed).
+again. A finished run is evaluated once per (iw samples, eval sentences, seed); an evaluation
+interrupted part-way goes on from its last save (every minute, ``evaluation.partial.safetensors`` in
+the run directory) when the command is run again.
 
 After every run, ``--out-dir/T.json`` (one object per run, the table's order) and ``T.md`` are
 rewritten; runs already in ``T.json`` that this command did not run (another machine, another process
@@ -63,6 +65,7 @@ from textvae.train import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STATE = "reproduce.json"
+PARTIAL_EVALUATION = "evaluation.partial.safetensors"  # an evaluation pass in progress
 CONCURRENT_ENV = "TEXTVAE_CONCURRENT_ROWS"  # set by --jobs for its row processes: how many share the machine
 COMMAND_ENV = "TEXTVAE_REPRODUCE_COMMAND"  # set by --jobs for its row processes: the command the user typed
 
@@ -231,9 +234,10 @@ def evaluate_run(name: str, settings: dict, cfg, run: Path, state: dict, eval_se
             raise TextVAEError(f"{split.stats['dropped']} {split_name} examples were dropped when encoding "
                                f"(data.long_policy=drop): factor labels no longer line up with the codes")
         factors = {f: labels[:len(split)] for f, labels in read_factors(cfg.data, split_name).items()} or None
+    # saved every minute: a sitting that ends mid-pass continues there next time (textvae.eval_checkpoint)
     metrics = evaluate(model, split, iw_samples=settings["iw_samples"], seed=cfg.train.seed,
                        n_samples=settings["diversity_samples"], decomposition=bool(settings.get("disentanglement")),
-                       factors=factors)
+                       factors=factors, resume_file=run / PARTIAL_EVALUATION, log=lambda m: log(f"[{name}] {m}"))
     extras = {"samples": model.sample(settings["samples"], seed=cfg.train.seed), "homotopy": None,
               "homotopy_ends": None}
     if not model.is_lm and settings["homotopy_steps"]:

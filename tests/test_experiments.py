@@ -84,6 +84,7 @@ def test_rows_train_evaluate_and_write_the_table(script, table, ptb_dir, tmp_pat
     assert pretrain["config"]["objective"]["pretrain_ae_steps"] == 2  # at most half the run
     assert len(bn["homotopy"]) == 7 and bn["config"]["model"]["bn_gamma"] == 0.6
     assert bn["nll_iw"] <= bn["elbo"] + 1e-3  # the IW bound is at least as tight as the ELBO (k >= 1)
+    assert not list(tmp_path.rglob(script.PARTIAL_EVALUATION))  # finished passes leave no partial state
 
     for r in records:  # each record names its row file's experiment, its seed, its BLEU convention
         assert r["row"] == f"{r['experiment']}-seed1234" and r["seed"] == r["config"]["train"]["seed"] == 1234

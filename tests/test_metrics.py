@@ -457,3 +457,66 @@ def test_evaluate_disentanglement_on_the_built_in_factors(tiny_run, capsys):
     main(["evaluate", "--model", str(tiny_run), "--iw-samples", "2", "--n-samples", "5", "--json"])
     assert "mig" not in json.loads(capsys.readouterr().out)  # only when asked
 
+
+
+# --------------------------------------------------------------------------- resumable evaluation
+
+
+def _without_seconds(r):
+    return {k: x for k, x in r.items() if k != "seconds"}
+
+
+@pytest.mark.parametrize("latent_dim", [Z, 0])  # a VAE and the LM
+def test_an_interrupted_evaluation_resumes_to_the_same_numbers(split, tmp_path, monkeypatch, latent_dim):
+    from textvae import eval_checkpoint
+
+    m = tiny(latent_dim)
+    kw = dict(iw_samples=20, batch_size=8, seed=3, n_samples=6, sample_cfg=SampleConfig(max_len=8))
+    whole = evaluate(m, split, **kw)
+    path, calls, logged = tmp_path / "pass.safetensors", [], []
+    original = eval_checkpoint.PassCheckpoint.maybe_save
+
+    def save_then_crash(self, state, generator):  # a save after every batch; killed after the third
+        self.every = 0.0
+        original(self, state, generator)
+        calls.append(state.done)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(eval_checkpoint.PassCheckpoint, "maybe_save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(m, split, resume_file=path, **kw)
+    assert path.exists() and calls == [1, 2, 3]
+    monkeypatch.setattr(eval_checkpoint.PassCheckpoint, "maybe_save", original)
+    resumed = evaluate(m, split, resume_file=path, log=logged.append, **kw)
+    assert _without_seconds(resumed) == _without_seconds(whole)  # bit for bit
+    assert any("after 3 batches" in msg for msg in logged)
+    assert not path.exists()  # a complete pass leaves nothing behind
+
+
+def test_a_saved_evaluation_of_another_pass_is_not_continued(split, tmp_path, monkeypatch):
+    from textvae import eval_checkpoint
+
+    m = tiny()
+    kw = dict(iw_samples=10, batch_size=8, n_samples=4, sample_cfg=SampleConfig(max_len=8))
+    path = tmp_path / "pass.safetensors"
+    original = eval_checkpoint.PassCheckpoint.maybe_save
+
+    def save_then_crash(self, state, generator):
+        self.every = 0.0
+        original(self, state, generator)
+        raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(eval_checkpoint.PassCheckpoint, "maybe_save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(m, split, resume_file=path, seed=1, **kw)
+    monkeypatch.setattr(eval_checkpoint.PassCheckpoint, "maybe_save", original)
+    logged = []
+    other_seed = evaluate(m, split, resume_file=path, seed=2, log=logged.append, **kw)
+    assert _without_seconds(other_seed) == _without_seconds(evaluate(m, split, seed=2, **kw))
+    assert any("another pass" in msg for msg in logged)
+    path.write_bytes(b"not a safetensors file")
+    logged.clear()
+    assert _without_seconds(evaluate(m, split, resume_file=path, seed=2, log=logged.append, **kw)) == \
+        _without_seconds(other_seed)
+    assert any("unreadable saved evaluation" in msg for msg in logged)

@@ -38,6 +38,7 @@ import torch
 from .config import SampleConfig
 from .errors import DataError, TextVAEError
 from .generate import eval_mode, generate
+from .eval_checkpoint import PassCheckpoint, PassState, pass_key
 from .latents.gaussian import gaussian_kl
 
 LOG_2PI = math.log(2 * math.pi)
@@ -581,7 +582,7 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
              n_samples: int = 100, sample_cfg: SampleConfig | None = None, bleu_sentences: int | None = None,
              au_threshold: float = 0.01, iw_chunk: int | None = None, form: str | None = None,
              mi_batch_size: int = 32, sample_checks: list | None = None, progress: str | None = None,
-             decomposition: bool = False, factors: dict | None = None) -> dict:
+             decomposition: bool = False, factors: dict | None = None, resume_file=None, log=None) -> dict:
     """Every test-set metric of the sentence-VAE papers, in one pass over ``split``.
 
     Likelihood: ``nll_iw`` (mean -log p(x) per sentence, k = ``iw_samples`` importance samples;
@@ -617,6 +618,11 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     ``dci_disentanglement``/``dci_completeness``/``dci_informativeness`` of the posterior means.
     ``bleu_rec`` is None. Deterministic for a seed; the global RNG is not used. ``progress``: a bar
     with this label on stderr over the pass (None: silent).
+
+    ``resume_file``: the pass's running sums are saved there about every minute and removed at the
+    end; a pass started again with the same file, model, split and settings goes on from the last
+    save and returns the same numbers as an uninterrupted one (textvae.eval_checkpoint; ``log``
+    receives what it did). Gaussian latents and the LM; discrete latents ignore it.
     """
     from .batching import collate
 
@@ -642,32 +648,43 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     batches = _batches(split, batch_size)
     lm = model.is_lm
     Z = model.latent_dim
-    rec_sum, nll_sum, kl_dim, tokens = 0.0, 0.0, torch.zeros(Z, dtype=torch.float64), 0
-    mu_all, logvar_all = torch.zeros(n, Z), torch.zeros(n, Z)
-    hyps, refs = [], []
     bleu_limit = n if bleu_sentences is None else bleu_sentences
+    acc = PassState.fresh(n, Z)
+    saver = None
+    if resume_file is not None:
+        key = pass_key(model, split, iw_samples=iw_samples, elbo_samples=elbo_samples, batch_size=batch_size,
+                       seed=seed, iw_chunk=iw_chunk, bleu_sentences=bleu_limit)
+        saver = PassCheckpoint(resume_file, key, log=log)
+        saver.restore(acc, g)
     with eval_mode(model):
-        for idx in progress_bar(batches, progress):
-            b = collate(split, idx).to(model.device)
-            tokens += int((b.lengths - 1).sum())
-            rec, kl, mu, logvar = elbo_terms(model, b.tokens, b.lengths, elbo_samples, g, y=b.label_ids)
-            rec_sum += float(rec.double().sum())
-            kl_dim += kl.double().sum(0).cpu()
-            if lm:
-                nll_sum += float(rec.double().sum())
+        for i, idx in enumerate(progress_bar(batches, progress)):
+            if i < acc.done:
                 continue
-            if iw_samples > 0:
-                ll = iw_log_likelihood(model, b.tokens, b.lengths, iw_samples, iw_chunk, g, posterior=(mu, logvar),
-                                       y=b.label_ids)
-                nll_sum -= float(ll.double().sum())
-            mu_all[idx], logvar_all[idx] = mu.float().cpu(), logvar.float().cpu()
-            keep = [j for j, i in enumerate(idx) if i < bleu_limit]
-            if keep:
-                max_len = int(b.lengths.max()) - 2 + 10
-                out = generate(model, mu[keep], SampleConfig(greedy=True, max_len=max_len),
-                               labels=None if b.label_ids is None else b.label_ids[keep])
-                hyps += [_ids_to_text(model, o) for o in out]
-                refs += [_ids_to_text(model, split.ids[idx[j]]) for j in keep]
+            b = collate(split, idx).to(model.device)
+            acc.tokens += int((b.lengths - 1).sum())
+            rec, kl, mu, logvar = elbo_terms(model, b.tokens, b.lengths, elbo_samples, g, y=b.label_ids)
+            acc.rec_sum += float(rec.double().sum())
+            acc.kl_dim += kl.double().sum(0).cpu()
+            if lm:
+                acc.nll_sum += float(rec.double().sum())
+            else:
+                if iw_samples > 0:
+                    ll = iw_log_likelihood(model, b.tokens, b.lengths, iw_samples, iw_chunk, g,
+                                           posterior=(mu, logvar), y=b.label_ids)
+                    acc.nll_sum -= float(ll.double().sum())
+                acc.mu[idx], acc.logvar[idx] = mu.float().cpu(), logvar.float().cpu()
+                keep = [j for j, row in enumerate(idx) if row < bleu_limit]
+                if keep:
+                    max_len = int(b.lengths.max()) - 2 + 10
+                    out = generate(model, mu[keep], SampleConfig(greedy=True, max_len=max_len),
+                                   labels=None if b.label_ids is None else b.label_ids[keep])
+                    acc.hyps += [_ids_to_text(model, o) for o in out]
+                    acc.refs += [_ids_to_text(model, split.ids[idx[j]]) for j in keep]
+            acc.done = i + 1
+            if saver is not None:
+                saver.maybe_save(acc, g)
+    rec_sum, nll_sum, kl_dim, tokens = acc.rec_sum, acc.nll_sum, acc.kl_dim, acc.tokens
+    mu_all, logvar_all, hyps, refs = acc.mu, acc.logvar, acc.hyps, acc.refs
     kl_per_dim = (kl_dim / n).tolist()
     kl_mean = math.fsum(kl_per_dim)
     bleu_tok = bleu_tokenize(refs, getattr(getattr(model, "tokenizer", None), "kind", None))
@@ -704,4 +721,6 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
                       dci_disentanglement=d["disentanglement"],
                       dci_completeness=d["completeness"], dci_informativeness=d["informativeness"])
     result["seconds"] = time.perf_counter() - start
+    if saver is not None:
+        saver.clear()
     return result
