@@ -177,12 +177,18 @@ def commands_section(records: list[dict]) -> list[str]:
     return out
 
 
-def samples_section(records: list[dict]) -> list[str]:
-    """Samples and a homotopy of each row (of its first seed's run, where it has several)."""
+def samples_section(records: list[dict], table) -> list[str]:
+    """Samples and a homotopy of each row (of its first seed's run, where it has several), from runs
+    trained under the table's recipe only: a † run's model is not the row's current one."""
     lines = ["", "## Samples and homotopies", ""]
-    first = {}
+    first, old = {}, []
     for r in records:
-        first.setdefault(r.get("experiment", r["row"]), r)
+        if recipe_gaps(r, table):
+            old.append(r["row"])
+        else:
+            first.setdefault(r.get("experiment", r["row"]), r)
+    if old:
+        lines += [f"Not shown: {', '.join(old)}, trained under an earlier recipe (†).", ""]
     for r in first.values():
         lines += [f"### {r['row']}: {md(r['method'])}", "", f"{md(r['paper'])}.", "",
                   "Three samples from the prior (ancestral sampling):", ""]
@@ -360,7 +366,7 @@ def render(table, rows, records: list[dict]) -> str:
     lines += references_section(rows)
     for note in table.notes:
         lines += ["", note.strip()]
-    lines += samples_section(ordered)
+    lines += samples_section(ordered, table)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -157,7 +157,7 @@ def test_rows_from_an_earlier_recipe_are_marked_and_compared_only_with_their_own
         return {"row": name, "method": name, "paper": "p", "overrides": [*recipe, "train.eval_every=9"],
                 "nll_iw": ppl / 10, "ppl_iw": ppl, "kl": kl, "mi_full": 0.0, "au": au, "elbo": 1.0, "ppl_elbo": ppl,
                 "bleu_rec": None, "epochs": 3, "stopped": "early", "train_seconds": 1.0, "device": "CPU",
-                "samples": []}
+                "samples": [f"a sample of {name}"]}
     t, rows = table
     recipe = t.recipe
     old = recipe[:-1]  # as if the recipe's last item had been added after these rows ran
@@ -176,6 +176,9 @@ def test_rows_from_an_earlier_recipe_are_marked_and_compared_only_with_their_own
     md = report.render(t, rows, records)
     assert "| vae-plain † |" in md and "| bn-vae |" in md
     assert f"without `{recipe[-1]}`: vae-plain." in md
+    samples = md[md.index("## Samples and homotopies"):]  # from the current models only
+    assert "a sample of bn-vae" in samples and "a sample of vae-plain" not in samples
+    assert "Not shown: vae-plain, trained under an earlier recipe" in samples
     assert report.baseline_comparison(records[1:], t) == []  # no baseline row, nothing to compare with
 
 
