@@ -6,7 +6,7 @@ uninterrupted pass gives, to the last bit.
 The state is one safetensors file: the tensors (sums, the posterior rows filled so far, the state of
 the noise generator) and, in its metadata, JSON (batches done, the texts decoded so far for BLEU,
 and the key of the pass). A saved state is continued only when its key matches: the same model
-weights, split, importance samples, seed and batching; any other state is ignored and overwritten,
+weights, split, device type, importance samples, seed and batching; any other state is ignored and overwritten,
 with a message. Nothing is unpickled.
 """
 
@@ -43,8 +43,8 @@ class PassState:
 
 def pass_key(model, split, **settings) -> dict:
     """What identifies a pass: a digest of the model's weights and of the split's token ids (and label
-    ids), plus
-    ``settings`` (importance samples, seed, batch size, ...)."""
+    ids), the device type (a GPU draws and chunks differently) and ``settings`` (importance samples,
+    seed, batch size, ...)."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
@@ -56,7 +56,7 @@ def pass_key(model, split, **settings) -> dict:
     if split.label_ids is not None:  # what a conditional model is conditioned on
         ids.update(np.asarray(split.label_ids, dtype=np.int64).tobytes())
     return {"format": FORMAT, "model": h.hexdigest(), "split": ids.hexdigest(), "sentences": len(split.ids),
-            **settings}
+            "device": model.device.type, **settings}
 
 
 class PassCheckpoint:
