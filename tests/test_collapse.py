@@ -90,16 +90,23 @@ def test_aggressive_step_updates_encoder_only_then_decoder_once(tmp_path):
     assert moves == [(True, False)] * 4 + [(False, True)]
 
 
-def test_aggressive_switches_off_for_good_when_mi_falls(tmp_path, monkeypatch):
-    mis = iter([0.5, 0.9, 0.7, 1.2])  # epoch 3's MI is below epoch 2's: off after epoch 3
-    monkeypatch.setattr(collapse, "validation_mi", lambda *a, **kw: next(mis))
-    inner_steps, original = [], collapse.Aggressive.encoder_updates
+def aggressive_steps_with_mi(monkeypatch, mis: list[float]) -> list[int]:
+    """Make the validation MI checks return ``mis`` in turn; returns the list that then collects the
+    steps at which the encoder's inner loop ran."""
+    values, inner_steps, original = iter(mis), [], collapse.Aggressive.encoder_updates
+    monkeypatch.setattr(collapse, "validation_mi", lambda *a, **kw: next(values))
 
     def spy(self, tr, *a):
         inner_steps.append(tr.progress.step)
         return original(self, tr, *a)
 
     monkeypatch.setattr(collapse.Aggressive, "encoder_updates", spy)
+    return inner_steps
+
+
+def test_aggressive_switches_off_for_good_when_mi_falls(tmp_path, monkeypatch):
+    # epoch 3's MI is below epoch 2's: off after epoch 3
+    inner_steps = aggressive_steps_with_mi(monkeypatch, [0.5, 0.9, 0.7, 1.2])
     run = tmp_path / "run"
     cfg = small_cfg("objective.aggressive=true", "objective.aggressive_max_inner=2", "objective.aggressive_window=1",
                    "train.max_epochs=4")
@@ -114,15 +121,8 @@ def test_aggressive_switches_off_for_good_when_mi_falls(tmp_path, monkeypatch):
 
 
 def test_aggressive_mi_every_checks_within_the_epoch(tmp_path, monkeypatch):
-    mis = iter([0.5, 0.9, 0.7, 1.2])  # the third check (step 12) is below the second: off from step 12 on
-    monkeypatch.setattr(collapse, "validation_mi", lambda *a, **kw: next(mis))
-    inner_steps, original = [], collapse.Aggressive.encoder_updates
-
-    def spy(self, tr, *a):
-        inner_steps.append(tr.progress.step)
-        return original(self, tr, *a)
-
-    monkeypatch.setattr(collapse.Aggressive, "encoder_updates", spy)
+    # the third check (step 12) is below the second: off from step 12 on
+    inner_steps = aggressive_steps_with_mi(monkeypatch, [0.5, 0.9, 0.7, 1.2])
     run = tmp_path / "run"
     cfg = small_cfg("objective.aggressive=true", "objective.aggressive_max_inner=2", "objective.aggressive_window=1",
                    "objective.aggressive_mi_every=4", "train.max_epochs=3")
