@@ -395,3 +395,27 @@ def test_bn_vae_single_sentence_training_batch_uses_running_statistics():
 def test_config_rejects_impossible_settings(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(preset="tiny", overrides=overrides)
+
+
+@pytest.mark.integration  # two short trainings in subprocesses
+def test_the_aggressive_benchmark_times_both_runs_and_measures_the_phase(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_aggressive.py"
+    spec = importlib.util.spec_from_file_location("benchmark_aggressive", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "b.json"
+    assert bench.main(["--preset", "tiny", "--set", "data.builtin_size=200", "--set", "train.max_epochs=2",
+                       "--set", "objective.aggressive_mi_every=2", "--set", "objective.aggressive_max_inner=2",
+                       "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    plain, aggressive = r["plain"], r["aggressive"]
+    assert plain["seconds"] > 0 and r["ratio"] == pytest.approx(aggressive["seconds"] / plain["seconds"])
+    assert plain["steps"] == aggressive["steps"] > 0 and "encoder_updates_per_step" not in plain
+    checks = records(tmp_path / "runs" / "aggressive", "aggressive")
+    assert [c["step"] for c in checks] == list(range(2, 2 * len(checks) + 1, 2))  # every 2 steps while on
+    off = [c["step"] for c in checks if not c["aggressive"]]
+    assert aggressive["aggressive_steps"] == (off[0] if off else aggressive["steps"])
+    assert 0 < aggressive["encoder_updates_per_step"] <= 2
