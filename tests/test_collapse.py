@@ -177,6 +177,31 @@ def test_aggressive_resume_is_exact(tmp_path, monkeypatch, mi_every):
     _assert_same_runs(full, crashed)
 
 
+@pytest.mark.integration  # three whole trainings: uninterrupted, crashed, resumed
+def test_a_crash_after_an_mi_check_at_a_checkpoint_step_resumes_exactly(tmp_path, monkeypatch):
+    # the check at step 8 comes after the step-8 checkpoint; killed between them and resumed from
+    # that checkpoint, the run checks again and must not keep the first record of it too
+    cfg = ("objective.aggressive=true", "objective.aggressive_max_inner=2", "objective.aggressive_window=1",
+           "objective.aggressive_mi_every=4", "train.checkpoint_every=4", "train.max_steps=12")
+    full, crashed = tmp_path / "full", tmp_path / "crashed"
+    train(small_cfg(*cfg), full)
+    original = collapse.Aggressive.check_mi
+
+    def check_then_crash(self, tr):
+        original(self, tr)
+        if tr.progress.step == 8:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(collapse.Aggressive, "check_mi", check_then_crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(small_cfg(*cfg), crashed)
+    assert [r["step"] for r in records(crashed, "aggressive")] == [4, 8]
+    monkeypatch.setattr(collapse.Aggressive, "check_mi", original)
+    train(small_cfg(*cfg), crashed, resume=True)
+    assert [r["step"] for r in records(full, "aggressive")] == [4, 8]  # none before a step 13
+    _assert_same_runs(full, crashed)
+
+
 # --------------------------------------------------------------------------- Li et al. (2019): pretraining
 
 

@@ -140,7 +140,8 @@ def save_trainer(tr) -> Path:
         progress = asdict(p)
         for s in tr.strategies:
             progress.update(s.state())
-        meta = {"format_version": _format_version(), "progress": progress, "lr": tr.lr()}
+        meta = {"format_version": _format_version(), "progress": progress, "lr": tr.lr(),
+                "metrics_records": tr.metrics.records}  # what resume keeps of metrics.jsonl
         state = {"optimizer": tr.optimizer.state_dict(), **rng_state(rng_ranks, tr.noise, tr.device)}
         if tr.scaler.is_enabled():  # fp16: the dynamic loss scale and its growth tracker
             state["scaler"] = tr.scaler.state_dict()
@@ -171,7 +172,7 @@ def load_trainer(tr, ckpt: Path) -> None:
     reseed = tr.cfg.train.seed + 1000 * tr.procs.rank + tr.progress.step
     restore_rng(state, tr.noise, tr.procs, reseed, tr.log)
     if tr.is_main:
-        truncate_metrics(tr.run, tr.progress.step)
+        truncate_metrics(tr.run, tr.progress.step, meta.get("metrics_records"))
 
 
 def load_queue(queue, ranks: list | None, procs, log) -> None:
@@ -417,6 +418,8 @@ class MetricsLog:
 
     def __init__(self, run: Path, tensorboard: bool = False, enabled: bool = True):
         self.path, self.tb, self.enabled = run / "metrics.jsonl", None, enabled
+        # records in the file (a resumed run appends to what its checkpoint kept); checkpoints store it
+        self.records = len(_metrics_lines(self.path)) if enabled else 0
         if tensorboard and enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -431,6 +434,7 @@ class MetricsLog:
             return
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+        self.records += 1
         for k, v in record.items() if self.tb is not None else ():
             if isinstance(v, (int, float)) and k not in ("step", "epoch"):
                 self.tb.add_scalar(f"{record['kind']}/{k}", v, record["step"])
@@ -469,16 +473,28 @@ class MetricsLog:
             self.tb.close()
 
 
-def truncate_metrics(run: Path, step: int) -> None:
-    """Drop the metrics.jsonl records written after ``step`` (a resumed run writes them again)."""
-    path = run / "metrics.jsonl"
+def _metrics_lines(path: Path) -> list[str]:
+    """The complete records of a metrics.jsonl file (a half-written last line from a crash is not one)."""
     if not path.exists():
-        return
+        return []
     keep = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
+            json.loads(line)["step"]
+            keep.append(line)
         except (json.JSONDecodeError, KeyError, TypeError):
-            pass  # a half-written last line from a crash
+            pass
+    return keep
+
+
+def truncate_metrics(run: Path, step: int, records: int | None = None) -> None:
+    """Drop the metrics.jsonl records written after the checkpoint a run resumes from (it writes them
+    again): keep the first ``records``, as many as there were when it was saved; for a checkpoint
+    that did not count them (an earlier textvae), those of steps up to ``step``. A record written at the
+    checkpoint's step but after it (a validation MI check of aggressive training) is then dropped too."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return
+    lines = _metrics_lines(path)
+    keep = lines[:records] if records is not None else [x for x in lines if json.loads(x)["step"] <= step]
     atomic_write(path, "".join(line + "\n" for line in keep))
