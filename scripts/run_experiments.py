@@ -5,6 +5,7 @@ write ``results/<table>.json`` and render ``results/<table>.md`` (``scripts/repo
     python scripts/run_experiments.py experiments/ptb/bn-vae.yaml --device cuda
     python scripts/run_experiments.py experiments/ptb --device cuda --jobs 7 --max-epochs 10
     python scripts/run_experiments.py experiments/ptb --list                # rows and their overrides
+    python scripts/run_experiments.py experiments/ptb --missing --jobs 2    # the runs still to do
     # smoke test: a row builds, trains a few steps and is evaluated on a few sentences, in /tmp
     python scripts/run_experiments.py experiments/ptb --rows bn-vae --out-dir /tmp/ptb \\
         --runs-dir /tmp/ptb/runs --max-steps 3 --iw-samples 5 --eval-sentences 50 --set train.progress=false
@@ -459,6 +460,9 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=1, help="rows trained and evaluated at once, one process each")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for every row, e.g. train.progress=false (repeatable)")
+    p.add_argument("--missing", action="store_true",
+                   help="only the runs without a current record in --out-dir/T.json (none yet, or one trained "
+                        "under an earlier recipe, marked †): what a sitting still has to do")
     p.add_argument("--list", action="store_true", help="print the rows and their overrides, then exit")
     args = p.parse_args(argv)
     if args.jobs < 1:
@@ -498,7 +502,25 @@ def select(args) -> list[tuple]:
                 args.only_runs.pop(n, None)
         wanted = set(names) | {run_of[n] for n in names if n not in known}
         picked = {k: (t, rows, [r for r in sel if r.name in wanted]) for k, (t, rows, sel) in picked.items()}
+    if args.missing:
+        picked = {k: (t, rows, missing_runs(args, t, sel)) for k, (t, rows, sel) in picked.items()}
     return [(t, rows, sorted(sel, key=rows.index)) for t, rows, sel in picked.values()]
+
+
+def missing_runs(args, table, selected: list) -> list:
+    """--missing: of the ``selected`` rows (and the runs --rows picked of them), those whose runs have no
+    current record in --out-dir/T.json: none yet, or one trained under an earlier recipe (†). Narrows
+    ``args.only_runs`` to those runs."""
+    current = {name for name, r in load_records(args.out_dir / f"{table.table}.json").items()
+               if not report.recipe_gaps(r, table)}
+    keep = []
+    for row in selected:
+        picked = args.only_runs.get(row.name)
+        runs = {name for name, _ in row.runs() if name not in current and (picked is None or name in picked)}
+        if runs:
+            keep.append(row)
+            args.only_runs[row.name] = runs
+    return keep
 
 
 def main(argv=None) -> int:
@@ -518,6 +540,8 @@ def main(argv=None) -> int:
                 print(f"  {row.name:16} {row.method}")
                 print(f"  {'':16} {' '.join(row.overrides)} {derived}".rstrip())
                 print(f"  {'':16} {row.paper}")
+                if row.name in args.only_runs:  # --rows or --missing picked some of its runs
+                    print(f"  {'':16} runs: {', '.join(n for n, _ in row.runs() if n in args.only_runs[row.name])}")
         return 0
     for table, _, _ in tables:
         data = args.data_dir or data_dir(table, REPO)

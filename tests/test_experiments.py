@@ -537,3 +537,25 @@ def test_a_disentanglement_row_records_the_decomposition_and_mig(script, tmp_pat
     terms = r["decomposition_mi"] + r["decomposition_tc"] + r["decomposition_dimwise_kl"]
     assert terms == pytest.approx(r["decomposition_kl"], abs=0.5 + 0.2 * r["decomposition_kl"])
     assert "| tc | TC | 1 |" in (tmp_path / "results" / "d.md").read_text()
+
+
+def test_missing_picks_the_runs_without_a_current_record(script, table, tmp_path):
+    t, rows = table
+    out = tmp_path / "results"
+    out.mkdir()
+    current = {"overrides": list(t.recipe)}
+    records = [{"row": "lstm-lm-seed1234", **current}, {"row": "lstm-lm-seed1", **current},
+               {"row": "bn-vae-seed1234", **current},
+               {"row": "vae-plain", "overrides": list(t.recipe[:-1])}]  # † : trained under an earlier recipe
+    (out / "ptb.json").write_text(json.dumps(records))
+    args = script.parse_args([str(PTB), "--missing", "--out-dir", str(out)])
+    picked = {row.name: sorted(args.only_runs[row.name]) for row in script.select(args)[0][2]}
+    assert picked["lstm-lm"] == ["lstm-lm-seed2"] and picked["bn-vae"] == ["bn-vae-seed1", "bn-vae-seed2"]
+    assert picked["vae-plain"] == ["vae-plain"]  # its record is †
+    assert picked["vae-free-bits"] == ["vae-free-bits-seed1", "vae-free-bits-seed1234", "vae-free-bits-seed2"]
+    # with --rows: what is missing of what it names; a row with nothing missing is not run
+    args = script.parse_args([str(PTB), "--missing", "--out-dir", str(out), "--rows", "lstm-lm,bn-vae-seed1234"])
+    chosen = script.select(args)[0][2]
+    assert [row.name for row in chosen] == ["lstm-lm"] and args.only_runs["lstm-lm"] == {"lstm-lm-seed2"}
+    command = script.row_command(args, t, "lstm-lm", tmp_path)
+    assert command[command.index("--rows") + 1] == "lstm-lm-seed2"  # what --jobs runs for that row
