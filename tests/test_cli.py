@@ -69,6 +69,32 @@ def test_evaluate_json(run_dir, capsys):
     assert "elbo" in capsys.readouterr().out
 
 
+def test_evaluate_resume_file_continues_an_interrupted_pass(run_dir, tmp_path, capsys, monkeypatch):
+    from textvae import eval_checkpoint
+
+    argv = ["evaluate", "--model", str(run_dir), "--json", "--iw-samples", "5", "--n-samples", "10",
+            "--batch-size", "4"]
+    assert main(argv) == 0
+    whole = json.loads(capsys.readouterr().out)
+    state, original = tmp_path / "pass.safetensors", eval_checkpoint.PassCheckpoint.maybe_save
+
+    def save_then_crash(self, acc, generator):
+        self.every = 0.0
+        original(self, acc, generator)
+        if acc.done == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(eval_checkpoint.PassCheckpoint, "maybe_save", save_then_crash)
+    assert main([*argv, "--resume-file", str(state)]) == 130  # Ctrl-C's exit status
+    assert state.exists()
+    monkeypatch.setattr(eval_checkpoint.PassCheckpoint, "maybe_save", original)
+    assert main([*argv, "--resume-file", str(state)]) == 0
+    out = capsys.readouterr()
+    resumed = json.loads(out.out.strip().splitlines()[-1])
+    assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in whole.items() if k != "seconds"}
+    assert "continuing a saved evaluation after 2 batches" in out.err and not state.exists()
+
+
 def test_bad_inputs_give_clear_errors(tmp_path, capsys, run_dir):
     expect_error(capsys, ["train", "--out", str(tmp_path / "a"), "--data-dir", str(tmp_path / "nope")],
                  str(tmp_path / "nope"), "does not exist")

@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the KL decomposition (MI, TC, dimension-wise KL; O(N^2) in the split's size) and, when "
                         "the split has factor labels (the built-in corpus's four; a corpus's label as factor "
                         "'label'; {split}.{factor}.labels.txt files; data.factor_fields), MIG and DCI")
+    p.add_argument("--resume-file", metavar="FILE", help="save the pass's running sums to FILE every minute and, "
+                   "run again after an interruption, continue from there to the same numbers (FILE is removed "
+                   "when the pass is done)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("plot", help="training curves, per-dimension KL, latent PCA map (PNG)")
@@ -505,7 +508,8 @@ def _cmd_evaluate(args) -> int:
     result = evaluate(model, enc, iw_samples=args.iw_samples, batch_size=args.batch_size,
                       seed=args.seed, n_samples=args.n_samples, form=args.form,
                       progress=f"evaluate {args.split} (k = {args.iw_samples})",
-                      decomposition=args.disentanglement, factors=factors or None)
+                      decomposition=args.disentanglement, factors=factors or None, resume_file=args.resume_file,
+                      log=lambda msg: print(msg, file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps(result))
         return 0
