@@ -480,18 +480,19 @@ def _metrics_lines(path: Path) -> list[str]:
     keep = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            json.loads(line)["step"]
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "step" in record:
             keep.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass
     return keep
 
 
 def truncate_metrics(run: Path, step: int, records: int | None = None) -> None:
     """Drop the metrics.jsonl records written after the checkpoint a run resumes from (it writes them
-    again): keep the first ``records``, as many as there were when it was saved; for a checkpoint
-    that did not count them (an earlier textvae), those of steps up to ``step``. A record written at the
-    checkpoint's step but after it (a validation MI check of aggressive training) is then dropped too."""
+    again): keep the first ``records``, as many as there were when it was saved; for a checkpoint that
+    did not count them (an earlier textvae), those of steps up to ``step``. So a record written at the
+    checkpoint's step but after it (a validation MI check of aggressive training) is dropped too."""
     path = run / "metrics.jsonl"
     if not path.exists():
         return

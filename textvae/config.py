@@ -301,7 +301,8 @@ class ObjectiveConfig:
     # before every step, encoder-only updates (first on the step's batch, then on random training
     # batches) until their loss stops improving, then one decoder-only update on the step's batch;
     # switched off for good at the first validation MI below the previous one (measured after every
-    # epoch, or every aggressive_mi_every steps). The encoder (encoder + posterior head) and decoder are separate optimiser groups.
+    # epoch, or every aggressive_mi_every steps). The encoder (encoder + posterior head) and decoder
+    # are separate optimiser groups.
     aggressive: bool = False
     aggressive_max_inner: int = 100  # most encoder-only updates per step (theirs: 99)
     aggressive_window: int = 15  # every this many inner updates, stop if the mean loss per token of the

@@ -6,8 +6,8 @@ uninterrupted pass gives, to the last bit.
 The state is one safetensors file: the tensors (sums, the posterior rows filled so far, the state of
 the noise generator) and, in its metadata, JSON (batches done, the texts decoded so far for BLEU,
 and the key of the pass). A saved state is continued only when its key matches: the same model
-weights, split, device type, importance samples, seed and batching; any other state is ignored and overwritten,
-with a message. Nothing is unpickled.
+weights, split, device type, importance samples, seed and batching; any other state is ignored and
+overwritten, with a message. Nothing is unpickled.
 """
 
 import hashlib
