@@ -42,6 +42,33 @@ def test_out_dir_with_a_run_needs_resume(tmp_path):
         train(tiny_cfg("train.max_steps=6", "model.latent_dim=5"), run, resume=True)
 
 
+def test_checkpoint_minutes_saves_when_the_time_has_passed(tmp_path, monkeypatch):
+    saved, original = [], Trainer._save_checkpoint
+
+    def spy(self):
+        saved.append(self.progress.step)
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", spy)
+    train(tiny_cfg("train.max_steps=6", "train.checkpoint_minutes=60"), tmp_path / "hour")
+    assert saved == [0, 6]  # the first validation's and the last; an hour never passed
+    saved.clear()
+    minute = time.monotonic()
+    monkeypatch.setattr("textvae.distributed.time.monotonic", lambda: minute)
+    tr = Trainer(tiny_cfg("train.max_steps=7", "train.checkpoint_minutes=0.5"), tmp_path / "clock")
+
+    def step_then_tick(*a, _step=tr.step):  # every step takes 20 s of the patched clock
+        nonlocal minute
+        minute += 20.0
+        return _step(*a)
+
+    tr.step = step_then_tick
+    tr.fit()
+    assert saved == [0, 2, 4, 6, 7]  # 30 s from each save: after its second step of 20 s; then the last
+    with pytest.raises(ConfigError, match=r"train.checkpoint_minutes=0(\.0)? must be > 0"):
+        tiny_cfg("train.checkpoint_minutes=0")
+
+
 @pytest.mark.integration  # three whole trainings: uninterrupted, crashed, resumed
 def test_resume_after_crash_is_exact(tmp_path, monkeypatch):
     cfg = ("train.checkpoint_every=7", "train.max_epochs=2", "model.emb_dropout=0.1")

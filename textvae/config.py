@@ -391,6 +391,8 @@ class TrainConfig:
     max_decays: int = 5  # early stopping: stop after this many lr decays (0: never decay, never stop early)
     min_lr: float = 0.0  # decays never go below this
     checkpoint_every: int = 0  # also save a resumable checkpoint every N steps; 0: at every evaluation
+    # also save one when this many minutes have passed since the last (long steps: aggressive training)
+    checkpoint_minutes: float | None = None
     keep_checkpoints: int = 2  # resumable checkpoints kept in run/checkpoints
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     nonfinite: str = "stop"  # what a NaN/inf loss does: stop | skip (skip the step, stop after 10 in a row)
@@ -405,7 +407,7 @@ class TrainConfig:
 
     def validate(self, p: list[str]) -> None:
         for name in ("batch_size", "max_epochs", "max_steps", "max_minutes", "lr", "eval_samples",
-                     "keep_checkpoints"):
+                     "keep_checkpoints", "checkpoint_minutes"):
             _positive(p, f"train.{name}", getattr(self, name))
         for name in ("momentum", "weight_decay", "grad_clip", "eval_every", "lr_patience", "max_decays",
                      "min_lr", "checkpoint_every"):

@@ -43,6 +43,7 @@ class Trainer:
         precision.check(t, self.device, cfg.objective.aggressive)
         self.log = (log or (lambda msg: print(msg, file=sys.stderr, flush=True))) if self.is_main else (lambda m: None)
         self._skips, self._saved_at, self._bar = 0, None, None
+        self._save_clock = distributed.Deadline(t.checkpoint_minutes, self.procs)  # and at each save
         if cfg.data.data_dir:  # absolute: evaluate, probe and --resume then work from any directory
             cfg.data.data_dir = str(Path(cfg.data.data_dir).expanduser().resolve())
         ckpt = checkpoint.prepare_run_dir(self.run, cfg, resume, self.log, self.is_main)
@@ -81,6 +82,7 @@ class Trainer:
     def _save_checkpoint(self) -> Path:
         path = checkpoint.save_trainer(self)
         self._saved_at = self.progress.step
+        self._save_clock = distributed.Deadline(self.cfg.train.checkpoint_minutes, self.procs)
         return path
 
     def lr(self) -> float:
@@ -224,7 +226,8 @@ class Trainer:
                     self._write_train_log()
                 if t.eval_every and p.step % t.eval_every == 0:
                     self._checkpoint(with_eval=True)
-                elif t.checkpoint_every and p.step % t.checkpoint_every == 0:
+                elif ((t.checkpoint_every and p.step % t.checkpoint_every == 0)
+                      or self._save_clock.check(sync=p.step % log_every == 0)):
                     self._checkpoint(with_eval=False)
             if p.batch_in_epoch >= len(batches):
                 p.epoch, p.batch_in_epoch = p.epoch + 1, 0
