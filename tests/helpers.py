@@ -4,6 +4,7 @@ Imported as ``from helpers import ...``: pytest puts this folder on ``sys.path``
 "prepend" import mode), from the repository root and from tests/ alike.
 """
 import contextlib
+import importlib.util
 import json
 import pathlib
 
@@ -15,6 +16,15 @@ from textvae.config import load_config
 from textvae.train import Trainer
 
 TINY = ["--preset", "tiny", "--no-summary"]  # the CLI's smallest training, without the end-of-run summary
+SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` imported as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def cli(capsys, argv, code=0):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from helpers import crash_after_checkpoint, records, same_weights, tiny_cfg, without_speed
+from helpers import crash_after_checkpoint, load_script, records, same_weights, tiny_cfg, without_speed
 from textvae import collapse
 from textvae.config import ModelConfig, ObjectiveConfig, TokenizerConfig, load_config
 from textvae.batching import collate
@@ -424,13 +424,7 @@ def test_config_rejects_impossible_settings(overrides, message):
 
 @pytest.mark.integration  # two short trainings in subprocesses
 def test_the_aggressive_benchmark_times_both_runs_and_measures_the_phase(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_aggressive.py"
-    spec = importlib.util.spec_from_file_location("benchmark_aggressive", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmark_aggressive")
     out = tmp_path / "b.json"
     assert bench.main(["--preset", "tiny", "--set", "data.builtin_size=200", "--set", "train.max_epochs=2",
                        "--set", "objective.aggressive_mi_every=2", "--set", "objective.aggressive_max_inner=2",

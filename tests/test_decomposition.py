@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from helpers import load_script
 from textvae.decomposition import PosteriorQueue, kl_decomposition, minibatch_log_qz
 from textvae.latents.gaussian import GaussianLatent
 
@@ -152,14 +153,9 @@ def test_a_reference_queue_needs_mws_and_room_in_the_data_set():
 
 
 def test_the_tcvae_step_benchmark_runs_side_by_side(tmp_path):
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_tcvae.py"
-    spec = importlib.util.spec_from_file_location("benchmark_tcvae", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmark_tcvae")
     out = tmp_path / "b.json"
     assert bench.main(["--preset", "tiny", "--set", "data.builtin_size=200", "--rounds", "2", "--steps", "2",
                        "--out", str(out)]) == 0
@@ -172,13 +168,7 @@ def test_the_tcvae_step_benchmark_runs_side_by_side(tmp_path):
 def test_own_share_script_known_answers(method):
     # identical posteriors: every sentence's term is equal, so the own one has its weight, 1/N;
     # posteriors far apart: the own term is the whole estimate of the joint q(z_i)
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "tc_own_share.py"
-    spec = importlib.util.spec_from_file_location("tc_own_share", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("tc_own_share")
 
     class Stub:
         latent = LATENT
@@ -200,13 +190,7 @@ def test_own_share_script_known_answers(method):
 def test_estimator_bias_script_known_answers():
     # the whole data set as batch + queue (marginals too): each sample's estimate is the exact mixture's,
     # so the mean meets the whole-set value; sharp posteriors in a batch of 16 are misread by far
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "tc_estimator_bias.py"
-    spec = importlib.util.spec_from_file_location("tc_estimator_bias", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("tc_estimator_bias")
     n, b, s2 = 400, 16, 0.01
     g = torch.Generator().manual_seed(10)
     mu = torch.randn(n, 3, generator=g, dtype=torch.float64)

@@ -1,7 +1,6 @@
 """Experiments as data: the YAML rows (textvae/experiments.py), the runner (scripts/run_experiments.py)
 end to end on a tiny PTB-shaped corpus (three rows of a few steps each, then the outputs, then a second
 sitting that must reuse the runs instead of retraining), and the report step (scripts/report.py)."""
-import importlib.util
 import json
 import math
 import shutil
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import load_script
 from textvae.config import load_config
 from textvae.corpus import builtin_corpus
 from textvae.errors import ConfigError
@@ -22,13 +22,6 @@ PTB = REPO / "experiments" / "ptb"
 ROWS = "lstm-lm-seed1234,vae-pretrain-fb-seed1234,bn-vae-seed1234"  # one seed of each row: its run name
 SMALL = ["--set", "model.emb_dim=16", "--set", "model.enc_hidden=16", "--set", "model.dec_hidden=16",
          "--set", "train.progress=false"]
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
