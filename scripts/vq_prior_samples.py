@@ -20,7 +20,8 @@ import torch
 from textvae.code_metrics import evaluate_codes
 from textvae.config import SampleConfig
 from textvae.generate import generate
-from textvae.metrics import distinct_n, model_split
+from textvae.metrics import model_split
+from textvae.text_metrics import distinct_n
 from textvae.model import TextVAE
 
 

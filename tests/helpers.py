@@ -6,6 +6,7 @@ Imported as ``from helpers import ...``: pytest puts this folder on ``sys.path``
 import contextlib
 import importlib.util
 import json
+import os
 import pathlib
 
 import torch
@@ -17,6 +18,8 @@ from textvae.train import Trainer
 
 TINY = ["--preset", "tiny", "--no-summary"]  # the CLI's smallest training, without the end-of-run summary
 SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
+# The shared corpora: ../shared/data beside the checkout, or $TEXTVAE_SHARED/data.
+SHARED_DATA = pathlib.Path(os.environ.get("TEXTVAE_SHARED", SCRIPTS.parents[1] / "shared")) / "data"
 
 
 def load_script(name: str):

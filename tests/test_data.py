@@ -9,7 +9,7 @@ import datasets
 import numpy as np
 import pytest
 
-from helpers import TINY, cli, expect_error, write_corpus
+from helpers import SHARED_DATA, TINY, cli, expect_error, write_corpus
 from textvae.cli import main
 from textvae.config import Config, DataConfig, TokenizerConfig, load_config
 from textvae.data import describe_source, encode_split, load_splits, split_indices
@@ -486,7 +486,7 @@ def test_over_long_lines_are_truncated_or_dropped_and_counted(corpus, tmp_path, 
 # --------------------------------------------------------------------------- the real Penn Treebank
 
 # Beside the checkout (../shared/data/ptb) or at $TEXTVAE_PTB; skipped otherwise (nothing else needs it).
-PTB = Path(os.environ.get("TEXTVAE_PTB", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"))
+PTB = Path(os.environ.get("TEXTVAE_PTB", SHARED_DATA / "ptb"))
 
 
 @pytest.mark.skipif(not (PTB / "train.txt").is_file(), reason=f"PTB not found at {PTB}")

@@ -4,8 +4,6 @@ save/load, fingerprints."""
 import copy
 import functools
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from helpers import SHARED_DATA
 from textvae.config import TokenizerConfig
 from textvae.errors import CheckpointError, ConfigError, DataError
 from textvae.tokenizers import (BOS_ID, EOS_ID, ONE_TOKEN_LINE_SHARE, PAD_ID, SPECIAL_PIECES, UNK_ID,
@@ -407,7 +406,6 @@ def test_pretokenize_config_value_is_checked():
 
 # --------------------------------------------------------------------------- text without spaces
 
-SHARED_DATA = Path(os.environ.get("TEXTVAE_SHARED", Path(__file__).resolve().parents[1].parent / "shared")) / "data"
 
 
 def shared_lines(corpus: str, n: int = 3000) -> list[str]:

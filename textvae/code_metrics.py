@@ -25,8 +25,8 @@ import torch
 
 from .config import SampleConfig
 from .generate import eval_mode, generate
-from .metrics import (_batches, _generator, _ids_to_text, bleu, bleu_tokenize, iw_log_likelihood,
-                      prior_sample_metrics, progress_bar)
+from .metrics import _batches, _generator, _ids_to_text, iw_log_likelihood, prior_sample_metrics, progress_bar
+from .text_metrics import bleu, bleu_tokenize
 
 
 def _pass(model, split, batch_size: int, samples: int, g: torch.Generator, progress: str | None, each=None) -> dict:
