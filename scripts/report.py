@@ -269,8 +269,10 @@ def summary_section(table, rows, records: list[dict]) -> list[str]:
 def compare_section(table, rows, records: list[dict]) -> list[str]:
     """For each ``compare`` entry: every row's mean (or each of the entry's ``rows``) against the baseline
     row's, called better only when the difference exceeds twice the pooled sd of the two (both need 2 or
-    more seeds for that)."""
+    more seeds for that); an entry with ``ratio: true`` shows the ratio of the means instead of their
+    difference (training time: a method's cost). Runs under an earlier recipe (†) are left out."""
     out = []
+    records = [r for r in records if not recipe_gaps(r, table)]  # † runs are compared only with each other
     for c in table.compare:
         vals = seed_values(rows, records, c["metric"])
         base = vals.get(c["baseline"])
@@ -282,7 +284,8 @@ def compare_section(table, rows, records: list[dict]) -> list[str]:
             mine = vals.get(row.name)
             if row.name == c["baseline"] or not mine or row.name not in c.get("rows", [row.name]):
                 continue
-            diff, sd = mean_sd(mine)[0] - mean_sd(base)[0], pooled_sd(mine, base)
+            (m, _), (b, _) = mean_sd(mine), mean_sd(base)
+            diff, sd = m - b, pooled_sd(mine, base)
             if min(len(mine), len(base)) < 2:
                 verdict = "one seed: no verdict"
             elif sign * diff > 2 * sd:
@@ -291,9 +294,15 @@ def compare_section(table, rows, records: list[dict]) -> list[str]:
                 verdict = "worse (beyond 2 pooled sd)"
             else:
                 verdict = "within 2 pooled sd"
-            verdicts.append(f"{row.name} {diff:+.3f} (pooled sd {sd:.3f}): {verdict}")
+            if c.get("ratio"):
+                shown = duration if c["metric"] == "train_seconds" else "{:.3f}".format
+                verdicts.append(f"{row.name} {m / b:.2f}x ({shown(m)} against {shown(b)}): {verdict}")
+            else:
+                verdicts.append(f"{row.name} {diff:+.3f} (pooled sd {sd:.3f}): {verdict}")
+        if not verdicts:
+            continue
         out += ["", f"{HEADERS.get(c['metric'], c['metric'])} against {c['baseline']} ({c['better']} is better; "
-                f"mean difference over seeds): " + "; ".join(verdicts) + "."]
+                f"{'ratio of the means' if c.get('ratio') else 'mean difference'} over seeds): " + "; ".join(verdicts) + "."]
     return out
 
 

@@ -552,3 +552,21 @@ def test_missing_picks_the_runs_without_a_current_record(script, table, tmp_path
     assert [row.name for row in chosen] == ["lstm-lm"] and args.only_runs["lstm-lm"] == {"lstm-lm-seed2"}
     command = script.row_command(args, t, "lstm-lm", tmp_path)
     assert command[command.index("--rows") + 1] == "lstm-lm-seed2"  # what --jobs runs for that row
+
+
+def test_a_ratio_compare_entry_gives_the_cost_of_a_row_as_a_ratio_of_times(report, tmp_path):
+    # the aggressive row's total training time against the plain VAE's (#24)
+    (tmp_path / "table.yaml").write_text("table: t\ntitle: T\ncompare:\n"
+                                         "  - {metric: train_seconds, baseline: a, better: lower, rows: [b], ratio: true}\n")
+    for name in "ab":
+        (tmp_path / f"{name}.yaml").write_text(f"name: {name}\nmethod: {name.upper()}\npaper: p\n")
+    t, rows = load_table(tmp_path)
+    records = [{"row": r, "experiment": r, "method": r, "paper": "p", "train_seconds": s}
+               for r, s in (("a", 7200.0), ("b", 10800.0))]
+    (line,) = [line for line in report.compare_section(t, rows, records) if line]
+    assert "ratio of the means over seeds" in line
+    assert "b 1.50x (3h 00m against 2h 00m): one seed: no verdict" in line
+    (tmp_path / "table.yaml").write_text("table: t\ntitle: T\n"
+                                         "compare: [{metric: train_seconds, baseline: a, better: lower, ratio: 2}]\n")
+    with pytest.raises(ConfigError, match="ratio: true or false"):
+        load_table(tmp_path)

@@ -25,7 +25,8 @@ calls ``textvae.train.train``; the report step (``scripts/report.py``) renders
     summary: [nll_iw, kl, mig]      # optional: a mean ± sd over seeds table of these metrics
     compare: [{metric: mig, baseline: vae-plain, better: higher}]   # optional: each row's mean
                                     # against the baseline row's, "better" only beyond 2 pooled sd;
-                                    # an entry's optional rows: [...] limits it to those rows
+                                    # an entry's optional rows: [...] limits it to those rows, and
+                                    # ratio: true also gives the ratio of the means (a cost: time)
     notes: [...]                    # paragraphs after the table (markdown)
 
 A row file::
@@ -57,7 +58,8 @@ from .errors import ConfigError
 TABLE_FILE = "table.yaml"
 EVALUATION_DEFAULTS = {"split": "test", "iw_samples": 500, "samples": 3, "homotopy_steps": 5, "diversity_samples": 100,
                        "disentanglement": False}  # True: the KL decomposition, and MIG/DCI on known factors
-COMPARE_KEYS = {"metric", "baseline", "better"}  # and optionally "rows", the rows compared (default: all)
+COMPARE_KEYS = {"metric", "baseline", "better"}  # required; optional: COMPARE_OPTIONAL
+COMPARE_OPTIONAL = {"rows", "ratio"}  # the rows compared (default: all); also the ratio of the means
 REFERENCE_KEYS = {"nll", "kl", "ppl", "source", "status", "differs"}
 
 
@@ -134,10 +136,12 @@ def load_table(folder: str | Path) -> tuple[Table, list[Experiment]]:
                           "file per row (see experiments/ptb/)")
     table = _build(Table, _read(folder / TABLE_FILE), folder / TABLE_FILE, ("table", "title"), folder=folder)
     for c in table.compare:
-        if (not isinstance(c, dict) or not COMPARE_KEYS <= set(c) <= COMPARE_KEYS | {"rows"}
-                or c["better"] not in ("higher", "lower") or not isinstance(c.get("rows", []), list)):
+        if (not isinstance(c, dict) or not COMPARE_KEYS <= set(c) <= COMPARE_KEYS | COMPARE_OPTIONAL
+                or c["better"] not in ("higher", "lower") or not isinstance(c.get("rows", []), list)
+                or not isinstance(c.get("ratio", False), bool)):
             raise ConfigError(f"{folder / TABLE_FILE}: each compare entry needs exactly {', '.join(sorted(COMPARE_KEYS))} "
-                              f"with better: higher or lower (and optionally rows: a list of row names), got {c!r}")
+                              f"with better: higher or lower (and optionally rows: a list of row names, ratio: true "
+                              f"or false), got {c!r}")
     rows = [load_experiment(p) for p in sorted(folder.glob("*.yaml")) if p.name != TABLE_FILE]
     names = [r.name for r in rows]
     twice = sorted({n for n in names if names.count(n) > 1})
