@@ -332,8 +332,8 @@ import importlib, os, signal, sys
 
 module, name, call, sig = sys.argv[1], sys.argv[2], int(sys.argv[3]), getattr(signal, sys.argv[4])
 loop, cli = importlib.import_module("textvae.train"), importlib.import_module("textvae.cli")
-owner = {"train": loop, "checkpoint": importlib.import_module("textvae.checkpoint"), "cli": cli,
-         "data": importlib.import_module("textvae.data"), "Trainer": loop.Trainer}[module]
+owner = {"train": loop, "checkpoint": importlib.import_module("textvae.checkpoint"), "Trainer": loop.Trainer,
+         "run_summary": importlib.import_module("textvae.run_summary"), "data": importlib.import_module("textvae.data")}[module]
 original, calls = getattr(owner, name), {"n": 0}
 
 def signalling(*args, **kwargs):
@@ -360,7 +360,7 @@ PHASES = [
      "received at step 3: checkpoint saved in {run}/checkpoints/step-00000003"),
     ("the last validation", "train", "validate", 3,
      "received at step 6: checkpoint saved in {run}/checkpoints/step-00000006"),
-    ("the end-of-run summary", "cli", "_summary", 1, "interrupted"),
+    ("the end-of-run summary", "run_summary", "print_summary", 1, "interrupted"),
 ]
 
 

@@ -294,77 +294,11 @@ def _cmd_train(args) -> int:
     if not args.no_summary and is_main_process():  # under torchrun, one summary (rank 0's)
         from .signals import StopSignals
 
+        from .run_summary import print_summary
+
         with StopSignals(f"the end-of-run summary; the model is saved in {Path(args.out) / 'best'}"):
-            _summary(args.out, cfg, iw_samples=args.summary_iw, best_step=result["best_step"])
+            print_summary(args.out, cfg, iw_samples=args.summary_iw, best_step=result["best_step"])
     return 0
-
-
-def _best_validation(run: str, step: int | None) -> dict | None:
-    """The validation record of the best model (metrics.jsonl, kind "valid", its step), or None."""
-    from .plot import read_metrics
-
-    found = [r for r in read_metrics(run) if r.get("kind") == "valid" and r.get("step") == step]
-    return found[-1] if found and {"elbo", "rec", "kl", "ppl_elbo", "au"} <= set(found[-1]) else None
-
-
-def _summary(run: str, cfg, iw_samples: int = 0, best_step: int | None = None) -> None:
-    """The end of a run, bounded and with a progress bar: the best model's ELBO-based valid/test
-    numbers (one pass over test; valid's are the training run's own validation of the best model,
-    at ``best_step``), with ``iw_samples`` > 0 also the importance-weighted NLL and PPL
-    (k = iw_samples; the slow part), then a few prior samples and one homotopy."""
-    from tqdm.auto import tqdm
-
-    from .metrics import evaluate, model_split, validate
-    from .model import TextVAE
-
-    model = TextVAE.from_pretrained(run)
-    names, seed = ("valid", "test"), cfg.train.seed
-    passes = [(name, "ELBO") for name in names] + [(name, f"IW k={iw_samples}") for name in names if iw_samples]
-    rows, encoded = {name: {} for name in names}, {}
-    known = _best_validation(run, best_step)
-    if known is not None:
-        rows["valid"].update(known)
-        passes.remove(("valid", "ELBO"))
-    with tqdm(total=len(passes) + 1, desc="summary", unit="pass", disable=not cfg.train.progress,
-              dynamic_ncols=True) as bar:
-        for name, kind in passes:
-            bar.set_description(f"summary: {name} {kind}")
-            if name not in encoded:
-                encoded[name] = model_split(model, name, data=cfg.data)
-            if kind == "ELBO":
-                rows[name].update(validate(model, encoded[name], batch_size=64, seed=seed,
-                                           progress=f"{name} ELBO" if cfg.train.progress else None))
-            else:
-                r = evaluate(model, encoded[name], iw_samples=iw_samples, n_samples=0, bleu_sentences=0, seed=seed,
-                             progress=f"{name} IW k={iw_samples}" if cfg.train.progress else None)
-                rows[name].update(nll_iw=r["nll_iw"], ppl_iw=r["ppl_iw"])
-            bar.update(1)
-        bar.set_description("summary: samples, homotopy")
-        samples = model.sample(5, seed=seed)
-        test = encoded["test"]
-        texts = test.texts
-        homotopy, label = [], None
-        if not model.is_lm and len(texts) >= 2:
-            a, b = texts[0], max(texts[1:], key=lambda t: len(t))
-            label = test.labels[0] if model.conditional else None  # a conditional model: a's label
-            homotopy = model.interpolate(a, b, steps=5, label=label)
-        bar.update(1)
-    iw_head = f" nll_iw (k={iw_samples}) | ppl_iw |" if iw_samples else ""
-    print(f"\n| split | elbo | rec | kl | ppl_elbo | au |{iw_head}")
-    print("|---" * (6 + 2 * bool(iw_samples)) + "|")
-    for name, r in rows.items():
-        iw = f" {r['nll_iw']:.2f} | {r['ppl_iw']:.2f} |" if iw_samples else ""
-        print(f"| {name} | {r['elbo']:.2f} | {r['rec']:.2f} | {r['kl']:.2f} | {r['ppl_elbo']:.2f} | {r['au']} |{iw}")
-    print("\nsamples from the prior:")
-    for s in samples:
-        print(f"  {s}")
-    if homotopy:
-        print(f"\nhomotopy (posterior means, greedy{', label ' + label if label else ''}):")
-        for i, s in enumerate(homotopy):
-            print(f"  {'*' if i in (0, len(homotopy) - 1) else ' '} {s}")
-    test = rows["test"]
-    print(f"\n({test['sentences']} test sentences, {test['tokens']} tokens; importance-weighted NLL/PPL: "
-          f"--summary-iw K, or textvae evaluate --model {run} --split test for every metric)")
 
 
 def _cmd_sample(args) -> int:
@@ -431,7 +365,7 @@ def _cmd_interpolate(args) -> int:
 
 
 def _cmd_traverse(args) -> int:
-    from .traversal import base_code, parse_dims, parse_values, traverse
+    from .traversal import base_code, factor_intervention, parse_dims, parse_values, traverse
 
     values = parse_values(args.values)
     model = _load_model(args)
@@ -440,7 +374,8 @@ def _cmd_traverse(args) -> int:
     dims = parse_dims(args.dim, model.latent_dim)
     code = base_code(model, args.sentence, args.label)
     lines = traverse(model, code, dims, values, _sample_config(args), label=args.label)
-    effect = _intervention(model, args, dims, values) if args.factors else None
+    effect = (factor_intervention(model, dims, values, _sample_config(args), data_dir=args.data_dir,
+                                  bases=args.bases, seed=args.seed) if args.factors else None)
     if args.plot:
         from .plot import plot_traversal, require_matplotlib
 
@@ -466,31 +401,6 @@ def _cmd_traverse(args) -> int:
         print("factor classifiers' held-out accuracy: "
               + ", ".join(f"{n} {a:.3f}" for n, a in effect["classifier_accuracy"].items()))
     return 0
-
-
-def _intervention(model, args, dims, values) -> dict:
-    """--factors: classifiers trained on the labelled train split, swept codes of --bases test sentences."""
-    import numpy as np
-
-    from .data import load_splits
-    from .disentanglement import read_factors
-    from .metrics import model_data
-    from .traversal import FactorClassifier, intervention_effect
-
-    data = model_data(model, data_dir=args.data_dir)
-    train_factors, test_factors = read_factors(data, "train"), read_factors(data, "test")
-    if not train_factors:
-        raise TextVAEError("--factors needs factor labels: the built-in corpus, or {split}.{factor}.labels.txt "
-                           "files beside the corpus's text files, or data.factor_fields naming jsonl/csv columns set when "
-                           "training (docs/disentangle.md)")
-    splits = load_splits(data, ("train", "test"))
-    clf = FactorClassifier(args.seed).fit(splits["train"]["text"], train_factors)
-    test = splits["test"]["text"]
-    accuracy = clf.score(test, test_factors)
-    pick = np.random.default_rng(args.seed).permutation(len(test))[:args.bases]
-    codes = model.encode_points([test[i] for i in pick])
-    effect = intervention_effect(model, codes, dims, values, clf, _sample_config(args))
-    return {"intervention_effect": effect, "classifier_accuracy": accuracy, "bases": len(pick), "split": "test"}
 
 
 def _cmd_evaluate(args) -> int:

@@ -9,6 +9,8 @@ The data flow::
                                                     trained on real labelled text
     intervention_effect(model, codes, ...)          {dim: {factor: share of swept decodings whose
                                                     predicted factor differs from the unswept one}}
+    factor_intervention(model, dims, values)        the two above on the model's own labelled
+                                                    corpus (``textvae traverse --factors``)
 
 A traversal sets dimension d of the code to each value (absolute values, in the prior's units:
 the Gaussian prior is N(0, I), so -3..3 spans it) and leaves the others as they are. The base
@@ -149,3 +151,30 @@ def intervention_effect(model, codes: torch.Tensor, dims: list[int], values: lis
 
 def _decode(model, codes: torch.Tensor, sample, batch_size: int) -> list[str]:
     return [s for i in range(0, codes.size(0), batch_size) for s in model.decode(codes[i:i + batch_size], sample)]
+
+
+def factor_intervention(model, dims: list[int], values: list[float], sample=None, *, data_dir: str | None = None,
+                        bases: int = 50, seed: int = 0) -> dict:
+    """The intervention effect on the model's corpus: one :class:`FactorClassifier` per factor trained
+    on the labelled train split, scored on the test split, and :func:`intervention_effect` over the
+    codes of ``bases`` test sentences picked at random (``seed``). ``data_dir``: the corpus when it is
+    not where the model was trained. Returns ``intervention_effect``, ``classifier_accuracy``,
+    ``bases`` and ``split``."""
+    from .data import load_splits
+    from .disentanglement import read_factors
+    from .metrics import model_data
+
+    data = model_data(model, data_dir=data_dir)
+    train_factors, test_factors = read_factors(data, "train"), read_factors(data, "test")
+    if not train_factors:
+        raise TextVAEError("--factors needs factor labels: the built-in corpus, or {split}.{factor}.labels.txt "
+                           "files beside the corpus's text files, or data.factor_fields naming jsonl/csv columns set when "
+                           "training (docs/disentangle.md)")
+    splits = load_splits(data, ("train", "test"))
+    clf = FactorClassifier(seed).fit(splits["train"]["text"], train_factors)
+    test = splits["test"]["text"]
+    accuracy = clf.score(test, test_factors)
+    pick = np.random.default_rng(seed).permutation(len(test))[:bases]
+    codes = model.encode_points([test[i] for i in pick])
+    effect = intervention_effect(model, codes, dims, values, clf, sample)
+    return {"intervention_effect": effect, "classifier_accuracy": accuracy, "bases": len(pick), "split": "test"}
