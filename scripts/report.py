@@ -155,15 +155,18 @@ def references_section(rows) -> list[str]:
 
 def commands_section(records: list[dict]) -> list[str]:
     """For each row whose run recorded them, the commands of its training sittings (each with its machine,
-    time and whether it finished) and of the evaluation in the table: what to type to redo the row."""
+    time and whether it finished; ≈ where the time was estimated afterwards, the sitting's ``estimated``
+    saying how) and of the evaluation in the table: what to type to redo the row."""
     items, unrecorded = [], []
     for r in records:
         sittings = r.get("sittings") or []
         if not r.get("eval_command") and not any(s.get("command") for s in sittings):
             unrecorded.append(r["row"])
             continue
-        steps = [f"`{s.get('command') or 'not recorded'}` ({md(s['device'])}, {duration(s['seconds'])}"
-                 + ("" if s.get("completed", True) else ", interrupted") + ")" for s in sittings]
+        steps = [f"`{s.get('command') or 'not recorded'}` ({md(s['device'])}, "
+                 + ("≈" if s.get("estimated") else "") + duration(s["seconds"])
+                 + ("" if s.get("completed", True) else ", interrupted")
+                 + (", time estimated from its logs" if s.get("estimated") else "") + ")" for s in sittings]
         steps.append(f"evaluated by `{r.get('eval_command') or 'not recorded'}` "
                      f"({md(r.get('eval_device') or '?')}, {duration(r.get('eval_seconds'))})")
         items.append(f"- {r['row']}: " + "; then ".join(steps) + ".")

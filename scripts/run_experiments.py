@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -185,19 +186,56 @@ def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str
                "resumed": resume, "seconds": 0.0, "completed": False,
                "concurrent_rows": int(os.environ.get(CONCURRENT_ENV, "1")), "command": command}
     log(f"[{name}] {'resuming' if resume else 'training'} in {run} on {sitting['device']}")
-    start = time.perf_counter()
-    try:
+    with SittingRecord(run, sitting) as record:  # an interrupted or killed sitting still counts its seconds
         result = train(cfg, run, resume=resume)
-        sitting["completed"] = True
-    finally:  # an interrupted sitting still counts its seconds
-        sitting["seconds"] = time.perf_counter() - start
-        if run.exists():
-            state = read_state(run)
-            state["sittings"] = state.get("sittings", []) + [sitting]
-            write_json(run / STATE, state)
+        record.completed()
+    state = read_state(run)
     state.update(finished=True, finished_at=now(), train_result=result, row=name)
     write_json(run / STATE, state)
     return state
+
+
+class SittingRecord:
+    """This sitting's entry in the run's reproduce.json (its command, device, seconds so far), rewritten
+    every ``every`` seconds while it trains and once more at its end. A sitting stopped by a signal the
+    trainer catches is recorded at its end; one killed outright (SIGKILL, a machine taken back, a
+    session's end) keeps what its last rewrite said, at most ``every`` seconds short."""
+
+    def __init__(self, run: Path, sitting: dict, every: float = 60.0):
+        self.run, self.sitting, self.every = run, sitting, every
+        self.start = time.perf_counter()
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.write()
+        return False
+
+    def completed(self) -> None:
+        self.sitting["completed"] = True
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.every):
+            self.write()
+
+    def write(self) -> None:
+        """Replace this sitting's entry (matched by its start time) in reproduce.json. Until the trainer
+        has made the run directory there is nothing to write into."""
+        with self.lock:
+            if not self.run.is_dir():
+                return
+            self.sitting["seconds"] = time.perf_counter() - self.start
+            state = read_state(self.run)
+            others = [s for s in state.get("sittings", []) if s.get("started") != self.sitting["started"]]
+            state["sittings"] = others + [dict(self.sitting)]
+            write_json(self.run / STATE, state)
 
 
 def subset(split: EncodedSplit, n: int | None) -> EncodedSplit:

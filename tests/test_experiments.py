@@ -6,6 +6,7 @@ import math
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -570,3 +571,30 @@ def test_a_ratio_compare_entry_gives_the_cost_of_a_row_as_a_ratio_of_times(repor
                                          "compare: [{metric: train_seconds, baseline: a, better: lower, ratio: 2}]\n")
     with pytest.raises(ConfigError, match="ratio: true or false"):
         load_table(tmp_path)
+
+
+def test_a_sitting_is_on_record_while_it_trains_so_a_killed_one_still_counts(script, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    earlier = {"started": "2026-01-01T00:00:00+00:00", "seconds": 5.0, "completed": True, "command": "first"}
+    script.write_json(run / script.STATE, {"finished": False, "sittings": [earlier]})
+    sitting = {"started": "2026-01-02T00:00:00+00:00", "seconds": 0.0, "completed": False, "command": "second"}
+    with script.SittingRecord(run, sitting, every=0.02) as record:
+        time.sleep(0.2)
+        # what a SIGKILL here would leave behind: the sitting, its command and most of its seconds
+        seen = script.read_state(run)["sittings"]
+        assert [s["command"] for s in seen] == ["first", "second"]
+        assert seen[1]["seconds"] > 0.05 and not seen[1]["completed"]
+        record.completed()
+    final = script.read_state(run)["sittings"]
+    assert final[0] == earlier and len(final) == 2  # rewritten in place, not appended once per beat
+    assert final[1]["completed"] and final[1]["seconds"] >= seen[1]["seconds"]
+
+
+def test_a_sitting_whose_time_was_estimated_afterwards_says_so(report):
+    sittings = [{"command": "a", "device": "CPU", "seconds": 60.0, "completed": False},
+                {"command": "b", "device": "CPU", "seconds": 5596.0, "completed": False, "estimated": "from its logs"}]
+    (line,) = [x for x in report.commands_section([{"row": "r", "sittings": sittings, "eval_command": "c"}])
+               if x.startswith("- r")]
+    assert "`a` (CPU, 1m, interrupted)" in line
+    assert "`b` (CPU, ≈1h 33m, interrupted, time estimated from its logs)" in line
