@@ -386,9 +386,18 @@ def test_an_interrupted_evaluation_resumes_to_the_same_numbers(split, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         evaluate(m, split, resume_file=path, **kw)
     assert path.exists() and calls == [1, 2, 3]
+    # the time of the earlier sitting is carried on: say it took 1,000 s
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = json.loads(f.metadata()["textvae_pass"]), {k: f.get_tensor(k) for k in f.keys()}
+    assert meta["seconds"] > 0
+    save_file(tensors, str(path), metadata={"textvae_pass": json.dumps({**meta, "seconds": 1000.0})})
     monkeypatch.setattr(eval_checkpoint.PassCheckpoint, "maybe_save", original)
     resumed = evaluate(m, split, resume_file=path, log=logged.append, **kw)
     assert _without_seconds(resumed) == _without_seconds(whole)  # bit for bit
+    assert 1000.0 < resumed["seconds"] < 1000.0 + 60
     assert any("after 3 batches" in msg for msg in logged)
     assert not path.exists()  # a complete pass leaves nothing behind
 

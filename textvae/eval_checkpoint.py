@@ -33,6 +33,7 @@ class PassState:
     nll_sum: float = 0.0
     tokens: int = 0
     done: int = 0
+    seconds: float = 0.0  # time the pass has taken to reach this state, over all its sittings
     hyps: list = field(default_factory=list)  # greedy reconstructions (BLEU)
     refs: list = field(default_factory=list)
 
@@ -91,7 +92,7 @@ class PassCheckpoint:
         state.logvar.copy_(tensors["logvar"])
         state.kl_dim.copy_(tensors["kl_dim"])
         state.rec_sum, state.nll_sum = float(tensors["rec_sum"]), float(tensors["nll_sum"])
-        state.tokens, state.done = meta["tokens"], meta["done"]
+        state.tokens, state.done, state.seconds = meta["tokens"], meta["done"], meta.get("seconds", 0.0)
         state.hyps, state.refs = meta["hyps"], meta["refs"]
         generator.set_state(tensors["generator"])
         self.log(f"{self.path}: continuing a saved evaluation after {state.done} batches")
@@ -106,7 +107,8 @@ class PassCheckpoint:
 
         from .checkpoint import atomic_write
 
-        meta = {"key": self.key, "done": state.done, "tokens": state.tokens, "hyps": state.hyps, "refs": state.refs}
+        meta = {"key": self.key, "done": state.done, "tokens": state.tokens, "seconds": state.seconds,
+                "hyps": state.hyps, "refs": state.refs}
         tensors = {"mu": state.mu, "logvar": state.logvar, "kl_dim": state.kl_dim,
                    "rec_sum": torch.tensor(state.rec_sum, dtype=torch.float64),
                    "nll_sum": torch.tensor(state.nll_sum, dtype=torch.float64), "generator": generator.get_state()}

@@ -502,6 +502,7 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
                        seed=seed, iw_chunk=iw_chunk, bleu_sentences=bleu_limit)
         saver = PassCheckpoint(resume_file, key, log=log)
         saver.restore(acc, g)
+    earlier = acc.seconds  # spent in earlier sittings of this pass, up to their last save
     with eval_mode(model):
         for i, idx in enumerate(progress_bar(batches, progress)):
             if i < acc.done:
@@ -528,6 +529,7 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
                     acc.refs += [_ids_to_text(model, split.ids[idx[j]]) for j in keep]
             acc.done = i + 1
             if saver is not None:
+                acc.seconds = earlier + time.perf_counter() - start
                 saver.maybe_save(acc, g)
     rec_sum, nll_sum, kl_dim, tokens = acc.rec_sum, acc.nll_sum, acc.kl_dim, acc.tokens
     mu_all, logvar_all, hyps, refs = acc.mu, acc.logvar, acc.hyps, acc.refs
@@ -566,7 +568,7 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
                       mig_mutual_info=m["mutual_info"],
                       dci_disentanglement=d["disentanglement"],
                       dci_completeness=d["completeness"], dci_informativeness=d["informativeness"])
-    result["seconds"] = time.perf_counter() - start
+    result["seconds"] = earlier + time.perf_counter() - start
     if saver is not None:
         saver.clear()
     return result
