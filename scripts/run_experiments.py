@@ -12,7 +12,8 @@ write ``results/<table>.json`` and render ``results/<table>.md`` (``scripts/repo
 
 Arguments are table folders (every row) or row files; the format is in ``textvae/experiments.py``.
 Each run R of table T trains in ``--runs-dir/T/R`` with ``textvae.train.train`` (a textvae run
-directory; its ``reproduce.json`` records the sittings: command, seconds, device, commit). A run whose
+directory; its ``reproduce.json`` records the sittings: command, seconds, device, commit, rewritten every
+minute while a sitting trains, so one killed outright keeps its command and time). A run whose
 training finished is not retrained; one interrupted (Ctrl-C, SIGTERM, a crash) resumes from its newest
 checkpoint (only ``train.*`` may change between sittings, e.g. ``--device``). A run that stopped at
 its ``--max-minutes`` budget counts as finished unless the command has ``--extend``: then it trains on
