@@ -162,18 +162,37 @@ def test_rows_from_an_earlier_recipe_are_marked_and_compared_only_with_their_own
     key = recipe[-1].split("=")[0]  # an item given, then undone by --set: not the recipe either
     undone = record("vae-plain", [*recipe, f"{key}=0.5"], 100.0, 9.0, 32)
     assert report.recipe_gaps(undone, t) == [recipe[-1]]
-    lines = report.baseline_comparison(records, t)
+    lines = report.baseline_comparison(rows, records, t)
     # the collapsed row (KL 0.6) and the earlier-recipe row are not compared, however low their perplexity
-    assert [line.split(":")[0] for line in lines] == ["vae-free-bits", "bn-vae"]
-    assert "below the baseline's 120.00 (-1.50; NLL -0.150 nats per sentence)" in lines[0]
-    assert "not below the baseline's 120.00 (+1.00; NLL +0.100 nats per sentence)" in lines[1]
+    assert [line.split(" (")[0] for line in lines] == ["vae-free-bits", "bn-vae"]
+    assert "vae-free-bits (1 seed): PPL (IW) 118.50 against 120.00, NLL -0.150 nats per sentence" in lines[0]
+    assert "does not meet it (PPL above 100; one seed, so no verdict on the margin)" in lines[0]
     md = report.render(t, rows, records)
+    assert "Rows that meet it: none." in md
     assert "| vae-plain † |" in md and "| bn-vae |" in md
     assert f"without `{recipe[-1]}`: vae-plain." in md
     samples = md[md.index("## Samples and homotopies"):]  # from the current models only
     assert "a sample of bn-vae" in samples and "a sample of vae-plain" not in samples
     assert "Not shown: vae-plain, trained under an earlier recipe" in samples
-    assert report.baseline_comparison(records[1:], t) == []  # no baseline row, nothing to compare with
+    assert report.baseline_comparison(rows, records[1:], t) == []  # no baseline row, nothing to compare with
+
+
+def test_the_goal_is_met_only_beyond_two_pooled_sd_over_seeds_and_under_the_ppl_bound(report, table):
+    t, rows = table
+
+    def record(name, seed, nll, ppl, kl=7.0, au=32):
+        return {"row": f"{name}-seed{seed}", "experiment": name, "seed": seed, "overrides": list(t.recipe),
+                "nll_iw": nll, "ppl_iw": ppl, "kl": kl, "au": au}
+
+    lm = [record("lstm-lm", s, n, 100.5) for s, n in zip((1234, 1, 2), (101.0, 101.1, 100.9))]
+    far = [record("vae-free-bits", s, n, 99.5) for s, n in zip((1234, 1, 2), (100.5, 100.6, 100.4))]
+    near = [record("bn-vae", s, n, 99.9) for s, n in zip((1234, 1, 2), (100.9, 101.1, 101.0))]
+    high = [record("vae-pretrain-fb", s, n, 100.2) for s, n in zip((1234, 1, 2), (100.5, 100.6, 100.4))]
+    lines = {line.split(" (")[0]: line for line in report.baseline_comparison(rows, lm + far + near + high, t)}
+    assert "**meets the goal**" in lines["vae-free-bits"]  # -0.5 nats, pooled sd 0.1
+    assert "NLL not below the baseline's by more than 2 pooled sd" in lines["bn-vae"]
+    assert "PPL above 100" in lines["vae-pretrain-fb"] and "meets the goal" not in lines["vae-pretrain-fb"]
+    assert "Rows that meet it: vae-free-bits." in "".join(report.goal_section(t, rows, lm + far + near + high))
 
 
 def test_bleu_under_another_convention_is_not_shown_as_current(report, table):

@@ -21,7 +21,9 @@ calls ``textvae.train.train``; the report step (``scripts/report.py``) renders
                                     # samples: prior samples shown; diversity_samples: prior samples
                                     # that distinct-n and self-BLEU are computed on
     bleu_tokenize: none             # the BLEU convention this table's numbers are read under
-    baseline: {row: lstm-lm, min_kl: 5.0, min_au: 10}   # optional: VAE rows compared with it
+    baseline: {row: lstm-lm, min_kl: 5.0, min_au: 10, max_ppl: 100}   # optional: the goal for VAE
+                                    # rows whose latent is in use (means over seeds): PPL (IW) at most
+                                    # max_ppl and NLL below the row's by more than 2 pooled sd
     summary: [nll_iw, kl, mig]      # optional: a mean ± sd over seeds table of these metrics
     compare: [{metric: mig, baseline: vae-plain, better: higher}]   # optional: each row's mean
                                     # against the baseline row's, "better" only beyond 2 pooled sd;
