@@ -27,7 +27,7 @@ rewritten; runs already in ``T.json`` that this command did not run (another mac
 running beside this one, a row whose file is gone) are kept.
 
 ``--jobs N`` runs each row in its own process of this script (log in ``--runs-dir/T/R.log``), N at a
-time. These models are too small to keep a GPU busy alone: on one H200, 7 VAE rows at once trained at
+time; each row's runs go into ``T.json`` and ``T.md`` as its process ends. These models are too small to keep a GPU busy alone: on one H200, 7 VAE rows at once trained at
 ~27k tokens/s each, against 5.6k for one row on 2 CPU threads. On a CPU the processes share the cores
 (``OMP_NUM_THREADS`` = cores / N unless set).
 """
@@ -409,10 +409,12 @@ def parallel_env(jobs: int, processes: int, command: str, on_cpu: bool) -> dict:
     return env
 
 
-def run_processes(commands: dict[str, tuple[list[str], Path]], jobs: int, env: dict, log) -> list[str] | None:
+def run_processes(commands: dict[str, tuple[list[str], Path]], jobs: int, env: dict, log,
+                  on_done=None) -> list[str] | None:
     """Run the named commands (argument list, log file) up to ``jobs`` at once, in order, each one's
-    output appended to its log; returns the names that failed, or None when interrupted (SIGINT/SIGTERM
-    reach the running processes, which checkpoint, and are waited for)."""
+    output appended to its log; ``on_done(name)`` is called as each one succeeds. Returns the names that
+    failed, or None when interrupted (SIGINT/SIGTERM reach the running processes, which checkpoint, and
+    are waited for)."""
     waiting, running, failed = list(commands), {}, []
 
     def on_term(signum, frame):
@@ -444,6 +446,8 @@ def run_processes(commands: dict[str, tuple[list[str], Path]], jobs: int, env: d
                     failed.append(name)
                 else:
                     log(f"[{name}] done in {took}")
+                    if on_done is not None:
+                        on_done(name)
     except KeyboardInterrupt:
         log(f"interrupted: waiting for {', '.join(running)} to save a checkpoint")
         for proc, *_ in running.values():
@@ -457,17 +461,20 @@ def run_processes(commands: dict[str, tuple[list[str], Path]], jobs: int, env: d
     return failed
 
 
-def run_in_parallel(args, jobs: list, log) -> list[str] | None:
-    """Train and evaluate the rows in up to ``args.jobs`` processes at once (each its own ``--rows ROW``
-    run of this script, output in ``--runs-dir/T/ROW.log``); returns the rows that failed, or None when
-    interrupted (:func:`run_processes`)."""
+def run_in_parallel(args, jobs: list, log, on_done=None) -> list[str] | None:
+    """Train and evaluate the rows (``jobs``: (table, row) pairs) in up to ``args.jobs`` processes at
+    once (each its own ``--rows ROW`` run of this script, output in ``--runs-dir/T/ROW.log``);
+    ``on_done(table, row)`` as each succeeds. Returns the rows that failed, or None when interrupted
+    (:func:`run_processes`)."""
     on_cpu = args.device == "cpu" or (args.device in (None, "auto") and not torch.cuda.is_available())
     env = parallel_env(args.jobs, len(jobs), args.command, on_cpu)
     scratch = Path(tempfile.mkdtemp(prefix="run-experiments-"))
     commands = {row.name: (row_command(args, table, row.name, scratch / table.table / row.name),
                            args.runs_dir / table.table / f"{row.name}.log") for table, row in jobs}
     try:
-        return run_processes(commands, args.jobs, env, log)
+        by_name = {row.name: (table, row) for table, row in jobs}
+        done = None if on_done is None else (lambda name: on_done(*by_name[name]))
+        return run_processes(commands, args.jobs, env, log, done)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -562,6 +569,42 @@ def missing_runs(args, table, selected: list) -> list:
     return keep
 
 
+def run_row(args, table, rows, row, log) -> bool | None:
+    """Train (or resume, or reuse), evaluate and record the runs of ``row`` that the arguments picked,
+    rewriting ``T.json`` and ``T.md`` after each. True when all went through, False when one failed
+    (the others still ran), None when interrupted (the trainer saved a checkpoint first)."""
+    out = args.out_dir / f"{table.table}.json"
+    settings = evaluation(table, row)
+    if args.iw_samples is not None:
+        settings["iw_samples"] = args.iw_samples
+    ok = True
+    for name, seed in row.runs():
+        if row.name in args.only_runs and name not in args.only_runs[row.name]:
+            continue
+        run = args.runs_dir / table.table / name
+        adopt_single_seed_run(run, args.runs_dir / table.table / row.name, seed, log)
+        try:
+            cfg, overrides = run_config(table, row, seed, args)
+            state = train_run(name, cfg, run, log, extend=args.extend, command=args.command)
+            state = evaluate_run(name, settings, cfg, run, state, args.eval_sentences, log, command=args.command)
+        except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: the trainer saved a checkpoint first
+            log(f"[{name}] interrupted ({e}); run the same command again to resume")
+            return None
+        except TextVAEError as e:  # this run cannot go on; the others still can
+            log(f"[{name}] failed: {e}")
+            ok = False
+            continue
+        # read the json just before writing: another process (a row run beside this one) may have
+        # written its row since this command started, and that row must not go back to its old record
+        records = {**load_records(out), name: run_record(table, row, name, seed, run, overrides, state)}
+        write_outputs(args.out_dir, table, rows, records)
+        r = records[name]
+        log(f"[{name}] nll_iw {report.num(r['nll_iw'])}  ppl_iw {report.num(r['ppl_iw'])}  "
+            f"kl {report.num(r['kl'])}  mi {report.num(r['mi_full'])}  au {r['au']}  "
+            f"-> {args.out_dir / (table.table + '.md')}")
+    return ok
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.command = invocation(sys.argv[1:] if argv is None else list(argv))
@@ -589,44 +632,24 @@ def main(argv=None) -> int:
             log(f"error: {table.table}: data directory {data} does not exist; pass --data-dir{env} "
                 f"(see data/{table.table}/README.md)")
             return 2
-    failed = []
+    failed, recorded = [], set()
     if args.jobs > 1 and sum(len(chosen) for *_, chosen in tables) > 1:
-        failed = run_in_parallel(args, [(t, r) for t, _, chosen in tables for r in chosen], log)
+        all_rows = {id(table): rows for table, rows, _ in tables}
+
+        def record(table, row):  # a row process finished: its runs go into T.json and T.md now
+            if run_row(args, table, all_rows[id(table)], row, log):
+                recorded.add((table.table, row.name))
+
+        failed = run_in_parallel(args, [(t, r) for t, _, chosen in tables for r in chosen], log, record)
         if failed is None:
             return 130
     for table, rows, chosen in tables:
-        out = args.out_dir / f"{table.table}.json"
-        records = load_records(out)
-        for row in (r for r in chosen if r.name not in failed):
-            settings = evaluation(table, row)
-            if args.iw_samples is not None:
-                settings["iw_samples"] = args.iw_samples
-            for name, seed in row.runs():
-                if row.name in args.only_runs and name not in args.only_runs[row.name]:
-                    continue
-                run = args.runs_dir / table.table / name
-                adopt_single_seed_run(run, args.runs_dir / table.table / row.name, seed, log)
-                try:
-                    cfg, overrides = run_config(table, row, seed, args)
-                    state = train_run(name, cfg, run, log, extend=args.extend, command=args.command)
-                    state = evaluate_run(name, settings, cfg, run, state, args.eval_sentences, log,
-                                         command=args.command)
-                except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: the trainer saved a checkpoint first
-                    log(f"[{name}] interrupted ({e}); run the same command again to resume")
-                    return 130
-                except TextVAEError as e:  # this run cannot go on; the others still can
-                    log(f"[{name}] failed: {e}")
-                    failed.append(row.name)
-                    continue
-                # read the json again: another process (a row run beside this one) may have written its
-                # row since this command started, and that row must not go back to its old record
-                records = {**records, **load_records(out),
-                           name: run_record(table, row, name, seed, run, overrides, state)}
-                write_outputs(args.out_dir, table, rows, records)
-                r = records[name]
-                log(f"[{name}] nll_iw {report.num(r['nll_iw'])}  ppl_iw {report.num(r['ppl_iw'])}  "
-                    f"kl {report.num(r['kl'])}  mi {report.num(r['mi_full'])}  au {r['au']}  "
-                    f"-> {args.out_dir / (table.table + '.md')}")
+        for row in (r for r in chosen if r.name not in failed and (table.table, r.name) not in recorded):
+            status = run_row(args, table, rows, row, log)
+            if status is None:
+                return 130
+            if not status:
+                failed.append(row.name)
     if failed:
         log(f"rows that failed: {', '.join(dict.fromkeys(failed))} (fix and run again with --rows "
             f"{','.join(dict.fromkeys(failed))})")

@@ -126,6 +126,9 @@ def test_jobs_run_rows_in_parallel_processes_then_write_one_table(script, ptb_di
     err = capsys.readouterr().err
     assert "[lstm-lm] started (process" in err and "[bn-vae] done in" in err
     assert err.count("not retrained") == 2 and "evaluating" not in err  # the parent only reads the runs
+    # each row is recorded as its process ends, not after the last one
+    assert err.index("[lstm-lm-seed1234] nll_iw") < err.index("[bn-vae] done in") or \
+        err.index("[bn-vae-seed1234] nll_iw") < err.index("[lstm-lm] done in")
     records = json.loads((tmp_path / "results" / "ptb.json").read_text())
     assert [r["row"] for r in records] == rows.split(",")
     for r in records:
@@ -325,8 +328,13 @@ def test_parallel_processes_run_at_most_jobs_at_once_and_report_which_failed(scr
             f"time.sleep(0.3); os.remove(p); print('ran'); sys.exit(int(sys.argv[1]))")
     commands = {name: ([*py, solo, code], tmp_path / "logs" / f"{name}.log")
                 for name, code in (("a", "0"), ("b", "3"), ("c", "0"))}
-    messages = []
-    assert script.run_processes(commands, 1, env, messages.append) == ["b"]
+    messages, done = [], []
+
+    def on_done(name):  # called as each succeeds, before the next starts: what records a row's results
+        done.append((name, sorted(p.name for p in (tmp_path / "logs").iterdir())))
+
+    assert script.run_processes(commands, 1, env, messages.append, on_done) == ["b"]
+    assert done == [("a", ["a.log"]), ("c", ["a.log", "b.log", "c.log"])]  # not for the failed one
     assert all((tmp_path / "logs" / f"{n}.log").read_text().strip() == "ran" for n in "abc")
     assert any("[b] failed" in m and "exit status 3" in m for m in messages)
 
