@@ -334,8 +334,9 @@ def compare_section(table, rows, records: list[dict]) -> list[str]:
                 verdicts.append(f"{row.name} {diff:+.3f} (pooled sd {sd:.3f}): {verdict}")
         if not verdicts:
             continue
+        measure = "ratio of the means" if c.get("ratio") else "mean difference"
         out += ["", f"{HEADERS.get(c['metric'], c['metric'])} against {c['baseline']} ({c['better']} is better; "
-                f"{'ratio of the means' if c.get('ratio') else 'mean difference'} over seeds): " + "; ".join(verdicts) + "."]
+                f"{measure} over seeds): " + "; ".join(verdicts) + "."]
     return out
 
 

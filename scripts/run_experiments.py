@@ -27,9 +27,10 @@ rewritten; runs already in ``T.json`` that this command did not run (another mac
 running beside this one, a row whose file is gone) are kept.
 
 ``--jobs N`` runs each row in its own process of this script (log in ``--runs-dir/T/R.log``), N at a
-time; each row's runs go into ``T.json`` and ``T.md`` as its process ends. These models are too small to keep a GPU busy alone: on one H200, 7 VAE rows at once trained at
-~27k tokens/s each, against 5.6k for one row on 2 CPU threads. On a CPU the processes share the cores
-(``OMP_NUM_THREADS`` = cores / N unless set).
+time; each row's runs go into ``T.json`` and ``T.md`` as its process ends. These models are too small
+to keep a GPU busy alone: on one H200, 7 VAE rows at once trained at ~27k tokens/s each, against 5.6k
+for one row on 2 CPU threads. On a CPU the processes share the cores (``OMP_NUM_THREADS`` = cores / N
+unless set).
 """
 
 import argparse

@@ -584,8 +584,8 @@ def test_missing_picks_the_runs_without_a_current_record(script, table, tmp_path
 
 def test_a_ratio_compare_entry_gives_the_cost_of_a_row_as_a_ratio_of_times(report, tmp_path):
     # the aggressive row's total training time against the plain VAE's (#24)
-    (tmp_path / "table.yaml").write_text("table: t\ntitle: T\ncompare:\n"
-                                         "  - {metric: train_seconds, baseline: a, better: lower, rows: [b], ratio: true}\n")
+    (tmp_path / "table.yaml").write_text("table: t\ntitle: T\ncompare:\n  - {metric: train_seconds, baseline: a, "
+                                         "better: lower, rows: [b], ratio: true}\n")
     for name in "ab":
         (tmp_path / f"{name}.yaml").write_text(f"name: {name}\nmethod: {name.upper()}\npaper: p\n")
     t, rows = load_table(tmp_path)

@@ -333,7 +333,8 @@ import importlib, os, signal, sys
 module, name, call, sig = sys.argv[1], sys.argv[2], int(sys.argv[3]), getattr(signal, sys.argv[4])
 loop, cli = importlib.import_module("textvae.train"), importlib.import_module("textvae.cli")
 owner = {"train": loop, "checkpoint": importlib.import_module("textvae.checkpoint"), "Trainer": loop.Trainer,
-         "run_summary": importlib.import_module("textvae.run_summary"), "data": importlib.import_module("textvae.data")}[module]
+         "run_summary": importlib.import_module("textvae.run_summary"),
+         "data": importlib.import_module("textvae.data")}[module]
 original, calls = getattr(owner, name), {"n": 0}
 
 def signalling(*args, **kwargs):

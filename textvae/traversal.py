@@ -168,8 +168,8 @@ def factor_intervention(model, dims: list[int], values: list[float], sample=None
     train_factors, test_factors = read_factors(data, "train"), read_factors(data, "test")
     if not train_factors:
         raise TextVAEError("--factors needs factor labels: the built-in corpus, or {split}.{factor}.labels.txt "
-                           "files beside the corpus's text files, or data.factor_fields naming jsonl/csv columns set when "
-                           "training (docs/disentangle.md)")
+                           "files beside the corpus's text files, or data.factor_fields naming jsonl/csv columns "
+                           "set when training (docs/disentangle.md)")
     splits = load_splits(data, ("train", "test"))
     clf = FactorClassifier(seed).fit(splits["train"]["text"], train_factors)
     test = splits["test"]["text"]
