@@ -6,6 +6,7 @@ write ``results/<table>.json`` and render ``results/<table>.md`` (``scripts/repo
     python scripts/run_experiments.py experiments/ptb --device cuda --jobs 7 --max-epochs 10
     python scripts/run_experiments.py experiments/ptb --list                # rows and their overrides
     python scripts/run_experiments.py experiments/ptb --missing --jobs 2    # the runs still to do
+    python scripts/run_experiments.py experiments/ptb --status              # where each run stands
     # smoke test: a row builds, trains a few steps and is evaluated on a few sentences, in /tmp
     python scripts/run_experiments.py experiments/ptb --rows bn-vae --out-dir /tmp/ptb \\
         --runs-dir /tmp/ptb/runs --max-steps 3 --iw-samples 5 --eval-sentences 50 --set train.progress=false
@@ -65,6 +66,7 @@ from textvae.metrics import evaluate, model_split  # noqa: E402
 from textvae.model import TextVAE  # noqa: E402
 from textvae.checkpoint import list_checkpoints  # noqa: E402
 from textvae.distributed import resolve_device  # noqa: E402
+from textvae.eval_checkpoint import saved_progress  # noqa: E402
 from textvae.train import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,6 +240,54 @@ class SittingRecord:
             others = [s for s in state.get("sittings", []) if s.get("started") != self.sitting["started"]]
             state["sittings"] = others + [dict(self.sitting)]
             write_json(self.run / STATE, state)
+
+
+def run_status(run: Path, record: dict | None = None, table=None) -> str:
+    """One line on where a run stands: not started; training (its newest checkpoint, its last validation,
+    the learning rate); trained and evaluating (the saved share of the evaluation pass); or done. A run
+    whose directory is not here but that ``record`` (its object in T.json) describes is reported from it,
+    marked † when ``table``'s recipe has changed since."""
+    if not run.exists() and record is not None:
+        old = " †, trained under an earlier recipe" if table is not None and report.recipe_gaps(record, table) else ""
+        return (f"recorded in {table.table if table else 'the'}.json{old} (its run directory is not here): "
+                f"PPL (IW) {report.num(record.get('ppl_iw'))}, stopped: {record.get('stopped', '?')}")
+    state = read_state(run)
+    sittings = state.get("sittings", [])
+    spent = f"{report.duration(sum(s['seconds'] for s in sittings))} in {len(sittings)} sitting(s)"
+    if state.get("evaluation"):
+        ev, result = state["evaluation"], state.get("train_result") or {}
+        return (f"done: PPL (IW) {report.num(ev.get('ppl_iw'))}, KL {report.num(ev.get('kl'))}, AU {ev.get('au')}; "
+                f"stopped: {result.get('stopped', '?')} at epoch {result.get('epoch', '?')}; trained {spent}")
+    if state.get("finished"):
+        saved = saved_progress(run / PARTIAL_EVALUATION)
+        if saved is None:
+            return f"trained ({spent}); evaluation not started"
+        of = f" of {saved['batches']}" if saved["batches"] else ""
+        return (f"trained ({spent}); evaluating: {saved['done']}{of} batches saved after "
+                f"{report.duration(saved['seconds'])}")
+    checkpoints = list_checkpoints(run)
+    if not checkpoints:
+        return "not started" if not run.exists() else "started, no checkpoint yet"
+    valid = last_validation(run)
+    seen = (f"; last validation at step {valid['step']} (epoch {valid.get('epoch', '?')}): elbo "
+            f"{report.num(valid.get('elbo'))}, lr {valid.get('lr', '?'):.2g}" if valid else "")
+    return f"training: newest checkpoint {checkpoints[-1].name}{seen}; {spent}"
+
+
+def last_validation(run: Path) -> dict | None:
+    """The run's last validation record in metrics.jsonl, or None."""
+    try:
+        lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("kind") == "valid":
+            return record
+    return None
 
 
 def subset(split: EncodedSplit, n: int | None) -> EncodedSplit:
@@ -511,6 +561,8 @@ def parse_args(argv=None):
                    help="only the runs without a current record in --out-dir/T.json (none yet, or one trained "
                         "under an earlier recipe, marked †): what a sitting still has to do")
     p.add_argument("--list", action="store_true", help="print the rows and their overrides, then exit")
+    p.add_argument("--status", action="store_true",
+                   help="print where each run stands (not started, training, evaluating, done), then exit")
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
@@ -615,6 +667,16 @@ def main(argv=None) -> int:
     except TextVAEError as e:
         log(f"error: {e}")
         return 2
+    if args.status:
+        for table, rows, chosen in tables:
+            records = load_records(args.out_dir / f"{table.table}.json").values()
+            recorded = {r["row"]: r for r in report.seeded_names(rows, list(records))}
+            for row in chosen:
+                for name, _ in row.runs():
+                    if row.name not in args.only_runs or name in args.only_runs[row.name]:
+                        status = run_status(args.runs_dir / table.table / name, recorded.get(name), table)
+                        print(f"{name:28} {status}")
+        return 0
     if args.list:
         for table, _, chosen in tables:
             print(f"{table.table}: {table.title} (preset {table.preset}; recipe {' '.join(table.recipe)})")

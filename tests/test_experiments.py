@@ -625,3 +625,41 @@ def test_a_sitting_whose_time_was_estimated_afterwards_says_so(report):
                if x.startswith("- r")]
     assert "`a` (CPU, 1m, interrupted)" in line
     assert "`b` (CPU, ≈1h 33m, interrupted, time estimated from its logs)" in line
+
+
+def test_status_says_where_each_run_stands(script, table, tmp_path):
+    import torch
+
+    from textvae.checkpoint import STATE_JSON, STATE_PT
+    from textvae.eval_checkpoint import PassCheckpoint, PassState
+
+    t, _ = table
+    assert script.run_status(tmp_path / "nothing") == "not started"
+    record = {"row": "x", "overrides": list(t.recipe), "ppl_iw": 99.5, "stopped": "early"}
+    assert script.run_status(tmp_path / "nothing", record, t).startswith("recorded in ptb.json (its run directory")
+    old = {**record, "overrides": list(t.recipe[:-1])}
+    assert "†, trained under an earlier recipe" in script.run_status(tmp_path / "nothing", old, t)
+
+    run = tmp_path / "run"
+    step = run / "checkpoints" / "step-00000658"
+    step.mkdir(parents=True)
+    (step / STATE_JSON).write_text("{}")
+    (step / STATE_PT).write_bytes(b"")
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "valid", "step": 658, "epoch": 0, "elbo": 142.3,
+                                                   "lr": 0.002}) + "\n" + json.dumps({"kind": "train", "step": 700}))
+    sitting = {"started": "s", "seconds": 3600.0, "command": "c", "device": "CPU"}
+    script.write_json(run / script.STATE, {"finished": False, "sittings": [sitting]})
+    assert script.run_status(run) == ("training: newest checkpoint step-00000658; last validation at step 658 "
+                                      "(epoch 0): elbo 142.30, lr 0.002; 1h 00m in 1 sitting(s)")
+
+    script.write_json(run / script.STATE, {"finished": True, "sittings": [sitting], "train_result": {}})
+    assert script.run_status(run).endswith("evaluation not started")
+    state = PassState.fresh(4, 2)
+    state.done, state.batches, state.seconds = 3, 59, 120.0
+    PassCheckpoint(run / script.PARTIAL_EVALUATION, {"k": 1}).save(state, torch.Generator())
+    assert script.run_status(run) == "trained (1h 00m in 1 sitting(s)); evaluating: 3 of 59 batches saved after 2m"
+
+    script.write_json(run / script.STATE, {"finished": True, "sittings": [sitting], "evaluation": {"ppl_iw": 99.1,
+                      "kl": 7.6, "au": 32}, "train_result": {"stopped": "early", "epoch": 31}})
+    assert script.run_status(run) == ("done: PPL (IW) 99.10, KL 7.60, AU 32; stopped: early at epoch 31; "
+                                      "trained 1h 00m in 1 sitting(s)")

@@ -34,6 +34,7 @@ class PassState:
     tokens: int = 0
     done: int = 0
     seconds: float = 0.0  # time the pass has taken to reach this state, over all its sittings
+    batches: int = 0  # the pass's number of batches (what ``done`` counts towards)
     hyps: list = field(default_factory=list)  # greedy reconstructions (BLEU)
     refs: list = field(default_factory=list)
 
@@ -107,8 +108,8 @@ class PassCheckpoint:
 
         from .checkpoint import atomic_write
 
-        meta = {"key": self.key, "done": state.done, "tokens": state.tokens, "seconds": state.seconds,
-                "hyps": state.hyps, "refs": state.refs}
+        meta = {"key": self.key, "done": state.done, "batches": state.batches, "tokens": state.tokens,
+                "seconds": state.seconds, "hyps": state.hyps, "refs": state.refs}
         tensors = {"mu": state.mu, "logvar": state.logvar, "kl_dim": state.kl_dim,
                    "rec_sum": torch.tensor(state.rec_sum, dtype=torch.float64),
                    "nll_sum": torch.tensor(state.nll_sum, dtype=torch.float64), "generator": generator.get_state()}
@@ -118,3 +119,16 @@ class PassCheckpoint:
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def saved_progress(path: str | Path) -> dict | None:
+    """What a saved pass at ``path`` has done, without loading its tensors: ``done`` batches of
+    ``batches`` (0 when the file predates that field) and ``seconds``; None when there is no readable one."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["textvae_pass"])
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None
+    return {"done": meta.get("done", 0), "batches": meta.get("batches", 0), "seconds": meta.get("seconds", 0.0)}

@@ -496,6 +496,7 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     Z = model.latent_dim
     bleu_limit = n if bleu_sentences is None else bleu_sentences
     acc = PassState.fresh(n, Z)
+    acc.batches = len(batches)
     saver = None
     if resume_file is not None:
         key = pass_key(model, split, iw_samples=iw_samples, elbo_samples=elbo_samples, batch_size=batch_size,
