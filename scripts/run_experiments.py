@@ -209,7 +209,6 @@ class SittingRecord:
         self.run, self.sitting, self.every = run, sitting, every
         self.start = time.perf_counter()
         self.stop = threading.Event()
-        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
     def __enter__(self):
@@ -231,15 +230,15 @@ class SittingRecord:
 
     def write(self) -> None:
         """Replace this sitting's entry (matched by its start time) in reproduce.json. Until the trainer
-        has made the run directory there is nothing to write into."""
-        with self.lock:
-            if not self.run.is_dir():
-                return
-            self.sitting["seconds"] = time.perf_counter() - self.start
-            state = read_state(self.run)
-            others = [s for s in state.get("sittings", []) if s.get("started") != self.sitting["started"]]
-            state["sittings"] = others + [dict(self.sitting)]
-            write_json(self.run / STATE, state)
+        has made the run directory there is nothing to write into. Called by the beat thread, then once
+        by ``__exit__`` after that thread has ended, so never twice at once."""
+        if not self.run.is_dir():
+            return
+        self.sitting["seconds"] = time.perf_counter() - self.start
+        state = read_state(self.run)
+        others = [s for s in state.get("sittings", []) if s.get("started") != self.sitting["started"]]
+        state["sittings"] = others + [dict(self.sitting)]
+        write_json(self.run / STATE, state)
 
 
 def run_status(run: Path, record: dict | None = None, table=None) -> str:
