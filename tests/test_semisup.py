@@ -70,7 +70,8 @@ def test_baselines_read_a_label_that_decides_the_words():
     words = {0: ["cat", "dog", "bird"], 1: ["rain", "snow", "wind"]}
     y = rng.integers(0, 2, 60)
     texts = [" ".join(rng.choice(words[int(k)], 3)) + " now" for k in y]
-    ids = [np.array([hash(w) % 1000 for w in t.split()]) for t in texts]
+    vocab = {w: i for i, w in enumerate(["now", *words[0], *words[1]])}  # str hash() differs per process
+    ids = [np.array([vocab[w] for w in t.split()]) for t in texts]
     train, test = np.arange(20), np.arange(20, 60)
     assert score(tfidf_lr([texts[i] for i in train], y[train], [texts[i] for i in test]), y[test], 2)["accuracy"] == 1
     bow = bag_of_words_lr([ids[i] for i in train], y[train], [ids[i] for i in test], 2)
