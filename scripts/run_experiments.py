@@ -207,6 +207,7 @@ class SittingRecord:
 
     def __init__(self, run: Path, sitting: dict, every: float = 60.0):
         self.run, self.sitting, self.every = run, sitting, every
+        sitting["id"] = os.urandom(6).hex()  # sittings of a short run can start within the same second
         self.start = time.perf_counter()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
@@ -229,14 +230,14 @@ class SittingRecord:
             self.write()
 
     def write(self) -> None:
-        """Replace this sitting's entry (matched by its start time) in reproduce.json. Until the trainer
+        """Replace this sitting's entry (matched by its id) in reproduce.json. Until the trainer
         has made the run directory there is nothing to write into. Called by the beat thread, then once
         by ``__exit__`` after that thread has ended, so never twice at once."""
         if not self.run.is_dir():
             return
         self.sitting["seconds"] = time.perf_counter() - self.start
         state = read_state(self.run)
-        others = [s for s in state.get("sittings", []) if s.get("started") != self.sitting["started"]]
+        others = [s for s in state.get("sittings", []) if s.get("id") != self.sitting["id"]]
         state["sittings"] = others + [dict(self.sitting)]
         write_json(self.run / STATE, state)
 
