@@ -269,8 +269,9 @@ def run_status(run: Path, record: dict | None = None, table=None) -> str:
     if not checkpoints:
         return "not started" if not run.exists() else "started, no checkpoint yet"
     valid = last_validation(run)
+    lr = valid.get("lr") if valid else None
     seen = (f"; last validation at step {valid['step']} (epoch {valid.get('epoch', '?')}): elbo "
-            f"{report.num(valid.get('elbo'))}, lr {valid.get('lr', '?'):.2g}" if valid else "")
+            f"{report.num(valid.get('elbo'))}, lr {'?' if lr is None else format(lr, '.2g')}" if valid else "")
     return f"training: newest checkpoint {checkpoints[-1].name}{seen}; {spent}"
 
 

@@ -657,6 +657,8 @@ def test_status_says_where_each_run_stands(script, table, tmp_path):
     assert script.run_status(run) == ("training: newest checkpoint step-00000658; last validation at step 658 "
                                       "(epoch 0): elbo 142.30, lr 0.002; 1h 00m in 1 sitting(s)")
 
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "valid", "step": 658}) + "\n")  # an old record, no lr
+    assert "last validation at step 658 (epoch ?): elbo" in script.run_status(run) and "lr ?" in script.run_status(run)
     script.write_json(run / script.STATE, {"finished": True, "sittings": [sitting], "train_result": {}})
     assert script.run_status(run).endswith("evaluation not started")
     state = PassState.fresh(4, 2)
