@@ -31,12 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from textvae.plot import read_metrics
+from textvae.run_summary import strategy_phases
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def records(run: Path, kind: str) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r.get("kind") == kind]
 
 
 def inner_update(args) -> int:
@@ -120,11 +118,10 @@ def main(argv=None) -> int:
                             "au": p["last_valid"]["au"]}
         # the aggressive phase: until the MI check that switched it off (or the whole run)
         run = result["aggressive"]
-        off = [r["step"] for r in records(root / "aggressive", "aggressive") if not r["aggressive"]]
-        run["aggressive_steps"] = off[0] if off else run["steps"]
+        phase = strategy_phases(read_metrics(root / "aggressive"), run["steps"])[0]
+        run["aggressive_steps"] = phase["steps"]
         run["aggressive_epochs"] = run["aggressive_steps"] * run["epochs"] / max(run["steps"], 1)  # mean epoch length
-        inner = [r["encoder_updates"] for r in records(root / "aggressive", "train") if r.get("encoder_updates")]
-        result["aggressive"]["encoder_updates_per_step"] = sum(inner) / len(inner) if inner else 0.0
+        run["encoder_updates_per_step"] = phase["encoder_updates_per_step"] or 0.0
     result["ratio"] = result["aggressive"]["seconds"] / result["plain"]["seconds"]
     result["command"] = "python " + " ".join([f"scripts/{Path(__file__).name}", *(argv or sys.argv[1:])])
     args.out.write_text(json.dumps(result, indent=2) + "\n")

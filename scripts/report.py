@@ -7,8 +7,9 @@ The runner (``scripts/run_experiments.py``) calls ``render`` after every run; th
 again without running anything (after editing a row's description or reference, say). The page:
 the table (one line per run, rows not run yet in their place), a published-number column with its
 source, the BLEU convention each value was computed under, which rows were trained under an earlier
-recipe, the VAE rows compared with the baseline, the settings and commands that made each row, then
-samples and homotopies.
+recipe, how long each run's collapse-strategy phase lasted (aggressive training, autoencoder
+pretraining), the VAE rows compared with the baseline, the settings and commands that made each row,
+then samples and homotopies.
 """
 
 import argparse
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from textvae.errors import TextVAEError
 from textvae.experiments import load_table
+from textvae.run_summary import describe_phase
 
 REPO = Path(__file__).resolve().parents[1]
 STOPPED = {"early": "early stop", "time": "time budget", "max_steps": "step limit", "max_epochs": "epoch limit"}
@@ -164,6 +166,13 @@ def old_bleu_footnote(records: list[dict], table) -> list[str]:
             f"n-gram matches; this table scores BLEU with `tokenize=\"{table.bleu_tokenize}\"`. The old values, "
             f"not comparable with the column: {values}. Their models were not kept, so they cannot be "
             "recomputed; running a row again replaces its value."]
+
+
+def phases_section(records: list[dict]) -> list[str]:
+    """How long each run's collapse-strategy phase lasted (the json's ``phases``, from its metrics.jsonl)."""
+    lines = [f"- {r['row']}: {describe_phase(phase, r['steps'])}."
+             for r in records for phase in r.get("phases") or []]
+    return ["", "Collapse-strategy phases, read from each run's metrics.jsonl:", "", *lines] if lines else []
 
 
 def reference_cell(row, record: dict) -> str:
@@ -389,6 +398,7 @@ def render(table, rows, records: list[dict]) -> str:
                   "these rows with each other, not with the rest; to bring one up to date, run it again "
                   "(`--rows`) without its old run directory."]
     lines += old_bleu_footnote(ordered, table)
+    lines += phases_section(ordered)
     extras: dict[str, list[str]] = {}
     for r in ordered:
         extras.setdefault(" ".join(f"`{o}`" for o in command_line_settings(r, table, rows)) or "none",

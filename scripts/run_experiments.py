@@ -67,6 +67,8 @@ from textvae.model import TextVAE  # noqa: E402
 from textvae.checkpoint import list_checkpoints  # noqa: E402
 from textvae.distributed import resolve_device  # noqa: E402
 from textvae.eval_checkpoint import saved_progress  # noqa: E402
+from textvae.plot import read_metrics  # noqa: E402
+from textvae.run_summary import strategy_phases  # noqa: E402
 from textvae.train import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -367,6 +369,7 @@ def run_record(table, row, name: str, seed, run: Path, overrides: list[str], sta
         **{f"decomposition_{k}": v for k, v in (ev.get("decomposition") or {}).items()},
         "epochs": state["train_result"]["epoch"], "steps": state["train_result"]["step"],
         "stopped": report.stop_reason(state["train_result"], config),
+        "phases": strategy_phases(read_metrics(run), state["train_result"]["step"]),
         "train_seconds": sum(s["seconds"] for s in sittings), "train_tokens_per_s": training_speed(run),
         "device": " + ".join(devices),
         "concurrent_rows": max((s.get("concurrent_rows", 1) for s in sittings), default=1),

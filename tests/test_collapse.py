@@ -7,13 +7,15 @@ import json
 import pytest
 import torch
 
-from helpers import crash_after_checkpoint, load_script, records, same_weights, tiny_cfg, without_speed
+from helpers import TINY, cli, crash_after_checkpoint, load_script, records, same_weights, tiny_cfg, without_speed
 from textvae import collapse
 from textvae.config import ModelConfig, ObjectiveConfig, TokenizerConfig, load_config
 from textvae.batching import collate
 from textvae.errors import ConfigError
 from textvae.model import Decoder, TextVAE
 from textvae.objectives import kl_weight
+from textvae.plot import read_metrics
+from textvae.run_summary import describe_phase, strategy_phases
 from textvae.tokenizers import train_tokenizer
 from textvae.checkpoint import list_checkpoints
 from textvae.train import Trainer, train
@@ -132,6 +134,24 @@ def test_aggressive_mi_every_checks_within_the_epoch(tmp_path, monkeypatch):
     assert inner_steps == list(range(12))
     assert [(r["step"], r["mi"], r["aggressive"]) for r in records(run, "aggressive")] == [
         (4, 0.5, True), (8, 0.9, True), (12, 0.7, False)]
+    phase, = strategy_phases(read_metrics(run), tr.progress.step)  # what the tables and the summary report
+    assert phase == {"phase": "aggressive", "steps": 12, "ended": True, "mi_checks": 3, "mi_first": 0.5,
+                     "mi_peak": 0.9, "mi_last": 0.7, "encoder_updates_per_step": phase["encoder_updates_per_step"]}
+    assert 1 <= phase["encoder_updates_per_step"] <= 2  # aggressive_max_inner=2
+    assert describe_phase(phase, 18) == ("aggressive training for the first 12 of 18 steps (66.7%), "
+                                         f"{phase['encoder_updates_per_step']:.1f} encoder updates per step; "
+                                         "validation MI 0.500 at the first of 3 checks, peak 0.900, switched off "
+                                         "when it fell to 0.700")
+
+
+def test_strategy_phases_of_runs_that_never_switched_or_pretrained():
+    records = [{"kind": "train", "step": 2, "encoder_updates": 3.0}, {"kind": "aggressive", "step": 2, "mi": 1.0,
+               "aggressive": True}, {"kind": "train", "step": 4, "encoder_updates": 5.0},
+               {"kind": "aggressive", "step": 4, "mi": 1.5, "aggressive": True}]
+    phase, = strategy_phases(records, 5)
+    assert (phase["steps"], phase["ended"], phase["encoder_updates_per_step"]) == (5, False, 4.0)
+    assert describe_phase(phase, 5).startswith("aggressive training throughout (5 of 5 steps (100.0%), 4.0 encoder")
+    assert strategy_phases([{"kind": "train", "step": 1}, {"kind": "valid", "step": 1}], 1) == []  # no strategy
 
 
 @pytest.mark.parametrize("value", [-1, -10])
@@ -314,6 +334,21 @@ def test_pretraining_ends_early_when_the_autoencoder_converges(tmp_path):
     assert any("autoencoder pretraining ends, it converged" in line for line in logs)
     meta = json.loads((list_checkpoints(tmp_path / "run")[-1] / "trainer_state.json").read_text())
     assert meta["progress"]["pretrain_end"] == 2 and result["step"] == 5
+    phase, = strategy_phases(read_metrics(tmp_path / "run"), result["step"])
+    assert phase == {"phase": "pretrain", "steps": 2, "decoder_reset": True,
+                     "reason": "it converged (no improvement after 1 learning-rate decays)"}
+    assert describe_phase(phase, 5) == ("autoencoder pretraining for the first 2 of 5 steps (40.0%), ended because it "
+                                         "converged (no improvement after 1 learning-rate decays); the decoder "
+                                         "re-initialised, then the VAE phase")
+
+
+def test_textvae_train_says_how_long_the_strategy_phase_lasted(tmp_path, capsys):
+    out, _ = cli(capsys, ["train", *TINY, "--out", tmp_path / "run", "objective.pretrain_ae_steps=2",
+                          "train.max_steps=4"])
+    assert ("autoencoder pretraining for the first 2 of 4 steps (50.0%), ended because objective.pretrain_ae_steps=2 "
+            "steps are done; the decoder re-initialised, then the VAE phase") in out
+    out, _ = cli(capsys, ["train", *TINY, "--out", tmp_path / "plain", "train.max_steps=2"])
+    assert "trained to step 2" in out and "pretraining" not in out and "aggressive" not in out
 
 
 @pytest.mark.integration  # three whole trainings: uninterrupted, crashed, resumed

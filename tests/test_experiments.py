@@ -76,6 +76,9 @@ def test_rows_train_evaluate_and_write_the_table(script, table, ptb_dir, tmp_pat
     assert lm["kl"] == 0 and lm["au"] == 0 and lm["homotopy"] is None
     assert lm["nll_iw"] == pytest.approx(lm["elbo"], rel=1e-5)  # no latent: IW-NLL is the exact NLL
     assert pretrain["config"]["objective"]["pretrain_ae_steps"] == 2  # at most half the run
+    assert pretrain["phases"] == [{"phase": "pretrain", "steps": 2, "decoder_reset": True,
+                                   "reason": "objective.pretrain_ae_steps=2 steps are done"}]
+    assert lm["phases"] == bn["phases"] == []
     assert len(bn["homotopy"]) == 7 and bn["config"]["model"]["bn_gamma"] == 0.6
     assert bn["nll_iw"] <= bn["elbo"] + 1e-3  # the IW bound is at least as tight as the ELBO (k >= 1)
     assert not list(tmp_path.rglob(script.PARTIAL_EVALUATION))  # finished passes leave no partial state
@@ -89,6 +92,8 @@ def test_rows_train_evaluate_and_write_the_table(script, table, ptb_dir, tmp_pat
     settings = next(line for line in md.splitlines() if line.startswith("Settings given on the command line"))
     assert "train.optimizer" not in settings and "eval_every" not in settings  # the recipe is not a budget
     assert "| lstm-lm | LSTM-LM |" in md and "PPL 116 (Bowman et al. 2016, Table 1)" in md
+    assert ("- vae-pretrain-fb-seed1234: autoencoder pretraining for the first 2 of 4 steps (50.0%), ended because "
+            "objective.pretrain_ae_steps=2 steps are done; the decoder re-initialised, then the VAE phase.") in md
     runs = md[md.index("Every run:"):]
     order = [runs.index(f"| {name} |") for row in table[1] for name, _ in row.runs()]
     assert order == sorted(order)  # pending runs stand in their place, not at the end
@@ -603,6 +608,18 @@ def test_a_ratio_compare_entry_gives_the_cost_of_a_row_as_a_ratio_of_times(repor
                                          "compare: [{metric: train_seconds, baseline: a, better: lower, ratio: 2}]\n")
     with pytest.raises(ConfigError, match="ratio: true or false"):
         load_table(tmp_path)
+
+
+def test_each_runs_collapse_strategy_phase_is_listed_under_the_table(report):
+    phase = {"phase": "aggressive", "steps": 528, "ended": True, "mi_checks": 8, "mi_first": 2.227,
+             "mi_peak": 3.529, "mi_last": 3.527, "encoder_updates_per_step": 40.04}
+    records = [{"row": "a", "steps": 36848, "phases": [phase]}, {"row": "b", "steps": 10, "phases": []},
+               {"row": "c", "steps": 10}]  # a record from before phases were kept
+    assert report.phases_section(records) == [
+        "", "Collapse-strategy phases, read from each run's metrics.jsonl:", "",
+        "- a: aggressive training for the first 528 of 36,848 steps (1.4%), 40.0 encoder updates per step; "
+        "validation MI 2.227 at the first of 8 checks, peak 3.529, switched off when it fell to 3.527."]
+    assert report.phases_section(records[1:]) == []
 
 
 def test_a_sitting_is_on_record_while_it_trains_so_a_killed_one_still_counts(script, tmp_path):

@@ -290,7 +290,12 @@ def _cmd_train(args) -> int:
     print(f"trained to step {result['step']} (epoch {result['epoch']}); best valid elbo "
           f"{result['best_elbo']:.3f} at step {result['best_step']}; model in {Path(args.out) / 'best'}")
     from .distributed import is_main_process
+    from .plot import read_metrics
+    from .run_summary import describe_phase, strategy_phases
 
+    if is_main_process():  # the collapse strategy's phase, if it had one: how long it lasted
+        for phase in strategy_phases(read_metrics(args.out), result["step"]):
+            print(describe_phase(phase, result["step"]))
     if not args.no_summary and is_main_process():  # under torchrun, one summary (rank 0's)
         from .signals import StopSignals
 

@@ -315,6 +315,8 @@ class PretrainThenReset(Strategy):
             reset_decoder(tr.model, tr.cfg.train.seed + p.step)
         tr.optimizer = tr.make_optimizer()
         p.restart_selection()
+        tr.metrics.write({"kind": "pretrain_end", "step": p.step, "epoch": p.epoch, "reason": reason,
+                          "decoder_reset": self.reset})
         tr.log(f"step {p.step}: autoencoder pretraining ends, {reason}; "
                f"{'decoder re-initialised, ' if self.reset else ''}VAE phase begins")
 

@@ -2,7 +2,10 @@
 
 ELBO-based valid/test numbers by default (valid's are the run's own validation of the best model,
 read from metrics.jsonl), importance-weighted NLL/PPL only when asked (``--summary-iw K``), then a
-few prior samples and one homotopy. ``textvae evaluate`` gives every metric.
+few prior samples and one homotopy. ``textvae evaluate`` gives every metric. A run trained with a
+collapse strategy that has a phase of its own (aggressive training, autoencoder pretraining) also
+says how long that phase lasted: ``strategy_phases`` reads it from metrics.jsonl, for this summary,
+the experiment tables and the aggressive-training benchmark alike.
 """
 
 from .plot import read_metrics
@@ -12,6 +15,48 @@ def best_validation(run: str, step: int | None) -> dict | None:
     """The validation record of the best model (metrics.jsonl, kind "valid", its step), or None."""
     found = [r for r in read_metrics(run) if r.get("kind") == "valid" and r.get("step") == step]
     return found[-1] if found and {"elbo", "rec", "kl", "ppl_elbo", "au"} <= set(found[-1]) else None
+
+
+def strategy_phases(records: list[dict], steps: int) -> list[dict]:
+    """The phases in which a collapse strategy changed the updates, from a run's metrics records
+    (``steps``: the run's last step). Aggressive training (He et al. 2019) lasts until the validation-MI
+    check that switched it off, or the whole run; autoencoder pretraining (Li et al. 2019) until the
+    step its VAE phase began. Empty for a run with neither."""
+    phases = []
+    checks = [r for r in records if r.get("kind") == "aggressive"]
+    if checks:
+        off = next((r["step"] for r in checks if not r["aggressive"]), None)
+        end = steps if off is None else off
+        mi = [r["mi"] for r in checks]
+        inner = [r["encoder_updates"] for r in records
+                 if r.get("kind") == "train" and r.get("encoder_updates") and r["step"] <= end]
+        phases.append({"phase": "aggressive", "steps": end, "ended": off is not None, "mi_checks": len(checks),
+                       "mi_first": mi[0], "mi_peak": max(mi), "mi_last": mi[-1],
+                       "encoder_updates_per_step": sum(inner) / len(inner) if inner else None})
+    for r in records:
+        if r.get("kind") == "pretrain_end":
+            phases.append({"phase": "pretrain", "steps": r["step"], "reason": r.get("reason"),
+                           "decoder_reset": r.get("decoder_reset")})
+    return phases
+
+
+def describe_phase(phase: dict, steps: int) -> str:
+    """One line for a phase of ``strategy_phases`` in a run of ``steps`` steps."""
+    share = f"{phase['steps']:,} of {steps:,} steps ({100 * phase['steps'] / max(steps, 1):.1f}%)"
+    if phase["phase"] == "aggressive":
+        inner = phase.get("encoder_updates_per_step")
+        inner = f", {inner:.1f} encoder updates per step" if inner else ""
+        mi = (f"validation MI {phase['mi_first']:.3f} at the first of {phase['mi_checks']} checks, "
+              f"peak {phase['mi_peak']:.3f}")
+        if phase["ended"]:
+            return (f"aggressive training for the first {share}{inner}; {mi}, switched off when it fell "
+                    f"to {phase['mi_last']:.3f}")
+        return f"aggressive training throughout ({share}{inner}); {mi}, never fell"
+    if phase["phase"] == "pretrain":
+        reset = "the decoder re-initialised, then " if phase.get("decoder_reset") else ""
+        reason = f", ended because {phase['reason']}" if phase.get("reason") else ""
+        return f"autoencoder pretraining for the first {share}{reason}; {reset}the VAE phase"
+    return f"{phase['phase']} for the first {share}"
 
 
 def print_summary(run: str, cfg, iw_samples: int = 0, best_step: int | None = None) -> None:
