@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from textvae.checkpoint import atomic_write
 from textvae.errors import TextVAEError
 from textvae.experiments import load_table
 from textvae.run_summary import describe_phase
@@ -142,8 +143,8 @@ def goal_section(table, rows, records: list[dict]) -> list[str]:
     met = [line.split(" (")[0] for line in compared if "meets the goal" in line]
     return ["", f"Goal: a VAE row whose latent is in use (mean KL ≥ {spec.get('min_kl', 5.0):g} nats, mean AU ≥ "
             f"{spec.get('min_au', 10)}) with {ppl_goal}a mean NLL (IW) below the {spec['row']} row's by more than "
-            f"twice the pooled sd, over runs under the current recipe (the epochs column says whether each "
-            f"converged). Rows that meet it: {', '.join(met) or 'none'}. " + "; ".join(compared) + "."]
+            f"twice the pooled sd, over runs under the current recipe (the per-run table's epochs column says "
+            f"whether each converged). Rows that meet it: {', '.join(met) or 'none'}. " + "; ".join(compared) + "."]
 
 
 def bleu_cell(r: dict, table) -> str:
@@ -278,12 +279,13 @@ def pooled_sd(a: list[float], b: list[float]) -> float:
     return ((mean_sd(a)[1] ** 2 * (len(a) - 1) + mean_sd(b)[1] ** 2 * (len(b) - 1)) / dof) ** 0.5 if dof else 0.0
 
 
-def summary_section(table, rows, records: list[dict]) -> list[str]:
-    """Mean ± sd over seeds of the table's ``summary`` metrics, one line per row."""
+def summary_section(table, rows, records: list[dict], every_seed: str = "the table below and the json") -> list[str]:
+    """Mean ± sd over seeds of the table's ``summary`` metrics, one line per row; ``every_seed``: where
+    the page's reader finds each seed's numbers."""
     if not table.summary:
         return []
     cols = {m: seed_values(rows, records, m, table) for m in table.summary}
-    lines = ["", "Mean ± sd over training seeds (sample sd; every seed's numbers are in the table below and the json):",
+    lines = ["", f"Mean ± sd over training seeds (sample sd; every seed's numbers are in {every_seed}):",
              "", "| row | method | seeds | " + " | ".join(HEADERS.get(m, m) for m in table.summary) + " |",
              "|---|---|---|" + "---|" * len(table.summary)]
     for row in rows:
@@ -297,12 +299,10 @@ def summary_section(table, rows, records: list[dict]) -> list[str]:
                 cells.append("–")
             elif m == "train_seconds":
                 cells.append(duration(mean_sd(vals)[0]))
-            elif m == "train_tokens_per_s":
+            else:  # one seed has no sd: its value alone, not "± 0.00"
                 mean, sd = mean_sd(vals)
-                cells.append(f"{mean:,.0f} ± {sd:,.0f}")
-            else:
-                mean, sd = mean_sd(vals)
-                cells.append(f"{mean:.3f} ± {sd:.3f}" if m.startswith(("mig", "dci")) else f"{mean:.2f} ± {sd:.2f}")
+                fmt = "{:,.0f}" if m == "train_tokens_per_s" else "{:.3f}" if m.startswith(("mig", "dci")) else "{:.2f}"
+                cells.append(fmt.format(mean) + (f" ± {fmt.format(sd)}" if len(vals) > 1 else ""))
         old = any(recipe_gaps(r, table) for r in records if row_of(rows, r) is row)  # † as in the per-run table
         lines.append(f"| {row.name}{' †' if old else ''} | {md(row.method)} | {n} | " + " | ".join(cells) + " |")
     return lines
@@ -438,6 +438,46 @@ def _line(table, row, r: dict) -> str:
             f"{reference_cell(row, r)} |")
 
 
+def docs_markers(table) -> tuple[str, str]:
+    """The two lines of the table's docs page between which ``write_docs`` puts ``docs_block``."""
+    return (f"<!-- from here to the end marker: written by scripts/report.py from results/{table.table}.json -->",
+            f"<!-- end of what scripts/report.py writes from results/{table.table}.json -->")
+
+
+def docs_block(table, rows, records: list[dict]) -> str:
+    """What the table's docs page shows of it: the mean ± sd over seeds, the comparisons, the goal."""
+    records = seeded_names(rows, records)
+    every_seed = f"[results/{table.table}.md](../results/{table.table}.md) and its json"
+    lines = [*summary_section(table, rows, records, every_seed), *compare_section(table, rows, records),
+             *goal_section(table, rows, records)]
+    return "\n".join(lines).strip() + "\n"
+
+
+def write_docs(table, rows, records: list[dict], repo: Path = REPO) -> Path | None:
+    """Put ``docs_block`` between the markers of the table's docs page (``docs`` in table.yaml), so the
+    page cannot drift from the json; None when the table names no page."""
+    if not table.docs:
+        return None
+    path = repo / table.docs
+    begin, end = docs_markers(table)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise TextVAEError(f"{table.folder / 'table.yaml'}: docs: {table.docs} cannot be read ({e})") from e
+    if begin not in text or end not in text.split(begin, 1)[1]:
+        raise TextVAEError(f"{path} lacks the lines where the {table.table} table's summary goes (docs: in "
+                           f"{table.folder / 'table.yaml'} names the page): put\n{begin}\n{end}\nwhere it belongs")
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    atomic_write(path, f"{head}{begin}\n\n{docs_block(table, rows, records)}\n{end}{tail}")
+    return path
+
+
+def writes_docs(results: Path) -> bool:
+    """Whether a table written to ``results`` is the repository's own, whose docs page follows it."""
+    return results.resolve() == (REPO / "results").resolve()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("tables", nargs="+", type=Path, help="table folders (experiments/ptb)")
@@ -457,6 +497,13 @@ def main(argv=None) -> int:
         records = json.loads(path.read_text(encoding="utf-8"))
         (args.results / f"{table.table}.md").write_text(render(table, rows, records), encoding="utf-8")
         print(f"{args.results / (table.table + '.md')}: {len(records)} run(s) of {table.table}")
+        try:
+            docs = write_docs(table, rows, records) if writes_docs(args.results) else None
+        except TextVAEError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if docs:
+            print(f"{docs}: its summary of {table.table} rewritten")
     return 0
 
 

@@ -425,12 +425,15 @@ def load_records(path: Path) -> dict[str, dict]:
 
 
 def write_outputs(out_dir: Path, table, rows, records: dict[str, dict]) -> None:
-    """T.json: one object per run, the table's order (runs no row file names last); T.md rendered from it."""
+    """T.json: one object per run, the table's order (runs no row file names last); T.md rendered from it,
+    and for the repository's own results the table's docs page (``docs`` in table.yaml)."""
     records = {r["row"]: r for r in report.seeded_names(rows, list(records.values()))}
     names = [name for row in rows for name, _ in row.runs()]
     ordered = [records[n] for n in names if n in records] + [r for n, r in records.items() if n not in names]
     write_json(out_dir / f"{table.table}.json", ordered)
     (out_dir / f"{table.table}.md").write_text(report.render(table, rows, ordered), encoding="utf-8")
+    if report.writes_docs(out_dir):
+        report.write_docs(table, rows, ordered)
 
 
 # --------------------------------------------------------------------------- several rows at once

@@ -14,7 +14,7 @@ import pytest
 from helpers import load_script
 from textvae.config import load_config
 from textvae.corpus import builtin_corpus
-from textvae.errors import ConfigError
+from textvae.errors import ConfigError, TextVAEError
 from textvae.experiments import load_experiment, load_table, row_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,6 +233,9 @@ def test_the_published_ptb_table_keeps_every_number_and_marks_old_bleu(report, t
     assert next(r for r in records if r["row"] == "lstm-lm-seed1")["bleu_tokenize"] == "none"
     md = report.render(*table, records)
     assert md == (REPO / "results" / "ptb.md").read_text()  # ptb.md is rendered from ptb.json as it stands
+    begin, end = report.docs_markers(table[0])
+    docs = (REPO / table[0].docs).read_text()  # and docs/ptb.md shows the same summary, not a hand copy
+    assert docs.split(begin)[1].split(end)[0] == "\n\n" + report.docs_block(*table, records) + "\n"
     lm = next(r for r in records if r["row"] == "lstm-lm-seed1234")  # renamed when seed 1 joined
     assert lm["nll_iw"] == pytest.approx(101.1418, abs=1e-4) and "| 100.96 |" in md
     assert "| ‡ |" in md and "| 5.9 |" not in md
@@ -519,9 +522,34 @@ def test_seed_summary_and_comparison_beyond_two_pooled_sd(report, tmp_path):
     assert report.pooled_sd([0.10, 0.12, 0.11], [0.30, 0.31, 0.29]) == pytest.approx(0.01)
     md = report.render(t, rows, records)
     assert "| a | A | 3 | 0.110 ± 0.010 | 5.00 ± 0.00 |" in md
+    one_seed = report.render(t, rows, records[:1])  # one seed has no sd: no "± 0.000"
+    assert "| a | A | 1 | 0.100 | 5.00 |" in one_seed
     assert "b +0.190 (pooled sd 0.010): **better** (beyond 2 pooled sd)" in md
     assert "c +0.003 (pooled sd 0.016): within 2 pooled sd" in md
     assert md.index("Mean ± sd") < md.index("Every run:")
+
+
+def test_the_docs_page_of_a_table_gets_its_summary_between_the_markers_and_nothing_else(report, tmp_path):
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "table.yaml").write_text("table: t\ntitle: T\nsummary: [kl]\ndocs: docs/t.md\n")
+    (folder / "a.yaml").write_text("name: a\nmethod: A\npaper: p\n")
+    t, rows = load_table(folder)
+    page = tmp_path / "docs" / "t.md"
+    page.parent.mkdir()
+    page.write_text("# T\n\nintro\n\nafter\n")
+    records = [{"row": "a", "experiment": "a", "kl": 7.5}]
+    with pytest.raises(TextVAEError, match=r"(?s)t\.md lacks the lines where the t table's summary goes.*"
+                                           r"<!-- from here to the end marker"):
+        report.write_docs(t, rows, records, repo=tmp_path)
+    begin, end = report.docs_markers(t)
+    page.write_text(f"# T\n\nintro\n\n{begin}\nstale | 1.00 |\n{end}\n\nafter\n")
+    assert report.write_docs(t, rows, records, repo=tmp_path) == page
+    text = page.read_text()
+    assert text.startswith(f"# T\n\nintro\n\n{begin}\n\nMean ± sd") and text.endswith(f"{end}\n\nafter\n")
+    assert "| a | A | 1 | 7.50 |" in text and "stale" not in text and "[results/t.md](../results/t.md)" in text
+    report.write_docs(t, rows, records, repo=tmp_path)
+    assert page.read_text() == text  # written again: the same page
 
 
 def test_compare_entries_are_checked(tmp_path):

@@ -30,6 +30,9 @@ calls ``textvae.train.train``; the report step (``scripts/report.py``) renders
                                     # an entry's optional rows: [...] limits it to those rows, and
                                     # ratio: true also gives the ratio of the means (a cost: time)
     notes: [...]                    # paragraphs after the table (markdown)
+    docs: docs/ptb.md               # optional, from the repository root: a page that shows the
+                                    # summary, the comparisons and the goal; the report writes them
+                                    # between its two DOCS_BLOCK markers
 
 A row file::
 
@@ -84,6 +87,7 @@ class Table:
     summary: list[str] = field(default_factory=list)
     compare: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    docs: str | None = None
 
 
 @dataclass
