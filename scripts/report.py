@@ -193,6 +193,13 @@ def references_section(rows) -> list[str]:
     return ["", "Published numbers beside the rows, their status and what differs from ours:", "", *lines] if lines else []
 
 
+def unrecorded(r: dict) -> bool:
+    """Whether a run lacks the command of its evaluation or of any of its training sittings: it ran
+    before the runner kept its command line, and only training it again puts one on record."""
+    sittings = r.get("sittings") or []
+    return not r.get("eval_command") or not sittings or not all(s.get("command") for s in sittings)
+
+
 def commands_section(records: list[dict]) -> list[str]:
     """For each row whose run recorded them, the commands of its training sittings (each with its machine,
     time and whether it finished; ≈ where the time was estimated afterwards, the sitting's ``estimated``
@@ -216,7 +223,7 @@ def commands_section(records: list[dict]) -> list[str]:
     out += items
     if unrecorded:
         out += ["", f"Not recorded for {', '.join(unrecorded)}: they ran before the runner kept its command "
-                "line (docs/ptb.md lists what is known)."]
+                "line (docs/ptb.md lists what is known); `--missing` trains such runs again."]
     return out
 
 

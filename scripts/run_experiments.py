@@ -251,8 +251,9 @@ def run_status(run: Path, record: dict | None = None, table=None) -> str:
     marked † when ``table``'s recipe has changed since."""
     if not run.exists() and record is not None:
         old = " †, trained under an earlier recipe" if table is not None and report.recipe_gaps(record, table) else ""
+        how = "; commands not recorded (--missing trains it again)" if report.unrecorded(record) else ""
         return (f"recorded in {table.table if table else 'the'}.json{old} (its run directory is not here): "
-                f"PPL (IW) {report.num(record.get('ppl_iw'))}, stopped: {record.get('stopped', '?')}")
+                f"PPL (IW) {report.num(record.get('ppl_iw'))}, stopped: {record.get('stopped', '?')}{how}")
     state = read_state(run)
     sittings = state.get("sittings", [])
     spent = f"{report.duration(sum(s['seconds'] for s in sittings))} in {len(sittings)} sitting(s)"
@@ -565,8 +566,9 @@ def parse_args(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for every row, e.g. train.progress=false (repeatable)")
     p.add_argument("--missing", action="store_true",
-                   help="only the runs without a current record in --out-dir/T.json (none yet, or one trained "
-                        "under an earlier recipe, marked †): what a sitting still has to do")
+                   help="only the runs without a current record in --out-dir/T.json (none yet, one trained "
+                        "under an earlier recipe, marked †, or one whose commands were not recorded): what a "
+                        "sitting still has to do")
     p.add_argument("--list", action="store_true", help="print the rows and their overrides, then exit")
     p.add_argument("--status", action="store_true",
                    help="print where each run stands (not started, training, evaluating, done), then exit")
@@ -615,10 +617,10 @@ def select(args) -> list[tuple]:
 
 def missing_runs(args, table, selected: list) -> list:
     """--missing: of the ``selected`` rows (and the runs --rows picked of them), those whose runs have no
-    current record in --out-dir/T.json: none yet, or one trained under an earlier recipe (†). Narrows
-    ``args.only_runs`` to those runs."""
+    current record in --out-dir/T.json: none yet, one trained under an earlier recipe (†), or one whose
+    commands were not recorded (``report.unrecorded``). Narrows ``args.only_runs`` to those runs."""
     current = {name for name, r in load_records(args.out_dir / f"{table.table}.json").items()
-               if not report.recipe_gaps(r, table)}
+               if not report.recipe_gaps(r, table) and not report.unrecorded(r)}
     keep = []
     for row in selected:
         picked = args.only_runs.get(row.name)

@@ -602,15 +602,20 @@ def test_missing_picks_the_runs_without_a_current_record(script, table, tmp_path
     t, rows = table
     out = tmp_path / "results"
     out.mkdir()
-    current = {"overrides": list(t.recipe)}
+    recorded = {"sittings": [{"command": "c", "seconds": 1.0}], "eval_command": "c"}
+    current = {"overrides": list(t.recipe), **recorded}
     records = [{"row": "lstm-lm-seed1234", **current}, {"row": "lstm-lm-seed1", **current},
                {"row": "bn-vae-seed1234", **current},
-               {"row": "vae-plain", "overrides": list(t.recipe[:-1])}]  # † : trained under an earlier recipe
+               {"row": "vae-plain", **current, "overrides": list(t.recipe[:-1])},  # † : an earlier recipe
+               {"row": "vae-cyclical", **current, "eval_command": None},  # its commands were not recorded
+               {"row": "vae-bowman", **current, "sittings": [{"command": None, "seconds": 1.0},
+                                                             {"command": "c", "seconds": 1.0}]}]  # one was not
     (out / "ptb.json").write_text(json.dumps(records))
     args = script.parse_args([str(PTB), "--missing", "--out-dir", str(out)])
     picked = {row.name: sorted(args.only_runs[row.name]) for row in script.select(args)[0][2]}
     assert picked["lstm-lm"] == ["lstm-lm-seed2"] and picked["bn-vae"] == ["bn-vae-seed1", "bn-vae-seed2"]
     assert picked["vae-plain"] == ["vae-plain"]  # its record is †
+    assert picked["vae-cyclical"] == ["vae-cyclical"] and picked["vae-bowman"] == ["vae-bowman"]  # not on record
     assert picked["vae-free-bits"] == ["vae-free-bits-seed1", "vae-free-bits-seed1234", "vae-free-bits-seed2"]
     # with --rows: what is missing of what it names; a row with nothing missing is not run
     args = script.parse_args([str(PTB), "--missing", "--out-dir", str(out), "--rows", "lstm-lm,bn-vae-seed1234"])
@@ -689,6 +694,10 @@ def test_status_says_where_each_run_stands(script, table, tmp_path):
     assert script.run_status(tmp_path / "nothing", record, t).startswith("recorded in ptb.json (its run directory")
     old = {**record, "overrides": list(t.recipe[:-1])}
     assert "†, trained under an earlier recipe" in script.run_status(tmp_path / "nothing", old, t)
+    assert script.run_status(tmp_path / "nothing", record, t).endswith(
+        "stopped: early; commands not recorded (--missing trains it again)")
+    on_record = {**record, "sittings": [{"command": "c", "seconds": 1.0}], "eval_command": "c"}
+    assert script.run_status(tmp_path / "nothing", on_record, t).endswith("stopped: early")
 
     run = tmp_path / "run"
     step = run / "checkpoints" / "step-00000658"
