@@ -204,11 +204,11 @@ def commands_section(records: list[dict]) -> list[str]:
     """For each row whose run recorded them, the commands of its training sittings (each with its machine,
     time and whether it finished; ≈ where the time was estimated afterwards, the sitting's ``estimated``
     saying how) and of the evaluation in the table: what to type to redo the row."""
-    items, unrecorded = [], []
+    items, none_recorded = [], []
     for r in records:
         sittings = r.get("sittings") or []
         if not r.get("eval_command") and not any(s.get("command") for s in sittings):
-            unrecorded.append(r["row"])
+            none_recorded.append(r["row"])
             continue
         steps = [f"`{s.get('command') or 'not recorded'}` ({md(s['device'])}, "
                  + ("≈" if s.get("estimated") else "") + duration(s["seconds"])
@@ -221,8 +221,8 @@ def commands_section(records: list[dict]) -> list[str]:
         return []
     out = ["", "Commands that made each row, in order (training sittings, then the evaluation in the table):", ""]
     out += items
-    if unrecorded:
-        out += ["", f"Not recorded for {', '.join(unrecorded)}: they ran before the runner kept its command "
+    if none_recorded:
+        out += ["", f"Not recorded for {', '.join(none_recorded)}: they ran before the runner kept its command "
                 "line (docs/ptb.md lists what is known); `--missing` trains such runs again."]
     return out
 
