@@ -141,3 +141,12 @@ def test_every_doc_page_is_linked_from_the_readme():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     unlinked = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if f"(docs/{p.name})" not in text]
     assert not unlinked, f"README.md links no docs page {', '.join(unlinked)}: add it to its Documentation list"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_fence_is_alone_on_its_line(doc):
+    # a closing ``` with text after it does not close the block: markdown (and the block extractor
+    # above) read on into the prose that follows
+    bad = [f"{doc.name}:{i}: {line}" for i, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1)
+           if line.lstrip().startswith("```") and not re.fullmatch(r"\s*```[\w-]*", line)]
+    assert not bad, "a fence line carries text after its language tag:\n" + "\n".join(bad)
