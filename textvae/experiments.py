@@ -32,7 +32,7 @@ calls ``textvae.train.train``; the report step (``scripts/report.py``) renders
     notes: [...]                    # paragraphs after the table (markdown)
     docs: docs/ptb.md               # optional, from the repository root: a page that shows the
                                     # summary, the comparisons and the goal; the report writes them
-                                    # between its two DOCS_BLOCK markers
+                                    # between the two marker lines of report.docs_markers
 
 A row file::
 

@@ -4,8 +4,8 @@ ELBO-based valid/test numbers by default (valid's are the run's own validation o
 read from metrics.jsonl), importance-weighted NLL/PPL only when asked (``--summary-iw K``), then a
 few prior samples and one homotopy. ``textvae evaluate`` gives every metric. A run trained with a
 collapse strategy that has a phase of its own (aggressive training, autoencoder pretraining) also
-says how long that phase lasted: ``strategy_phases`` reads it from metrics.jsonl, for this summary,
-the experiment tables and the aggressive-training benchmark alike.
+says how long that phase lasted: ``strategy_phases`` reads it from metrics.jsonl, for the last lines
+of ``textvae train``, the experiment tables and the aggressive-training benchmark alike.
 """
 
 from .plot import read_metrics
