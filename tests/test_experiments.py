@@ -177,6 +177,11 @@ def test_rows_from_an_earlier_recipe_are_marked_and_compared_only_with_their_own
     assert "does not meet it (PPL above 100; one seed, so no verdict on the margin)" in lines[0]
     md = report.render(t, rows, records)
     assert "Rows that meet it: none." in md
+    # but a reader is told about the collapsed row whose NLL is below the LM's
+    assert report.unused_latent_below_baseline(rows, records, t) == [
+        "vae-cyclical (1 seed: NLL -1.000, PPL (IW) 110.00, KL 0.60, AU 2.0)"]
+    assert ("Below the lstm-lm row's mean NLL but not counted, because the latent is not in use: vae-cyclical "
+            "(1 seed: NLL -1.000") in md
     assert "| vae-plain † |" in md and "| bn-vae |" in md
     assert f"without `{recipe[-1]}`: vae-plain." in md
     samples = md[md.index("## Samples and homotopies"):]  # from the current models only
