@@ -35,6 +35,7 @@ unless set).
 """
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -432,9 +433,23 @@ def write_outputs(out_dir: Path, table, rows, records: dict[str, dict]) -> None:
     names = [name for row in rows for name, _ in row.runs()]
     ordered = [records[n] for n in names if n in records] + [r for n, r in records.items() if n not in names]
     write_json(out_dir / f"{table.table}.json", ordered)
-    (out_dir / f"{table.table}.md").write_text(report.render(table, rows, ordered), encoding="utf-8")
-    if report.writes_docs(out_dir):
-        report.write_docs(table, rows, ordered)
+    render = current_report()
+    (out_dir / f"{table.table}.md").write_text(render.render(table, rows, ordered), encoding="utf-8")
+    if render.writes_docs(out_dir):
+        render.write_docs(table, rows, ordered)
+
+
+def current_report():
+    """scripts/report.py as it is on disk now. A run lasts hours, and the page it writes at the end
+    should be the one ``report.py`` would render from the json, not the one of the code this process
+    imported when it started. If the file on disk does not load (an edit in progress), the imported
+    module renders, and the log says so; the json is written before either."""
+    try:
+        importlib.reload(report)
+    except Exception as e:  # noqa: BLE001  (any error in an edited file: keep the loaded module)
+        print(f"scripts/report.py did not load ({type(e).__name__}: {e}); rendering with the version loaded "
+              f"at start; run `python scripts/report.py` again once it loads", file=sys.stderr, flush=True)
+    return report
 
 
 # --------------------------------------------------------------------------- several rows at once

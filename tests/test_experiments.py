@@ -1,6 +1,7 @@
 """Experiments as data: the YAML rows (textvae/experiments.py), the runner (scripts/run_experiments.py)
 end to end on a tiny PTB-shaped corpus (three rows of a few steps each, then the outputs, then a second
 sitting that must reuse the runs instead of retraining), and the report step (scripts/report.py)."""
+import importlib.util
 import json
 import math
 import shutil
@@ -729,3 +730,34 @@ def test_status_says_where_each_run_stands(script, table, tmp_path):
                       "kl": 7.6, "au": 32}, "train_result": {"stopped": "early", "epoch": 31}})
     assert script.run_status(run) == ("done: PPL (IW) 99.10, KL 7.60, AU 32; stopped: early at epoch 31; "
                                       "trained 1h 00m in 1 sitting(s)")
+
+
+def test_the_page_is_rendered_by_the_report_code_on_disk_when_the_run_ends(script, table, tmp_path, monkeypatch):
+    # a runner lasts hours; report.py may change meanwhile, and the page must be what it renders now
+    copy = tmp_path / "scripts" / "here" / "report.py"
+    copy.parent.mkdir(parents=True)
+    copy.write_text((REPO / "scripts" / "report.py").read_text(encoding="utf-8"), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("report", copy)
+    started_with = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(started_with)
+    monkeypatch.setitem(sys.modules, "report", started_with)
+    monkeypatch.syspath_prepend(str(copy.parent))  # where a reload finds "report" first, as scripts/ is for the runner
+    monkeypatch.setattr(script, "report", started_with)
+    t, rows = table
+    record = {"row": "lstm-lm-seed1234", "experiment": "lstm-lm", "seed": 1234, "method": "LSTM-LM", "paper": "p",
+              "overrides": list(t.recipe), "nll_iw": 101.0, "ppl_iw": 100.5, "kl": 0.0, "mi_full": 0.0, "au": 0,
+              "elbo": 101.0, "ppl_elbo": 100.5, "epochs": 3, "stopped": "early", "train_seconds": 1.0,
+              "device": "CPU", "samples": []}
+    out = tmp_path / "results"
+    out.mkdir()
+    copy.write_text(copy.read_text(encoding="utf-8").replace(
+        'def render(table, rows, records', 'EDITED = "rendered by the edited report.py"\n\n\ndef render(table, rows, records')
+        .replace('    return "\\n".join(', '    return EDITED + "\\n" + "\\n".join(', 1), encoding="utf-8")
+    script.write_outputs(out, t, rows, {record["row"]: record})
+    assert (out / "ptb.md").read_text(encoding="utf-8").startswith("rendered by the edited report.py")
+    # an edit in progress that does not load: the loaded code renders, nothing is lost
+    copy.write_text("def render(:\n", encoding="utf-8")
+    record["nll_iw"] = 100.5
+    script.write_outputs(out, t, rows, {record["row"]: record})
+    assert json.loads((out / "ptb.json").read_text())[0]["nll_iw"] == 100.5
+    assert (out / "ptb.md").read_text(encoding="utf-8").startswith("rendered by the edited report.py")
