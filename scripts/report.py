@@ -341,6 +341,8 @@ def summary_section(table, rows, records: list[dict], every_seed: str = "the tab
                 mean, sd = mean_sd(vals)
                 fmt = "{:,.0f}" if m == "train_tokens_per_s" else "{:.3f}" if m.startswith(("mig", "dci")) else "{:.2f}"
                 cells.append(fmt.format(mean) + (f" ± {fmt.format(sd)}" if len(vals) > 1 else ""))
+            if vals and len(vals) < n:  # e.g. BLEU under the current convention for some seeds only
+                cells[-1] += f" ({len(vals)} of {n} seeds)"
         old = any(recipe_gaps(r, table) for r in records if row_of(rows, r) is row)  # † as in the per-run table
         lines.append(f"| {row.name}{' †' if old else ''} | {md(row.method)} | {n} | " + " | ".join(cells) + " |")
     return lines

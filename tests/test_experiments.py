@@ -530,6 +530,9 @@ def test_seed_summary_and_comparison_beyond_two_pooled_sd(report, tmp_path):
     assert "| a | A | 3 | 0.110 ± 0.010 | 5.00 ± 0.00 |" in md
     one_seed = report.render(t, rows, records[:1])  # one seed has no sd: no "± 0.000"
     assert "| a | A | 1 | 0.100 | 5.00 |" in one_seed
+    records[1]["kl"] = None  # a metric some seeds lack says over how many it is
+    assert "| a | A | 3 | 0.110 ± 0.010 | 5.00 ± 0.00 (2 of 3 seeds) |" in report.render(t, rows, records)
+    records[1]["kl"] = 5.0
     assert "b +0.190 (pooled sd 0.010): **better** (beyond 2 pooled sd)" in md
     assert "c +0.003 (pooled sd 0.016): within 2 pooled sd" in md
     assert md.index("Mean ± sd") < md.index("Every run:")
