@@ -29,7 +29,9 @@ def cells(line: str) -> list[str]:
 def numbers(cell: str) -> list[float]:
     """The numbers in a cell: '102.10 / 101.48' gives two, '–' none, prose none."""
     parts = [p.strip() for p in cell.split("/")]
-    return [float(p) for p in parts if NUMBER.match(p)] if all(NUMBER.match(p) or p in "–-" for p in parts) else []
+    if not all(NUMBER.match(p) or p in ("", "–", "-") for p in parts):
+        return []  # prose, or a name such as timbmg/Sentence-VAE
+    return [float(p) for p in parts if NUMBER.match(p)]
 
 
 def anchor_rows() -> list[set[float]]:
