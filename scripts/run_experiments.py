@@ -433,10 +433,10 @@ def write_outputs(out_dir: Path, table, rows, records: dict[str, dict]) -> None:
     names = [name for row in rows for name, _ in row.runs()]
     ordered = [records[n] for n in names if n in records] + [r for n, r in records.items() if n not in names]
     write_json(out_dir / f"{table.table}.json", ordered)
-    render = current_report()
-    (out_dir / f"{table.table}.md").write_text(render.render(table, rows, ordered), encoding="utf-8")
-    if render.writes_docs(out_dir):
-        render.write_docs(table, rows, ordered)
+    pages = current_report()
+    (out_dir / f"{table.table}.md").write_text(pages.render(table, rows, ordered), encoding="utf-8")
+    if pages.writes_docs(out_dir):
+        pages.write_docs(table, rows, ordered)
 
 
 def current_report():
