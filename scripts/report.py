@@ -63,8 +63,11 @@ def epochs(r: dict) -> str:
 
 
 def device(r: dict) -> str:
+    """The device, the rows one command trained at once, and the machine's mean load average over the
+    training sittings (where recorded): the load shows a training started beside it by another command."""
     n = r.get("concurrent_rows", 1)
-    return md(r["device"]) + (f", {n} rows at once" if n > 1 else "")
+    load = f", load {r['train_load']:.1f} on {r['cpu_cores']} cores" if r.get("train_load") is not None else ""
+    return md(r["device"]) + (f", {n} rows at once" if n > 1 else "") + load
 
 
 def row_of(rows, record: dict):

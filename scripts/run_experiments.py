@@ -206,12 +206,18 @@ class SittingRecord:
     """This sitting's entry in the run's reproduce.json (its command, device, seconds so far), rewritten
     every ``every`` seconds while it trains and once more at its end. A sitting stopped by a signal the
     trainer catches is recorded at its end; one killed outright (SIGKILL, a machine taken back, a
-    session's end) keeps what its last rewrite said, at most ``every`` seconds short."""
+    session's end) keeps what its last rewrite said, at most ``every`` seconds short.
+
+    Each rewrite also reads the machine's 1-minute load average: ``load`` is their mean over the sitting
+    and ``cpu_cores`` the machine's cores. Wall-clock times of runs are only comparable under the same
+    load, and ``concurrent_rows`` counts only the rows of this command: a training started by another
+    command beside this one (or anything else the machine ran) shows in the load alone."""
 
     def __init__(self, run: Path, sitting: dict, every: float = 60.0):
         self.run, self.sitting, self.every = run, sitting, every
         sitting["id"] = os.urandom(6).hex()  # sittings of a short run can start within the same second
         self.start = time.perf_counter()
+        self.loads: list[float] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
@@ -230,7 +236,14 @@ class SittingRecord:
 
     def _beat(self) -> None:
         while not self.stop.wait(self.every):
+            self.measure_load()
             self.write()
+
+    def measure_load(self) -> None:
+        if not hasattr(os, "getloadavg"):  # not on Windows
+            return
+        self.loads.append(os.getloadavg()[0])
+        self.sitting.update(load=round(sum(self.loads) / len(self.loads), 2), cpu_cores=os.cpu_count())
 
     def write(self) -> None:
         """Replace this sitting's entry (matched by its id) in reproduce.json. Until the trainer
@@ -375,6 +388,7 @@ def run_record(table, row, name: str, seed, run: Path, overrides: list[str], sta
         "train_seconds": sum(s["seconds"] for s in sittings), "train_tokens_per_s": training_speed(run),
         "device": " + ".join(devices),
         "concurrent_rows": max((s.get("concurrent_rows", 1) for s in sittings), default=1),
+        **training_load(sittings),
         "commit": commits[-1] if commits else None, "commit_dirty": any(s.get("dirty") for s in sittings),
         "iw_samples": state["evaluation_key"]["iw_samples"], "test_sentences": ev["sentences"],
         "test_tokens": ev["tokens"], "eval_seconds": ev["seconds"], "eval_device": state.get("evaluation_device"),
@@ -383,6 +397,17 @@ def run_record(table, row, name: str, seed, run: Path, overrides: list[str], sta
         "samples": state["samples"], "homotopy": state["homotopy"], "homotopy_ends": state["homotopy_ends"],
         "overrides": overrides, "config": config, "sittings": sittings,
     }
+
+
+def training_load(sittings: list[dict]) -> dict:
+    """``train_load``: the machine's mean load average over the sittings that measured it, weighted by
+    their seconds, with ``cpu_cores``; nothing when none did (runs from before it was recorded)."""
+    measured = [s for s in sittings if s.get("load") is not None and s.get("seconds")]
+    seconds = sum(s["seconds"] for s in measured)
+    if not seconds:
+        return {}
+    return {"train_load": round(sum(s["load"] * s["seconds"] for s in measured) / seconds, 2),
+            "cpu_cores": max(s.get("cpu_cores") or 0 for s in measured) or None}
 
 
 def adopt_single_seed_run(run: Path, single: Path, seed, log) -> None:

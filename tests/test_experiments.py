@@ -4,6 +4,7 @@ sitting that must reuse the runs instead of retraining), and the report step (sc
 import importlib.util
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -700,7 +701,9 @@ def test_each_runs_collapse_strategy_phase_is_listed_under_the_table(report):
     assert report.phases_section(records[1:]) == []
 
 
-def test_a_sitting_is_on_record_while_it_trains_so_a_killed_one_still_counts(script, tmp_path):
+def test_a_sitting_is_on_record_while_it_trains_so_a_killed_one_still_counts(script, tmp_path, monkeypatch):
+    loads = iter([0.0] + [2.0] * 1000)  # the machine's 1-minute load average at each rewrite
+    monkeypatch.setattr(script.os, "getloadavg", lambda: (next(loads), 0.0, 0.0), raising=False)
     run = tmp_path / "run"
     run.mkdir()
     earlier = {"started": "2026-01-01T00:00:00+00:00", "seconds": 5.0, "completed": True, "command": "first"}
@@ -716,6 +719,18 @@ def test_a_sitting_is_on_record_while_it_trains_so_a_killed_one_still_counts(scr
     final = script.read_state(run)["sittings"]
     assert final[0] == earlier and len(final) == 2  # rewritten in place, not appended once per beat
     assert final[1]["completed"] and final[1]["seconds"] >= seen[1]["seconds"]
+    # the mean of the load averages read so far (0 first, then 2s), not the last one read
+    assert 1.0 <= final[1]["load"] < 2.0 and final[1]["cpu_cores"] == os.cpu_count()
+
+
+def test_a_runs_load_is_the_time_weighted_mean_of_its_sittings_and_shown_with_its_device(script, report):
+    sittings = [{"seconds": 3600.0, "load": 1.0, "cpu_cores": 2}, {"seconds": 1200.0, "load": 2.0, "cpu_cores": 2},
+                {"seconds": 600.0}]  # recorded before the load was: left out, not counted as 0
+    assert script.training_load(sittings) == {"train_load": 1.25, "cpu_cores": 2}
+    assert script.training_load([{"seconds": 60.0}]) == {}
+    record = {"device": "CPU AMD EPYC, 1 thread", "concurrent_rows": 1, "train_load": 1.96, "cpu_cores": 2}
+    assert report.device(record) == "CPU AMD EPYC, 1 thread, load 2.0 on 2 cores"
+    assert report.device({"device": "CPU AMD EPYC, 2 threads", "concurrent_rows": 2}) == "CPU AMD EPYC, 2 threads, 2 rows at once"
 
 
 def test_a_sitting_whose_time_was_estimated_afterwards_says_so(report):
