@@ -381,7 +381,8 @@ def compare_section(table, rows, records: list[dict]) -> list[str]:
                 verdict = "within 2 pooled sd"
             if c.get("ratio"):
                 shown = duration if c["metric"] == "train_seconds" else "{:.3f}".format
-                verdicts.append(f"{row.name} {m / b:.2f}x ({shown(m)} against {shown(b)}): {verdict}")
+                load = loads(records, rows, (row.name, c["baseline"])) if c["metric"] == "train_seconds" else ""
+                verdicts.append(f"{row.name} {m / b:.2f}x ({shown(m)} against {shown(b)}{load}): {verdict}")
             else:
                 verdicts.append(f"{row.name} {diff:+.3f} (pooled sd {sd:.3f}): {verdict}")
         if not verdicts:
@@ -390,6 +391,20 @@ def compare_section(table, rows, records: list[dict]) -> list[str]:
         out += ["", f"{HEADERS.get(c['metric'], c['metric'])} against {c['baseline']} ({c['better']} is better; "
                 f"{measure} over seeds): " + "; ".join(verdicts) + "."]
     return out
+
+
+def loads(records: list[dict], rows, names: tuple[str, ...]) -> str:
+    """'; machine load during training: a 2.0, b not recorded' for the rows ``names``: the mean of their
+    runs' ``train_load`` (the machine's load average against its cores), so that a ratio of times says
+    whether the two trained under the same load."""
+    parts = []
+    for name in names:
+        runs = [r for r in records if (row := row_of(rows, r)) is not None and row.name == name]
+        measured = [r["train_load"] for r in runs if r.get("train_load") is not None]
+        cores = max((r.get("cpu_cores") or 0 for r in runs), default=0)
+        parts.append(f"{name} {sum(measured) / len(measured):.1f} on {cores} cores" if measured and cores
+                     else f"{name} not recorded")
+    return "; machine load during training: " + ", ".join(parts)
 
 
 def seeded_names(rows, records: list[dict]) -> list[dict]:

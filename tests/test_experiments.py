@@ -682,7 +682,11 @@ def test_a_ratio_compare_entry_gives_the_cost_of_a_row_as_a_ratio_of_times(repor
                for r, s in (("a", 7200.0), ("b", 10800.0))]
     (line,) = [line for line in report.compare_section(t, rows, records) if line]
     assert "ratio of the means over seeds" in line
-    assert "b 1.50x (3h 00m against 2h 00m): one seed: no verdict" in line
+    assert ("b 1.50x (3h 00m against 2h 00m; machine load during training: b not recorded, a not recorded): "
+            "one seed: no verdict") in line
+    records[0].update(train_load=1.96, cpu_cores=2)  # a ratio of times means little under different loads
+    (line,) = [line for line in report.compare_section(t, rows, records) if line]
+    assert "b 1.50x (3h 00m against 2h 00m; machine load during training: b not recorded, a 2.0 on 2 cores)" in line
     (tmp_path / "table.yaml").write_text("table: t\ntitle: T\n"
                                          "compare: [{metric: train_seconds, baseline: a, better: lower, ratio: 2}]\n")
     with pytest.raises(ConfigError, match="ratio: true or false"):
