@@ -325,6 +325,11 @@ def summary_section(table, rows, records: list[dict], every_seed: str = "the tab
     the page's reader finds each seed's numbers."""
     if not table.summary:
         return []
+    # a row with runs under the current recipe is summarised over those alone; its † runs (an earlier
+    # recipe) are not averaged in. A row with only † runs is summarised over them, marked †.
+    current = {row.name for r in records if not recipe_gaps(r, table) and (row := row_of(rows, r)) is not None}
+    records = [r for r in records if not recipe_gaps(r, table) or (row := row_of(rows, r)) is None
+               or row.name not in current]
     cols = {m: seed_values(rows, records, m, table) for m in table.summary}
     lines = ["", f"Mean ± sd over training seeds (sample sd; every seed's numbers are in {every_seed}):",
              "", "| row | method | seeds | " + " | ".join(HEADERS.get(m, m) for m in table.summary) + " |",

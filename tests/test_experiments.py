@@ -187,6 +187,12 @@ def test_rows_from_an_earlier_recipe_are_marked_and_compared_only_with_their_own
             "(1 seed: NLL -1.000") in md
     assert "| vae-plain † |" in md and "| bn-vae |" in md
     assert f"without `{recipe[-1]}`: vae-plain." in md
+    summary = "\n".join(report.summary_section(t, rows, records))
+    assert "| vae-plain † | VAE (no annealing, no word dropout) | 1 | 10.00 |" in summary  # only † runs: shown, marked
+    # a row with runs under both recipes is summarised over its current runs alone, not a mix of the two
+    mixed = records + [{**record("vae-plain", recipe, 101.0, 0.0, 0), "row": "vae-plain-seed1", "experiment": "vae-plain"}]
+    summary = "\n".join(report.summary_section(t, rows, mixed))
+    assert "| vae-plain | VAE (no annealing, no word dropout) | 1 | 10.10 |" in summary
     samples = md[md.index("## Samples and homotopies"):]  # from the current models only
     assert "a sample of bn-vae" in samples and "a sample of vae-plain" not in samples
     assert "Not shown: vae-plain, trained under an earlier recipe" in samples
