@@ -66,8 +66,17 @@ def device(r: dict) -> str:
     """The device, the rows one command trained at once, and the machine's mean load average over the
     training sittings (where recorded): the load shows a training started beside it by another command."""
     n = r.get("concurrent_rows", 1)
-    load = f", load {r['train_load']:.1f} on {r['cpu_cores']} cores" if r.get("train_load") is not None else ""
-    return md(r["device"]) + (f", {n} rows at once" if n > 1 else "") + load
+    return md(r["device"]) + (f", {n} rows at once" if n > 1 else "") + (f", {load(r)}" if load(r) else "")
+
+
+def load(r: dict) -> str:
+    """'load 2.0 on 2 cores' (the run's ``train_load``), 'over 40% of its training' added when its
+    earlier sittings were not measured; '' when none was."""
+    if r.get("train_load") is None:
+        return ""
+    share = r.get("train_load_share", 1.0)
+    return f"load {r['train_load']:.1f} on {r['cpu_cores']} cores" + (
+        f" over {share:.0%} of its training" if share < 0.95 else "")
 
 
 def row_of(rows, record: dict):
@@ -399,16 +408,15 @@ def compare_section(table, rows, records: list[dict]) -> list[str]:
 
 
 def loads(records: list[dict], rows, names: tuple[str, ...]) -> str:
-    """'; machine load during training: a 2.0, b not recorded' for the rows ``names``: the mean of their
-    runs' ``train_load`` (the machine's load average against its cores), so that a ratio of times says
-    whether the two trained under the same load."""
+    """'; machine load during training: a load 2.0 on 2 cores, b not recorded' for the rows ``names``:
+    each run's ``train_load`` (the machine's load average against its cores), so that a ratio of times
+    says whether the rows trained under the same load."""
     parts = []
     for name in names:
         runs = [r for r in records if (row := row_of(rows, r)) is not None and row.name == name]
-        measured = [r["train_load"] for r in runs if r.get("train_load") is not None]
-        cores = max((r.get("cpu_cores") or 0 for r in runs), default=0)
-        parts.append(f"{name} {sum(measured) / len(measured):.1f} on {cores} cores" if measured and cores
-                     else f"{name} not recorded")
+        shown = [load(r) for r in runs]
+        parts.append(f"{name} " + ("; ".join(shown) if all(shown) else "not recorded" if not any(shown)
+                                   else f"not recorded for {sum(not x for x in shown)} of {len(runs)} runs"))
     return "; machine load during training: " + ", ".join(parts)
 
 

@@ -401,13 +401,15 @@ def run_record(table, row, name: str, seed, run: Path, overrides: list[str], sta
 
 def training_load(sittings: list[dict]) -> dict:
     """``train_load``: the machine's mean load average over the sittings that measured it, weighted by
-    their seconds, with ``cpu_cores``; nothing when none did (runs from before it was recorded)."""
+    their seconds, with ``cpu_cores`` and ``train_load_share`` (the share of the training time those
+    sittings cover); nothing when none did (runs from before it was recorded)."""
     measured = [s for s in sittings if s.get("load") is not None and s.get("seconds")]
     seconds = sum(s["seconds"] for s in measured)
     if not seconds:
         return {}
     return {"train_load": round(sum(s["load"] * s["seconds"] for s in measured) / seconds, 2),
-            "cpu_cores": max(s.get("cpu_cores") or 0 for s in measured) or None}
+            "cpu_cores": max(s.get("cpu_cores") or 0 for s in measured) or None,
+            "train_load_share": round(seconds / sum(s["seconds"] for s in sittings), 3)}
 
 
 def adopt_single_seed_run(run: Path, single: Path, seed, log) -> None:

@@ -692,7 +692,10 @@ def test_a_ratio_compare_entry_gives_the_cost_of_a_row_as_a_ratio_of_times(repor
             "one seed: no verdict") in line
     records[0].update(train_load=1.96, cpu_cores=2)  # a ratio of times means little under different loads
     (line,) = [line for line in report.compare_section(t, rows, records) if line]
-    assert "b 1.50x (3h 00m against 2h 00m; machine load during training: b not recorded, a 2.0 on 2 cores)" in line
+    assert "b 1.50x (3h 00m against 2h 00m; machine load during training: b not recorded, a load 2.0 on 2 cores)" in line
+    records.append({**records[0], "row": "a-seed2", "train_load": None})  # one of a's runs was not measured
+    (line,) = [line for line in report.compare_section(t, rows, records) if line]
+    assert "a not recorded for 1 of 2 runs" in line
     (tmp_path / "table.yaml").write_text("table: t\ntitle: T\n"
                                          "compare: [{metric: train_seconds, baseline: a, better: lower, ratio: 2}]\n")
     with pytest.raises(ConfigError, match="ratio: true or false"):
@@ -736,10 +739,13 @@ def test_a_sitting_is_on_record_while_it_trains_so_a_killed_one_still_counts(scr
 def test_a_runs_load_is_the_time_weighted_mean_of_its_sittings_and_shown_with_its_device(script, report):
     sittings = [{"seconds": 3600.0, "load": 1.0, "cpu_cores": 2}, {"seconds": 1200.0, "load": 2.0, "cpu_cores": 2},
                 {"seconds": 600.0}]  # recorded before the load was: left out, not counted as 0
-    assert script.training_load(sittings) == {"train_load": 1.25, "cpu_cores": 2}
+    assert script.training_load(sittings) == {"train_load": 1.25, "cpu_cores": 2, "train_load_share": 0.889}
     assert script.training_load([{"seconds": 60.0}]) == {}
-    record = {"device": "CPU AMD EPYC, 1 thread", "concurrent_rows": 1, "train_load": 1.96, "cpu_cores": 2}
+    record = {"device": "CPU AMD EPYC, 1 thread", "concurrent_rows": 1, "train_load": 1.96, "cpu_cores": 2,
+              "train_load_share": 1.0}
     assert report.device(record) == "CPU AMD EPYC, 1 thread, load 2.0 on 2 cores"
+    record["train_load_share"] = 0.4  # the run's first sittings came before the load was recorded
+    assert report.device(record) == "CPU AMD EPYC, 1 thread, load 2.0 on 2 cores over 40% of its training"
     assert report.device({"device": "CPU AMD EPYC, 2 threads", "concurrent_rows": 2}) == "CPU AMD EPYC, 2 threads, 2 rows at once"
 
 
