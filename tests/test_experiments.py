@@ -255,9 +255,10 @@ def test_the_published_ptb_table_keeps_every_number_and_marks_old_bleu(report, t
     assert "| ‡ |" in md and "| 5.9 |" not in md
 
 
-def hand_written_prose(page: str, table) -> list[tuple[int, str]]:
-    """(line number, line) of a docs page outside the report's block and outside markdown tables."""
-    begin, end = load_script("report").docs_markers(table)
+def hand_written_prose(page: str, markers: tuple[str, str]) -> list[tuple[int, str]]:
+    """(line number, line) of a docs page outside the report's block (between ``markers``) and outside
+    markdown tables."""
+    begin, end = markers
     out, inside = [], False
     for i, line in enumerate(page.splitlines(), 1):
         if line.strip() in (begin, end):
@@ -283,11 +284,13 @@ def test_the_ptb_pages_prose_cites_the_table_as_it_stands(report, table):
             values.add(f"{mean:.2f}")
             spreads.add(f"{mean:.2f} ± {sd:.2f}")
     stale = []
-    for i, line in hand_written_prose((REPO / t.docs).read_text(encoding="utf-8"), t):
+    for i, line in hand_written_prose((REPO / t.docs).read_text(encoding="utf-8"), report.docs_markers(t)):
         quoted = re.findall(r"(?<![\d.])\d+\.\d\d(?![\d.])", line)
         stale += [f"line {i}: {x}" for x in quoted if float(x) >= 50 and x not in values]
         stale += [f"line {i}: {x}" for x in re.findall(r"\d+\.\d\d ± \d+\.\d\d", line) if x not in spreads]
     assert not stale, f"{t.docs} quotes numbers that results/ptb.json no longer holds: {stale}"
+
+
 @pytest.fixture(scope="module")
 def seed_noise_script():
     return load_script("iw_seed_noise")
