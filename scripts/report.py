@@ -84,6 +84,12 @@ def row_of(rows, record: dict):
     return next((x for x in rows if x.name == name), None)
 
 
+def row_name(rows, record: dict) -> str | None:
+    """The name of the row ``record`` is a run of (None for a row whose file is gone)."""
+    row = row_of(rows, record)
+    return None if row is None else row.name
+
+
 def command_line_settings(record: dict, table, rows) -> list[str]:
     """The record's overrides that came from the command line (--max-epochs, --set ...), not from its row
     or the table's recipe; the data directory and the derived values (the first ``train.eval_every``,
@@ -336,9 +342,8 @@ def summary_section(table, rows, records: list[dict], every_seed: str = "the tab
         return []
     # a row with runs under the current recipe is summarised over those alone; its † runs (an earlier
     # recipe) are not averaged in. A row with only † runs is summarised over them, marked †.
-    current = {row.name for r in records if not recipe_gaps(r, table) and (row := row_of(rows, r)) is not None}
-    records = [r for r in records if not recipe_gaps(r, table) or (row := row_of(rows, r)) is None
-               or row.name not in current]
+    current = {row_name(rows, r) for r in records if not recipe_gaps(r, table)}
+    records = [r for r in records if not recipe_gaps(r, table) or row_name(rows, r) not in current]
     cols = {m: seed_values(rows, records, m, table) for m in table.summary}
     lines = ["", f"Mean ± sd over training seeds (sample sd; every seed's numbers are in {every_seed}):",
              "", "| row | method | seeds | " + " | ".join(HEADERS.get(m, m) for m in table.summary) + " |",
@@ -413,7 +418,7 @@ def loads(records: list[dict], rows, names: tuple[str, ...]) -> str:
     says whether the rows trained under the same load."""
     parts = []
     for name in names:
-        runs = [r for r in records if (row := row_of(rows, r)) is not None and row.name == name]
+        runs = [r for r in records if row_name(rows, r) == name]
         shown = [load(r) for r in runs]
         parts.append(f"{name} " + ("; ".join(shown) if all(shown) else "not recorded" if not any(shown)
                                    else f"not recorded for {sum(not x for x in shown)} of {len(runs)} runs"))
