@@ -342,7 +342,7 @@ def summary_section(table, rows, records: list[dict], every_seed: str = "the tab
         return []
     # a row with runs under the current recipe is summarised over those alone; its † runs (an earlier
     # recipe) are not averaged in. A row with only † runs is summarised over them, marked †.
-    current = {row_name(rows, r) for r in records if not recipe_gaps(r, table)}
+    current = {row_name(rows, r) for r in records if not recipe_gaps(r, table)} - {None}
     records = [r for r in records if not recipe_gaps(r, table) or row_name(rows, r) not in current]
     cols = {m: seed_values(rows, records, m, table) for m in table.summary}
     lines = ["", f"Mean ± sd over training seeds (sample sd; every seed's numbers are in {every_seed}):",
