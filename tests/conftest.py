@@ -3,11 +3,19 @@ import os
 import shutil
 
 import pytest
+import torch
 from hypothesis import settings
 
 from helpers import TINY, torch_threads
 from textvae.checkpoint import list_checkpoints
 from textvae.cli import main
+
+# Under pytest-xdist (`-n auto`, the README's test command) each worker has one core: one torch and
+# OpenMP thread for the worker and every process it starts. Two threads per worker on two cores
+# oversubscribe them, and tiny models then run several times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -132,8 +132,8 @@ def test_readme_is_a_front_door():
     assert len(text.splitlines()) <= 160, "README.md is over 160 lines: move the detail to docs/"
     # the two quick-start commands; .ci/run runs the second one
     assert "pip install torch==2.13.0 -e . && textvae train --out runs/demo\n" in text
-    assert 'pip install torch==2.13.0 -e ".[dev]" && python -m pytest -m "not slow"\n' in text
-    assert 'pip install torch==2.13.0 -e ".[dev]" && python -m pytest -m "not slow"' in \
+    assert 'pip install torch==2.13.0 -e ".[dev]" && python -m pytest -m "not slow" -n auto\n' in text
+    assert 'pip install torch==2.13.0 -e ".[dev]" && python -m pytest -m "not slow" -n auto' in \
         (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 
 
