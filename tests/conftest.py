@@ -63,6 +63,6 @@ def run_copy(tiny_run, tmp_path):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The end-to-end tests (marked integration, 64 of ~590, the longest among them) run first: under
-    `-n auto` they then start early, instead of one worker running the last of them alone at the end."""
+    """The end-to-end tests (marked integration; the longest are among them) run first: under `-n auto`
+    they then start early, instead of one worker running the last of them alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("integration") is None)
