@@ -68,6 +68,7 @@ from textvae.model import TextVAE  # noqa: E402
 from textvae.checkpoint import list_checkpoints  # noqa: E402
 from textvae.distributed import resolve_device  # noqa: E402
 from textvae.eval_checkpoint import saved_progress  # noqa: E402
+from textvae.signals import StopSignals  # noqa: E402
 from textvae.plot import read_metrics  # noqa: E402
 from textvae.run_summary import strategy_phases  # noqa: E402
 from textvae.train import train  # noqa: E402
@@ -332,29 +333,33 @@ def evaluate_run(name: str, settings: dict, cfg, run: Path, state: dict, eval_se
            **({"diversity_samples": n} if (n := settings["diversity_samples"]) != 100 else {})}
     if state.get("evaluation_key") == key and state.get("evaluation"):
         return state
-    device = resolve_device(cfg.train.device)
-    model = TextVAE.from_pretrained(run, device=device)
-    split_name = settings["split"]
-    split = subset(model_split(model, split_name, data=cfg.data), eval_sentences)
-    log(f"[{name}] evaluating on {len(split)} {split_name} sentences, k = {settings['iw_samples']} ...")
-    factors = None
-    if settings.get("disentanglement"):
-        if split.stats.get("dropped"):
-            raise TextVAEError(f"{split.stats['dropped']} {split_name} examples were dropped when encoding "
-                               f"(data.long_policy=drop): factor labels no longer line up with the codes")
-        factors = {f: labels[:len(split)] for f, labels in read_factors(cfg.data, split_name).items()} or None
-    # saved every minute: a sitting that ends mid-pass continues there next time (textvae.eval_checkpoint)
-    metrics = evaluate(model, split, iw_samples=settings["iw_samples"], seed=cfg.train.seed,
-                       n_samples=settings["diversity_samples"], decomposition=bool(settings.get("disentanglement")),
-                       factors=factors, resume_file=run / PARTIAL_EVALUATION, log=lambda m: log(f"[{name}] {m}"))
-    extras = {"samples": model.sample(settings["samples"], seed=cfg.train.seed), "homotopy": None,
-              "homotopy_ends": None}
-    if not model.is_lm and settings["homotopy_steps"]:
-        a, b = homotopy_pair(split.texts)
-        extras.update(homotopy=model.interpolate(a, b, steps=settings["homotopy_steps"]), homotopy_ends=[a, b])
-    state.update(evaluation=metrics, evaluation_key=key, evaluated_at=now(), evaluation_device=device_name(device),
-                 evaluation_command=command, **extras)
-    write_json(run / STATE, state)
+    with StopSignals(f"the evaluation of {name}") as stop:
+        device = resolve_device(cfg.train.device)
+        model = TextVAE.from_pretrained(run, device=device)
+        split_name = settings["split"]
+        split = subset(model_split(model, split_name, data=cfg.data), eval_sentences)
+        log(f"[{name}] evaluating on {len(split)} {split_name} sentences, k = {settings['iw_samples']} ...")
+        factors = None
+        if settings.get("disentanglement"):
+            if split.stats.get("dropped"):
+                raise TextVAEError(f"{split.stats['dropped']} {split_name} examples were dropped when encoding "
+                                   f"(data.long_policy=drop): factor labels no longer line up with the codes")
+            factors = {f: labels[:len(split)] for f, labels in read_factors(cfg.data, split_name).items()} or None
+        # saved every minute: a sitting that ends mid-pass continues there next time (textvae.eval_checkpoint);
+        # the pass itself stops at a signal by saving its last whole batch
+        metrics = evaluate(model, split, iw_samples=settings["iw_samples"], seed=cfg.train.seed,
+                           n_samples=settings["diversity_samples"], decomposition=bool(settings.get("disentanglement")),
+                           factors=factors, resume_file=run / PARTIAL_EVALUATION, log=lambda m: log(f"[{name}] {m}"))
+        with stop.deferred():  # the pass has removed its saved state: its numbers must reach the run's state
+            extras = {"samples": model.sample(settings["samples"], seed=cfg.train.seed), "homotopy": None,
+                      "homotopy_ends": None}
+            if not model.is_lm and settings["homotopy_steps"]:
+                a, b = homotopy_pair(split.texts)
+                extras.update(homotopy=model.interpolate(a, b, steps=settings["homotopy_steps"]),
+                              homotopy_ends=[a, b])
+            state.update(evaluation=metrics, evaluation_key=key, evaluated_at=now(),
+                         evaluation_device=device_name(device), evaluation_command=command, **extras)
+            write_json(run / STATE, state)
     return state
 
 
@@ -676,7 +681,8 @@ def missing_runs(args, table, selected: list) -> list:
 def run_row(args, table, rows, row, log) -> bool | None:
     """Train (or resume, or reuse), evaluate and record the runs of ``row`` that the arguments picked,
     rewriting ``T.json`` and ``T.md`` after each. True when all went through, False when one failed
-    (the others still ran), None when interrupted (the trainer saved a checkpoint first)."""
+    (the others still ran), None when interrupted (the trainer saved a checkpoint first, or the evaluation
+    its last whole batch)."""
     out = args.out_dir / f"{table.table}.json"
     settings = evaluation(table, row)
     if args.iw_samples is not None:
@@ -691,7 +697,7 @@ def run_row(args, table, rows, row, log) -> bool | None:
             cfg, overrides = run_config(table, row, seed, args)
             state = train_run(name, cfg, run, log, extend=args.extend, command=args.command)
             state = evaluate_run(name, settings, cfg, run, state, args.eval_sentences, log, command=args.command)
-        except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: the trainer saved a checkpoint first
+        except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: a checkpoint or the evaluation's last batch was saved
             log(f"[{name}] interrupted ({e}); run the same command again to resume")
             return None
         except TextVAEError as e:  # this run cannot go on; the others still can

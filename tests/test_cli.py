@@ -95,6 +95,34 @@ def test_evaluate_resume_file_continues_an_interrupted_pass(run_dir, tmp_path, c
     assert "continuing a saved evaluation after 2 batches" in out.err and not state.exists()
 
 
+def test_a_signal_during_evaluate_resume_file_saves_and_exits_130(run_dir, tmp_path, capsys, monkeypatch):
+    """SIGTERM while `textvae evaluate --resume-file` computes its second batch: exit status 130, a line
+    saying what was saved where, no traceback; the same command then finishes the pass."""
+    import os
+    import signal
+
+    import textvae.metrics as metrics
+
+    argv = ["evaluate", "--model", str(run_dir), "--json", "--iw-samples", "5", "--n-samples", "10",
+            "--batch-size", "4"]
+    state, original, calls = tmp_path / "pass.safetensors", metrics.iw_log_likelihood, []
+
+    def signalling(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "iw_log_likelihood", signalling)
+    assert main([*argv, "--resume-file", str(state)]) == 130
+    err = capsys.readouterr().err
+    assert "textvae evaluate: interrupted: SIGTERM received during the evaluation: 1 of " in err
+    assert f"batches saved in {state}; run the same command again" in err and "Traceback" not in err
+    monkeypatch.setattr(metrics, "iw_log_likelihood", original)
+    assert main([*argv, "--resume-file", str(state)]) == 0
+    assert "continuing a saved evaluation after 1 batches" in capsys.readouterr().err and not state.exists()
+
+
 def test_bad_inputs_give_clear_errors(tmp_path, capsys, run_dir):
     expect_error(capsys, ["train", "--out", str(tmp_path / "a"), "--data-dir", str(tmp_path / "nope")],
                  str(tmp_path / "nope"), "does not exist")

@@ -653,6 +653,58 @@ def test_a_disentanglement_row_records_the_decomposition_and_mig(script, tmp_pat
     assert "| tc | TC | 1 |" in (tmp_path / "results" / "d.md").read_text()
 
 
+@pytest.mark.integration  # the runner trains a row, is stopped while evaluating it, then goes on
+def test_a_signal_while_the_runner_evaluates_saves_the_pass_and_exits_130(script, tmp_path, capsys, monkeypatch):
+    import signal
+
+    import textvae.metrics as metrics
+
+    folder = tmp_path / "e"
+    folder.mkdir()
+    (folder / "table.yaml").write_text("table: e\ntitle: E\npreset: tiny\n"
+                                       "evaluation: {iw_samples: 2, samples: 1, homotopy_steps: 0}\n")
+    (folder / "vae.yaml").write_text("name: vae\nmethod: VAE\npaper: p\n")
+    argv = [str(folder), "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+            "--max-steps", "3", "--set", "train.progress=false"]
+    original, calls = metrics.iw_log_likelihood, []
+
+    def signalling(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the split is one batch
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "iw_log_likelihood", signalling)
+    assert script.main(argv) == 130
+    err = capsys.readouterr().err
+    partial = tmp_path / "runs" / "e" / "vae" / script.PARTIAL_EVALUATION
+    assert "[vae] interrupted (SIGTERM received during the evaluation: 0 of 1 batches saved in " in err, err
+    assert f"saved in {partial}; run the same command again to continue from there); run the same " in err
+    assert partial.exists() and not (tmp_path / "results" / "e.json").exists()
+    monkeypatch.setattr(metrics, "iw_log_likelihood", original)
+    # again, now stopped once the pass is done (its saved state removed), while the samples are drawn:
+    # the numbers are written to the run's state first
+    from textvae.model import TextVAE
+
+    sample = TextVAE.sample
+
+    def signalling_sample(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return sample(self, *args, **kwargs)
+
+    monkeypatch.setattr(TextVAE, "sample", signalling_sample)
+    assert script.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "continuing a saved evaluation after 0 batches" in err and not partial.exists()
+    assert "[vae] interrupted (SIGINT received during the evaluation of vae)" in err, err
+    assert json.loads((partial.parent / script.STATE).read_text())["evaluation"]["nll_iw"] > 0
+    monkeypatch.setattr(TextVAE, "sample", sample)
+    assert script.main(argv) == 0
+    assert "evaluating on" not in capsys.readouterr().err  # the numbers were kept
+    (record,) = json.loads((tmp_path / "results" / "e.json").read_text())
+    assert math.isfinite(record["nll_iw"])
+
+
 def test_missing_picks_the_runs_without_a_current_record(script, table, tmp_path):
     t, rows = table
     out = tmp_path / "results"

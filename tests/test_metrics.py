@@ -1,6 +1,8 @@
 """Estimators with known answers, and the validate/evaluate passes on a tiny model."""
 import json
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -428,3 +430,51 @@ def test_a_saved_evaluation_of_another_pass_is_not_continued(split, tmp_path, mo
     assert _without_seconds(evaluate(m, split, resume_file=path, seed=2, log=logged.append, **kw)) == \
         _without_seconds(other_seed)
     assert any("unreadable saved evaluation" in msg for msg in logged)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("latent_dim, inside", [(Z, "iw_log_likelihood"), (0, "elbo_terms")])
+def test_a_signal_mid_batch_saves_the_whole_batches_and_the_pass_resumes_to_the_same_numbers(
+        split, tmp_path, monkeypatch, sig, latent_dim, inside):
+    """A real signal while the third batch is computed (its noise partly drawn): the two whole batches
+    are saved with the noise generator as they left it, the message says so, and the resumed pass
+    ends with the uninterrupted numbers, bit for bit."""
+    import textvae.metrics as metrics
+
+    m = tiny(latent_dim)
+    kw = dict(iw_samples=20, batch_size=8, seed=3, n_samples=6, sample_cfg=SampleConfig(max_len=8))
+    whole = evaluate(m, split, **kw)
+    path, original, calls = tmp_path / "pass.safetensors", getattr(metrics, inside), []
+
+    def signalling(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), sig)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, inside, signalling)
+    before = signal.getsignal(sig)
+    with pytest.raises(KeyboardInterrupt) as e:
+        evaluate(m, split, resume_file=path, **kw)
+    batches = -(-len(split) // 8)
+    assert str(e.value) == (f"{sig.name} received during the evaluation: 2 of {batches} batches saved in {path}; "
+                            f"run the same command again to continue from there")
+    assert signal.getsignal(sig) == before  # the handlers are put back
+    monkeypatch.setattr(metrics, inside, original)
+    logged = []
+    resumed = evaluate(m, split, resume_file=path, log=logged.append, **kw)
+    assert _without_seconds(resumed) == _without_seconds(whole)
+    assert any("after 2 batches" in msg for msg in logged) and not path.exists()
+
+
+def test_a_signal_while_a_batch_is_added_to_the_sums_waits_for_the_end_of_it():
+    from textvae.signals import StopSignals
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM received during the evaluation"):
+        with StopSignals("the evaluation") as stop:
+            with stop.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                reached.append("after the signal")
+            reached.append("after the block")
+    assert reached == ["after the signal"]

@@ -24,6 +24,7 @@ BLEU, distinct-n and self-BLEU, which ``evaluate`` reports, are in :mod:`textvae
 docs/metrics.md states every convention and how it differs from the reference code.
 """
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -36,6 +37,7 @@ from .errors import DataError, TextVAEError
 from .generate import eval_mode, generate
 from .eval_checkpoint import PassCheckpoint, PassState, pass_key
 from .latents.gaussian import gaussian_kl
+from .signals import StopSignals
 from .text_metrics import bleu, bleu_tokenize, distinct_n, self_bleu, self_bleu_texygen
 
 LOG_2PI = math.log(2 * math.pi)
@@ -468,7 +470,9 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     ``resume_file``: the pass's running sums are saved there about every minute and removed at the
     end; a pass started again with the same file, model, split and settings goes on from the last
     save and returns the same numbers as an uninterrupted one (textvae.eval_checkpoint; ``log``
-    receives what it did). Gaussian latents and the LM; discrete latents ignore it.
+    receives what it did). SIGINT or SIGTERM during such a pass saves it up to its last whole batch (the
+    batch in progress is redone next time) and raises KeyboardInterrupt naming the file. Gaussian latents
+    and the LM; discrete latents ignore it.
     """
     from .batching import collate
 
@@ -504,72 +508,91 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
         saver = PassCheckpoint(resume_file, key, log=log)
         saver.restore(acc, g)
     earlier = acc.seconds  # spent in earlier sittings of this pass, up to their last save
-    with eval_mode(model):
-        for i, idx in enumerate(progress_bar(batches, progress)):
-            if i < acc.done:
-                continue
-            b = collate(split, idx).to(model.device)
-            acc.tokens += int((b.lengths - 1).sum())
-            rec, kl, mu, logvar = elbo_terms(model, b.tokens, b.lengths, elbo_samples, g, y=b.label_ids)
-            acc.rec_sum += float(rec.double().sum())
-            acc.kl_dim += kl.double().sum(0).cpu()
+    # a resumable pass stops on SIGINT/SIGTERM by saving its last whole batch, with a message; else as before
+    stop = StopSignals("the evaluation")
+    g_done = g.get_state()  # the noise generator as the last whole batch left it
+    with eval_mode(model), (stop if saver is not None else contextlib.nullcontext()):
+        try:
+            for i, idx in enumerate(progress_bar(batches, progress)):
+                if i < acc.done:
+                    continue
+                b = collate(split, idx).to(model.device)
+                rec, kl, mu, logvar = elbo_terms(model, b.tokens, b.lengths, elbo_samples, g, y=b.label_ids)
+                nll = float(rec.double().sum()) if lm else 0.0
+                hyps, refs = [], []
+                if not lm:
+                    if iw_samples > 0:
+                        ll = iw_log_likelihood(model, b.tokens, b.lengths, iw_samples, iw_chunk, g,
+                                               posterior=(mu, logvar), y=b.label_ids)
+                        nll = -float(ll.double().sum())
+                    keep = [j for j, row in enumerate(idx) if row < bleu_limit]
+                    if keep:
+                        max_len = int(b.lengths.max()) - 2 + 10
+                        out = generate(model, mu[keep], SampleConfig(greedy=True, max_len=max_len),
+                                       labels=None if b.label_ids is None else b.label_ids[keep])
+                        hyps = [_ids_to_text(model, o) for o in out]
+                        refs = [_ids_to_text(model, split.ids[idx[j]]) for j in keep]
+                with stop.deferred():  # the batch goes into the sums whole or not at all
+                    acc.tokens += int((b.lengths - 1).sum())
+                    acc.rec_sum += float(rec.double().sum())
+                    acc.kl_dim += kl.double().sum(0).cpu()
+                    acc.nll_sum += nll
+                    if not lm:
+                        acc.mu[idx], acc.logvar[idx] = mu.float().cpu(), logvar.float().cpu()
+                        acc.hyps += hyps
+                        acc.refs += refs
+                    acc.done = i + 1
+                    g_done = g.get_state()
+                if saver is not None:
+                    acc.seconds = earlier + time.perf_counter() - start
+                    saver.maybe_save(acc, g)
+            rec_sum, nll_sum, kl_dim, tokens = acc.rec_sum, acc.nll_sum, acc.kl_dim, acc.tokens
+            mu_all, logvar_all, hyps, refs = acc.mu, acc.logvar, acc.hyps, acc.refs
+            kl_per_dim = (kl_dim / n).tolist()
+            kl_mean = math.fsum(kl_per_dim)
+            bleu_tok = bleu_tokenize(refs, getattr(getattr(model, "tokenizer", None), "kind", None))
+            have_nll = lm or iw_samples > 0
+            result = {
+                "nll_iw": nll_sum / n if have_nll else None,
+                "ppl_iw": math.exp(nll_sum / tokens) if have_nll else None,
+                "rec": rec_sum / n, "kl": kl_mean, "elbo": rec_sum / n + kl_mean,
+                "ppl_elbo": math.exp((rec_sum + kl_mean * n) / tokens),
+            }
             if lm:
-                acc.nll_sum += float(rec.double().sum())
+                result.update(mi_batch=0.0, mi_full=0.0, mi_full_se=0.0, au=0, au_threshold=au_threshold,
+                              au_variances=[], kl_per_dim=[], bleu_rec=None)
             else:
-                if iw_samples > 0:
-                    ll = iw_log_likelihood(model, b.tokens, b.lengths, iw_samples, iw_chunk, g,
-                                           posterior=(mu, logvar), y=b.label_ids)
-                    acc.nll_sum -= float(ll.double().sum())
-                acc.mu[idx], acc.logvar[idx] = mu.float().cpu(), logvar.float().cpu()
-                keep = [j for j, row in enumerate(idx) if row < bleu_limit]
-                if keep:
-                    max_len = int(b.lengths.max()) - 2 + 10
-                    out = generate(model, mu[keep], SampleConfig(greedy=True, max_len=max_len),
-                                   labels=None if b.label_ids is None else b.label_ids[keep])
-                    acc.hyps += [_ids_to_text(model, o) for o in out]
-                    acc.refs += [_ids_to_text(model, split.ids[idx[j]]) for j in keep]
-            acc.done = i + 1
+                au, variances = active_units(mu_all, au_threshold)
+                he_batches = length_batches(split.lengths, mi_batch_size)
+                mi_value, mi_se = mi_full_with_se(mu_all, logvar_all, g)
+                result.update(mi_batch=mi_batch(mu_all, logvar_all, he_batches, g), mi_full=mi_value, mi_full_se=mi_se,
+                              au=au, au_threshold=au_threshold, au_variances=variances.tolist(), kl_per_dim=kl_per_dim,
+                              bleu_rec=bleu(hyps, refs, bleu_tok) if hyps else None)
+            result.update(prior_sample_metrics(model, n_samples, sample_cfg, g, checks, bleu_tok))
+            result.update(tokens=tokens, sentences=n, iw_samples=0 if lm else iw_samples, mi_batch_size=mi_batch_size)
+            if not lm and decomposition:
+                from .decomposition import kl_decomposition
+
+                result["decomposition"] = kl_decomposition(mu_all, logvar_all, model.latent,
+                                                           generator=torch.Generator().manual_seed(seed + 1))
+            if not lm and factors:
+                from .disentanglement import dci, mig
+
+                m, d = mig(mu_all, factors), dci(mu_all, factors, seed=seed)
+                result.update(mig=m["mig"], mig_per_factor=m["per_factor"], mig_top_dims=m["top_dims"],
+                              mig_mutual_info=m["mutual_info"],
+                              dci_disentanglement=d["disentanglement"],
+                              dci_completeness=d["completeness"], dci_informativeness=d["informativeness"])
+            result["seconds"] = earlier + time.perf_counter() - start
             if saver is not None:
-                acc.seconds = earlier + time.perf_counter() - start
-                saver.maybe_save(acc, g)
-    rec_sum, nll_sum, kl_dim, tokens = acc.rec_sum, acc.nll_sum, acc.kl_dim, acc.tokens
-    mu_all, logvar_all, hyps, refs = acc.mu, acc.logvar, acc.hyps, acc.refs
-    kl_per_dim = (kl_dim / n).tolist()
-    kl_mean = math.fsum(kl_per_dim)
-    bleu_tok = bleu_tokenize(refs, getattr(getattr(model, "tokenizer", None), "kind", None))
-    have_nll = lm or iw_samples > 0
-    result = {
-        "nll_iw": nll_sum / n if have_nll else None,
-        "ppl_iw": math.exp(nll_sum / tokens) if have_nll else None,
-        "rec": rec_sum / n, "kl": kl_mean, "elbo": rec_sum / n + kl_mean,
-        "ppl_elbo": math.exp((rec_sum + kl_mean * n) / tokens),
-    }
-    if lm:
-        result.update(mi_batch=0.0, mi_full=0.0, mi_full_se=0.0, au=0, au_threshold=au_threshold, au_variances=[],
-                      kl_per_dim=[], bleu_rec=None)
-    else:
-        au, variances = active_units(mu_all, au_threshold)
-        he_batches = length_batches(split.lengths, mi_batch_size)
-        mi_value, mi_se = mi_full_with_se(mu_all, logvar_all, g)
-        result.update(mi_batch=mi_batch(mu_all, logvar_all, he_batches, g), mi_full=mi_value, mi_full_se=mi_se,
-                      au=au, au_threshold=au_threshold, au_variances=variances.tolist(), kl_per_dim=kl_per_dim,
-                      bleu_rec=bleu(hyps, refs, bleu_tok) if hyps else None)
-    result.update(prior_sample_metrics(model, n_samples, sample_cfg, g, checks, bleu_tok))
-    result.update(tokens=tokens, sentences=n, iw_samples=0 if lm else iw_samples, mi_batch_size=mi_batch_size)
-    if not lm and decomposition:
-        from .decomposition import kl_decomposition
-
-        result["decomposition"] = kl_decomposition(mu_all, logvar_all, model.latent,
-                                                   generator=torch.Generator().manual_seed(seed + 1))
-    if not lm and factors:
-        from .disentanglement import dci, mig
-
-        m, d = mig(mu_all, factors), dci(mu_all, factors, seed=seed)
-        result.update(mig=m["mig"], mig_per_factor=m["per_factor"], mig_top_dims=m["top_dims"],
-                      mig_mutual_info=m["mutual_info"],
-                      dci_disentanglement=d["disentanglement"],
-                      dci_completeness=d["completeness"], dci_informativeness=d["informativeness"])
-    result["seconds"] = earlier + time.perf_counter() - start
-    if saver is not None:
-        saver.clear()
+                saver.clear()
+        except KeyboardInterrupt as e:
+            if saver is None:
+                raise
+            stop.defer = True  # a second signal does not cut the save short
+            g.set_state(g_done)  # the interrupted batch is redone from its own noise next time
+            acc.seconds = earlier + time.perf_counter() - start
+            saver.save(acc, g)
+            raise KeyboardInterrupt(f"{e}: {acc.done} of {len(batches)} batches saved in {saver.path}; "
+                                    f"run the same command again to continue from there") from None
     return result

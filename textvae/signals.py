@@ -1,6 +1,7 @@
 """SIGINT and SIGTERM as a request to stop: raised at once outside the training loop, deferred to
 the loop's safe points inside it, never lost."""
 
+import contextlib
 import signal
 import threading
 
@@ -27,6 +28,19 @@ class StopSignals:
     def _on_signal(self, signum, frame) -> None:
         self.received = signum
         if not self.defer:
+            self.handled = True
+            raise KeyboardInterrupt(f"{self.name} received during {self.phase}")
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """A block that must not be cut in the middle (adding a finished batch to running sums): a signal
+        received inside it raises KeyboardInterrupt when it ends (at once, when the guard defers anyway)."""
+        before, self.defer = self.defer, True
+        try:
+            yield
+        finally:
+            self.defer = before
+        if not before and self.received is not None and not self.handled:
             self.handled = True
             raise KeyboardInterrupt(f"{self.name} received during {self.phase}")
 
