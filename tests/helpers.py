@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import signal
 
 import torch
 from safetensors.torch import load_file
@@ -86,6 +87,20 @@ def crash_after_checkpoint(monkeypatch, step):
 
     monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_crash)
     return original
+
+
+def signal_on_call(function, call: int, sig=signal.SIGTERM):
+    """``function`` wrapped so that its ``call``-th call first sends ``sig`` to this process, as
+    ``kill`` or Ctrl-C would while that work runs (Python's handler runs before the call proceeds)."""
+    calls = []
+
+    def signalling(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            os.kill(os.getpid(), sig)
+        return function(*args, **kwargs)
+
+    return signalling
 
 
 @contextlib.contextmanager

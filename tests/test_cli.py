@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from helpers import TINY, expect_error
+from helpers import TINY, expect_error, signal_on_call
 from textvae.cli import main
 from textvae.errors import CheckpointError
 
@@ -98,22 +98,12 @@ def test_evaluate_resume_file_continues_an_interrupted_pass(run_dir, tmp_path, c
 def test_a_signal_during_evaluate_resume_file_saves_and_exits_130(run_dir, tmp_path, capsys, monkeypatch):
     """SIGTERM while `textvae evaluate --resume-file` computes its second batch: exit status 130, a line
     saying what was saved where, no traceback; the same command then finishes the pass."""
-    import os
-    import signal
-
     import textvae.metrics as metrics
 
     argv = ["evaluate", "--model", str(run_dir), "--json", "--iw-samples", "5", "--n-samples", "10",
             "--batch-size", "4"]
-    state, original, calls = tmp_path / "pass.safetensors", metrics.iw_log_likelihood, []
-
-    def signalling(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(metrics, "iw_log_likelihood", signalling)
+    state, original = tmp_path / "pass.safetensors", metrics.iw_log_likelihood
+    monkeypatch.setattr(metrics, "iw_log_likelihood", signal_on_call(original, 2))
     assert main([*argv, "--resume-file", str(state)]) == 130
     err = capsys.readouterr().err
     assert "textvae evaluate: interrupted: SIGTERM received during the evaluation: 1 of " in err

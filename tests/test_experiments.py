@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import load_script
+from helpers import load_script, signal_on_call
 from textvae.config import load_config
 from textvae.corpus import builtin_corpus
 from textvae.errors import ConfigError, TextVAEError
@@ -666,15 +666,8 @@ def test_a_signal_while_the_runner_evaluates_saves_the_pass_and_exits_130(script
     (folder / "vae.yaml").write_text("name: vae\nmethod: VAE\npaper: p\n")
     argv = [str(folder), "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
             "--max-steps", "3", "--set", "train.progress=false"]
-    original, calls = metrics.iw_log_likelihood, []
-
-    def signalling(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:  # the split is one batch
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(metrics, "iw_log_likelihood", signalling)
+    original = metrics.iw_log_likelihood
+    monkeypatch.setattr(metrics, "iw_log_likelihood", signal_on_call(original, 1))  # the split is one batch
     assert script.main(argv) == 130
     err = capsys.readouterr().err
     partial = tmp_path / "runs" / "e" / "vae" / script.PARTIAL_EVALUATION
@@ -687,12 +680,7 @@ def test_a_signal_while_the_runner_evaluates_saves_the_pass_and_exits_130(script
     from textvae.model import TextVAE
 
     sample = TextVAE.sample
-
-    def signalling_sample(self, *args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)
-        return sample(self, *args, **kwargs)
-
-    monkeypatch.setattr(TextVAE, "sample", signalling_sample)
+    monkeypatch.setattr(TextVAE, "sample", signal_on_call(sample, 1, signal.SIGINT))
     assert script.main(argv) == 130
     err = capsys.readouterr().err
     assert "continuing a saved evaluation after 0 batches" in err and not partial.exists()

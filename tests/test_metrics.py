@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import signal_on_call
 from textvae.batching import collate
 from textvae.config import ModelConfig, SampleConfig
 from textvae.data import EncodedSplit
@@ -444,15 +445,8 @@ def test_a_signal_mid_batch_saves_the_whole_batches_and_the_pass_resumes_to_the_
     m = tiny(latent_dim)
     kw = dict(iw_samples=20, batch_size=8, seed=3, n_samples=6, sample_cfg=SampleConfig(max_len=8))
     whole = evaluate(m, split, **kw)
-    path, original, calls = tmp_path / "pass.safetensors", getattr(metrics, inside), []
-
-    def signalling(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            os.kill(os.getpid(), sig)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(metrics, inside, signalling)
+    path, original = tmp_path / "pass.safetensors", getattr(metrics, inside)
+    monkeypatch.setattr(metrics, inside, signal_on_call(original, 3, sig))
     before = signal.getsignal(sig)
     with pytest.raises(KeyboardInterrupt) as e:
         evaluate(m, split, resume_file=path, **kw)
