@@ -426,6 +426,51 @@ def prior_sample_metrics(model, n_samples: int, sample_cfg: SampleConfig | None,
     return result
 
 
+def _pass_metrics(model, split, acc: PassState, g: torch.Generator, checks, *, iw_samples: int, au_threshold: float,
+                  mi_batch_size: int, n_samples: int, sample_cfg, seed: int, decomposition: bool, factors) -> dict:
+    """evaluate's numbers from the sums of a finished pass (``acc``), then what needs no pass over the
+    split: MI, AU, BLEU, prior samples, the KL decomposition, MIG and DCI."""
+    lm, n = model.is_lm, len(split.ids)
+    rec_sum, nll_sum, kl_dim, tokens = acc.rec_sum, acc.nll_sum, acc.kl_dim, acc.tokens
+    mu_all, logvar_all, hyps, refs = acc.mu, acc.logvar, acc.hyps, acc.refs
+    kl_per_dim = (kl_dim / n).tolist()
+    kl_mean = math.fsum(kl_per_dim)
+    bleu_tok = bleu_tokenize(refs, getattr(getattr(model, "tokenizer", None), "kind", None))
+    have_nll = lm or iw_samples > 0
+    result = {
+        "nll_iw": nll_sum / n if have_nll else None,
+        "ppl_iw": math.exp(nll_sum / tokens) if have_nll else None,
+        "rec": rec_sum / n, "kl": kl_mean, "elbo": rec_sum / n + kl_mean,
+        "ppl_elbo": math.exp((rec_sum + kl_mean * n) / tokens),
+    }
+    if lm:
+        result.update(mi_batch=0.0, mi_full=0.0, mi_full_se=0.0, au=0, au_threshold=au_threshold, au_variances=[],
+                      kl_per_dim=[], bleu_rec=None)
+    else:
+        au, variances = active_units(mu_all, au_threshold)
+        he_batches = length_batches(split.lengths, mi_batch_size)
+        mi_value, mi_se = mi_full_with_se(mu_all, logvar_all, g)
+        result.update(mi_batch=mi_batch(mu_all, logvar_all, he_batches, g), mi_full=mi_value, mi_full_se=mi_se,
+                      au=au, au_threshold=au_threshold, au_variances=variances.tolist(), kl_per_dim=kl_per_dim,
+                      bleu_rec=bleu(hyps, refs, bleu_tok) if hyps else None)
+    result.update(prior_sample_metrics(model, n_samples, sample_cfg, g, checks, bleu_tok))
+    result.update(tokens=tokens, sentences=n, iw_samples=0 if lm else iw_samples, mi_batch_size=mi_batch_size)
+    if not lm and decomposition:
+        from .decomposition import kl_decomposition
+
+        result["decomposition"] = kl_decomposition(mu_all, logvar_all, model.latent,
+                                                   generator=torch.Generator().manual_seed(seed + 1))
+    if not lm and factors:
+        from .disentanglement import dci, mig
+
+        m, d = mig(mu_all, factors), dci(mu_all, factors, seed=seed)
+        result.update(mig=m["mig"], mig_per_factor=m["per_factor"], mig_top_dims=m["top_dims"],
+                      mig_mutual_info=m["mutual_info"],
+                      dci_disentanglement=d["disentanglement"],
+                      dci_completeness=d["completeness"], dci_informativeness=d["informativeness"])
+    return result
+
+
 def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batch_size: int = 64, seed: int = 0,
              n_samples: int = 100, sample_cfg: SampleConfig | None = None, bleu_sentences: int | None = None,
              au_threshold: float = 0.01, iw_chunk: int | None = None, form: str | None = None,
@@ -546,43 +591,9 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
                 if saver is not None:
                     acc.seconds = earlier + time.perf_counter() - start
                     saver.maybe_save(acc, g)
-            rec_sum, nll_sum, kl_dim, tokens = acc.rec_sum, acc.nll_sum, acc.kl_dim, acc.tokens
-            mu_all, logvar_all, hyps, refs = acc.mu, acc.logvar, acc.hyps, acc.refs
-            kl_per_dim = (kl_dim / n).tolist()
-            kl_mean = math.fsum(kl_per_dim)
-            bleu_tok = bleu_tokenize(refs, getattr(getattr(model, "tokenizer", None), "kind", None))
-            have_nll = lm or iw_samples > 0
-            result = {
-                "nll_iw": nll_sum / n if have_nll else None,
-                "ppl_iw": math.exp(nll_sum / tokens) if have_nll else None,
-                "rec": rec_sum / n, "kl": kl_mean, "elbo": rec_sum / n + kl_mean,
-                "ppl_elbo": math.exp((rec_sum + kl_mean * n) / tokens),
-            }
-            if lm:
-                result.update(mi_batch=0.0, mi_full=0.0, mi_full_se=0.0, au=0, au_threshold=au_threshold,
-                              au_variances=[], kl_per_dim=[], bleu_rec=None)
-            else:
-                au, variances = active_units(mu_all, au_threshold)
-                he_batches = length_batches(split.lengths, mi_batch_size)
-                mi_value, mi_se = mi_full_with_se(mu_all, logvar_all, g)
-                result.update(mi_batch=mi_batch(mu_all, logvar_all, he_batches, g), mi_full=mi_value, mi_full_se=mi_se,
-                              au=au, au_threshold=au_threshold, au_variances=variances.tolist(), kl_per_dim=kl_per_dim,
-                              bleu_rec=bleu(hyps, refs, bleu_tok) if hyps else None)
-            result.update(prior_sample_metrics(model, n_samples, sample_cfg, g, checks, bleu_tok))
-            result.update(tokens=tokens, sentences=n, iw_samples=0 if lm else iw_samples, mi_batch_size=mi_batch_size)
-            if not lm and decomposition:
-                from .decomposition import kl_decomposition
-
-                result["decomposition"] = kl_decomposition(mu_all, logvar_all, model.latent,
-                                                           generator=torch.Generator().manual_seed(seed + 1))
-            if not lm and factors:
-                from .disentanglement import dci, mig
-
-                m, d = mig(mu_all, factors), dci(mu_all, factors, seed=seed)
-                result.update(mig=m["mig"], mig_per_factor=m["per_factor"], mig_top_dims=m["top_dims"],
-                              mig_mutual_info=m["mutual_info"],
-                              dci_disentanglement=d["disentanglement"],
-                              dci_completeness=d["completeness"], dci_informativeness=d["informativeness"])
+            result = _pass_metrics(model, split, acc, g, checks, iw_samples=iw_samples, au_threshold=au_threshold,
+                                   mi_batch_size=mi_batch_size, n_samples=n_samples, sample_cfg=sample_cfg, seed=seed,
+                                   decomposition=decomposition, factors=factors)
             result["seconds"] = earlier + time.perf_counter() - start
             if saver is not None:
                 saver.clear()

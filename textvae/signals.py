@@ -34,7 +34,8 @@ class StopSignals:
     @contextlib.contextmanager
     def deferred(self):
         """A block that must not be cut in the middle (adding a finished batch to running sums): a signal
-        received inside it raises KeyboardInterrupt when it ends (at once, when the guard defers anyway)."""
+        received inside it raises KeyboardInterrupt when the block ends (left to the guard's safe points
+        when the guard defers anyway)."""
         before, self.defer = self.defer, True
         try:
             yield
