@@ -472,3 +472,26 @@ def test_a_signal_while_a_batch_is_added_to_the_sums_waits_for_the_end_of_it():
                 reached.append("after the signal")
             reached.append("after the block")
     assert reached == ["after the signal"]
+
+
+def test_a_signal_while_evaluate_adds_a_batch_to_its_sums_stops_after_that_batch(split, tmp_path, monkeypatch):
+    """SIGTERM inside the block that adds batch 2 to the sums (sent from the noise generator's
+    get_state, called there): batch 2 is kept whole, with the generator as it left it, and the
+    resumed pass still gives the uninterrupted numbers bit for bit."""
+    import textvae.metrics as metrics
+
+    m = tiny()
+    kw = dict(iw_samples=20, batch_size=8, seed=3, n_samples=6, sample_cfg=SampleConfig(max_len=8))
+    whole = evaluate(m, split, **kw)
+
+    class Signalling(torch.Generator):  # get_state: once before the pass, then in each batch's commit
+        get_state = signal_on_call(torch.Generator.get_state, 3)
+
+    made = metrics._generator
+    monkeypatch.setattr(metrics, "_generator", lambda seed: made(seed) if isinstance(seed, torch.Generator)
+                        else Signalling().manual_seed(seed))
+    path = tmp_path / "pass.safetensors"
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM received during the evaluation: 2 of "):
+        evaluate(m, split, resume_file=path, **kw)
+    monkeypatch.undo()
+    assert _without_seconds(evaluate(m, split, resume_file=path, **kw)) == _without_seconds(whole)
