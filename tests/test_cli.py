@@ -113,6 +113,34 @@ def test_a_signal_during_evaluate_resume_file_saves_and_exits_130(run_dir, tmp_p
     assert "continuing a saved evaluation after 1 batches" in capsys.readouterr().err and not state.exists()
 
 
+@pytest.mark.parametrize("verb", ["evaluate", "serve"])
+def test_sigterm_ends_any_verb_as_ctrl_c_does(verb, run_dir, capsys, monkeypatch):
+    """SIGTERM (``kill``, a scheduler's stop) while a verb without its own guard works: exit status 130
+    and one line, like Ctrl-C, rather than the process dying with the shell's 143 and no word."""
+    import signal
+    from http.server import ThreadingHTTPServer
+
+    import textvae.metrics as metrics
+
+    def unguarded(signum, frame):  # reached only if the command installed no handler of its own
+        raise RuntimeError("SIGTERM reached the handler outside the command")
+
+    previous = signal.signal(signal.SIGTERM, unguarded)
+    try:
+        if verb == "evaluate":
+            monkeypatch.setattr(metrics, "iw_log_likelihood", signal_on_call(metrics.iw_log_likelihood, 1))
+            argv = ["evaluate", "--model", str(run_dir), "--iw-samples", "2", "--n-samples", "4"]
+        else:
+            monkeypatch.setattr(ThreadingHTTPServer, "serve_forever", signal_on_call(lambda self: None, 1))
+            argv = ["serve", "--model", str(run_dir), "--port", "0"]
+        assert main(argv) == 130
+        err = capsys.readouterr().err
+        assert f"textvae {verb}: interrupted: SIGTERM received during the command" in err and "Traceback" not in err
+        assert signal.getsignal(signal.SIGTERM) is unguarded  # the command put the handler back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_bad_inputs_give_clear_errors(tmp_path, capsys, run_dir):
     expect_error(capsys, ["train", "--out", str(tmp_path / "a"), "--data-dir", str(tmp_path / "nope")],
                  str(tmp_path / "nope"), "does not exist")

@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from .errors import TextVAEError
+from .signals import StopSignals
 from .version import __version__
 
 EXIT_BROKEN_PIPE = 128 + 13  # the shell's status for a process ended by SIGPIPE
@@ -297,8 +298,6 @@ def _cmd_train(args) -> int:
         for phase in strategy_phases(read_metrics(args.out), result["step"]):
             print(describe_phase(phase, result["step"]))
     if not args.no_summary and is_main_process():  # under torchrun, one summary (rank 0's)
-        from .signals import StopSignals
-
         from .run_summary import print_summary
 
         with StopSignals(f"the end-of-run summary; the model is saved in {Path(args.out) / 'best'}"):
@@ -620,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_warning(args.verb)
             # each call's input warnings (textvae.model), not only the first of their kind
             warnings.filterwarnings("always", message=r"(unknown word|cut to the model)", category=UserWarning)
-            status = VERBS[args.verb](args)
+            with StopSignals("the command"):  # SIGTERM ends every verb as Ctrl-C does; train, evaluate nest their own
+                status = VERBS[args.verb](args)
             sys.stdout.flush()  # a closed pipe shows up here for output still buffered
         return status
     except BrokenPipeError:  # the reader of stdout is gone (| head): nothing left to say to anyone
