@@ -367,3 +367,12 @@ def test_model_from_a_newer_format_version(tiny_run, tmp_path, capsys, name):
     newer = meta["format_version"] + 1
     (model / name).write_text(json.dumps({**meta, "format_version": newer}))
     expect_error(capsys, ["sample", "--model", model], str(model), f"format_version {newer}", "upgrade textvae")
+
+
+def test_weights_of_another_shape_are_a_clear_error(tmp_path):
+    tiny().save_pretrained(tmp_path / "m")
+    tiny(latent_dim=6).save_pretrained(tmp_path / "other")  # same tokenizer, other sizes
+    shutil.copy(tmp_path / "other" / "model.safetensors", tmp_path / "m" / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model.safetensors does not fit the config: .*latent.head.weight.*"
+                                              r"mixes files from different models"):
+        TextVAE.from_pretrained(tmp_path / "m")

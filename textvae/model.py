@@ -574,6 +574,13 @@ class TextVAE(nn.Module):
             raise CheckpointError(f"{d / WEIGHTS_FILE} is not a valid safetensors file ({e}); "
                                   f"textvae never unpickles weights. Re-download or re-train the model.") from None
         state = upgrade_state_dict(state, cfg)
+        own = model.state_dict()  # load_state_dict raises a bare RuntimeError on a shape mismatch
+        resized = [f"{k} {tuple(v.shape)} (config.json makes {tuple(own[k].shape)})" for k, v in state.items()
+                   if k in own and v.shape != own[k].shape]
+        if resized:
+            raise CheckpointError(f"{d / WEIGHTS_FILE} does not fit the config: {', '.join(resized[:5])}"
+                                  f"{' ...' if len(resized) > 5 else ''}; the directory mixes files from "
+                                  f"different models: copy the weights and config.json of one save_pretrained")
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise CheckpointError(f"{d / WEIGHTS_FILE} does not fit the config: missing {missing[:5]}, "
