@@ -139,6 +139,9 @@ def test_empty_split_is_an_error(tmp_path, cache):
     write(tmp_path, {"train.txt": ""})
     with pytest.raises(DataError, match=r"has no examples \(0 blank lines\)"):
         load(folder, cache)
+    write(tmp_path, {"train.txt": "\ufeff"})  # an empty file as Notepad saves it: only a byte-order mark
+    with pytest.raises(DataError, match=r"train split \(.*train\.txt\) has no examples \(0 blank lines\)"):
+        load(folder, cache)
 
 
 def test_local_hub_style_dataset(tmp_path, cache):

@@ -222,7 +222,9 @@ def _read_file(path: Path, cfg: DataConfig, cache_dir: str | None):
 def _read_txt(path: Path, labels_path: Path, cfg: DataConfig, cache_dir: str | None):
     """One example per line, through datasets' text loader (Arrow files, cached)."""
     _check_text_file(path, cfg.encoding_errors)
-    if path.stat().st_size == 0:  # datasets' text loader fails on a file with no lines at all
+    with open(path, encoding="utf-8-sig", errors=cfg.encoding_errors) as f:
+        no_lines = not f.read(1)  # empty, or only a byte-order mark (Notepad's empty file)
+    if no_lines:  # datasets' text loader fails on a file with no lines at all
         ds = datasets.Dataset.from_dict({"text": []}, features=_TEXT_FEATURES)
     else:
         with _quiet():
