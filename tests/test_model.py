@@ -376,3 +376,15 @@ def test_weights_of_another_shape_are_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"model.safetensors does not fit the config: .*latent.head.weight.*"
                                               r"mixes files from different models"):
         TextVAE.from_pretrained(tmp_path / "m")
+
+
+@pytest.mark.parametrize("key, value, kw", [
+    ("tokenizer_fingerprint", 5, {}),
+    ("code_prior", "code_prior.safetensors", {"latent": "vq", "latent_vars": 2, "latent_classes": 4, "code_dim": 3}),
+])
+def test_config_entries_of_the_wrong_type_are_a_clear_error(tmp_path, key, value, kw):
+    tiny(**kw).save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**meta, key: value}))
+    with pytest.raises(CheckpointError, match=f"config.json: '{key}' must be"):
+        TextVAE.from_pretrained(tmp_path / "m")
