@@ -325,6 +325,15 @@ def test_csv_text_and_label_columns(tmp_path, cache):
         load(folder, cache)
 
 
+def test_csv_first_row_with_more_fields_than_the_header_is_an_error(tmp_path, cache):
+    # pandas would take the extra leading field of every row as an index and shift the columns:
+    # text 'a', label 'c' for the first row, text 'b' and no label for the second
+    folder = write(tmp_path, {"train.csv": "text,label\n\nhi there,a,c\nho,b\n", **OTHERS})
+    with pytest.raises(DataError, match=r"train\.csv:3: 3 fields, but the header row names 2 columns "
+                                        r"\('text', 'label'\); .*double quotes"):
+        load(folder, cache, label_field="label")
+
+
 def test_unknown_file_type_is_a_clear_error(tmp_path, cache):
     (tmp_path / "my.tsv").write_text("a\tb\n")
     with pytest.raises(DataError, match=r"my\.tsv: textvae reads \.txt .*\.jsonl .*\.csv .*not \.tsv"):

@@ -287,7 +287,9 @@ def _read_csv(path: Path, cfg: DataConfig, cache_dir: str | None):
     is read as text: "NA" or "007" stay as written, an empty cell is a blank example."""
     _check_text_file(path, cfg.encoding_errors)
     with open(path, encoding="utf-8-sig", errors=cfg.encoding_errors, newline="") as f:
-        header = next(csv.reader(f), [])
+        rows = csv.reader(f)
+        header = next(rows, [])
+        first = next((row for row in rows if row), [])  # the first example (pandas skips blank lines)
     if not header:
         raise DataError(f"{path} is empty; a CSV file needs a header row naming its columns (e.g. text,label), "
                         f"then one example per row")
@@ -299,6 +301,9 @@ def _read_csv(path: Path, cfg: DataConfig, cache_dir: str | None):
                             + (", or unset it" if option == "label_field" else ""))
     if len(set(header)) != len(header):
         raise DataError(f"{path}: the header row names a column twice ({columns}); give each column its own name")
+    if len(first) > len(header):  # pandas would make the extra leading fields an index and shift every row
+        raise DataError(f"{path}:{rows.line_num}: {len(first)} fields, but the header row names {len(header)} "
+                        f"columns ({columns}); a field with a comma needs double quotes")
     try:
         with _quiet():
             ds = datasets.load_dataset("csv", data_files=str(path), split="train", cache_dir=cache_dir,
