@@ -334,6 +334,12 @@ def test_csv_first_row_with_more_fields_than_the_header_is_an_error(tmp_path, ca
         load(folder, cache, label_field="label")
 
 
+def test_csv_with_only_a_header_row_is_an_empty_split(tmp_path, cache):
+    folder = write(tmp_path, {"train.csv": "text,label\r\n\r\n", **OTHERS})
+    with pytest.raises(DataError, match=r"train split \(.*train\.csv\) has no examples \(0 blank lines\); add text"):
+        load(folder, cache, label_field="label")
+
+
 def test_unknown_file_type_is_a_clear_error(tmp_path, cache):
     (tmp_path / "my.tsv").write_text("a\tb\n")
     with pytest.raises(DataError, match=r"my\.tsv: textvae reads \.txt .*\.jsonl .*\.csv .*not \.tsv"):

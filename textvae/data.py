@@ -304,11 +304,14 @@ def _read_csv(path: Path, cfg: DataConfig, cache_dir: str | None):
     if len(first) > len(header):  # pandas would make the extra leading fields an index and shift every row
         raise DataError(f"{path}:{rows.line_num}: {len(first)} fields, but the header row names {len(header)} "
                         f"columns ({columns}); a field with a comma needs double quotes")
+    features = datasets.Features({c: datasets.Value("string") for c in header})
+    if not first:  # datasets' csv builder fails on a file with no rows ("corresponds to no data")
+        ds = datasets.Dataset.from_dict({c: [] for c in header}, features=features)
+        return ds, cfg.text_field, cfg.label_field, None
     try:
         with _quiet():
             ds = datasets.load_dataset("csv", data_files=str(path), split="train", cache_dir=cache_dir,
-                                       features=datasets.Features({c: datasets.Value("string") for c in header}),
-                                       keep_default_na=False, encoding="utf-8-sig",
+                                       features=features, keep_default_na=False, encoding="utf-8-sig",
                                        encoding_errors=cfg.encoding_errors)
     except Exception as e:  # pandas' parser errors name the line: pass them on
         raise DataError(f"{path}: not readable as CSV ({type(e).__name__}: {e}); check its quoting (a field "
