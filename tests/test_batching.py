@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textvae.batching import Batch, BucketBatchSampler, collate, collate_ids
+from textvae.batching import Batch, BucketBatchSampler, MixedBatchSampler, collate, collate_ids
 from textvae.data import EncodedSplit
 from textvae.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
@@ -62,6 +62,17 @@ def test_ddp_sharding_splits_each_global_batch(lengths, replicas, extra, epoch):
         assert min(map(len, parts)) >= 1 and max(map(len, parts)) - min(map(len, parts)) <= 1
     covered = sum(len(g) for g in global_batches)
     assert len(lengths) - covered == (len(lengths) % batch_size if len(lengths) % batch_size < replicas else 0)
+
+
+def test_m2_ddp_sharding_never_gives_a_rank_an_empty_batch():
+    # 7 unlabelled examples in batches of 3 leave a last batch of 1, which with 1 labelled example
+    # makes a global batch of 2 for 4 ranks
+    labelled = np.arange(10) < 3
+    ranks = [MixedBatchSampler(np.arange(10) % 5 + 1, labelled, batch_size=4, ratio=0.25, seed=0, num_replicas=4,
+                               rank=r) for r in range(4)]
+    per_rank = [s.batches(0) for s in ranks]
+    assert all(len(b) == len(ranks[0].global_batches(0)) == len(s) for b, s in zip(per_rank, ranks))
+    assert all(len(batch) >= 1 for batches in per_rank for batch in batches)
 
 
 def test_sampler_rejects_bad_arguments():

@@ -81,15 +81,19 @@ class MixedBatchSampler:
     """M2's batches (Kingma et al. 2014): ``round(ratio * batch_size)`` labelled examples (at least
     one) and the rest unlabelled in every global batch. The unlabelled examples make the epoch (each
     once, in :class:`BucketBatchSampler`'s length buckets); the labelled few are cycled through,
-    reshuffled every pass. Deterministic for (seed, epoch); same interface as BucketBatchSampler."""
+    reshuffled every pass. Deterministic for (seed, epoch); same interface as BucketBatchSampler.
+    Data parallel: an incomplete last global batch with fewer than ``num_replicas`` examples is
+    left out, as BucketBatchSampler does, so no rank ever gets an empty batch."""
 
     def __init__(self, lengths, labelled, batch_size: int, ratio: float, seed: int = 0, num_replicas: int = 1,
                  rank: int = 0):
         labelled = np.asarray(labelled, dtype=bool)
         self.labelled, self.unlabelled = np.flatnonzero(labelled), np.flatnonzero(~labelled)
         self.n_labelled = min(batch_size - 1, max(1, round(ratio * batch_size)))
+        # the inner sampler leaves out a last batch of fewer than its num_replicas examples: with the
+        # labelled ones added, a global batch then always has at least num_replicas examples
         self.inner = BucketBatchSampler(np.asarray(lengths)[self.unlabelled], batch_size - self.n_labelled,
-                                        shuffle=True, seed=seed, num_replicas=1)
+                                        shuffle=True, seed=seed, num_replicas=max(1, num_replicas - self.n_labelled))
         self.seed, self.num_replicas, self.rank = seed % 2**64, num_replicas, rank
 
     def global_batches(self, epoch: int) -> list[np.ndarray]:
