@@ -388,3 +388,15 @@ def test_config_entries_of_the_wrong_type_are_a_clear_error(tmp_path, key, value
     (tmp_path / "m" / "config.json").write_text(json.dumps({**meta, key: value}))
     with pytest.raises(CheckpointError, match=f"config.json: '{key}' must be"):
         TextVAE.from_pretrained(tmp_path / "m")
+
+
+def test_a_lone_string_or_a_non_string_sentence_is_refused_not_split_into_characters():
+    model = tiny()
+    for call in (model.reconstruct, model.encode, model.encode_points):
+        with pytest.raises(TypeError, match=r"a list of sentences, e\.g\. \['cat'\]"):
+            call("cat")  # list("cat") would be three one-letter sentences
+    with pytest.raises(TypeError, match="sentence 2 is NoneType None, not a string"):
+        model.reconstruct(["the cat sat .", None])
+    with pytest.raises(TypeError, match="sentence 1 is list"):
+        model.interpolate(["the cat sat ."], "it rained .", steps=2)
+    assert len(model.reconstruct(("the cat sat .", "it rained ."))) == 2  # any iterable of strings still works

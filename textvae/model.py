@@ -339,6 +339,8 @@ class TextVAE(nn.Module):
         max_len = saved.get("max_len") or DataConfig().max_len
         unk, ids, unknown, cut = self.tokenizer.unk_id, [], [], []
         for n, s in enumerate(sentences, 1):
+            if not isinstance(s, str):
+                raise TypeError(f"sentence {n} is {type(s).__name__} {s!r:.40}, not a string")
             i = self.tokenizer.encode(s)
             if not i:
                 raise ValueError(f"sentence {s!r} is empty after tokenisation; give at least one token")
@@ -388,9 +390,9 @@ class TextVAE(nn.Module):
     def encode(self, sentences: list[str], label: str | list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance (each (B, Z)) for a list of sentences (and, for a
         conditional model, their label: one for all, or one per sentence)."""
+        sentences = _sentence_list(sentences)
         was = self.training
         self.eval()
-        sentences = list(sentences)
         mu, logvar = self.encode_posterior(*self._tokenize(sentences), self.label_ids(label, len(sentences)))
         self.train(was)
         return mu, logvar
@@ -407,7 +409,7 @@ class TextVAE(nn.Module):
                               "(scripts/semisup.py, M1)")
         was = self.training
         self.eval()
-        sentences, probs = list(sentences), []
+        sentences, probs = _sentence_list(sentences), []
         for i in range(0, len(sentences), batch_size):
             probs.append(self.classifier(*self._tokenize(sentences[i:i + batch_size])).softmax(-1).float().cpu())
         self.train(was)
@@ -417,9 +419,9 @@ class TextVAE(nn.Module):
     @torch.no_grad()
     def encode_points(self, sentences: list[str], label: str | list[str] | None = None) -> torch.Tensor:
         """The latent's point code (B, Z) of each sentence's posterior (gaussian: the mean), in eval mode."""
+        sentences = _sentence_list(sentences)
         was = self.training
         self.eval()
-        sentences = list(sentences)
         params = self.posterior_params(*self._tokenize(sentences), self.label_ids(label, len(sentences)))
         self.train(was)
         return params[0] if self.is_lm else self.latent.point(params)
@@ -620,6 +622,13 @@ def resolve_model_dir(path: str | Path) -> Path:
                               f"weights file from the model it came with, or re-save the model")
     raise CheckpointError(f"{d} is neither a model directory (no {CONFIG_FILE} + {WEIGHTS_FILE}) nor a run "
                           f"directory with a best/ or checkpoints/ model")
+
+
+def _sentence_list(sentences) -> list:
+    """``sentences`` as a list; one string is refused, as list() would make each character a sentence."""
+    if isinstance(sentences, str):
+        raise TypeError(f"give a list of sentences, e.g. [{sentences[:40]!r}], not one string")
+    return list(sentences)
 
 
 def _label_names(cfg: ModelConfig) -> list[str]:
