@@ -400,3 +400,9 @@ def test_a_lone_string_or_a_non_string_sentence_is_refused_not_split_into_charac
     with pytest.raises(TypeError, match="sentence 1 is list"):
         model.interpolate(["the cat sat ."], "it rained .", steps=2)
     assert len(model.reconstruct(("the cat sat .", "it rained ."))) == 2  # any iterable of strings still works
+
+
+def test_interpolate_refuses_an_unknown_path_instead_of_drawing_a_line():
+    model = tiny()
+    with pytest.raises(ValueError, match="path='code' is not one of 'line', 'codes'"):
+        model.interpolate(TEXTS[0], TEXTS[1], steps=2, path="code")

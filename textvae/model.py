@@ -464,6 +464,9 @@ class TextVAE(nn.Module):
         M codes replaced by b's one position at a time (M + 1 sentences; ``steps`` unused)."""
         if self.is_lm:
             raise ValueError("the language model (latent_dim=0) has no latent space to interpolate in")
+        if path not in ("line", "codes"):
+            raise ValueError(f"path={path!r} is not one of 'line', 'codes' (the straight path, or a discrete "
+                             f"latent's code homotopy)")
         was = self.training
         self.eval()
         with torch.no_grad():
