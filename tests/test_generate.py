@@ -207,3 +207,9 @@ def test_every_decoder_obeys_a_constraint_given_what_it_decoded(model, cfg):
     assert rule.prefixes[0].size(0) == 8 * cfg.beam
     free = generate(model, latents(8, seed=4), cfg, generator=torch.Generator().manual_seed(0))
     assert any(a == b for s in free for a, b in zip(s, s[1:])) or any(len(s) < 4 for s in free)
+
+
+def test_codes_in_another_dtype_decode_as_the_models_own(model):
+    z = latents(3)
+    for cfg in (SampleConfig(greedy=True), SampleConfig(beam=2)):
+        assert generate(model, z.double(), cfg) == generate(model, z, cfg)  # e.g. torch.from_numpy's float64

@@ -58,7 +58,8 @@ def _check_latent(model, z: torch.Tensor | None, n: int | None) -> tuple[torch.T
         raise ValueError(f"z has shape {tuple(z.shape)}; expected (N, {model.latent_dim})")
     if n is not None and n != z.size(0):
         raise ValueError(f"n={n} does not match z's {z.size(0)} rows")
-    return z.to(model.device), z.size(0)
+    # the model's own dtype too: codes made with numpy (float64) would otherwise fail in its first layer
+    return z.to(model.device, next(model.parameters()).dtype), z.size(0)
 
 
 def _masked_logits(model, logits: torch.Tensor, first: bool) -> torch.Tensor:
