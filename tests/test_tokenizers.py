@@ -166,6 +166,13 @@ def test_sentencepiece_literal_unk_and_unseen_characters():
     assert tok.decode(tok.encode("the zebra")) == "the <unk>ebra"  # z never seen in training
 
 
+def test_sentencepiece_learns_the_start_of_training_lines_over_64_kib():
+    # the trainer skips lines longer than its max_sentence_length without a word: "q" would be <unk>
+    long_line = "quiz " * 13107 + "é" + " quiz" * 1000  # 70,537 bytes; the 64 KiB cut falls inside "é"
+    tok = spm(ENGLISH + [long_line], model_type="bpe", vocab_size=60)  # bpe: unigram takes seconds
+    assert UNK_ID not in tok.encode("quiz") and tok.decode(tok.encode("quiz")) == "quiz"
+
+
 @functools.cache
 def char_model_with_latin() -> SentencePieceTokenizer:
     """Trained once (hypothesis does not mix with function-scoped fixtures)."""

@@ -329,6 +329,11 @@ _NOT_A_CHAR = "\uffff"
 # character (UNK).
 _NOT_FOR_TRAINING = str.maketrans("", "", _NOT_A_CHAR + "\u2585")
 _SPECIALS_RE = re.compile("|".join(re.escape(p) for p in SPECIAL_PIECES))
+# The trainer also silently drops every training sentence longer than this many UTF-8 bytes. Longer
+# ones are cut to their first this many bytes instead, so their start is learnt (the start is what
+# data.max_len keeps); raising the limit would make unigram training slow (seconds for one 64 KiB line,
+# growing faster than the length).
+MAX_TRAINING_BYTES = 1 << 16
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -354,7 +359,7 @@ class SentencePieceTokenizer(Tokenizer):
         """Train in memory on ``texts`` (one sentence each). Deterministic for the same texts."""
         import sentencepiece as spm
 
-        texts = [(t.lower() if lowercase else t).translate(_NOT_FOR_TRAINING) for t in texts]
+        texts = [_head((t.lower() if lowercase else t).translate(_NOT_FOR_TRAINING)) for t in texts]
         if not any(t and not t.isspace() for t in texts):
             raise DataError("cannot train a SentencePiece model: no training text (the texts are blank or "
                             "hold only characters SentencePiece cannot learn, U+2585 and U+FFFF)")
@@ -374,7 +379,7 @@ class SentencePieceTokenizer(Tokenizer):
                 # it would only add a "▁" token to every sentence (every sentence in Chinese text)
                 add_dummy_prefix=model_type != "char",
                 hard_vocab_limit=False,  # a small corpus gives a smaller vocabulary instead of failing
-                max_sentence_length=1 << 16,  # bytes; longer sentences would be silently skipped
+                max_sentence_length=MAX_TRAINING_BYTES,  # bytes; _head cut longer sentences
                 num_threads=4,  # fixed, not os.cpu_count(): the result must not depend on the machine
                 minloglevel=2,  # silence the training log on stderr
             )
@@ -441,6 +446,13 @@ class SentencePieceTokenizer(Tokenizer):
         except (RuntimeError, ValueError) as e:
             raise CheckpointError(f"{path} is not a valid textvae SentencePiece model ({e}); "
                                   f"re-download or re-train the model") from None
+
+
+def _head(text: str) -> str:
+    """``text`` cut to its first :data:`MAX_TRAINING_BYTES` UTF-8 bytes (whole characters)."""
+    if len(text) <= MAX_TRAINING_BYTES // 4:  # at most 4 bytes a character: short enough
+        return text
+    return text.encode("utf-8")[:MAX_TRAINING_BYTES].decode("utf-8", errors="ignore")
 
 
 TOKENIZERS: dict[str, type[Tokenizer]] = {"word": WordTokenizer, "sentencepiece": SentencePieceTokenizer}
