@@ -165,3 +165,12 @@ def test_cli_serve_binds_to_loopback_and_warns_for_other_hosts(tiny_run, capsys,
     assert host == "127.0.0.1" and port > 0 and f"at http://127.0.0.1:{port}/" in err and "warning" not in err
     _, err = cli(capsys, ["serve", "--model", tiny_run, "--port", 0, "--host", "0.0.0.0"], code=130)
     assert "warning: listening on 0.0.0.0: anyone who can reach it can use the model" in err
+
+
+@pytest.mark.parametrize("raw", [b'{"n": 1' + b"0" * 5000 + b"}", b"[" * 30000 + b"]" * 30000],
+                         ids=["5001-digit number", "arrays nested 30,000 deep"])
+def test_json_that_python_refuses_to_parse_is_a_400_not_a_dropped_connection(server, raw):
+    status, answer = request(server, "/api/sample", raw=raw)
+    assert status == 400 and "could not be read as JSON" in answer["error"], answer
+    status, s = request(server, "/api/sample", {"n": 1})
+    assert status == 200 and len(s["sentences"]) == 1

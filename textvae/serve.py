@@ -289,6 +289,9 @@ class Handler(BaseHTTPRequestHandler):
             params = json.loads(text) if text.strip() else {}
         except json.JSONDecodeError as e:
             raise BadRequest(f"the request is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # a number of over 4,300 digits, arrays nested too deep
+            raise BadRequest(f"the request could not be read as JSON ({(str(e) or type(e).__name__)[:80]}); send "
+                             f"a plain JSON object of short numbers and strings") from None
         if not isinstance(params, dict):
             raise BadRequest("the request must be a JSON object, e.g. {\"sentence\": \"...\"}")
         return params
