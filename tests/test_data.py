@@ -96,6 +96,17 @@ def test_jsonl_errors_name_file_line_and_field(tmp_path, cache):
         load(folder, cache, label_field="y")
 
 
+def test_jsonl_unpaired_surrogate_escape_names_the_line_then_replace_continues(tmp_path, cache):
+    # a tweet cut inside an emoji's surrogate pair: valid JSON, but no text Arrow or a tokenizer takes
+    folder = write(tmp_path, {"train.jsonl": '{"text": "fine \\ud83d\\ude00"}\n{"text": "cut \\ud83d"}\n',
+                              **OTHERS})
+    with pytest.raises(DataError, match=r"train\.jsonl:2: field 'text' holds an unpaired surrogate .*"
+                                        r"--encoding-errors replace"):
+        load(folder, cache)
+    splits = load(folder, cache, encoding_errors="replace")
+    assert splits["train"]["text"] == ["fine \U0001f600", "cut \ufffd"]
+
+
 def test_labels_file_beside_txt(tmp_path, cache):
     folder = write(tmp_path, {"train.txt": "a b\n\nc d\n", "train.labels.txt": "x\nblank\ny\n", **OTHERS})
     splits = load(folder, cache)

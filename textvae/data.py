@@ -29,6 +29,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,7 @@ SPLITS = ("train", "valid", "test")  # the splits one file is cut into, in split
 LABELS_PATTERN = "{s}.labels.txt"  # optional labels for a .txt split, one per line
 ENCODING_VERSION = 1  # part of the encoding cache key; bump when _encode_batch changes its output
 _TEXT_FEATURES = datasets.Features({"text": datasets.Value("string")})
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")  # in a str only from a JSON escape with no pair
 
 
 # --------------------------------------------------------------------------- loading
@@ -270,11 +272,12 @@ def _read_jsonl(path: Path, cfg: DataConfig):
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object with a {cfg.text_field!r} field, "
                                 f"got {type(obj).__name__}")
-            texts.append(_json_field(obj, cfg.text_field, "text_field", path, lineno, text=True))
+            where = (path, lineno, cfg.encoding_errors)
+            texts.append(_json_field(obj, cfg.text_field, "text_field", *where, text=True))
             if cfg.label_field:
-                labels.append(_json_field(obj, cfg.label_field, "label_field", path, lineno, text=False))
+                labels.append(_json_field(obj, cfg.label_field, "label_field", *where, text=False))
             for name in factors:
-                factors[name].append(_json_field(obj, name, "factor_fields", path, lineno, text=False))
+                factors[name].append(_json_field(obj, name, "factor_fields", *where, text=False))
     columns = {"text": texts, "label": labels} if cfg.label_field else {"text": texts}
     columns.update(factors)
     features = datasets.Features({k: datasets.Value("string") for k in columns})
@@ -319,7 +322,7 @@ def _read_csv(path: Path, cfg: DataConfig, cache_dir: str | None):
     return ds, cfg.text_field, cfg.label_field, None
 
 
-def _json_field(obj: dict, key: str, option: str, path: Path, lineno: int, text: bool) -> str:
+def _json_field(obj: dict, key: str, option: str, path: Path, lineno: int, errors: str, text: bool) -> str:
     if key not in obj:
         raise DataError(f"{path}:{lineno}: no field {key!r} (fields: {', '.join(map(repr, obj)) or 'none'}); "
                         f"set data.{option} to the field that holds the {'text' if text else 'label'}")
@@ -328,7 +331,16 @@ def _json_field(obj: dict, key: str, option: str, path: Path, lineno: int, text:
         raise DataError(f"{path}:{lineno}: field {key!r} is {type(value).__name__}, not a string")
     if not text and (value is None or isinstance(value, (dict, list))):
         raise DataError(f"{path}:{lineno}: label field {key!r} is {value!r}; labels must be strings or numbers")
-    return value if isinstance(value, str) else str(value)
+    value = value if isinstance(value, str) else str(value)
+    # "\ud83d" without its pair (a string cut inside an emoji) is valid JSON but not text: UTF-8 has no
+    # encoding for it, and Arrow stops with a UnicodeEncodeError
+    surrogate = _SURROGATE_RE.search(value)
+    if surrogate and errors == "strict":
+        raise DataError(f"{path}:{lineno}: field {key!r} holds an unpaired surrogate escape "
+                        f"(\\u{ord(surrogate.group()):04x} at character {surrogate.start() + 1}), which is not "
+                        f"text; fix the file, or replace such escapes with U+FFFD using --encoding-errors "
+                        f"replace (data.encoding_errors=replace)")
+    return _SURROGATE_RE.sub("\ufffd", value) if surrogate else value
 
 
 def _check_text_file(path: Path, errors: str) -> None:
