@@ -88,6 +88,11 @@ def test_sample_reconstruct_interpolate_decode_match_the_api(server):
     ("/api/decode", {"z": [0, 0]}, "z must be a list of 4 numbers"),
     ("/api/decode", {"z": [0, 0, 0, 1e9]}, "z must be between -10.0 and 10.0"),
     ("/api/sample", [1, 2], "must be a JSON object"),
+    ("/api/sample", {"n": 10**400}, "n must be between 1 and 50"),  # too large for a float
+    ("/api/sample", {"temperature": 10**400}, "temperature must be between 0.05 and 5.0"),
+    ("/api/sample", {"n": float("nan")}, "n must be between 1 and 50, got nan"),
+    ("/api/sample", {"seed": float("inf")}, "seed must be between 0 and"),
+    ("/api/decode", {"z": [0, 0, 0, -10**400]}, "z must be between -10.0 and 10.0"),
 ])
 def test_bad_input_is_a_400_with_a_message(server, path, body, needle):
     status, answer = request(server, path, body)

@@ -23,7 +23,6 @@ otherwise: it has no authentication.
 """
 
 import json
-import math
 import sys
 import threading
 import time
@@ -70,10 +69,13 @@ def _number(params: dict, key: str, default, lo, hi, kind=float):
             value = kind(value.strip())
         except ValueError:
             raise BadRequest(f"{key} must be a {'whole ' if kind is int else ''}number, got {value[:40]!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadRequest(f"{key} must be a {'whole ' if kind is int else ''}number, got {json.dumps(value)[:40]}")
-    if not (math.isfinite(value) and lo <= value <= hi):
+    # the range first: NaN and infinities fail it (int() of them raises), and it compares huge ints exactly
+    if not lo <= value <= hi:
         raise BadRequest(f"{key} must be between {lo} and {hi}, got {value}")
+    if kind is int and value != int(value):
+        raise BadRequest(f"{key} must be a whole number, got {json.dumps(value)[:40]}")
     return kind(value)
 
 
