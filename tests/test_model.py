@@ -406,3 +406,13 @@ def test_interpolate_refuses_an_unknown_path_instead_of_drawing_a_line():
     model = tiny()
     with pytest.raises(ValueError, match="path='code' is not one of 'line', 'codes'"):
         model.interpolate(TEXTS[0], TEXTS[1], steps=2, path="code")
+
+
+def test_sample_and_interpolate_counts_of_the_wrong_kind_are_clear_errors():
+    model = tiny()
+    for n in (-1, 2.5, "3", True):
+        with pytest.raises(ValueError, match=f"n={n!r} must be a whole number >= 0"):
+            model.sample(n)
+    with pytest.raises(ValueError, match="steps=2.5 must be a whole number >= 0"):
+        model.interpolate(TEXTS[0], TEXTS[1], steps=2.5)
+    assert model.sample(0) == [] and len(model.sample(torch.tensor(2))) == 2  # anything int-like counts

@@ -27,6 +27,7 @@ plain RNN language model, the baseline of the papers' tables.
 """
 
 import json
+import operator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -440,6 +441,7 @@ class TextVAE(nn.Module):
                label: str | list[str] | None = None) -> list[str]:
         """n sentences from the prior: z ~ p(z) (gaussian: N(0, I)), then decode. A conditional model
         decodes them with ``label`` (without one: the labels in turn, sample i with label i mod K)."""
+        n = _count("n", n)
         g = torch.Generator(device="cpu")
         g.manual_seed(0 if seed is None else seed)
         z = self.prior_sample(n, g)
@@ -464,6 +466,7 @@ class TextVAE(nn.Module):
         M codes replaced by b's one position at a time (M + 1 sentences; ``steps`` unused)."""
         if self.is_lm:
             raise ValueError("the language model (latent_dim=0) has no latent space to interpolate in")
+        steps = _count("steps", steps)
         if path not in ("line", "codes"):
             raise ValueError(f"path={path!r} is not one of 'line', 'codes' (the straight path, or a discrete "
                              f"latent's code homotopy)")
@@ -625,6 +628,17 @@ def resolve_model_dir(path: str | Path) -> Path:
                               f"weights file from the model it came with, or re-save the model")
     raise CheckpointError(f"{d} is neither a model directory (no {CONFIG_FILE} + {WEIGHTS_FILE}) nor a run "
                           f"directory with a best/ or checkpoints/ model")
+
+
+def _count(name: str, value) -> int:
+    """``value`` (an int, or a numpy or 0-d tensor integer) as an int >= 0; else a ValueError naming ``name``."""
+    try:
+        n = -1 if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        n = -1
+    if n < 0:
+        raise ValueError(f"{name}={value!r} must be a whole number >= 0")
+    return n
 
 
 def _sentence_list(sentences) -> list:
