@@ -345,6 +345,12 @@ def test_csv_first_row_with_more_fields_than_the_header_is_an_error(tmp_path, ca
         load(folder, cache, label_field="label")
 
 
+def test_csv_header_after_a_blank_line_is_read(tmp_path, cache):
+    folder = write(tmp_path, {"train.csv": "\r\ntext,label\r\nhello world,a\r\n", **OTHERS})
+    splits = load(folder, cache, label_field="label")
+    assert splits["train"]["text"] == ["hello world"] and splits["train"]["label"] == ["a"]
+
+
 def test_csv_with_only_a_header_row_is_an_empty_split(tmp_path, cache):
     folder = write(tmp_path, {"train.csv": "text,label\r\n\r\n", **OTHERS})
     with pytest.raises(DataError, match=r"train split \(.*train\.csv\) has no examples \(0 blank lines\); add text"):

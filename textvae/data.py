@@ -291,8 +291,8 @@ def _read_csv(path: Path, cfg: DataConfig, cache_dir: str | None):
     _check_text_file(path, cfg.encoding_errors)
     with open(path, encoding="utf-8-sig", errors=cfg.encoding_errors, newline="") as f:
         rows = csv.reader(f)
-        header = next(rows, [])
-        first = next((row for row in rows if row), [])  # the first example (pandas skips blank lines)
+        header = next((row for row in rows if row), [])  # pandas skips blank lines, before the header too
+        first = next((row for row in rows if row), [])  # the first example
     if not header:
         raise DataError(f"{path} is empty; a CSV file needs a header row naming its columns (e.g. text,label), "
                         f"then one example per row")
