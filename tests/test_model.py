@@ -416,3 +416,12 @@ def test_sample_and_interpolate_counts_of_the_wrong_kind_are_clear_errors():
     with pytest.raises(ValueError, match="steps=2.5 must be a whole number >= 0"):
         model.interpolate(TEXTS[0], TEXTS[1], steps=2.5)
     assert model.sample(0) == [] and len(model.sample(torch.tensor(2))) == 2  # anything int-like counts
+
+
+def test_a_string_api_call_that_fails_keeps_the_training_flag():
+    model = tiny().train()
+    for call in (lambda: model.encode([""]), lambda: model.encode_points(["the cat sat .", ""]),
+                 lambda: model.interpolate(TEXTS[0], "", steps=2)):
+        with pytest.raises(ValueError, match="empty after tokenisation"):
+            call()
+        assert model.training  # not left in eval mode: training would go on without dropout

@@ -391,12 +391,11 @@ class TextVAE(nn.Module):
     def encode(self, sentences: list[str], label: str | list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance (each (B, Z)) for a list of sentences (and, for a
         conditional model, their label: one for all, or one per sentence)."""
+        from .generate import eval_mode
+
         sentences = _sentence_list(sentences)
-        was = self.training
-        self.eval()
-        mu, logvar = self.encode_posterior(*self._tokenize(sentences), self.label_ids(label, len(sentences)))
-        self.train(was)
-        return mu, logvar
+        with eval_mode(self):  # the training flag comes back on an error too
+            return self.encode_posterior(*self._tokenize(sentences), self.label_ids(label, len(sentences)))
 
     @torch.no_grad()
     def classify(self, sentences: list[str], batch_size: int = 64) -> tuple[list[str], torch.Tensor]:
@@ -408,23 +407,23 @@ class TextVAE(nn.Module):
             raise ConfigError("this model has no classifier q(y|x): train one with model.classifier=true "
                               "(Kingma et al.'s M2, docs/semisup.md), or fit one on its posterior means "
                               "(scripts/semisup.py, M1)")
-        was = self.training
-        self.eval()
+        from .generate import eval_mode
+
         sentences, probs = _sentence_list(sentences), []
-        for i in range(0, len(sentences), batch_size):
-            probs.append(self.classifier(*self._tokenize(sentences[i:i + batch_size])).softmax(-1).float().cpu())
-        self.train(was)
+        with eval_mode(self):
+            for i in range(0, len(sentences), batch_size):
+                probs.append(self.classifier(*self._tokenize(sentences[i:i + batch_size])).softmax(-1).float().cpu())
         probs = torch.cat(probs) if probs else torch.zeros(0, self.config.num_labels)
         return [self.label_names[k] for k in probs.argmax(-1).tolist()], probs
 
     @torch.no_grad()
     def encode_points(self, sentences: list[str], label: str | list[str] | None = None) -> torch.Tensor:
         """The latent's point code (B, Z) of each sentence's posterior (gaussian: the mean), in eval mode."""
+        from .generate import eval_mode
+
         sentences = _sentence_list(sentences)
-        was = self.training
-        self.eval()
-        params = self.posterior_params(*self._tokenize(sentences), self.label_ids(label, len(sentences)))
-        self.train(was)
+        with eval_mode(self):
+            params = self.posterior_params(*self._tokenize(sentences), self.label_ids(label, len(sentences)))
         return params[0] if self.is_lm else self.latent.point(params)
 
     def decode(self, z: torch.Tensor | None, sample: SampleConfig | None = None, n: int | None = None,
@@ -470,9 +469,9 @@ class TextVAE(nn.Module):
         if path not in ("line", "codes"):
             raise ValueError(f"path={path!r} is not one of 'line', 'codes' (the straight path, or a discrete "
                              f"latent's code homotopy)")
-        was = self.training
-        self.eval()
-        with torch.no_grad():
+        from .generate import eval_mode
+
+        with eval_mode(self):
             params = self.posterior_params(*self._tokenize([a, b]), self.label_ids(label, 2))
             if path == "codes":
                 ends = self.latent.point(params)
@@ -480,7 +479,6 @@ class TextVAE(nn.Module):
             else:
                 ends = self.latent.path_point(params)
                 codes = self.latent.interpolate(ends[0], ends[1], steps)
-        self.train(was)
         return self.decode(codes, sample or SampleConfig(greedy=True), label=label)
 
     # ------------------------------------------------------------------ model directories
