@@ -380,6 +380,7 @@ def test_weights_of_another_shape_are_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("key, value, kw", [
     ("tokenizer_fingerprint", 5, {}),
+    ("data", ["a list"], {}),  # read later by reconstruct (data.max_len) and push (the card)
     ("code_prior", "code_prior.safetensors", {"latent": "vq", "latent_vars": 2, "latent_classes": 4, "code_dim": 3}),
 ])
 def test_config_entries_of_the_wrong_type_are_a_clear_error(tmp_path, key, value, kw):

@@ -558,7 +558,8 @@ class TextVAE(nn.Module):
         if version < 2 and isinstance(meta["model"], dict):
             meta["model"] = _labels_into_model(meta, d / CONFIG_FILE)
         cfg = _build(ModelConfig, meta["model"], str(d / CONFIG_FILE), "model.")
-        for key, kind, what in (("tokenizer_fingerprint", str, "a string"), ("code_prior", dict, "a mapping")):
+        for key, kind, what in (("tokenizer_fingerprint", str, "a string"), ("code_prior", dict, "a mapping"),
+                                ("data", dict, "a mapping")):
             if meta.get(key) is not None and not isinstance(meta[key], kind):
                 raise CheckpointError(f"{d / CONFIG_FILE}: '{key}' must be {what} or null, got {meta[key]!r:.60}; "
                                       f"the file is damaged: re-save or re-download the model")
