@@ -39,6 +39,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from .config import FORMAT_VERSION, ModelConfig, SampleConfig, saved_header
 from .encoders import ENCODERS, RNN, word_embedding
 from .errors import CheckpointError
+from .generate import eval_mode, generate
 from .latents import Latent, build_latent
 
 WEIGHTS_FILE = "model.safetensors"
@@ -391,8 +392,6 @@ class TextVAE(nn.Module):
     def encode(self, sentences: list[str], label: str | list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance (each (B, Z)) for a list of sentences (and, for a
         conditional model, their label: one for all, or one per sentence)."""
-        from .generate import eval_mode
-
         sentences = _sentence_list(sentences)
         with eval_mode(self):  # the training flag comes back on an error too
             return self.encode_posterior(*self._tokenize(sentences), self.label_ids(label, len(sentences)))
@@ -407,8 +406,6 @@ class TextVAE(nn.Module):
             raise ConfigError("this model has no classifier q(y|x): train one with model.classifier=true "
                               "(Kingma et al.'s M2, docs/semisup.md), or fit one on its posterior means "
                               "(scripts/semisup.py, M1)")
-        from .generate import eval_mode
-
         sentences, probs = _sentence_list(sentences), []
         with eval_mode(self):
             for i in range(0, len(sentences), batch_size):
@@ -419,8 +416,6 @@ class TextVAE(nn.Module):
     @torch.no_grad()
     def encode_points(self, sentences: list[str], label: str | list[str] | None = None) -> torch.Tensor:
         """The latent's point code (B, Z) of each sentence's posterior (gaussian: the mean), in eval mode."""
-        from .generate import eval_mode
-
         sentences = _sentence_list(sentences)
         with eval_mode(self):
             params = self.posterior_params(*self._tokenize(sentences), self.label_ids(label, len(sentences)))
@@ -430,8 +425,6 @@ class TextVAE(nn.Module):
                generator: torch.Generator | None = None, label: str | list[str] | None = None) -> list[str]:
         """Decode latent codes (N, Z) to strings (for the LM, z=None and n sentences); a conditional
         model decodes p(x|z, label)."""
-        from .generate import generate
-
         y = self.label_ids(label, z.size(0) if z is not None else n)
         ids = generate(self, z, sample or SampleConfig(), n=n, generator=generator, labels=y)
         return [self.tokenizer.decode(s) for s in ids]
@@ -469,8 +462,6 @@ class TextVAE(nn.Module):
         if path not in ("line", "codes"):
             raise ValueError(f"path={path!r} is not one of 'line', 'codes' (the straight path, or a discrete "
                              f"latent's code homotopy)")
-        from .generate import eval_mode
-
         with eval_mode(self):
             params = self.posterior_params(*self._tokenize([a, b]), self.label_ids(label, 2))
             if path == "codes":
