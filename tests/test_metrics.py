@@ -278,6 +278,27 @@ def test_reconstruction_bleu_uses_decoded_inputs(split, monkeypatch):
     assert r["distinct_1"] == pytest.approx(3 / 9)
 
 
+def test_self_bleu_of_chinese_samples_is_scored_per_character_without_reconstructions():
+    # the tokenisation was chosen from the reconstructions' references only: with none (the LM,
+    # bleu_sentences=0) CJK samples were scored with 13a, whole lines as single tokens
+    from textvae.tokenizers import SentencePieceTokenizer
+
+    rng = np.random.default_rng(0)
+    chars = "春江花月夜山水風雲雨雪天地日星人家門前後上下東西南北"
+    texts = ["".join(rng.choice(list(chars), 5)) + "，" + "".join(rng.choice(list(chars), 5)) + "。"
+             for _ in range(40)]
+    tok = SentencePieceTokenizer.train(texts, vocab_size=60, model_type="char")
+    zh = EncodedSplit(ids=[np.asarray(tok.encode(t), dtype=np.int32) for t in texts[:12]], texts=texts[:12])
+    for latent_dim in (Z, 0):
+        torch.manual_seed(0)
+        m = TextVAE(ModelConfig(emb_dim=8, enc_hidden=8, dec_hidden=16, latent_dim=latent_dim), tok)
+        runs = [evaluate(m, zh, iw_samples=0, n_samples=8, sample_cfg=SampleConfig(max_len=12), bleu_sentences=b)
+                for b in (None, 0)]
+        for r in runs:
+            assert r["bleu_tokenize"] == "zh"
+        assert runs[0]["self_bleu"] == runs[1]["self_bleu"]
+
+
 def test_default_chunk_fits_the_logit_budget_and_a_gpu_gets_a_larger_one():
     from textvae.metrics import LOGIT_BUDGET, LOGIT_BUDGET_CUDA, default_chunk
     cpu = default_chunk(500, 64, 24, 10_000)

@@ -137,7 +137,7 @@ def evaluate_codes(model, split, *, iw_samples: int = 500, elbo_samples: int = 1
     result.update(active_variables=au, au=au, au_threshold=au_threshold,
                   **code_statistics(r["ids"], latent.classes, shared=vq),
                   bleu_rec=bleu(acc["hyps"], acc["refs"], bleu_tok) if acc["hyps"] else None)
-    result.update(prior_sample_metrics(model, n_samples, sample_cfg, g, checks, bleu_tok))
+    result.update(prior_sample_metrics(model, n_samples, sample_cfg, g, checks, bleu_tok if acc["refs"] else None))
     result.update(tokens=tokens, sentences=n, iw_samples=0 if vq else iw_samples, seconds=time.perf_counter() - start)
     return result
 

@@ -403,9 +403,11 @@ def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0
 
 
 def prior_sample_metrics(model, n_samples: int, sample_cfg: SampleConfig | None, g: torch.Generator,
-                         checks: list, bleu_tok: str) -> dict:
+                         checks: list, bleu_tok: str | None) -> dict:
     """Diversity and length of ``n_samples`` sentences decoded from prior codes (the LM: sampled),
-    and the keys of each of ``checks`` (see :func:`evaluate`)."""
+    and the keys of each of ``checks`` (see :func:`evaluate`). ``bleu_tok``: self-BLEU's sacrebleu
+    tokeniser, the reconstruction BLEU's; None (no reconstructions: the LM, ``bleu_sentences=0``):
+    :func:`bleu_tokenize` of the samples, so CJK samples are scored per character all the same."""
     samples, requested, result = [], None, {}
     if n_samples > 0:
         z = model.prior_sample(n_samples, g)  # None for the LM
@@ -416,6 +418,8 @@ def prior_sample_metrics(model, n_samples: int, sample_cfg: SampleConfig | None,
         if y is not None:
             requested = [model.label_names[i] for i in y.tolist()]
         mean_len = float(np.mean([len(s) for s in ids]))
+    if bleu_tok is None:
+        bleu_tok = bleu_tokenize(samples, getattr(getattr(model, "tokenizer", None), "kind", None))
     for check in checks:
         result.update(check(samples, requested))
     result.update(distinct_1=distinct_n(samples, 1) if samples else None,
@@ -453,7 +457,7 @@ def _pass_metrics(model, split, acc: PassState, g: torch.Generator, checks, *, i
         result.update(mi_batch=mi_batch(mu_all, logvar_all, he_batches, g), mi_full=mi_value, mi_full_se=mi_se,
                       au=au, au_threshold=au_threshold, au_variances=variances.tolist(), kl_per_dim=kl_per_dim,
                       bleu_rec=bleu(hyps, refs, bleu_tok) if hyps else None)
-    result.update(prior_sample_metrics(model, n_samples, sample_cfg, g, checks, bleu_tok))
+    result.update(prior_sample_metrics(model, n_samples, sample_cfg, g, checks, bleu_tok if refs else None))
     result.update(tokens=tokens, sentences=n, iw_samples=0 if lm else iw_samples, mi_batch_size=mi_batch_size)
     if not lm and decomposition:
         from .decomposition import kl_decomposition
