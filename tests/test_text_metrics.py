@@ -1,5 +1,7 @@
 """BLEU, distinct-n and self-BLEU: values worked out by hand, and equality with the definitions
 (sacrebleu's sentence BLEU, nltk's smoothing method 1) computed the slow way."""
+import math
+
 import numpy as np
 import pytest
 
@@ -79,6 +81,12 @@ def test_self_bleu_texygen_equals_the_definition_against_all_the_others():
         units = [s.split() for s in _random_sentences(25, seed)]
         slow = 100 * np.mean([nltk_method1(u, units[:i] + units[i + 1:]) for i, u in enumerate(units)])
         assert self_bleu_texygen([" ".join(u) for u in units]) == pytest.approx(slow, abs=1e-9)
+
+
+def test_corpus_bleu_is_sacrebleus_default_exp_smoothed_score():
+    # no 4-gram matches anywhere: unsmoothed BLEU would be 0; exp smoothing counts 1/2 of a match
+    p = [3 / 5, 2 / 4, 1 / 3, 0.5 / 2]
+    assert bleu(["a b c d e"], ["a b c x y"], "none") == pytest.approx(100 * math.prod(p) ** 0.25)
 
 
 def test_distinct_n_per_ngram_and_per_token():

@@ -33,7 +33,8 @@ def bleu_tokenize(texts: list[str], tokenizer_kind: str | None = None) -> str:
 
 
 def bleu(hyps: list[str], refs: list[str], tokenize: str | None = None) -> float:
-    """Corpus BLEU (Papineni et al. 2002; sacrebleu, 4-grams, one reference per hypothesis), 0..100.
+    """Corpus BLEU (Papineni et al. 2002; sacrebleu, 4-grams, one reference per hypothesis), 0..100,
+    with sacrebleu's default exp smoothing (it acts only when an n-gram order has no match at all).
 
     ``tokenize``: a sacrebleu tokeniser; ``none`` for pre-tokenised text (multi-bleu.perl's
     convention). Default: :func:`bleu_tokenize` of the references (``zh`` or ``13a``)."""
