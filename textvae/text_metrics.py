@@ -62,8 +62,8 @@ def distinct_n(sentences: list[str], n: int, per: str = "ngrams") -> float:
     """Distinct n-grams over all sentences (Li et al. 2016), divided by the total number of
     n-grams (``per="ngrams"``, in 0..1, the common reading) or of tokens (``per="tokens"``, Li et
     al.'s own definition: "scaled by total number of generated tokens"). The two agree for n = 1;
-    for n > 1 the token count is larger by one per sentence of at least n tokens. n-grams of
-    whitespace tokens, or of characters for CJK text."""
+    for n > 1 the token count is larger by n - 1 per sentence of at least n tokens (by its length for
+    a shorter one). n-grams of whitespace tokens, or of characters for CJK text."""
     units = [_units(s) for s in sentences]
     grams = [g for u in units for g in _ngrams(u, n)]
     total = {"ngrams": len(grams), "tokens": sum(map(len, units))}
