@@ -391,6 +391,19 @@ def test_config_entries_of_the_wrong_type_are_a_clear_error(tmp_path, key, value
         TextVAE.from_pretrained(tmp_path / "m")
 
 
+@pytest.mark.parametrize("key, value", [("latent_dim", -3), ("emb_dim", -1), ("dec_layers", 0),
+                                        ("word_dropout", 2.0), ("cell", "rnn")])
+def test_model_settings_out_of_range_in_config_json_are_a_clear_error(tmp_path, key, value):
+    # a hand-edited config.json: values the training config refuses failed deep in torch (negative
+    # dimension, num_layers), as a weight-shape mismatch, or loaded (word_dropout=2)
+    tiny().save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta["model"][key] = value
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=rf"config.json: invalid model settings: model.{key}="):
+        TextVAE.from_pretrained(tmp_path / "m")
+
+
 def test_a_lone_string_or_a_non_string_sentence_is_refused_not_split_into_characters():
     model = tiny()
     for call in (model.reconstruct, model.encode, model.encode_points):

@@ -549,6 +549,11 @@ class TextVAE(nn.Module):
         if version < 2 and isinstance(meta["model"], dict):
             meta["model"] = _labels_into_model(meta, d / CONFIG_FILE)
         cfg = _build(ModelConfig, meta["model"], str(d / CONFIG_FILE), "model.")
+        problems: list[str] = []
+        cfg.validate(problems)  # _build checks types only; values as a training config would
+        if problems:
+            raise CheckpointError(f"{d / CONFIG_FILE}: invalid model settings: {'; '.join(problems)}; the file is "
+                                  f"damaged or was edited: re-save or re-download the model")
         for key, kind, what in (("tokenizer_fingerprint", str, "a string"), ("code_prior", dict, "a mapping"),
                                 ("data", dict, "a mapping")):
             if meta.get(key) is not None and not isinstance(meta[key], kind):
