@@ -231,3 +231,12 @@ def test_config_round_trips_through_dict_json_and_yaml(d, tmp_path_factory):
     assert load_config(config_file=str(tmp / "c.json")) == cfg
     (tmp / "c.yaml").write_text(yaml.safe_dump(cfg.to_dict()))  # non-ASCII escaped, as PyYAML does by default
     assert load_config(config_file=str(tmp / "c.yaml")) == cfg
+
+
+def test_labelled_ratio_needs_a_batch_of_two():
+    # M2's mixed batches hold at least one labelled and one unlabelled example; with batch_size=1
+    # the sampler crashed at start-up (numpy: need at least one array to concatenate)
+    with pytest.raises(ConfigError, match=r"train.labelled_ratio=0.5 needs train.batch_size >= 2"):
+        load_config(preset="tiny", overrides=["model.conditional=true", "model.classifier=true",
+                                              "data.labelled_per_class=3", "train.labelled_ratio=0.5",
+                                              "train.batch_size=1"])

@@ -417,6 +417,9 @@ class TrainConfig:
         _choice(p, "train.precision", self.precision, ("fp32", "bf16", "fp16"))
         if self.labelled_ratio is not None and not 0.0 < self.labelled_ratio < 1.0:
             p.append(f"train.labelled_ratio={self.labelled_ratio!r} must be in (0, 1): a share of each batch")
+        elif self.labelled_ratio is not None and self.batch_size < 2:
+            p.append(f"train.labelled_ratio={self.labelled_ratio!r} needs train.batch_size >= 2 (each batch mixes "
+                     f"at least one labelled and one unlabelled example), got {self.batch_size}")
         if not 0.0 < self.lr_decay <= 1.0:
             p.append(f"train.lr_decay={self.lr_decay!r} must be in (0, 1]")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
