@@ -240,3 +240,11 @@ def test_labelled_ratio_needs_a_batch_of_two():
         load_config(preset="tiny", overrides=["model.conditional=true", "model.classifier=true",
                                               "data.labelled_per_class=3", "train.labelled_ratio=0.5",
                                               "train.batch_size=1"])
+
+
+def test_a_seed_beyond_64_bits_is_refused():
+    # torch's generators take 64 bits: 2**64 - 1 was accepted, then the run failed at start-up with
+    # a bare "ValueError: Overflow when unpacking long long" (seed + 1 seeds the noise generator)
+    with pytest.raises(ConfigError, match=r"train.seed=18446744073709551615 must be in \[-2\*\*63, 2\*\*63\)"):
+        load_config(preset="tiny", overrides=["train.seed=18446744073709551615"])
+    assert load_config(preset="tiny", overrides=["train.seed=-5"]).train.seed == -5

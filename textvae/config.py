@@ -412,6 +412,8 @@ class TrainConfig:
         for name in ("momentum", "weight_decay", "grad_clip", "eval_every", "lr_patience", "max_decays",
                      "min_lr", "checkpoint_every"):
             _positive(p, f"train.{name}", getattr(self, name), allow_zero=True)
+        if not -2**63 <= self.seed < 2**63:  # torch's generators take 64 bits; the run seeds them with seed + 1
+            p.append(f"train.seed={self.seed!r} must be in [-2**63, 2**63) (a 64-bit seed)")
         _choice(p, "train.optimizer", self.optimizer, ("adam", "sgd"))
         _choice(p, "train.nonfinite", self.nonfinite, ("stop", "skip"))
         _choice(p, "train.precision", self.precision, ("fp32", "bf16", "fp16"))
