@@ -278,6 +278,14 @@ def test_reconstruction_bleu_uses_decoded_inputs(split, monkeypatch):
     assert r["distinct_1"] == pytest.approx(3 / 9)
 
 
+def test_reconstruction_bleu_does_not_depend_on_the_batch_size(split):
+    """An untrained model's greedy decodes run on; each is cut at its own input's length + 10 tokens, not at
+    the longest input of its batch's, so batching the same sentences differently scores the same."""
+    m = tiny()
+    scores = [evaluate(m, split, iw_samples=0, n_samples=0, batch_size=b)["bleu_rec"] for b in (1, 8, 64)]
+    assert scores[0] > 0 and scores == pytest.approx([scores[0]] * 3, abs=1e-9), scores
+
+
 def test_self_bleu_of_chinese_samples_is_scored_per_character_without_reconstructions():
     # the tokenisation was chosen from the reconstructions' references only: with none (the LM,
     # bleu_sentences=0) CJK samples were scored with 13a, whole lines as single tokens

@@ -24,8 +24,9 @@ import time
 import torch
 
 from .config import SampleConfig
-from .generate import eval_mode, generate
-from .metrics import _batches, _generator, _ids_to_text, iw_log_likelihood, prior_sample_metrics, progress_bar
+from .generate import eval_mode
+from .metrics import (_batches, _generator, _ids_to_text, iw_log_likelihood, prior_sample_metrics, progress_bar,
+                      reconstructions)
 from .text_metrics import bleu, bleu_tokenize
 
 
@@ -113,9 +114,8 @@ def evaluate_codes(model, split, *, iw_samples: int = 500, elbo_samples: int = 1
             acc["prior_nll"] -= float(latent.log_prior(point).double().sum())
         keep = [j for j, i in enumerate(idx) if i < bleu_limit]
         if keep:
-            out = generate(model, point[keep], SampleConfig(greedy=True, max_len=int(b.lengths.max()) + 8),
-                           labels=None if b.label_ids is None else b.label_ids[keep])
-            acc["hyps"] += [_ids_to_text(model, o) for o in out]
+            acc["hyps"] += reconstructions(model, point[keep], b.lengths[keep],
+                                           None if b.label_ids is None else b.label_ids[keep])
             acc["refs"] += [_ids_to_text(model, split.ids[idx[j]]) for j in keep]
 
     r = _pass(model, split, batch_size, elbo_samples, g, progress, each)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FORMAT = 1
+FORMAT = 2  # raised whenever what a pass computes changes, so a pass saved by older code is started afresh
 
 
 @dataclass

@@ -249,6 +249,15 @@ def _ids_to_text(model, ids) -> str:
     return tok.decode(ids) if tok is not None else " ".join(map(str, ids))
 
 
+def reconstructions(model, codes: torch.Tensor, lengths: torch.Tensor, labels=None) -> list[str]:
+    """Greedy decodes of ``codes`` (one row per sentence), each cut at its own sentence's length + 8
+    words: what bleu_rec scores. The cap is per sentence, so a decode that never stops is scored the
+    same whatever the batch it was decoded in."""
+    caps = [int(n) - 2 + 10 for n in lengths]  # lengths count BOS and EOS
+    out = generate(model, codes, SampleConfig(greedy=True, max_len=max(caps)), labels=labels)
+    return [_ids_to_text(model, o[:cap]) for o, cap in zip(out, caps)]
+
+
 def length_batches(lengths, size: int = 32) -> list[list[int]]:
     """Row indices in batches of at most ``size`` sentences of one length, in length order (split
     order within a length): how He et al. (2019) batch a test set (``create_data_batch``), and so
@@ -576,10 +585,8 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
                         nll = -float(ll.double().sum())
                     keep = [j for j, row in enumerate(idx) if row < bleu_limit]
                     if keep:
-                        max_len = int(b.lengths.max()) - 2 + 10
-                        out = generate(model, mu[keep], SampleConfig(greedy=True, max_len=max_len),
-                                       labels=None if b.label_ids is None else b.label_ids[keep])
-                        hyps = [_ids_to_text(model, o) for o in out]
+                        hyps = reconstructions(model, mu[keep], b.lengths[keep],
+                                               None if b.label_ids is None else b.label_ids[keep])
                         refs = [_ids_to_text(model, split.ids[idx[j]]) for j in keep]
                 with stop.deferred():  # the batch goes into the sums whole or not at all
                     acc.tokens += int((b.lengths - 1).sum())
