@@ -248,3 +248,11 @@ def test_a_seed_beyond_64_bits_is_refused():
     with pytest.raises(ConfigError, match=r"train.seed=18446744073709551615 must be in \[-2\*\*63, 2\*\*63\)"):
         load_config(preset="tiny", overrides=["train.seed=18446744073709551615"])
     assert load_config(preset="tiny", overrides=["train.seed=-5"]).train.seed == -5
+
+
+def test_a_floor_above_the_learning_rate_is_refused():
+    # decay_lr keeps max(min_lr, lr * lr_decay): with min_lr above lr the first "decay" raised the
+    # learning rate to min_lr (here tenfold)
+    with pytest.raises(ConfigError, match=r"train.min_lr=0.01 is above train.lr=0.001"):
+        load_config(preset="tiny", overrides=["train.lr=0.001", "train.min_lr=0.01"])
+    assert load_config(preset="tiny", overrides=["train.lr=0.001", "train.min_lr=0.001"]).train.min_lr == 0.001

@@ -422,6 +422,9 @@ class TrainConfig:
         elif self.labelled_ratio is not None and self.batch_size < 2:
             p.append(f"train.labelled_ratio={self.labelled_ratio!r} needs train.batch_size >= 2 (each batch mixes "
                      f"at least one labelled and one unlabelled example), got {self.batch_size}")
+        if self.min_lr > self.lr > 0:
+            p.append(f"train.min_lr={self.min_lr!r} is above train.lr={self.lr!r}: a decay would raise the learning "
+                     f"rate to it; make it at most train.lr")
         if not 0.0 < self.lr_decay <= 1.0:
             p.append(f"train.lr_decay={self.lr_decay!r} must be in (0, 1]")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
