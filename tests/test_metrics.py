@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import signal_on_call
+from helpers import load_script, signal_on_call
 from textvae.batching import collate
 from textvae.config import ModelConfig, SampleConfig
 from textvae.data import EncodedSplit
@@ -284,6 +284,14 @@ def test_reconstruction_bleu_does_not_depend_on_the_batch_size(split):
     m = tiny()
     scores = [evaluate(m, split, iw_samples=0, n_samples=0, batch_size=b)["bleu_rec"] for b in (1, 8, 64)]
     assert scores[0] > 0 and scores == pytest.approx([scores[0]] * 3, abs=1e-9), scores
+
+
+def test_bleu_cap_script_scores_both_cuts_and_its_own_cut_is_evaluates(split):
+    m = tiny()
+    r = load_script("bleu_cap").both_caps(m, split, batch_size=8)
+    assert r["sentences"] == len(split.ids) and r["mixed_length_batches"] > 0
+    assert r["bleu_rec_own_cap"] == evaluate(m, split, iw_samples=0, n_samples=0, batch_size=8)["bleu_rec"]
+    assert r["bleu_rec_batch_cap"] != r["bleu_rec_own_cap"]  # this untrained model's decodes run on
 
 
 def test_self_bleu_of_chinese_samples_is_scored_per_character_without_reconstructions():
