@@ -387,7 +387,7 @@ class TrainConfig:
     grad_clip: float = 5.0  # max global grad norm; 0 disables
     eval_every: int = 0  # evaluate on valid every N steps; 0: at the end of every epoch
     lr_decay: float = 0.5  # multiply lr by this when valid loss does not improve for lr_patience evals
-    lr_patience: int = 2  # evaluations without improvement before a decay
+    lr_patience: int = 2  # evaluations without improvement tolerated: the next one decays
     max_decays: int = 5  # early stopping: stop after this many lr decays (0: never decay, never stop early)
     min_lr: float = 0.0  # decays never go below this
     checkpoint_every: int = 0  # also save a resumable checkpoint every N steps; 0: at every evaluation
