@@ -1,5 +1,6 @@
 """The training loop (textvae.train): learning, resume after a crash or a kill, the non-finite guard,
 LR decay and early stopping, the time budget, evaluation, the end-of-run summary and SIGINT."""
+import json
 import math
 import os
 import signal
@@ -16,7 +17,7 @@ from textvae.checkpoint import Progress, list_checkpoints, read_checkpoint
 from textvae.cli import main
 from textvae.errors import ConfigError, TrainingError
 from textvae.model import TextVAE
-from textvae.optim import plateau, record_score
+from textvae.optim import improves_best, plateau, record_score
 from textvae.train import Trainer, train
 
 def test_training_lowers_valid_elbo_and_logs_it(tmp_path):
@@ -196,6 +197,25 @@ def test_time_budget_stops_validates_and_resumes(tmp_path, monkeypatch):
     assert train(tiny_cfg("train.max_steps=3"), tmp_path / "short")["stopped"] == "max_steps"
 
 
+def test_resume_after_a_step_budget_between_validations_is_exact(tmp_path):
+    """A stop by train.max_steps mid-epoch validates for best/, but that validation is not one of the
+    plateau's: with lr_patience=1 and a learning rate too small to improve anything, the uninterrupted run
+    decays once (at its step-36 validation); stopped at step 18 and resumed, it must decay there too."""
+    cfg = ("data.builtin_size=400", "train.lr_patience=1", "train.max_epochs=3", "train.lr=1e-9")
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(tiny_cfg(*cfg, "train.max_steps=36"), whole)
+    first = train(tiny_cfg(*cfg, "train.max_steps=18"), parts)
+    assert first["stopped"] == "max_steps" and records(parts, "valid")[-1]["step"] == 18  # validated at its stop
+    train(tiny_cfg(*cfg, "train.max_steps=36"), parts, resume=True)
+    a, b = weights(list_checkpoints(whole)[-1]), weights(list_checkpoints(parts)[-1])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    scheduled = [r for r in records(parts, "valid") if r["step"] != 18]
+    assert [r["lr"] for r in records(whole, "valid")] == [r["lr"] for r in scheduled]
+    assert without_speed(records(whole, "train")) == without_speed(records(parts, "train"))
+    state = lambda run: json.loads((list_checkpoints(run)[-1] / "trainer_state.json").read_text())["progress"]  # noqa: E731
+    assert state(whole) == state(parts)
+
+
 def test_time_budget_must_be_positive():
     with pytest.raises(ConfigError, match="train.max_minutes"):
         tiny_cfg("train.max_minutes=0")
@@ -204,7 +224,8 @@ def test_time_budget_must_be_positive():
 def test_model_selection_plateau_and_early_stopping_are_separate_steps():
     t = tiny_cfg("train.lr_patience=1", "train.max_decays=1").train
     p = Progress(step=1)
-    assert record_score(p, 10.0) and (p.best_elbo, p.best_step) == (10.0, 1)
+    assert record_score(p, 10.0) and p.plateau_best == 10.0 and p.best_step == -1  # best/ is improves_best's
+    assert improves_best(p, 10.0) and (p.best_elbo, p.best_step) == (10.0, 1) and not improves_best(p, 10.0)
     assert not record_score(p, 10.0) and p.bad_evals == 1 and plateau(p, t) is None  # patience 1
     assert not record_score(p, 11.0) and plateau(p, t) == "decay" and p.bad_evals == 0
     p.decays = 1

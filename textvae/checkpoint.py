@@ -111,9 +111,10 @@ class Progress:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of `epoch` already consumed
-    best_elbo: float = math.inf  # the best validation score so far (collapse.Strategy.score)
+    best_elbo: float = math.inf  # the best validation score so far (collapse.Strategy.score): best/'s
     best_step: int = -1
-    bad_evals: int = 0  # evaluations since the last improvement
+    plateau_best: float = math.inf  # the best on the validation schedule: what the plateau compares
+    bad_evals: int = 0  # scheduled evaluations since the last improvement
     decays: int = 0  # learning-rate decays so far
     stopped_early: bool = False
     last_valid: dict = field(default_factory=dict)
@@ -122,11 +123,13 @@ class Progress:
     def from_dict(cls, d: dict) -> "Progress":
         """From a saved ``progress`` mapping (other keys, the strategies' state, are ignored)."""
         names = {f.name for f in fields(cls)}
+        d = {"plateau_best": d.get("best_elbo", math.inf), **d}  # saved before plateau_best: no stop off the schedule
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def restart_selection(self) -> None:
         """Forget the best score, plateau and early-stopping state (a new training phase)."""
         self.best_elbo, self.best_step, self.bad_evals, self.decays, self.stopped_early = math.inf, -1, 0, 0, False
+        self.plateau_best = math.inf
 
 
 def save_trainer(tr) -> Path:

@@ -379,7 +379,7 @@ class TrainConfig:
     batch_size: int = 32  # sentences per optimiser step (the global batch under torchrun)
     max_epochs: int = 30  # passes over the training split at most
     max_steps: int | None = None  # stop after this many optimiser steps (overrides epochs when reached first)
-    max_minutes: float | None = None  # wall-clock budget per sitting: then validate, checkpoint and stop
+    max_minutes: float | None = None  # wall-clock budget per sitting: then validate (for best/), checkpoint, stop
     optimizer: str = "adam"  # adam | sgd
     lr: float = 1e-3  # learning rate
     momentum: float = 0.0  # sgd only

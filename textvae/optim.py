@@ -8,11 +8,21 @@ from .checkpoint import Progress
 
 
 def record_score(p: Progress, score: float) -> bool:
-    """Model selection: True when ``score`` improves on the best so far (best/ is then saved)."""
-    if score < p.best_elbo - 1e-6:
-        p.best_elbo, p.best_step, p.bad_evals = score, p.step, 0
+    """A scheduled validation's ``score``: True when it improves on the schedule's best so far (the
+    plateau starts again), else one more bad evaluation. best/ follows :func:`improves_best`."""
+    if score < p.plateau_best - 1e-6:
+        p.plateau_best, p.bad_evals = score, 0
         return True
     p.bad_evals += p.step > 0
+    return False
+
+
+def improves_best(p: Progress, score: float) -> bool:
+    """Model selection, for any validation: True when ``score`` beats what best/ holds (best/ is then
+    saved), with the best so far updated."""
+    if score < p.best_elbo - 1e-6:
+        p.best_elbo, p.best_step = score, p.step
+        return True
     return False
 
 

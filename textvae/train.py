@@ -2,7 +2,9 @@
 
 A step runs the collapse strategies' hooks (textvae.collapse), the weighted loss, gradients, the numerical
 guard, the optimiser step. Validation returns numbers (:meth:`Trainer.evaluate`); named steps act on them:
-keep the best model (:func:`record_score`), decay the learning rate or stop early (:func:`plateau`).
+keep the best model (:func:`improves_best`), count the plateau (:func:`record_score`), decay the learning
+rate or stop early (:func:`plateau`). A stop off the validation schedule (a step or time budget) validates
+too, for best/ only, so that ``--resume`` goes on as an uninterrupted run would.
 Checkpoints and exact resume: textvae.checkpoint. torchrun/DDP: textvae.distributed (``train.batch_size``
 is the global batch; the noise is drawn for it whole and each rank's loss scaled by its share, so N
 processes make one process's update). SIGINT and SIGTERM stop every phase (:class:`StopSignals`): during
@@ -27,7 +29,7 @@ from .errors import ConfigError, TrainingError
 from .metrics import validate
 from .model import TextVAE
 from .objectives import kl_weight, vae_loss
-from .optim import decay_lr, make_optimizer, plateau, record_score
+from .optim import decay_lr, improves_best, make_optimizer, plateau, record_score
 from .signals import StopSignals
 
 MAX_SKIPS = 10  # consecutive non-finite steps tolerated with train.nonfinite=skip
@@ -108,10 +110,9 @@ class Trainer:
         """Keep the best model; on a plateau decay the learning rate or stop early (unless a
         strategy takes the stop over: the end of Li et al.'s autoencoder phase)."""
         p, t = self.progress, self.cfg.train
-        score = next((x for s in self.strategies if (x := s.score(v)) is not None), v["elbo"])
+        score = self.score(v)
+        self.keep_if_best(score)
         if record_score(p, score):
-            if self.is_main:
-                checkpoint.save_best(self.run, self.model, self.cfg)
             return
         action = plateau(p, t)
         if action == "decay":
@@ -120,6 +121,15 @@ class Trainer:
         elif action == "stop" and not any(s.on_converged(self) for s in self.strategies):
             p.stopped_early = True
             self.log(f"early stopping: no improvement after {p.decays} learning-rate decays")
+
+    def score(self, v: dict) -> float:
+        """What model selection and the plateau compare: a strategy's score, else the negative ELBO."""
+        return next((x for s in self.strategies if (x := s.score(v)) is not None), v["elbo"])
+
+    def keep_if_best(self, score: float) -> None:
+        """Save the model as best/ when ``score`` beats every validation so far."""
+        if improves_best(self.progress, score) and self.is_main:
+            checkpoint.save_best(self.run, self.model, self.cfg)
 
     def kl_weight(self) -> float:
         start = next((s.kl_schedule_start for s in self.strategies if s.kl_schedule_start is not None), None)
@@ -241,8 +251,8 @@ class Trainer:
         if deadline.passed:
             self.log(f"time budget train.max_minutes={t.max_minutes:g} reached at step {p.step} ({p.epoch} "
                      f"epochs and {p.batch_in_epoch} batches); --resume continues with a new budget")
-        if self._evaluated_at != p.step:
-            self._checkpoint(with_eval=True)
+        if self._evaluated_at != p.step:  # stopped off the validation schedule
+            self._checkpoint(with_eval=True, scheduled=False)
         if stop.received is not None:  # during the last validation or checkpoint
             self._interrupt()
         stopped = ("early" if p.stopped_early else "time" if deadline.passed
@@ -261,11 +271,17 @@ class Trainer:
         raise KeyboardInterrupt(f"{stop.name} received {where}: checkpoint saved in {list_checkpoints(self.run)[-1]}"
                                 f"; continue with --resume")
 
-    def _checkpoint(self, with_eval: bool) -> None:
-        """Flush the train log, validate and act on it if asked, save a checkpoint."""
+    def _checkpoint(self, with_eval: bool, scheduled: bool = True) -> None:
+        """Flush the train log, validate and act on it if asked, save a checkpoint. A validation off the
+        schedule (at a budget's stop) only updates best/: counted in the plateau, it would make a resumed
+        run decay or stop at another validation than an uninterrupted one."""
         self._write_train_log()
         if with_eval:
-            self.after_validation(self.evaluate())
+            v = self.evaluate()
+            if scheduled:
+                self.after_validation(v)
+            else:
+                self.keep_if_best(self.score(v))
             self._evaluated_at = self.progress.step
         self._save_checkpoint()
         self.metrics.restart()  # tokens_per_s measures training, not validation or saving
