@@ -332,6 +332,8 @@ def test_pretraining_ends_early_when_the_autoencoder_converges(tmp_path):
                             "train.max_decays=1", "train.eval_every=1", "train.max_epochs=5"),
                    tmp_path / "run", log=logs.append)
     assert any("autoencoder pretraining ends, it converged" in line for line in logs)
+    assert any("warning: objective.pretrain_ae_steps=50 is at least the 30 steps of train.max_epochs=5" in line
+               for line in logs)
     meta = json.loads((list_checkpoints(tmp_path / "run")[-1] / "trainer_state.json").read_text())
     assert meta["progress"]["pretrain_end"] == 2 and result["step"] == 5
     phase, = strategy_phases(read_metrics(tmp_path / "run"), result["step"])

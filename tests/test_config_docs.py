@@ -26,7 +26,7 @@ def test_comments_above_beside_and_continuing_a_field():
     comments = field_comments(config.ObjectiveConfig)
     assert comments["free_bits"] == "lambda in nats; 0 disables"
     # a trailing comment continued on an indented comment line below it
-    assert comments["aggressive_window"].endswith("above the previous window's (their text.py: 15)")
+    assert comments["aggressive_window"].endswith("it never fires: always max_inner updates")
     # a block of comments above the field, not the continuation of the field before it
     assert comments["pretrain_ae_steps"].startswith("Li et al. (2019)")
     assert comments["pretrain_ae_steps"].endswith("0: no pretraining")

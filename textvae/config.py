@@ -306,7 +306,8 @@ class ObjectiveConfig:
     aggressive: bool = False
     aggressive_max_inner: int = 100  # most encoder-only updates per step (theirs: 99)
     aggressive_window: int = 15  # every this many inner updates, stop if the mean loss per token of the
-    #                              last window is above the previous window's (their text.py: 15)
+    #                              last window is above the previous window's (their text.py: 15); with
+    #                              2 x window > aggressive_max_inner it never fires: always max_inner updates
     aggressive_mi_every: int = 0  # measure the validation MI every this many steps; 0: after every epoch (theirs)
     # Li et al. (2019), "A Surprisingly Effective Fix for Deep Latent Variable Modeling of Text via a
     # Simple Pretraining and Free-Bits": phase 1 trains an autoencoder (KL weight 0) for this many

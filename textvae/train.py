@@ -74,6 +74,11 @@ class Trainer:
             self._saved_at = self.progress.step  # a signal before the next step needs no new checkpoint
         elif self.is_main:
             cfg.save(self.run / "config.json")
+        pretraining = any(getattr(s, "pretraining", False) for s in self.strategies)
+        if pretraining and cfg.objective.pretrain_ae_steps >= self.total_steps:  # past max_steps: a ConfigError
+            self.log(f"warning: objective.pretrain_ae_steps={cfg.objective.pretrain_ae_steps} is at least the "
+                     f"{self.total_steps} steps of train.max_epochs={t.max_epochs}: unless the autoencoder "
+                     f"converges first, the run ends before its VAE phase; lower it or train longer")
         self.metrics = checkpoint.MetricsLog(self.run, t.tensorboard, enabled=self.is_main)
         self.procs.barrier()
 
