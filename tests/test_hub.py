@@ -10,7 +10,7 @@ import torch
 
 from helpers import cli, expect_error
 from textvae import CheckpointError, TextVAE, TextVAEError
-from textvae.hub import read_card_metadata, snapshot_layout
+from textvae.hub import read_card_metadata, snapshot_layout, stage
 
 pytestmark = pytest.mark.filterwarnings("ignore:unknown word")  # the tiny corpus lacks some words used here
 METRICS = {"nll_iw": 40.123456, "ppl_iw": 30.5, "elbo": 41.0, "kl": 3.25, "au": 4, "kl_per_dim": [1.0, 2.0]}
@@ -87,6 +87,18 @@ def test_push_then_load_from_the_hub_cache_is_bit_identical(tiny_run, uploads, o
     snapshot_layout(offline, "me/tiny-vae", up["files"])
     again = TextVAE.from_pretrained("me/tiny-vae", cache_dir=offline)
     _same(_outputs(model), _outputs(again))
+
+
+def test_no_local_corpus_path_is_staged(tiny_run, tmp_path):
+    """docs/hub.md: a local corpus goes up by its folder name only, in config.json as in training_config.json."""
+    model = TextVAE.from_pretrained(tiny_run)
+    data = {**(model.extra_config.get("data") or {}), "data_dir": "/home/someone/private/tang5"}
+    model.extra_config = {"data": data}
+    stage(model, tmp_path / "up", "me/x", training_config={"data": dict(data)})
+    for f in (tmp_path / "up").iterdir():
+        assert "/home/someone" not in f.read_bytes().decode("utf-8", "replace"), f.name
+    assert json.loads((tmp_path / "up" / "config.json").read_text())["data"]["data_dir"] == "tang5"
+    assert model.extra_config["data"]["data_dir"] == "/home/someone/private/tang5"  # the model itself keeps it
 
 
 def test_revision_picks_the_tagged_snapshot(tiny_run, uploads, offline, capsys):

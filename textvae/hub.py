@@ -182,18 +182,24 @@ def read_card_metadata(text: str) -> dict:
 def stage(model, folder: Path, repo_id: str, metrics: dict | None = None, split: str = "test",
           command: str | None = None, training_config: dict | None = None) -> list[str]:
     """Write what a push uploads into ``folder``: the model directory, README.md and, when given,
-    the run's ``training_config`` (with a local corpus path cut to its folder name). Returns the
-    file names, sorted."""
+    the run's ``training_config`` (in both config files a local corpus path is cut to its folder
+    name). Returns the file names, sorted."""
     folder = Path(folder)
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, extra=_without_local_paths(model.extra_config))
     if training_config is not None:
-        cfg = json.loads(json.dumps(training_config))
-        if (cfg.get("data") or {}).get("data_dir"):
-            cfg["data"]["data_dir"] = Path(cfg["data"]["data_dir"]).name  # no local paths on the hub
+        cfg = _without_local_paths(training_config)
         (folder / TRAINING_CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         command = command or f"textvae train --config {TRAINING_CONFIG_FILE} --out runs/{repo_id.split('/')[-1]}"
     (folder / CARD_FILE).write_text(model_card(model, repo_id, metrics, split, command), encoding="utf-8")
     return sorted(p.name for p in folder.iterdir() if p.is_file())
+
+
+def _without_local_paths(sections: dict) -> dict:
+    """A copy of config ``sections`` with a local corpus path cut to its folder name: no local paths on the hub."""
+    cfg = json.loads(json.dumps(sections))
+    if (cfg.get("data") or {}).get("data_dir"):
+        cfg["data"]["data_dir"] = Path(cfg["data"]["data_dir"]).name
+    return cfg
 
 
 def push_to_hub(model, repo_id: str, *, metrics: dict | None = None, split: str = "test",
