@@ -71,7 +71,7 @@ def test_well_formed_agrees_with_a_hand_written_regex():
     seven = "".join("一二三四五六七" + p for p in "，。，。")
     assert well_formed(seven, "7x4") and ACCEPT_7x4.match(seven)
     assert form_regex("5x3").pattern.count("。") == 2  # an odd last line ends in 。 too
-    for bad_form in ("5", "x4", "5x", "0x4", "5x0", "5*4", "a5x4", "5x4x1"):
+    for bad_form in ("5", "x4", "5x", "0x4", "5x0", "5*4", "a5x4", "5x4x1", "\u00b2x4", "5x\u00b2"):  # ² is a digit to isdigit
         with pytest.raises(ConfigError, match="LxN"):
             parse_form(bad_form)
         with pytest.raises(ConfigError, match="LxN"):
@@ -362,7 +362,8 @@ def test_the_sample_checks_evaluate_gets_from_poems():
     from textvae.poems import form_sample_checks, is_form, label_agreement
 
     assert label_agreement(["白日依山盡"], None) == {}  # an unconditional model: no label keys
-    assert is_form("5x4") and not is_form("topic") and not is_form("0x4")
+    assert is_form("5x4") and not is_form("topic") and not is_form("0x4") and not is_form("\u00b2x4")
+    assert label_agreement(["a"], ["\u00b2x4"])["label_line_length"] is None  # a label, not a form
     five = "自君之出矣，不復理殘機。思君如滿月，夜夜減清輝。"
     checks = form_sample_checks("5x4")
     assert len(checks) == 2 and len(form_sample_checks()) == 1

@@ -31,7 +31,7 @@ _CONTENT = r"[^\uff0c\u3002\s<>]"  # a content character: no verse punctuation, 
 def parse_form(form: str) -> tuple[int, int]:
     """``"LxN"`` -> (L characters per line, N lines); a ConfigError for anything else."""
     chars, _, lines = str(form).partition("x")
-    if not (chars.isdigit() and lines.isdigit() and int(chars) > 0 and int(lines) > 0):
+    if not (chars.isdecimal() and lines.isdecimal() and int(chars) > 0 and int(lines) > 0):  # isdigit: "²" too
         raise ConfigError(f"form={form!r} is not LxN (characters per line x lines, e.g. 5x4 or 7x4)")
     return int(chars), int(lines)
 
