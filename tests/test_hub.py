@@ -142,6 +142,14 @@ def test_pushing_offline_says_so(tiny_run, offline):
         TextVAE.from_pretrained(tiny_run).push_to_hub("me/x")
 
 
+@pytest.mark.parametrize("repo_id", ["me/x-", "me/a--b", "me/a..b", "me/x.git"])
+def test_a_repo_id_the_hub_refuses_is_a_clear_error(tiny_run, offline, capsys, repo_id):
+    """owner/name shapes that pass textvae's own check but not huggingface_hub's validation."""
+    with pytest.raises(TextVAEError, match=rf"{repo_id!r} is not a valid hub repo id \(.*\); write it as owner/name"):
+        TextVAE.from_pretrained(tiny_run).push_to_hub(repo_id)
+    expect_error(capsys, ["push", "--model", tiny_run, "--repo", repo_id], "is not a valid hub repo id")
+
+
 def test_without_huggingface_hub_installed(monkeypatch, tiny_run):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
     with pytest.raises(CheckpointError, match=r"there is no local directory runs/demo, and reading it as a hub repo "

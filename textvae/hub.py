@@ -214,6 +214,11 @@ def push_to_hub(model, repo_id: str, *, metrics: dict | None = None, split: str 
     hub = hub_module("pushing to the Hugging Face Hub")
     from huggingface_hub import errors
 
+    try:  # the hub's own rules ('--', '..', a '-' or '.' at either end, '.git'), before anything is staged
+        hub.utils.validate_repo_id(repo_id)
+    except errors.HFValidationError as e:
+        raise TextVAEError(f"{repo_id!r} is not a valid hub repo id ({e}); write it as owner/name, e.g. "
+                           f"my-name/textvae-ptb") from None
     with tempfile.TemporaryDirectory(prefix="textvae-push-") as tmp:
         stage(model, Path(tmp), repo_id, metrics, split, command, training_config)
         api = hub.HfApi(token=token)
