@@ -111,6 +111,17 @@ def test_traverse_factors_needs_factor_labels(tmp_path, capsys, one_thread):
     expect_error(capsys, ["traverse", "--model", run, "--factors", "--dim", "0"], "--factors needs factor labels")
 
 
+def test_traverse_factors_needs_the_test_splits_labels_of_each_train_factor(tmp_path, capsys, one_thread):
+    from helpers import write_corpus, write_lines
+
+    write_corpus(tmp_path / "c", {s: ["a b c .", "b c d ."] * 5 for s in ("train", "valid", "test")})
+    write_lines(tmp_path / "c" / "train.tense.labels.txt", ["past", "future"] * 5)  # no test.tense.labels.txt
+    run = tmp_path / "r"
+    cli(capsys, ["train", *TINY, "--data", tmp_path / "c", "--out", run, "train.max_steps=2"])
+    expect_error(capsys, ["traverse", "--model", run, "--factors", "--dim", "0"],
+                 "the test split has no labels of factor 'tense'", "test.tense.labels.txt")
+
+
 def test_values_option_takes_a_negative_start(tiny_run, capsys):
     out, _ = cli(capsys, ["traverse", "--model", tiny_run, "--values", "-1:1:2", "--dim", "0"])
     assert np.allclose([float(ln.split()[0]) for ln in out.splitlines()[1:]], [-1.0, 1.0])

@@ -170,6 +170,12 @@ def factor_intervention(model, dims: list[int], values: list[float], sample=None
         raise TextVAEError("--factors needs factor labels: the built-in corpus, or {split}.{factor}.labels.txt "
                            "files beside the corpus's text files, or data.factor_fields naming jsonl/csv columns "
                            "set when training (docs/disentangle.md)")
+    missing = [f for f in train_factors if f not in test_factors]
+    if missing:  # the classifiers are scored on the test split
+        files = ", ".join(f"{data.splits['test']}.{f}.labels.txt" for f in missing)
+        raise TextVAEError(f"--factors: the test split has no labels of factor{'s' * (len(missing) > 1)} "
+                           f"{', '.join(map(repr, missing))}, which the train split has; add them ({files} beside "
+                           f"the test text file, or the same data.factor_fields columns in the test file)")
     splits = load_splits(data, ("train", "test"))
     clf = FactorClassifier(seed).fit(splits["train"]["text"], train_factors)
     test = splits["test"]["text"]
