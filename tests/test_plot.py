@@ -9,7 +9,7 @@ from textvae.config import ModelConfig
 from textvae.data import EncodedSplit
 from textvae.errors import DataError
 from textvae.model import TextVAE
-from textvae.plot import pca_2d, plot_run
+from textvae.plot import pca_2d, plot_run, plot_traversal
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -67,6 +67,15 @@ def test_missing_or_empty_metrics_is_a_data_error(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n{"kind": "va')
     with pytest.raises(DataError, match="line 2"):
         plot_run(tmp_path)
+
+
+def test_traversal_text_is_drawn_as_written_not_as_mathtext(tmp_path):
+    """Penn Treebank text has "$" tokens: two on a line made matplotlib read the words between them as
+    math (dropping the "$" and the spaces), and an unbalanced "{" there failed the whole figure."""
+    lines = {0: ["it paid $ N { a share and $ N more .", "the price rose to $ N million ."],
+             3: ["a_b ^ c $ x_1 $ .", "$"]}
+    path = plot_traversal(lines, [-1.0, 1.0], tmp_path / "t.png", title=" of 'it paid $ N { $'")
+    assert path.read_bytes()[:8] == PNG
 
 
 def test_pca_recovers_the_dominant_directions():

@@ -200,8 +200,10 @@ def plot_traversal(lines: dict[int, list[str]], values: list[float], path: Path,
     for d in dims:
         text.append(f"dim {d}")
         text += [f"  {v:+5.2f}  {s[:width - 10]}" for v, s in zip(values, lines[d])]
-    ax.text(0, 1, "\n".join(text), family="monospace", fontsize=8, va="top", transform=ax.transAxes)
-    ax.set_title(f"latent traversal{title}", fontsize=10, loc="left")
+    # parse_math=False: decoded text is drawn as written (PTB's "$ N ... $ N" is not mathtext)
+    ax.text(0, 1, "\n".join(text), family="monospace", fontsize=8, va="top", transform=ax.transAxes,
+            parse_math=False)
+    ax.set_title(f"latent traversal{title}", fontsize=10, loc="left", parse_math=False)
     if effect:
         names = list(next(iter(effect.values())))
         m = np.array([[effect[d][f] for f in names] for d in effect])
