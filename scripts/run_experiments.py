@@ -35,6 +35,7 @@ unless set).
 """
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
@@ -54,6 +55,11 @@ from pathlib import Path
 
 import torch
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402  (scripts/report.py: the rendering step)
 
@@ -65,7 +71,7 @@ from textvae.experiments import (data_dir, evaluation, load_experiment, load_tab
                                  steps_from_epochs, TABLE_FILE)
 from textvae.metrics import evaluate, model_split  # noqa: E402
 from textvae.model import TextVAE  # noqa: E402
-from textvae.checkpoint import list_checkpoints  # noqa: E402
+from textvae.checkpoint import atomic_write, list_checkpoints  # noqa: E402
 from textvae.distributed import resolve_device  # noqa: E402
 from textvae.eval_checkpoint import saved_progress  # noqa: E402
 from textvae.signals import StopSignals  # noqa: E402
@@ -153,10 +159,7 @@ def read_state(run: Path) -> dict:
 
 
 def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2) + "\n")
 
 
 def invocation(argv: list[str]) -> str:
@@ -451,11 +454,27 @@ def training_speed(run: Path) -> float | None:
 
 
 def load_records(path: Path) -> dict[str, dict]:
+    """The records of a table's json by run name; none when there is no json yet. A json that does not
+    read is an error: taken as empty, the next write would keep only its own row."""
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except FileNotFoundError:
         return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TextVAEError(f"{path} does not read as the table's json ({e}); its records would be lost: restore "
+                           f"it (git checkout {path}) or move it away, then run the command again") from None
     return {r["row"]: r for r in rows if isinstance(r, dict) and r.get("row")}
+
+
+@contextlib.contextmanager
+def table_lock(out_dir: Path, table: str):
+    """Held while one process reads, merges and writes a table's json and pages, so that rows finishing
+    at once in side-by-side processes (--jobs, or separate commands) each keep the other's record."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / f".{table}.lock", "a") as fh:
+        if fcntl is not None:  # POSIX; elsewhere the window is the few milliseconds of a write
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def write_outputs(out_dir: Path, table, rows, records: dict[str, dict]) -> None:
@@ -466,7 +485,7 @@ def write_outputs(out_dir: Path, table, rows, records: dict[str, dict]) -> None:
     ordered = [records[n] for n in names if n in records] + [r for n, r in records.items() if n not in names]
     write_json(out_dir / f"{table.table}.json", ordered)
     pages = current_report()
-    (out_dir / f"{table.table}.md").write_text(pages.render(table, rows, ordered), encoding="utf-8")
+    atomic_write(out_dir / f"{table.table}.md", pages.render(table, rows, ordered))
     if pages.writes_docs(out_dir):
         pages.write_docs(table, rows, ordered)
 
@@ -706,8 +725,9 @@ def run_row(args, table, rows, row, log) -> bool | None:
             continue
         # read the json just before writing: another process (a row run beside this one) may have
         # written its row since this command started, and that row must not go back to its old record
-        records = {**load_records(out), name: run_record(table, row, name, seed, run, overrides, state)}
-        write_outputs(args.out_dir, table, rows, records)
+        with table_lock(args.out_dir, table.table):
+            records = {**load_records(out), name: run_record(table, row, name, seed, run, overrides, state)}
+            write_outputs(args.out_dir, table, rows, records)
         r = records[name]
         log(f"[{name}] nll_iw {report.num(r['nll_iw'])}  ppl_iw {report.num(r['ppl_iw'])}  "
             f"kl {report.num(r['kl'])}  mi {report.num(r['mi_full'])}  au {r['au']}  "

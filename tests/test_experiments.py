@@ -441,6 +441,41 @@ def test_the_scripts_own_results_do_not_make_a_sitting_dirty(script, tmp_path):
     assert script.git_commit(tmp_path) == (commit, True)
 
 
+def test_rows_finishing_at_once_keep_each_others_records(script, tmp_path):
+    """Processes run side by side each read the table's json, add their record and write it back (the
+    runner's table_lock around run_row's merge); writers that overlap must neither fail nor drop a record."""
+    import threading
+
+    path, errors = tmp_path / "results" / "t.json", []
+
+    def finish_rows(worker):
+        try:
+            for i in range(15):
+                with script.table_lock(path.parent, "t"):
+                    records = script.load_records(path)
+                    time.sleep(0.001)  # another writer would come in here without the lock
+                    records[f"w{worker}-{i}"] = {"row": f"w{worker}-{i}"}
+                    script.write_json(path, list(records.values()))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=finish_rows, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(script.load_records(path)) == 6 * 15
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_table_json_that_does_not_read_is_an_error_not_an_empty_table(script, tmp_path):
+    assert script.load_records(tmp_path / "none.json") == {}
+    path = tmp_path / "ptb.json"
+    path.write_text('[{"row": "lstm-lm-seed1"}, {"row": "vae')  # cut short, or a merge conflict
+    with pytest.raises(TextVAEError, match=r"ptb.json does not read as the table's json .*restore it"):
+        script.load_records(path)
+
+
 @pytest.mark.integration  # the runner trains and evaluates rows end to end
 def test_a_new_yaml_row_is_run_and_rendered_with_no_python_change(script, report, ptb_dir, tmp_path, capsys):
     folder = tmp_path / "experiments" / "ptb"

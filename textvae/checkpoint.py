@@ -23,6 +23,7 @@ import math
 import os
 import re
 import shutil
+import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -60,15 +61,20 @@ def fsync_tree(path: Path) -> None:
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` so that a reader sees the old file or the whole
-    new one, never a part: a temporary sibling, fsync, then ``os.replace``."""
+    new one, never a part: a temporary sibling, fsync, then ``os.replace``. The sibling's name is this
+    process's and thread's own, so two writers of one path (rows run side by side) never share it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def commit_dir(tmp: Path, final: Path, old: Path | None = None) -> None:
