@@ -467,6 +467,23 @@ def load_records(path: Path) -> dict[str, dict]:
 
 
 @contextlib.contextmanager
+def run_lock(run: Path):
+    """Held while this process trains or evaluates a run, so that a second runner given the same run (a
+    ``--missing`` beside a running chain, the same command in another shell) leaves it alone instead of
+    training it twice into one directory."""
+    lock = run.with_name(f".{run.name}.lock")  # beside the run: the directory itself may be removed and made again
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise TextVAEError(f"another process is training or evaluating {run} (it holds {lock}); "
+                                   f"this command leaves the run to it") from None
+        yield
+
+
+@contextlib.contextmanager
 def table_lock(out_dir: Path, table: str):
     """Held while one process reads, merges and writes a table's json and pages, so that rows finishing
     at once in side-by-side processes (--jobs, or separate commands) each keep the other's record."""
@@ -713,9 +730,10 @@ def run_row(args, table, rows, row, log) -> bool | None:
         run = args.runs_dir / table.table / name
         adopt_single_seed_run(run, args.runs_dir / table.table / row.name, seed, log)
         try:
-            cfg, overrides = run_config(table, row, seed, args)
-            state = train_run(name, cfg, run, log, extend=args.extend, command=args.command)
-            state = evaluate_run(name, settings, cfg, run, state, args.eval_sentences, log, command=args.command)
+            with run_lock(run):
+                cfg, overrides = run_config(table, row, seed, args)
+                state = train_run(name, cfg, run, log, extend=args.extend, command=args.command)
+                state = evaluate_run(name, settings, cfg, run, state, args.eval_sentences, log, command=args.command)
         except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: a checkpoint or the evaluation's last batch was saved
             log(f"[{name}] interrupted ({e}); run the same command again to resume")
             return None

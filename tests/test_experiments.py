@@ -468,6 +468,17 @@ def test_rows_finishing_at_once_keep_each_others_records(script, tmp_path):
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_a_run_another_process_is_training_is_left_to_it(script, ptb_dir, tmp_path, capsys):
+    """`--missing` beside a running chain lists the runs in progress too: the runner must not train one of
+    them a second time into the same directory."""
+    run_dir = tmp_path / "runs" / "ptb" / "bn-vae-seed1234"
+    with script.run_lock(run_dir):  # as the process training it holds it
+        assert run(script, ptb_dir, tmp_path, rows="bn-vae-seed1234") == 1
+    err = capsys.readouterr().err
+    assert f"[bn-vae-seed1234] failed: another process is training or evaluating {run_dir}" in err
+    assert not run_dir.exists() and not (tmp_path / "results" / "ptb.json").exists()
+
+
 def test_a_table_json_that_does_not_read_is_an_error_not_an_empty_table(script, tmp_path):
     assert script.load_records(tmp_path / "none.json") == {}
     path = tmp_path / "ptb.json"
