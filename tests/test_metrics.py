@@ -286,7 +286,7 @@ def test_reconstruction_bleu_does_not_depend_on_the_batch_size(split):
     assert scores[0] > 0 and scores == pytest.approx([scores[0]] * 3, abs=1e-9), scores
 
 
-def test_bleu_cap_script_scores_both_cuts_and_its_own_cut_is_evaluates(split):
+def test_bleu_cap_script_scores_both_cuts_and_its_own_cut_matches_evaluate(split):
     m = tiny()
     r = load_script("bleu_cap").both_caps(m, split, batch_size=8)
     assert r["sentences"] == len(split.ids) and r["mixed_length_batches"] > 0
