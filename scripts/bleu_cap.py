@@ -17,7 +17,7 @@ from textvae.batching import collate
 from textvae.config import SampleConfig
 from textvae.errors import TextVAEError
 from textvae.generate import eval_mode, generate
-from textvae.metrics import _batches, _ids_to_text, model_split
+from textvae.metrics import _batches, _ids_to_text, model_split, reconstruction_cap
 from textvae.model import TextVAE, resolve_model_dir
 from textvae.text_metrics import bleu, bleu_tokenize
 
@@ -29,7 +29,7 @@ def both_caps(model, split, batch_size: int = 64) -> dict:
         for idx in _batches(split, batch_size):
             b = collate(split, idx).to(model.device)
             mu = model.latent.point(model.posterior_params(b.tokens, b.lengths, b.label_ids))
-            caps = [int(n) - 2 + 10 for n in b.lengths]
+            caps = [reconstruction_cap(n) for n in b.lengths]
             mixed += len(set(caps)) > 1
             out = generate(model, mu, SampleConfig(greedy=True, max_len=max(caps)), labels=b.label_ids)
             by_batch += [_ids_to_text(model, o) for o in out]

@@ -249,11 +249,17 @@ def _ids_to_text(model, ids) -> str:
     return tok.decode(ids) if tok is not None else " ".join(map(str, ids))
 
 
+def reconstruction_cap(length) -> int:
+    """The most tokens a reconstruction of a sentence of ``length`` (BOS and EOS counted) may have: its
+    words + 10."""
+    return int(length) - 2 + 10
+
+
 def reconstructions(model, codes: torch.Tensor, lengths: torch.Tensor, labels=None) -> list[str]:
     """Greedy decodes of ``codes`` (one row per sentence), each cut at its own sentence's length + 8
     words: what bleu_rec scores. The cap is per sentence, so a decode that never stops is scored the
     same whatever the batch it was decoded in."""
-    caps = [int(n) - 2 + 10 for n in lengths]  # lengths count BOS and EOS
+    caps = [reconstruction_cap(n) for n in lengths]
     out = generate(model, codes, SampleConfig(greedy=True, max_len=max(caps)), labels=labels)
     return [_ids_to_text(model, o[:cap]) for o, cap in zip(out, caps)]
 
