@@ -14,10 +14,12 @@ then samples and homotopies.
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from textvae.checkpoint import atomic_write
+from textvae.config import parse_overrides
 from textvae.errors import TextVAEError
 from textvae.experiments import load_table
 from textvae.run_summary import describe_phase
@@ -108,11 +110,34 @@ def command_line_settings(record: dict, table, rows) -> list[str]:
 
 
 def recipe_gaps(record: dict, table) -> list[str]:
-    """The items of the table's recipe that the record's run was not given: it was trained under an
-    earlier recipe (the json keeps rows trained elsewhere), so it compares with the rows missing the
-    same items, not with the rest. A later override of the same key (``--set``) wins, as in its config."""
+    """The items of the table's recipe that the record's run was not trained with: it was trained under
+    an earlier recipe (the json keeps rows trained elsewhere), so it compares with the rows missing the
+    same items, not with the rest. Read from the run's resolved config (``config``), which says what it
+    trained with whatever the command line, preset or row said; a record without one (written before
+    the runner kept it) from its overrides, where a later override of the same key (``--set``) wins."""
+    if record.get("config"):
+        return [o for o in table.recipe if not _config_has(record["config"], *o.split("=", 1))]
     given = dict(o.split("=", 1) for o in record.get("overrides", []))
     return [o for o in table.recipe if given.get(o.split("=", 1)[0]) != o.split("=", 1)[1]]
+
+
+def _config_has(config: dict, key: str, raw: str) -> bool:
+    """Whether the config's ``key`` (``train.lr``) holds the override value ``raw`` (``2e-3``), the
+    value read as the configuration reads an override."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    want = parse_overrides([f"value={raw}"])["value"]
+    if isinstance(node, bool) or isinstance(want, bool):
+        return node is want
+    if isinstance(node, (int, float)):
+        try:
+            return math.isclose(float(want), float(node), rel_tol=1e-9)
+        except (TypeError, ValueError):
+            return False
+    return node == want
 
 
 def _against_baseline(rows, records: list[dict], table):

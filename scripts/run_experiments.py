@@ -71,7 +71,7 @@ from textvae.experiments import (data_dir, evaluation, load_experiment, load_tab
                                  steps_from_epochs, TABLE_FILE)
 from textvae.metrics import evaluate, model_split  # noqa: E402
 from textvae.model import TextVAE  # noqa: E402
-from textvae.checkpoint import atomic_write, list_checkpoints  # noqa: E402
+from textvae.checkpoint import atomic_write, list_checkpoints, settings_differences  # noqa: E402
 from textvae.distributed import resolve_device  # noqa: E402
 from textvae.eval_checkpoint import saved_progress  # noqa: E402
 from textvae.signals import StopSignals  # noqa: E402
@@ -180,6 +180,7 @@ def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str
     its time budget (``--max-minutes``) trains on in a new sitting instead of counting as finished.
     ``command`` (``invocation``) is recorded with the sitting."""
     state = read_state(run)
+    changed = same_run(name, cfg, run) if state.get("finished") or list_checkpoints(run) else {}
     if state.get("finished"):
         if not (extend and (state.get("train_result") or {}).get("stopped") == "time"):
             log(f"[{name}] training already finished ({len(state['sittings'])} sitting(s)); not retrained")
@@ -196,6 +197,9 @@ def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str
     sitting = {"started": now(), "device": device_name(device), "commit": commit, "dirty": dirty,
                "resumed": resume, "seconds": 0.0, "completed": False,
                "concurrent_rows": int(os.environ.get(CONCURRENT_ENV, "1")), "command": command}
+    if changed:  # budgets and placement: the sitting records what it changed
+        sitting["changed"] = {k: list(v) for k, v in changed.items()}
+        log(f"[{name}] this sitting changes " + ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in changed.items()))
     log(f"[{name}] {'resuming' if resume else 'training'} in {run} on {sitting['device']}")
     with SittingRecord(run, sitting) as record:  # an interrupted or killed sitting still counts its seconds
         result = train(cfg, run, resume=resume)
@@ -204,6 +208,29 @@ def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str
     state.update(finished=True, finished_at=now(), train_result=result, row=name)
     write_json(run / STATE, state)
     return state
+
+
+# settings the sittings of one run may differ in: where it trains, how it saves and reports, its budgets
+# (a run that stopped at a budget is marked in the table; --extend trains it on) and the corpus's path
+SITTING_SETTINGS = ("train.device", "train.progress", "train.tensorboard", "train.checkpoint_minutes",
+                    "train.checkpoint_every", "train.keep_checkpoints", "train.max_minutes", "train.max_steps",
+                    "train.max_epochs", "data.data_dir")
+
+
+def same_run(name: str, cfg, run: Path) -> dict[str, tuple]:
+    """Check that the run directory holds the model this command describes before resuming or reusing
+    it: one trained under other settings (a recipe changed since, a ``--set`` given or left out) would
+    be recorded as this row's run, or resumed under a changed recipe mid-run. Returns the differences in
+    ``SITTING_SETTINGS`` alone, which may change between sittings."""
+    changed = settings_differences(run / "config.json", cfg, ("data", "tokenizer", "model", "objective", "train"))
+    model = {k: v for k, v in changed.items() if k not in SITTING_SETTINGS}
+    if model:
+        raise TextVAEError(
+            f"{run} holds a run of {name} trained with other settings than this command gives it: "
+            + ", ".join(f"{k} {a!r} (this command: {b!r})" for k, (a, b) in model.items())
+            + f". Resumed or reused, it would be recorded as this row's run. Give the settings it was trained "
+              f"with, or move it away (mv {run} {run}.old) and run the command again to train it afresh")
+    return {k: v for k, v in changed.items() if k in SITTING_SETTINGS}
 
 
 class SittingRecord:

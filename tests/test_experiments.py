@@ -199,6 +199,23 @@ def test_rows_from_an_earlier_recipe_are_marked_and_compared_only_with_their_own
     assert report.baseline_comparison(rows, records[1:], t) == []  # no baseline row, nothing to compare with
 
 
+def test_recipe_gaps_are_read_from_the_config_the_run_trained_with(report, table):
+    t, _ = table
+    config = load_config(t.preset, overrides=list(t.recipe)).to_dict()
+    record = {"row": "bn-vae", "overrides": list(t.recipe), "config": config}
+    assert report.recipe_gaps(record, t) == []
+    # its overrides name the whole recipe, but the model it trained had untied embeddings (a run
+    # directory reused under a newer command): the config says so
+    untied = {**record, "config": {**config, "model": {**config["model"], "tie_embeddings": False}}}
+    assert report.recipe_gaps(untied, t) == ["model.tie_embeddings=true"]
+    # a recipe item the run got from its preset rather than an override is still the recipe
+    lr = next(o for o in t.recipe if o.startswith("train.lr="))
+    assert report.recipe_gaps({**record, "overrides": [o for o in t.recipe if o != lr]}, t) == []
+    slower = {**record, "config": {**config, "train": {**config["train"], "lr": 1e-3}}}
+    assert report.recipe_gaps(slower, t) == [lr]
+    assert report.recipe_gaps({**record, "config": {"train": {}}}, t) == list(t.recipe)  # keys it lacks
+
+
 def test_the_goal_is_met_only_beyond_two_pooled_sd_over_seeds_and_under_the_ppl_bound(report, table):
     t, rows = table
 
@@ -368,6 +385,37 @@ def test_extend_trains_a_row_on_after_its_time_budget_and_evaluates_it_again(scr
     md = (tmp_path / "results" / "ptb.md").read_text()
     line = next(x for x in md.splitlines() if x.startswith("- lstm-lm-seed1234: "))
     assert line.index(commands[0]) < line.index(commands[1]) < line.index("evaluated by")
+
+
+@pytest.mark.integration  # the runner trains a row, then is given other settings for it
+def test_a_run_trained_under_other_settings_is_neither_reused_nor_resumed(script, ptb_dir, tmp_path, capsys):
+    def lm(*extra):
+        return script.main([str(PTB), "--data-dir", str(ptb_dir), "--rows", "lstm-lm-seed1234",
+                            "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                            "--max-steps", "3", "--iw-samples", "2", "--eval-sentences", "8",
+                            "--set", "model.emb_dim=16", "--set", "model.dec_hidden=16",
+                            "--set", "train.progress=false", *extra])
+
+    results, run = tmp_path / "results" / "ptb.json", tmp_path / "runs" / "ptb" / "lstm-lm-seed1234"
+    assert lm() == 0
+    first = results.read_text()
+    capsys.readouterr()
+    # a recipe item changed since it trained: reused, its numbers would be recorded as the new recipe's
+    assert lm("--set", "train.lr=0.01") == 1
+    err = capsys.readouterr().err
+    assert "train.lr 0.002 (this command: 0.01)" in err and f"mv {run} {run}.old" in err
+    assert results.read_text() == first
+    state = json.loads((run / "reproduce.json").read_text())
+    state["finished"] = False  # as if its sitting had been interrupted: resuming would change lr mid-run
+    (run / "reproduce.json").write_text(json.dumps(state))
+    assert lm("--set", "model.dec_hidden=32") == 1 and "model.dec_hidden 16 (this command: 32)" in capsys.readouterr().err
+    assert len(json.loads((run / "reproduce.json").read_text())["sittings"]) == 1  # not a sitting more
+    # where it trains and its budgets may change between sittings; the sitting records what changed
+    assert lm("--set", "train.device=cpu", "--set", "train.checkpoint_minutes=5") == 0
+    err = capsys.readouterr().err
+    assert "resuming" in err and "this sitting changes " in err and "train.device ('auto' -> 'cpu')" in err
+    sittings = json.loads(results.read_text())[0]["sittings"]
+    assert len(sittings) == 2 and sittings[1]["changed"]["train.checkpoint_minutes"] == [None, 5.0]
 
 
 def test_the_recorded_command_can_be_typed_again(script, monkeypatch):

@@ -402,8 +402,20 @@ def prepare_run_dir(run: Path, cfg, resume: bool, log, is_main: bool = True) -> 
 
 
 def _check_same_settings(saved: Path, cfg) -> None:
+    changed = settings_differences(saved, cfg)
+    if changed:
+        raise ConfigError(f"--resume: these settings differ from the run's {saved}: "
+                          f"{', '.join(f'{k} ({a!r} -> {b!r})' for k, (a, b) in changed.items())}; "
+                          f"resume with the same preset/config and overrides (only train.* may change)")
+
+
+def settings_differences(saved: Path, cfg, sections=("data", "tokenizer", "model", "objective"),
+                         free=()) -> dict[str, tuple]:
+    """The settings of ``cfg`` in ``sections`` that differ from the run's saved config.json:
+    ``{"section.key": (saved, now)}``; none when there is no config.json. ``free``: "section.key" names
+    that may differ (besides those derived from the data: the vocabulary size and the label names)."""
     if not saved.is_file():
-        return
+        return {}
     from .config import Config, _read_mapping
 
     old = Config.from_dict(_read_mapping(saved, str(saved)), str(saved)).to_dict()
@@ -411,12 +423,9 @@ def _check_same_settings(saved: Path, cfg) -> None:
     for d in (old["data"], new["data"]):  # a relative data_dir (saved by older versions) as an absolute one
         if d.get("data_dir"):
             d["data_dir"] = str(Path(d["data_dir"]).expanduser().resolve())
-    free = {("model", "vocab_size"), ("model", "id2label")}  # derived from the data, not chosen
-    changed = [f"{sec}.{k}" for sec in ("data", "tokenizer", "model", "objective") for k in old[sec]
-               if old[sec][k] != new[sec].get(k) and (sec, k) not in free]
-    if changed:
-        raise ConfigError(f"--resume: these settings differ from the run's {saved}: {', '.join(changed)}; "
-                          f"resume with the same preset/config and overrides (only train.* may change)")
+    free = {"model.vocab_size", "model.id2label", *free}  # derived from the data, not chosen
+    return {f"{sec}.{k}": (old[sec][k], new[sec].get(k)) for sec in sections for k in old[sec]
+            if old[sec][k] != new[sec].get(k) and f"{sec}.{k}" not in free}
 
 
 class MetricsLog:
