@@ -687,6 +687,9 @@ def parse_args(argv=None):
         p.error("--jobs must be at least 1")
     if args.max_minutes is not None and args.max_minutes <= 0:
         p.error("--max-minutes must be > 0")
+    if any(o.split("=", 1)[0].strip() == "train.seed" for o in args.set):
+        p.error("--set train.seed=... would give every run of a row that one seed, under the names of the row's "
+                "own seeds (ROW-seedS); a row's seeds are its file's seeds: list, and --rows ROW-seedS picks one")
     if args.max_steps is not None and args.max_steps < 2:
         p.error("--max-steps must be at least 2 (a pretraining row needs an autoencoder and a VAE step)")
     return args

@@ -701,6 +701,16 @@ def test_the_docs_page_of_a_table_gets_its_summary_between_the_markers_and_nothi
     assert page.read_text() == text  # written again: the same page
 
 
+def test_a_seed_set_for_every_run_of_a_seeded_row_is_refused(script, tmp_path, capsys):
+    # three runs named -seed1234, -seed1, -seed2 that all trained seed 5
+    with pytest.raises(SystemExit):
+        script.parse_args([str(PTB), "--set", "train.seed=5"])
+    assert "would give every run of a row that one seed" in capsys.readouterr().err
+    (tmp_path / "a.yaml").write_text("name: a\nmethod: A\npaper: p\nseeds: [1, 2]\noverrides: [train.seed=7]\n")
+    with pytest.raises(ConfigError, match=r"a\.yaml: overrides set train.seed, which would replace every seed"):
+        load_experiment(tmp_path / "a.yaml")
+
+
 def test_compare_entries_are_checked(tmp_path):
     (tmp_path / "table.yaml").write_text("table: t\ntitle: T\ncompare: [{metric: mig, baseline: a, better: up}]\n")
     with pytest.raises(ConfigError, match="better: higher or lower"):

@@ -166,6 +166,10 @@ def load_experiment(path: str | Path) -> Experiment:
     row = _build(Experiment, _read(path), path, ("name", "method", "paper"), path=path)
     if not all(isinstance(s, int) for s in row.seeds):
         raise ConfigError(f"{path}: seeds must be integers, got {row.seeds!r}")
+    if row.seeds and any(o.split("=", 1)[0].strip() == "train.seed" for o in row.overrides):
+        raise ConfigError(f"{path}: overrides set train.seed, which would replace every seed of seeds: "
+                          f"{row.seeds} (each run would train the same seed under another name); list the "
+                          f"seeds under seeds: alone")
     if row.reference is not None:
         bad = set(row.reference) - REFERENCE_KEYS
         if bad or "source" not in row.reference:
