@@ -21,7 +21,7 @@ from pathlib import Path
 from textvae.checkpoint import atomic_write
 from textvae.config import parse_overrides
 from textvae.errors import TextVAEError
-from textvae.experiments import load_table
+from textvae.experiments import evaluation, load_table
 from textvae.run_summary import describe_phase
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +29,7 @@ STOPPED = {"early": "early stop", "time": "time budget", "max_steps": "step limi
 # settings the runner derives (the first of each in a run's overrides): not command-line settings
 DERIVED_ONCE = ("train.eval_every", "objective.pretrain_ae_steps", "train.seed")
 OLD_BLEU = "‡"
+UNCOUNTED = "◊"  # a current-recipe run left out of the means, comparisons and goal (shortfalls)
 
 
 def num(v, fmt="{:.2f}") -> str:
@@ -59,9 +60,13 @@ def stop_reason(result: dict, config: dict) -> str:
     return "max_epochs" if result["epoch"] >= t.get("max_epochs", 0) else "early"
 
 
+def stopped(r: dict) -> str:
+    """The record's stop reason (``stop_reason``'s keys), worked out for records from before it was kept."""
+    return r.get("stopped") or stop_reason({"epoch": r["epochs"], "step": r.get("steps", 0)}, r.get("config", {}))
+
+
 def epochs(r: dict) -> str:
-    why = r.get("stopped") or stop_reason({"epoch": r["epochs"], "step": r.get("steps", 0)}, r.get("config", {}))
-    return f"{r['epochs']} ({STOPPED[why]})"
+    return f"{r['epochs']} ({STOPPED[stopped(r)]})"
 
 
 def device(r: dict) -> str:
@@ -140,12 +145,43 @@ def _config_has(config: dict, key: str, raw: str) -> bool:
     return node == want
 
 
+def shortfalls(record: dict, table, rows, records: list[dict]) -> list[str]:
+    """Why a run, whatever its recipe, does not measure what its row's other runs measure: it stopped
+    at a budget before its early stop (a time budget, a step limit, an epoch limit given on the command
+    line below its row's), or it was evaluated otherwise than its row says (another number of importance
+    samples, fewer test sentences than the table's other runs were evaluated on)."""
+    out = []
+    why = stopped(record) if "epochs" in record else None
+    if why in ("time", "max_steps") or (why == "max_epochs" and any(
+            o.startswith("train.max_epochs=") for o in command_line_settings(record, table, rows))):
+        out.append(f"stopped at its {STOPPED[why]}, epoch {record['epochs']}")
+    row = row_of(rows, record)
+    k = evaluation(table, row)["iw_samples"] if row is not None else None
+    if k and record.get("iw_samples") and record["iw_samples"] != k:
+        out.append(f"k = {record['iw_samples']} importance samples, not the row's {k}")
+    most = max((r.get("test_sentences") or 0 for r in records), default=0)
+    if record.get("test_sentences") and record["test_sentences"] < most:
+        out.append(f"evaluated on {record['test_sentences']:,} of {most:,} test sentences")
+    return out
+
+
+def counted(table, rows, records: list[dict]) -> list[dict]:
+    """The runs the means over seeds, the comparisons and the goal count: trained under the table's
+    current recipe (no † gaps), to their stop, and evaluated as their row says (no shortfalls)."""
+    return [r for r in records if not recipe_gaps(r, table) and not shortfalls(r, table, rows, records)]
+
+
+def marks(r: dict, table, rows, records: list[dict]) -> str:
+    """' †' (an earlier recipe) and ' ◊' (a shortfall) after a run's or a row's name, as they apply."""
+    return (" †" if recipe_gaps(r, table) else "") + (f" {UNCOUNTED}" if shortfalls(r, table, rows, records) else "")
+
+
 def _against_baseline(rows, records: list[dict], table):
     """The baseline row's NLLs and mean PPL (IW), and for every other row with runs under the current
     recipe: (name, its NLLs, mean KL, mean AU, mean PPL (IW), latent in use). None without a baseline
     or its runs."""
     spec = table.baseline or {}
-    current = [r for r in records if not recipe_gaps(r, table)]
+    current = counted(table, rows, records)
     vals = {m: seed_values(rows, current, m) for m in ("nll_iw", "ppl_iw", "kl", "au")}
     base = vals["nll_iw"].get(spec.get("row"))
     if not base:
@@ -216,8 +252,8 @@ def goal_section(table, rows, records: list[dict]) -> list[str]:
                    + "; ".join(unused) + ".") if unused else ""
     return ["", f"Goal: a VAE row whose latent is in use (mean KL ≥ {spec.get('min_kl', 5.0):g} nats, mean AU ≥ "
             f"{spec.get('min_au', 10)}) with {ppl_goal}a mean NLL (IW) below the {spec['row']} row's by more than "
-            f"twice the pooled sd, over runs under the current recipe (the per-run table's epochs column says "
-            f"whether each converged). Rows that meet it: {', '.join(met) or 'none'}. " + "; ".join(compared) + "."
+            f"twice the pooled sd, over the runs trained under the current recipe to their stop and evaluated as "
+            f"their row says (none marked † or {UNCOUNTED}). Rows that meet it: {', '.join(met) or 'none'}. " + "; ".join(compared) + "."
             + not_counted]
 
 
@@ -365,10 +401,13 @@ def summary_section(table, rows, records: list[dict], every_seed: str = "the tab
     the page's reader finds each seed's numbers."""
     if not table.summary:
         return []
-    # a row with runs under the current recipe is summarised over those alone; its † runs (an earlier
-    # recipe) are not averaged in. A row with only † runs is summarised over them, marked †.
-    current = {row_name(rows, r) for r in records if not recipe_gaps(r, table)} - {None}
-    records = [r for r in records if not recipe_gaps(r, table) or row_name(rows, r) not in current]
+    # a row with runs that count (the current recipe, trained to their stop, evaluated as the row says)
+    # is summarised over those alone; its † or ◊ runs are not averaged in. A row with none that count is
+    # summarised over the runs it has, marked as they are.
+    every = records
+    counts = counted(table, rows, records)
+    current = {row_name(rows, r) for r in counts} - {None}
+    records = [r for r in records if r in counts or row_name(rows, r) not in current]
     cols = {m: seed_values(rows, records, m, table) for m in table.summary}
     lines = ["", f"Mean ± sd over training seeds (sample sd; every seed's numbers are in {every_seed}):",
              "", "| row | method | seeds | " + " | ".join(HEADERS.get(m, m) for m in table.summary) + " |",
@@ -390,8 +429,10 @@ def summary_section(table, rows, records: list[dict], every_seed: str = "the tab
                 cells.append(fmt.format(mean) + (f" ± {fmt.format(sd)}" if len(vals) > 1 else ""))
             if vals and len(vals) < n:  # e.g. BLEU under the current convention for some seeds only
                 cells[-1] += f" ({len(vals)} of {n} seeds)"
-        old = any(recipe_gaps(r, table) for r in records if row_of(rows, r) is row)  # † as in the per-run table
-        lines.append(f"| {row.name}{' †' if old else ''} | {md(row.method)} | {n} | " + " | ".join(cells) + " |")
+        used = [r for r in records if row_of(rows, r) is row]  # marked as in the per-run table
+        mark = ((" †" if any(recipe_gaps(r, table) for r in used) else "")
+                + (f" {UNCOUNTED}" if any(shortfalls(r, table, rows, every) for r in used) else ""))
+        lines.append(f"| {row.name}{mark} | {md(row.method)} | {n} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -399,9 +440,9 @@ def compare_section(table, rows, records: list[dict]) -> list[str]:
     """For each ``compare`` entry: every row's mean (or each of the entry's ``rows``) against the baseline
     row's, called better only when the difference exceeds twice the pooled sd of the two (both need 2 or
     more seeds for that); an entry with ``ratio: true`` shows the ratio of the means instead of their
-    difference (training time: a method's cost). Runs under an earlier recipe (†) are left out."""
+    difference (training time: a method's cost). Only the runs that count (:func:`counted`) are compared."""
     out = []
-    records = [r for r in records if not recipe_gaps(r, table)]  # † runs are compared only with each other
+    records = counted(table, rows, records)  # † and ◊ runs are left out
     for c in table.compare:
         vals = seed_values(rows, records, c["metric"])
         base = vals.get(c["baseline"])
@@ -498,6 +539,13 @@ def render(table, rows, records: list[dict]) -> str:
         lines += ["", f"† Trained under an earlier recipe, without {missing}: {', '.join(names)}. Compare "
                   "these rows with each other, not with the rest; to bring one up to date, run it again "
                   "(`--rows`) without its old run directory."]
+    short = [f"{r['row']} ({'; '.join(shortfalls(r, table, rows, ordered))})" for r in ordered
+             if shortfalls(r, table, rows, ordered)]
+    if short:
+        lines += ["", f"{UNCOUNTED} Not counted in the means over seeds, the comparisons or the goal: "
+                  + "; ".join(short) + ". A run stopped at a budget trains on with `--extend` (one evaluated "
+                  "otherwise is evaluated again by the same command without `--iw-samples` or "
+                  "`--eval-sentences`); `--missing --extend` does both for every run."]
     lines += old_bleu_footnote(ordered, table)
     lines += phases_section(ordered)
     extras: dict[str, list[str]] = {}
@@ -525,14 +573,14 @@ def _table_lines(table, rows, ordered: list[dict]) -> list[str]:
     for row in rows:
         for name, _ in row.runs():
             r = by_name.pop(name, None)
-            out.append(_line(table, row, r) if r is not None else
+            out.append(_line(table, row, r, rows, ordered) if r is not None else
                        f"| {name} | {md(row.method)} | not run yet |  |  |  |  |  |  |  |  |  |  |  | "
                        f"{reference_cell(row, None)} |")
-    return out + [_line(table, None, r) for r in by_name.values()]
+    return out + [_line(table, None, r, rows, ordered) for r in by_name.values()]
 
 
-def _line(table, row, r: dict) -> str:
-    mark = " †" if recipe_gaps(r, table) else ""
+def _line(table, row, r: dict, rows, records: list[dict]) -> str:
+    mark = marks(r, table, rows, records)
     return (f"| {r['row']}{mark} | {md(r['method'])} | {num(r['nll_iw'])} | {num(r['ppl_iw'])} | {num(r['kl'])} | "
             f"{num(r['mi_full'])} | {r['au']} | {num(r['elbo'])} | {num(r['ppl_elbo'])} | {bleu_cell(r, table)} | "
             f"{epochs(r)} | {duration(r['train_seconds'])} | {duration(r.get('eval_seconds'))} | {device(r)} | "

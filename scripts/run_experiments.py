@@ -16,12 +16,15 @@ Each run R of table T trains in ``--runs-dir/T/R`` with ``textvae.train.train`` 
 directory; its ``reproduce.json`` records the sittings: command, seconds, device, commit, rewritten every
 minute while a sitting trains, so one killed outright keeps its command and time). A run whose
 training finished is not retrained; one interrupted (Ctrl-C, SIGTERM, a crash) resumes from its newest
-checkpoint (only ``train.*`` may change between sittings, e.g. ``--device``). A run that stopped at
-its ``--max-minutes`` budget counts as finished unless the command has ``--extend``: then it trains on
-from its newest checkpoint (lr, patience and halvings as they were) in a new sitting and is evaluated
-again. A finished run is evaluated once per (iw samples, eval sentences, seed); an evaluation
-interrupted part-way goes on from its last save (every minute, ``evaluation.partial.safetensors`` in
-the run directory) when the command is run again.
+checkpoint. Between sittings only the device, the budgets and how often it saves and reports may change
+(``SITTING_SETTINGS``): a run directory trained under other settings than the command gives is neither
+resumed nor reused, and the runner says what differs. A run that stopped at a budget (``--max-minutes``,
+or a ``--max-steps`` / ``--max-epochs`` the command raises or drops) counts as finished, marked ◊ in the
+table and left out of its means, unless the command has ``--extend``: then it trains on from its newest
+checkpoint (lr, patience and halvings as they were) in a new sitting and is evaluated again. A
+finished run is evaluated once per (iw samples, eval sentences, seed); an evaluation interrupted
+part-way goes on from its last save (every minute, ``evaluation.partial.safetensors`` in the run
+directory) when the command is run again.
 
 After every run, ``--out-dir/T.json`` (one object per run, the table's order) and ``T.md`` are
 rewritten; runs already in ``T.json`` that this command did not run (another machine, another process
@@ -175,17 +178,22 @@ def invocation(argv: list[str]) -> str:
 # --------------------------------------------------------------------------- one run
 
 
-def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str | None = None) -> dict:
-    """Train (or resume) one run; returns its reproduce.json state. ``extend``: a run that stopped at
-    its time budget (``--max-minutes``) trains on in a new sitting instead of counting as finished.
-    ``command`` (``invocation``) is recorded with the sitting."""
+def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str | None = None,
+              overrides: list[str] | None = None) -> dict:
+    """Train (or resume) one run; returns its reproduce.json state. ``extend``: a run that stopped at a
+    budget this command lifts (``trains_on``) trains on in a new sitting instead of counting as finished.
+    ``command`` (``invocation``) is recorded with the sitting, ``overrides`` (``run_config``'s) with the
+    run once a sitting finishes it: the settings its training ended under, which a later command that
+    only reuses the run (another budget, say) does not replace."""
     state = read_state(run)
     changed = same_run(name, cfg, run) if state.get("finished") or list_checkpoints(run) else {}
     if state.get("finished"):
-        if not (extend and (state.get("train_result") or {}).get("stopped") == "time"):
-            log(f"[{name}] training already finished ({len(state['sittings'])} sitting(s)); not retrained")
+        budget = trains_on(state.get("train_result") or {}, cfg)
+        if not (extend and budget):
+            log(f"[{name}] training already finished ({len(state['sittings'])} sitting(s)); not retrained"
+                + (f" (it stopped at its {budget}: --extend trains it on)" if budget else ""))
             return state
-        log(f"[{name}] stopped at its time budget; training on from its newest checkpoint (--extend)")
+        log(f"[{name}] stopped at its {budget}; training on from its newest checkpoint (--extend)")
         for key in ("finished", "finished_at", "train_result", "evaluation", "evaluation_key"):
             state.pop(key, None)  # a new best model: the old evaluation no longer describes it
         write_json(run / STATE, state)
@@ -197,7 +205,7 @@ def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str
     sitting = {"started": now(), "device": device_name(device), "commit": commit, "dirty": dirty,
                "resumed": resume, "seconds": 0.0, "completed": False,
                "concurrent_rows": int(os.environ.get(CONCURRENT_ENV, "1")), "command": command}
-    if changed:  # budgets and placement: the sitting records what it changed
+    if changed:  # budgets, placement: recorded as they differ from the first sitting's (config.json)
         sitting["changed"] = {k: list(v) for k, v in changed.items()}
         log(f"[{name}] this sitting changes " + ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in changed.items()))
     log(f"[{name}] {'resuming' if resume else 'training'} in {run} on {sitting['device']}")
@@ -205,9 +213,20 @@ def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str
         result = train(cfg, run, resume=resume)
         record.completed()
     state = read_state(run)
-    state.update(finished=True, finished_at=now(), train_result=result, row=name)
+    state.update(finished=True, finished_at=now(), train_result=result, row=name, overrides=overrides)
     write_json(run / STATE, state)
     return state
+
+
+def trains_on(result: dict, cfg) -> str | None:
+    """The budget a finished run stopped at that ``cfg`` would let it train past ("time budget", "step
+    limit", "epoch limit"), or None: it stopped early, or at a step or epoch limit ``cfg`` keeps."""
+    why = result.get("stopped")
+    t = cfg.train
+    if (why == "time" or (why == "max_steps" and (not t.max_steps or t.max_steps > result.get("step", 0)))
+            or (why == "max_epochs" and t.max_epochs > result.get("epoch", 0))):
+        return report.STOPPED[why]
+    return None
 
 
 # settings the sittings of one run may differ in: where it trains, how it saves and reports, its budgets
@@ -356,41 +375,61 @@ def homotopy_pair(texts: list[str]) -> tuple[str, str]:
 
 def evaluate_run(name: str, settings: dict, cfg, run: Path, state: dict, eval_sentences: int | None, log,
                  command: str | None = None) -> dict:
-    """Metrics, a homotopy and prior samples of the run's best model on ``settings["split"]`` (cached in
-    the state, keyed by iw samples, sentences and seed)."""
-    key = {"iw_samples": settings["iw_samples"], "eval_sentences": eval_sentences, "seed": cfg.train.seed,
-           "disentanglement": bool(settings.get("disentanglement")),
+    """Metrics, a homotopy and prior samples of the run's best model on ``settings["split"]``, cached in
+    the state: the metrics by split, iw samples, sentences and seed (``evaluation_key``), the samples and
+    the homotopy by how many of each (``extras_key``), so that asking for other samples does not redo an
+    evaluation pass of hours."""
+    key = {"split": settings["split"], "iw_samples": settings["iw_samples"], "eval_sentences": eval_sentences,
+           "seed": cfg.train.seed, "disentanglement": bool(settings.get("disentanglement")),
            **({"diversity_samples": n} if (n := settings["diversity_samples"]) != 100 else {})}
-    if state.get("evaluation_key") == key and state.get("evaluation"):
+    extras_key = {"samples": settings["samples"], "homotopy_steps": settings["homotopy_steps"]}
+    # a key saved before it held the split was of the test split, every table's then; samples and
+    # homotopy saved before extras_key are counted
+    saved_key = {"split": "test", **(state.get("evaluation_key") or {})}
+    metrics_cached = bool(state.get("evaluation")) and saved_key == key
+    homotopy = state.get("homotopy")
+    saved_extras = state.get("extras_key") or {
+        "samples": len(state.get("samples") or []),
+        "homotopy_steps": len(homotopy) - 2 if homotopy else settings["homotopy_steps"]}
+    if metrics_cached and saved_extras == extras_key:
         return state
     with StopSignals(f"the evaluation of {name}") as stop:
         device = resolve_device(cfg.train.device)
         model = TextVAE.from_pretrained(run, device=device)
         split_name = settings["split"]
         split = subset(model_split(model, split_name, data=cfg.data), eval_sentences)
-        log(f"[{name}] evaluating on {len(split)} {split_name} sentences, k = {settings['iw_samples']} ...")
-        factors = None
-        if settings.get("disentanglement"):
-            if split.stats.get("dropped"):
-                raise TextVAEError(f"{split.stats['dropped']} {split_name} examples were dropped when encoding "
-                                   f"(data.long_policy=drop): factor labels no longer line up with the codes")
-            factors = {f: labels[:len(split)] for f, labels in read_factors(cfg.data, split_name).items()} or None
-        # saved every minute: a sitting that ends mid-pass continues there next time (textvae.eval_checkpoint);
-        # the pass itself stops at a signal by saving its last whole batch
-        metrics = evaluate(model, split, iw_samples=settings["iw_samples"], seed=cfg.train.seed,
-                           n_samples=settings["diversity_samples"], decomposition=bool(settings.get("disentanglement")),
-                           factors=factors, resume_file=run / PARTIAL_EVALUATION, log=lambda m: log(f"[{name}] {m}"))
+        if not metrics_cached:
+            metrics = evaluation_pass(name, settings, cfg, run, model, split, log)
         with stop.deferred():  # the pass has removed its saved state: its numbers must reach the run's state
             extras = {"samples": model.sample(settings["samples"], seed=cfg.train.seed), "homotopy": None,
-                      "homotopy_ends": None}
+                      "homotopy_ends": None, "extras_key": extras_key}
             if not model.is_lm and settings["homotopy_steps"]:
                 a, b = homotopy_pair(split.texts)
                 extras.update(homotopy=model.interpolate(a, b, steps=settings["homotopy_steps"]),
                               homotopy_ends=[a, b])
-            state.update(evaluation=metrics, evaluation_key=key, evaluated_at=now(),
-                         evaluation_device=device_name(device), evaluation_command=command, **extras)
+            if not metrics_cached:
+                state.update(evaluation=metrics, evaluation_key=key, evaluated_at=now(),
+                             evaluation_device=device_name(device), evaluation_command=command)
+            state.update(extras)
             write_json(run / STATE, state)
     return state
+
+
+def evaluation_pass(name: str, settings: dict, cfg, run: Path, model, split: EncodedSplit, log) -> dict:
+    """``evaluate``'s metrics of ``model`` on ``split``, saved every minute: a sitting that ends mid-pass
+    continues there next time (textvae.eval_checkpoint); the pass itself stops at a signal by saving its
+    last whole batch."""
+    split_name = settings["split"]
+    log(f"[{name}] evaluating on {len(split)} {split_name} sentences, k = {settings['iw_samples']} ...")
+    factors = None
+    if settings.get("disentanglement"):
+        if split.stats.get("dropped"):
+            raise TextVAEError(f"{split.stats['dropped']} {split_name} examples were dropped when encoding "
+                               f"(data.long_policy=drop): factor labels no longer line up with the codes")
+        factors = {f: labels[:len(split)] for f, labels in read_factors(cfg.data, split_name).items()} or None
+    return evaluate(model, split, iw_samples=settings["iw_samples"], seed=cfg.train.seed,
+                    n_samples=settings["diversity_samples"], decomposition=bool(settings.get("disentanglement")),
+                    factors=factors, resume_file=run / PARTIAL_EVALUATION, log=lambda m: log(f"[{name}] {m}"))
 
 
 METRICS = ("nll_iw", "ppl_iw", "kl", "mi_full", "mi_batch", "au", "elbo", "ppl_elbo", "rec", "bleu_rec",
@@ -404,8 +443,10 @@ DISENTANGLEMENT = ("mig", "mig_per_factor", "mig_top_dims", "mig_mutual_info", "
 
 
 def run_record(table, row, name: str, seed, run: Path, overrides: list[str], state: dict) -> dict:
-    """The run's object in ``T.json``; ``config`` is the run's resolved config.json. ``bleu_tokenize``
-    is the sacrebleu tokeniser ``evaluate`` reports for ``bleu_rec`` (None where it reports none)."""
+    """The run's object in ``T.json``; ``config`` is the run's resolved config.json, ``overrides`` those
+    its training ended under (this command's for runs trained before the runner kept them).
+    ``bleu_tokenize`` is the sacrebleu tokeniser ``evaluate`` reports for ``bleu_rec`` (None where it
+    reports none)."""
     ev, sittings = state["evaluation"], state.get("sittings", [])
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     devices = list(dict.fromkeys(s["device"] for s in sittings))
@@ -430,7 +471,7 @@ def run_record(table, row, name: str, seed, run: Path, overrides: list[str], sta
         "eval_command": state.get("evaluation_command"),
         "reference_ppl": ref.get("ppl"), "reference_source": ref.get("source"),
         "samples": state["samples"], "homotopy": state["homotopy"], "homotopy_ends": state["homotopy_ends"],
-        "overrides": overrides, "config": config, "sittings": sittings,
+        "overrides": state.get("overrides") or overrides, "config": config, "sittings": sittings,
     }
 
 
@@ -670,15 +711,17 @@ def parse_args(argv=None):
                    help="train.max_minutes for every row: wall-clock training budget per sitting")
     p.add_argument("--device", default=None, help="train.device: auto | cpu | cuda | cuda:N")
     p.add_argument("--extend", action="store_true",
-                   help="rows that stopped at their time budget train on from their newest checkpoint (a new "
-                        "--max-minutes sitting) and are evaluated again; without it they count as finished")
+                   help="runs that stopped at a budget this command lifts (a time budget; a step or epoch "
+                        "limit raised or dropped) train on from their newest checkpoint and are evaluated again; "
+                        "without it they count as finished (marked ◊, left out of the means)")
     p.add_argument("--jobs", type=int, default=1, help="rows trained and evaluated at once, one process each")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for every row, e.g. train.progress=false (repeatable)")
     p.add_argument("--missing", action="store_true",
                    help="only the runs without a current record in --out-dir/T.json (none yet, one trained "
-                        "under an earlier recipe, marked †, or one whose commands were not recorded): what a "
-                        "sitting still has to do")
+                        "under an earlier recipe, marked †, one stopped at a budget or evaluated otherwise, "
+                        "marked ◊, or one whose commands were not recorded): what a sitting still has to do "
+                        "(with --extend, the runs stopped at a budget train on)")
     p.add_argument("--list", action="store_true", help="print the rows and their overrides, then exit")
     p.add_argument("--status", action="store_true",
                    help="print where each run stands (not started, training, evaluating, done), then exit")
@@ -724,16 +767,19 @@ def select(args) -> list[tuple]:
         wanted = set(names) | {run_of[n] for n in names if n not in known}
         picked = {k: (t, rows, [r for r in sel if r.name in wanted]) for k, (t, rows, sel) in picked.items()}
     if args.missing:
-        picked = {k: (t, rows, missing_runs(args, t, sel)) for k, (t, rows, sel) in picked.items()}
+        picked = {k: (t, rows, missing_runs(args, t, rows, sel)) for k, (t, rows, sel) in picked.items()}
     return [(t, rows, sorted(sel, key=rows.index)) for t, rows, sel in picked.values()]
 
 
-def missing_runs(args, table, selected: list) -> list:
+def missing_runs(args, table, rows, selected: list) -> list:
     """--missing: of the ``selected`` rows (and the runs --rows picked of them), those whose runs have no
-    current record in --out-dir/T.json: none yet, one trained under an earlier recipe (†), or one whose
-    commands were not recorded (``report.unrecorded``). Narrows ``args.only_runs`` to those runs."""
-    current = {name for name, r in load_records(args.out_dir / f"{table.table}.json").items()
-               if not report.recipe_gaps(r, table) and not report.unrecorded(r)}
+    current record in --out-dir/T.json: none yet, one trained under an earlier recipe (†), one that
+    stopped at a budget or was evaluated otherwise than its row says (◊, ``report.shortfalls``: with
+    ``--extend`` it trains on, and it is evaluated again), or one whose commands were not recorded
+    (``report.unrecorded``). Narrows ``args.only_runs`` to those runs."""
+    records = report.seeded_names(rows, list(load_records(args.out_dir / f"{table.table}.json").values()))
+    current = {r["row"] for r in records if not report.recipe_gaps(r, table) and not report.unrecorded(r)
+               and not report.shortfalls(r, table, rows, records)}
     keep = []
     for row in selected:
         picked = args.only_runs.get(row.name)
@@ -762,7 +808,7 @@ def run_row(args, table, rows, row, log) -> bool | None:
         try:
             with run_lock(run):
                 cfg, overrides = run_config(table, row, seed, args)
-                state = train_run(name, cfg, run, log, extend=args.extend, command=args.command)
+                state = train_run(name, cfg, run, log, extend=args.extend, command=args.command, overrides=overrides)
                 state = evaluate_run(name, settings, cfg, run, state, args.eval_sentences, log, command=args.command)
         except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: a checkpoint or the evaluation's last batch was saved
             log(f"[{name}] interrupted ({e}); run the same command again to resume")

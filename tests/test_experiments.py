@@ -94,11 +94,14 @@ def test_rows_train_evaluate_and_write_the_table(script, table, ptb_dir, tmp_pat
     assert "`train.max_epochs=1` `train.max_steps=4`" in md  # the budget is stated, not hidden
     settings = next(line for line in md.splitlines() if line.startswith("Settings given on the command line"))
     assert "train.optimizer" not in settings and "eval_every" not in settings  # the recipe is not a budget
-    assert "| lstm-lm | LSTM-LM |" in md and "PPL 116 (Bowman et al. 2016, Table 1)" in md
+    assert "| lstm-lm ◊ | LSTM-LM |" in md and "PPL 116 (Bowman et al. 2016, Table 1)" in md
+    # runs stopped at a step limit are marked and not counted in the means, comparisons and goal
+    assert ("◊ Not counted in the means over seeds, the comparisons or the goal: lstm-lm-seed1234 (stopped at "
+            "its step limit, epoch 0; k = 3 importance samples, not the row's 500); vae-pretrain-fb-seed1234") in md
     assert ("- vae-pretrain-fb-seed1234: autoencoder pretraining for the first 2 of 4 steps (50.0%), ended because "
             "objective.pretrain_ae_steps=2 steps are done; the decoder re-initialised, then the VAE phase.") in md
     runs = md[md.index("Every run:"):]
-    order = [runs.index(f"| {name} |") for row in table[1] for name, _ in row.runs()]
+    order = [runs.index(f"| {name} ") for row in table[1] for name, _ in row.runs()]
     assert order == sorted(order)  # pending runs stand in their place, not at the end
 
     # a second sitting reuses the finished runs and their cached evaluation: same numbers, no training
@@ -214,6 +217,42 @@ def test_recipe_gaps_are_read_from_the_config_the_run_trained_with(report, table
     slower = {**record, "config": {**config, "train": {**config["train"], "lr": 1e-3}}}
     assert report.recipe_gaps(slower, t) == [lr]
     assert report.recipe_gaps({**record, "config": {"train": {}}}, t) == list(t.recipe)  # keys it lacks
+
+
+def test_runs_stopped_at_a_budget_or_evaluated_otherwise_are_marked_and_not_counted(report, table):
+    t, rows = table
+
+    def record(name, seed, nll, **extra):
+        return {"row": f"{name}-seed{seed}", "experiment": name, "method": name, "paper": "p", "seed": seed,
+                "overrides": list(t.recipe), "nll_iw": nll, "ppl_iw": 99.0, "kl": 7.0, "mi_full": 5.0, "au": 32,
+                "elbo": nll + 1, "ppl_elbo": 101.0, "bleu_rec": None, "epochs": 30, "steps": 900,
+                "stopped": "early", "iw_samples": 500, "test_sentences": 3761, "train_seconds": 1.0,
+                "device": "CPU", "samples": [], **extra}
+
+    lm = [record("lstm-lm", s, n) for s, n in zip((1234, 1, 2), (101.0, 101.1, 100.9))]
+    fb = [record("vae-free-bits", s, n) for s, n in zip((1234, 1, 2), (100.5, 100.6, 100.4))]
+    assert "**meets the goal**" in report.baseline_comparison(rows, lm + fb, t)[0]
+    short = {"time": {**fb[1], "stopped": "time", "epochs": 3},
+             "k": {**fb[1], "iw_samples": 5},
+             "sentences": {**fb[1], "test_sentences": 50}}
+    assert report.shortfalls(short["time"], t, rows, lm + fb) == ["stopped at its time budget, epoch 3"]
+    assert report.shortfalls(short["k"], t, rows, lm + fb) == ["k = 5 importance samples, not the row's 500"]
+    assert report.shortfalls(short["sentences"], t, rows, lm + fb) == ["evaluated on 50 of 3,761 test sentences"]
+    for why, r in short.items():
+        records = lm + [fb[0], r, fb[2]]
+        assert report.counted(t, rows, records) == lm + [fb[0], fb[2]], why
+        md = report.render(t, rows, records)
+        assert "| vae-free-bits | VAE + free bits | 2 | 100.45 ± 0.07 |" in md, why  # over the two that count
+        assert "| vae-free-bits-seed1 ◊ |" in md and "◊ Not counted in the means over seeds" in md
+        assert "vae-free-bits (2 seeds)" in report.baseline_comparison(rows, records, t)[0]
+    # a row with no run that counts is summarised over the runs it has, marked
+    only = report.render(t, rows, lm + [{**r, "stopped": "max_steps"} for r in fb])
+    assert "| vae-free-bits ◊ | VAE + free bits | 3 | 100.50 ± 0.10 |" in only
+    assert "Rows that meet it: none." not in only and "vae-free-bits (3 seeds)" not in only
+    # an epoch limit is the row's own unless the command line set it (a budget then)
+    capped = {**fb[1], "stopped": "max_epochs", "overrides": [*t.recipe, "train.max_epochs=10"]}
+    assert report.shortfalls(capped, t, rows, lm + fb) == ["stopped at its epoch limit, epoch 30"]
+    assert report.shortfalls({**capped, "overrides": list(t.recipe)}, t, rows, lm + fb) == []
 
 
 def test_the_goal_is_met_only_beyond_two_pooled_sd_over_seeds_and_under_the_ppl_bound(report, table):
@@ -375,8 +414,14 @@ def test_extend_trains_a_row_on_after_its_time_budget_and_evaluates_it_again(scr
     assert second["stopped"] == "max_steps" and second["steps"] == 6 and len(second["sittings"]) == 2
     assert second["sittings"][1]["resumed"] and second["nll_iw"] != first["nll_iw"]
     capsys.readouterr()
-    assert lm("--extend") == 0  # a row that did not stop at a budget is not trained on
+    assert lm("--extend") == 0  # its step limit is the command's own: nothing to train on
     assert "not retrained" in capsys.readouterr().err and record() == second
+    assert lm("--max-steps", "8") == 0  # a raised limit without --extend: finished, and told how to go on
+    assert "it stopped at its step limit: --extend trains it on" in capsys.readouterr().err and record() == second
+    assert lm("--max-steps", "8", "--extend") == 0
+    third = record()
+    assert third["steps"] == 8 and len(third["sittings"]) == 3 and third["sittings"][2]["resumed"]
+    assert third["sittings"][2]["changed"]["train.max_steps"] == [6, 8]  # against its first sitting's
     # each sitting keeps the command that ran it, and the table lists them: how to redo the row
     commands = [s["command"] for s in second["sittings"]]
     assert commands[0].endswith("--max-minutes 1e-6") and commands[1].endswith("--extend")
@@ -385,6 +430,34 @@ def test_extend_trains_a_row_on_after_its_time_budget_and_evaluates_it_again(scr
     md = (tmp_path / "results" / "ptb.md").read_text()
     line = next(x for x in md.splitlines() if x.startswith("- lstm-lm-seed1234: "))
     assert line.index(commands[0]) < line.index(commands[1]) < line.index("evaluated by")
+
+
+@pytest.mark.integration  # the runner trains and evaluates a row, then evaluates it again
+def test_other_samples_redo_the_samples_not_the_evaluation_pass(script, ptb_dir, tmp_path, monkeypatch):
+    assert script.main([str(PTB), "--data-dir", str(ptb_dir), "--rows", "bn-vae-seed1234",
+                        "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                        "--max-steps", "2", "--iw-samples", "2", "--eval-sentences", "6", *SMALL]) == 0
+    run = tmp_path / "runs" / "ptb" / "bn-vae-seed1234"
+    state = json.loads((run / "reproduce.json").read_text())
+    assert state["evaluation_key"]["split"] == "test" and state["extras_key"] == {"samples": 3, "homotopy_steps": 5}
+    t, rows = load_table(PTB)
+    row = next(r for r in rows if r.name == "bn-vae")
+    args = script.parse_args([str(PTB), "--data-dir", str(ptb_dir), "--max-steps", "2", *SMALL])
+    cfg, _ = script.run_config(t, row, 1234, args)
+    settings = {**script.evaluation(t, row), "iw_samples": 2}
+
+    def no_pass(*a, **k):
+        raise AssertionError("the evaluation pass ran again")
+
+    monkeypatch.setattr(script, "evaluate", no_pass)
+    old = {**state, "evaluation_key": {k: v for k, v in state["evaluation_key"].items() if k != "split"}}
+    old.pop("extras_key")  # a state saved before either: its metrics and samples still count
+    assert script.evaluate_run("bn-vae-seed1234", settings, cfg, run, old, 6, print) is old
+    more = script.evaluate_run("bn-vae-seed1234", {**settings, "samples": 5, "homotopy_steps": 2}, cfg, run,
+                               dict(state), 6, print)
+    assert len(more["samples"]) == 5 and len(more["homotopy"]) == 4 and more["evaluation"] == state["evaluation"]
+    with pytest.raises(AssertionError, match="pass ran again"):  # another split is another evaluation
+        script.evaluate_run("bn-vae-seed1234", {**settings, "split": "valid"}, cfg, run, dict(state), 6, print)
 
 
 @pytest.mark.integration  # the runner trains a row, then is given other settings for it
@@ -551,10 +624,10 @@ def test_a_new_yaml_row_is_run_and_rendered_with_no_python_change(script, report
     assert record["row"] == "beta-vae-0.2" and record["seed"] == 7
     assert record["config"]["objective"]["kl_weight"] == 0.2 and record["config"]["train"]["seed"] == 7
     md = (tmp_path / "results" / "ptb.md").read_text()
-    line = next(x for x in md[md.index("Every run:"):].splitlines() if x.startswith("| beta-vae-0.2 |"))
+    line = next(x for x in md[md.index("Every run:"):].splitlines() if x.startswith("| beta-vae-0.2 ◊ |"))
     assert "beta-VAE (beta 0.2)" in line and "PPL 999 (a made-up source for this test)" in line
     runs = md[md.index("Every run:"):]
-    assert runs.index("| vae-plain |") < runs.index("| beta-vae-0.2 |")  # its order: after vae-plain
+    assert runs.index("| vae-plain |") < runs.index("| beta-vae-0.2 ◊ |")  # its order: after vae-plain
     # the report step alone renders the same page from the json
     (tmp_path / "results" / "ptb.md").unlink()
     assert report.main([str(folder), "--results", str(tmp_path / "results")]) == 0
@@ -754,7 +827,7 @@ def test_a_disentanglement_row_records_the_decomposition_and_mig(script, tmp_pat
     assert set(r["mig_per_factor"]) == {"topic", "tense", "sentiment", "length"} and 0 <= r["mig"] <= 1
     terms = r["decomposition_mi"] + r["decomposition_tc"] + r["decomposition_dimwise_kl"]
     assert terms == pytest.approx(r["decomposition_kl"], abs=0.5 + 0.2 * r["decomposition_kl"])
-    assert "| tc | TC | 1 |" in (tmp_path / "results" / "d.md").read_text()
+    assert "| tc ◊ | TC | 1 |" in (tmp_path / "results" / "d.md").read_text()
 
 
 @pytest.mark.integration  # the runner trains a row, is stopped while evaluating it, then goes on
@@ -805,6 +878,8 @@ def test_missing_picks_the_runs_without_a_current_record(script, table, tmp_path
     current = {"overrides": list(t.recipe), **recorded}
     records = [{"row": "lstm-lm-seed1234", **current}, {"row": "lstm-lm-seed1", **current},
                {"row": "bn-vae-seed1234", **current},
+               {"row": "vae-free-bits-seed1", **current, "epochs": 3, "stopped": "time"},  # ◊ : a budget stop
+               {"row": "vae-free-bits-seed2", "experiment": "vae-free-bits", **current, "iw_samples": 5},  # ◊ : evaluated with another k
                {"row": "vae-plain", **current, "overrides": list(t.recipe[:-1])},  # † : an earlier recipe
                {"row": "vae-cyclical", **current, "eval_command": None},  # its commands were not recorded
                {"row": "vae-bowman", **current, "sittings": [{"command": None, "seconds": 1.0},
