@@ -494,12 +494,14 @@ def loads(records: list[dict], rows, names: tuple[str, ...]) -> str:
 def seeded_names(rows, records: list[dict]) -> list[dict]:
     """The records with the run names the rows give them now: a run recorded while its row had one
     seed is named after the row alone (``lstm-lm``); once the row lists several seeds, the run of that
-    seed is ``lstm-lm-seed1234`` (textvae.experiments.Experiment.runs). Other records are unchanged."""
+    seed is ``lstm-lm-seed1234`` (textvae.experiments.Experiment.runs). A run of a row that had no seeds
+    (``seed`` None) trained its preset's, which its config says. Other records are unchanged."""
     out = []
     for r in records:
         row = row_of(rows, r)
-        if row is not None and len(row.seeds) > 1 and r["row"] == row.name and r.get("seed") in row.seeds:
-            r = {**r, "row": f"{row.name}-seed{r['seed']}"}
+        seed = r.get("seed") if r.get("seed") is not None else ((r.get("config") or {}).get("train") or {}).get("seed")
+        if row is not None and len(row.seeds) > 1 and r["row"] == row.name and seed in row.seeds:
+            r = {**r, "row": f"{row.name}-seed{seed}", "seed": seed}
         out.append(r)
     return out
 

@@ -682,6 +682,16 @@ def test_a_row_given_more_seeds_keeps_its_run_and_trains_only_the_new_seeds(scri
     assert script.main([str(folder), "--rows", "lm-seed9", *common]) == 2  # names the runs it knows
 
 
+def test_a_run_of_a_row_that_had_no_seeds_is_named_after_the_seed_its_config_trained(report, table):
+    # lstm-lm lists seeds 1234, 1, 2; its run from when it listed none trained the preset's seed, 1234:
+    # that run is lstm-lm-seed1234, not a second record of the same model beside it
+    _, rows = table
+    old = {"row": "lstm-lm", "experiment": "lstm-lm", "seed": None, "config": {"train": {"seed": 1234}}}
+    assert [(r["row"], r["seed"]) for r in report.seeded_names(rows, [old])] == [("lstm-lm-seed1234", 1234)]
+    other = {**old, "config": {"train": {"seed": 99}}}  # a seed the row no longer lists: left as it is
+    assert report.seeded_names(rows, [other]) == [other]
+
+
 def test_experiment_files_are_checked(tmp_path):
     bad = tmp_path / "row.yaml"
     bad.write_text("name: x\nmethod: m\npaper: p\noverides: [model.latent_dim=0]\n")  # misspelt key
