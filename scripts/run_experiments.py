@@ -87,6 +87,11 @@ STATE = "reproduce.json"
 PARTIAL_EVALUATION = "evaluation.partial.safetensors"  # an evaluation pass in progress
 CONCURRENT_ENV = "TEXTVAE_CONCURRENT_ROWS"  # set by --jobs for its row processes: how many share the machine
 COMMAND_ENV = "TEXTVAE_REPRODUCE_COMMAND"  # set by --jobs for its row processes: the command the user typed
+BUSY_EXIT = 75  # a row process whose runs were all left to another process (EX_TEMPFAIL: try again later)
+
+
+class RunBusy(TextVAEError):
+    """Another process holds the run's lock: it is training or evaluating that run now."""
 
 
 # --------------------------------------------------------------------------- configuration
@@ -179,19 +184,20 @@ def invocation(argv: list[str]) -> str:
 
 
 def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str | None = None,
-              overrides: list[str] | None = None) -> dict:
+              overrides: list[str] | None = None, hint: bool = True) -> dict:
     """Train (or resume) one run; returns its reproduce.json state. ``extend``: a run that stopped at a
     budget this command lifts (``trains_on``) trains on in a new sitting instead of counting as finished.
     ``command`` (``invocation``) is recorded with the sitting, ``overrides`` (``run_config``'s) with the
     run once a sitting finishes it: the settings its training ended under, which a later command that
-    only reuses the run (another budget, say) does not replace."""
+    only reuses the run (another budget, say) does not replace. ``hint``: say when --extend would train
+    a finished run on."""
     state = read_state(run)
     changed = same_run(name, cfg, run) if state.get("finished") or list_checkpoints(run) else {}
     if state.get("finished"):
         budget = trains_on(state.get("train_result") or {}, cfg)
         if not (extend and budget):
             log(f"[{name}] training already finished ({len(state['sittings'])} sitting(s)); not retrained"
-                + (f" (it stopped at its {budget}: --extend trains it on)" if budget else ""))
+                + (f" (it stopped at its {budget}: --extend trains it on)" if budget and hint else ""))
             return state
         log(f"[{name}] stopped at its {budget}; training on from its newest checkpoint (--extend)")
         for key in ("finished", "finished_at", "train_result", "evaluation", "evaluation_key"):
@@ -546,8 +552,8 @@ def run_lock(run: Path):
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise TextVAEError(f"another process is training or evaluating {run} (it holds {lock}); "
-                                   f"this command leaves the run to it") from None
+                raise RunBusy(f"another process is training or evaluating {run} (it holds {lock}); "
+                              f"this command leaves the run to it") from None
         yield
 
 
@@ -620,10 +626,10 @@ def parallel_env(jobs: int, processes: int, command: str, on_cpu: bool) -> dict:
 
 
 def run_processes(commands: dict[str, tuple[list[str], Path]], jobs: int, env: dict, log,
-                  on_done=None) -> list[str] | None:
+                  on_done=None, busy: list | None = None) -> list[str] | None:
     """Run the named commands (argument list, log file) up to ``jobs`` at once, in order, each one's
     output appended to its log; ``on_done(name)`` is called as each one succeeds. Returns the names that
-    failed, or None when interrupted (SIGINT/SIGTERM reach the running processes, which checkpoint, and
+    failed (those that left their runs to another process also go into ``busy``), or None when interrupted (SIGINT/SIGTERM reach the running processes, which checkpoint, and
     are waited for)."""
     waiting, running, failed = list(commands), {}, []
 
@@ -651,6 +657,11 @@ def run_processes(commands: dict[str, tuple[list[str], Path]], jobs: int, env: d
                 if proc.returncode == 130:
                     log(f"[{name}] interrupted after {took}; run the same command again to resume it")
                     failed.append(name)
+                elif proc.returncode == BUSY_EXIT:
+                    log(f"[{name}] left to another process that is training or evaluating its runs; see {logpath}")
+                    failed.append(name)
+                    if busy is not None:
+                        busy.append(name)
                 elif proc.returncode:
                     log(f"[{name}] failed after {took} (exit status {proc.returncode}); see {logpath}")
                     failed.append(name)
@@ -684,7 +695,7 @@ def run_in_parallel(args, jobs: list, log, on_done=None) -> list[str] | None:
     try:
         by_name = {row.name: (table, row) for table, row in jobs}
         done = None if on_done is None else (lambda name: on_done(*by_name[name]))
-        return run_processes(commands, args.jobs, env, log, done)
+        return run_processes(commands, args.jobs, env, log, done, busy=args.busy)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -790,11 +801,13 @@ def missing_runs(args, table, rows, selected: list) -> list:
     return keep
 
 
-def run_row(args, table, rows, row, log) -> bool | None:
+def run_row(args, table, rows, row, log, record_only: bool = False) -> bool | None:
     """Train (or resume, or reuse), evaluate and record the runs of ``row`` that the arguments picked,
     rewriting ``T.json`` and ``T.md`` after each. True when all went through, False when one failed
     (the others still ran), None when interrupted (the trainer saved a checkpoint first, or the evaluation
-    its last whole batch)."""
+    its last whole batch). A run another process holds is left to it and added to ``args.busy``.
+    ``record_only``: a row process of --jobs has just trained and evaluated the runs; only record them
+    (with --extend, training on here would give a run stopped at its budget a second sitting)."""
     out = args.out_dir / f"{table.table}.json"
     settings = evaluation(table, row)
     if args.iw_samples is not None:
@@ -808,11 +821,16 @@ def run_row(args, table, rows, row, log) -> bool | None:
         try:
             with run_lock(run):
                 cfg, overrides = run_config(table, row, seed, args)
-                state = train_run(name, cfg, run, log, extend=args.extend, command=args.command, overrides=overrides)
+                state = train_run(name, cfg, run, log, extend=args.extend and not record_only, command=args.command,
+                                  overrides=overrides, hint=not record_only)
                 state = evaluate_run(name, settings, cfg, run, state, args.eval_sentences, log, command=args.command)
         except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: a checkpoint or the evaluation's last batch was saved
             log(f"[{name}] interrupted ({e}); run the same command again to resume")
             return None
+        except RunBusy as e:  # not a failure of this run: another process is on it
+            log(f"[{name}] {e}")
+            args.busy.append(name)
+            continue
         except TextVAEError as e:  # this run cannot go on; the others still can
             log(f"[{name}] failed: {e}")
             ok = False
@@ -866,12 +884,12 @@ def main(argv=None) -> int:
             log(f"error: {table.table}: data directory {data} does not exist; pass --data-dir{env} "
                 f"(see data/{table.table}/README.md)")
             return 2
-    failed, recorded = [], set()
+    failed, recorded, args.busy = [], set(), []
     if args.jobs > 1 and sum(len(chosen) for *_, chosen in tables) > 1:
         all_rows = {id(table): rows for table, rows, _ in tables}
 
         def record(table, row):  # a row process finished: its runs go into T.json and T.md now
-            if run_row(args, table, all_rows[id(table)], row, log):
+            if run_row(args, table, all_rows[id(table)], row, log, record_only=True):
                 recorded.add((table.table, row.name))
 
         failed = run_in_parallel(args, [(t, r) for t, _, chosen in tables for r in chosen], log, record)
@@ -884,10 +902,13 @@ def main(argv=None) -> int:
                 return 130
             if not status:
                 failed.append(row.name)
+    failed = [n for n in dict.fromkeys(failed) if n not in args.busy]
     if failed:
-        log(f"rows that failed: {', '.join(dict.fromkeys(failed))} (fix and run again with --rows "
-            f"{','.join(dict.fromkeys(failed))})")
-    return 1 if failed else 0
+        log(f"rows that failed: {', '.join(failed)} (fix and run again with --rows {','.join(failed)})")
+    if args.busy:
+        log(f"left to another process that is training or evaluating them: {', '.join(dict.fromkeys(args.busy))} "
+            f"(--status says where each stands; run the command again once that process has finished)")
+    return 1 if failed else BUSY_EXIT if args.busy else 0
 
 
 if __name__ == "__main__":

@@ -594,10 +594,24 @@ def test_a_run_another_process_is_training_is_left_to_it(script, ptb_dir, tmp_pa
     them a second time into the same directory."""
     run_dir = tmp_path / "runs" / "ptb" / "bn-vae-seed1234"
     with script.run_lock(run_dir):  # as the process training it holds it
-        assert run(script, ptb_dir, tmp_path, rows="bn-vae-seed1234") == 1
+        assert run(script, ptb_dir, tmp_path, rows="bn-vae-seed1234") == script.BUSY_EXIT
     err = capsys.readouterr().err
-    assert f"[bn-vae-seed1234] failed: another process is training or evaluating {run_dir}" in err
+    assert f"[bn-vae-seed1234] another process is training or evaluating {run_dir}" in err
+    assert "left to another process that is training or evaluating them: bn-vae-seed1234 (--status" in err
+    assert "failed" not in err  # nothing to fix: the command is to be run again later
     assert not run_dir.exists() and not (tmp_path / "results" / "ptb.json").exists()
+
+
+@pytest.mark.integration  # rows in subprocesses
+def test_jobs_with_extend_give_a_run_stopped_at_its_budget_one_sitting_not_two(script, ptb_dir, tmp_path, capsys):
+    # each row process trains its runs; the parent only records them, even under --extend
+    assert script.main([str(PTB), "--data-dir", str(ptb_dir), "--rows", "lstm-lm-seed1234,bn-vae-seed1234",
+                        "--jobs", "2", "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                        "--max-minutes", "1e-6", "--extend", "--iw-samples", "2", "--eval-sentences", "4",
+                        *SMALL]) == 0
+    for r in json.loads((tmp_path / "results" / "ptb.json").read_text()):
+        assert r["stopped"] == "time" and len(r["sittings"]) == 1, r["row"]
+    assert "training on from its newest checkpoint" not in capsys.readouterr().err
 
 
 def test_a_table_json_that_does_not_read_is_an_error_not_an_empty_table(script, tmp_path):
