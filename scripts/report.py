@@ -506,10 +506,30 @@ def seeded_names(rows, records: list[dict]) -> list[dict]:
     return out
 
 
+def commits_line(records: list[dict]) -> str:
+    """The commits of :func:`sitting_commits`, each with the runs that had uncommitted changes there."""
+    shown = [commit[:12] + (f" (with uncommitted changes: {', '.join(dirty)})" if dirty else "")
+             for commit, dirty in sorted(sitting_commits(records).items())]
+    return ", ".join(shown) or "–"
+
+
+def sitting_commits(records: list[dict]) -> dict[str, list[str]]:
+    """Every commit a training sitting ran at, with the runs whose sittings there ran with uncommitted
+    changes in the working tree (their code was not exactly that commit's); records without sittings
+    give their ``commit`` and ``commit_dirty``."""
+    out: dict[str, list[str]] = {}
+    for r in records:
+        for s in r.get("sittings") or [{"commit": r.get("commit"), "dirty": r.get("commit_dirty")}]:
+            if s.get("commit"):
+                dirty = out.setdefault(s["commit"], [])
+                if s.get("dirty") and r["row"] not in dirty:
+                    dirty.append(r["row"])
+    return out
+
+
 def render(table, rows, records: list[dict]) -> str:
     """The table's page: ``records`` (the json's objects) in the rows' order, rows not run yet in place."""
     records = seeded_names(rows, records)
-    commits = sorted({r["commit"] for r in records if r.get("commit")})
     ks = sorted({r["iw_samples"] for r in records if r.get("iw_samples")})
     folder = table.folder.resolve()
     folder = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder
@@ -520,7 +540,7 @@ def render(table, rows, records: list[dict]) -> str:
         f"Recipe: {' '.join(f'`{o}`' for o in table.recipe) or 'none'}. NLL (IW) with k = "
         f"{', '.join(map(str, ks)) or '–'} importance samples. BLEU: sacrebleu, "
         f"`tokenize=\"{table.bleu_tokenize}\"`.", "",
-        f"Commit(s): {', '.join(c[:12] for c in commits) or '–'}.",
+        f"Commits of the training sittings: {commits_line(records)}.",
         *summary_section(table, rows, records), *compare_section(table, rows, records),
         *goal_section(table, rows, records),
         "", *(["Every run:", ""] if table.summary else []),

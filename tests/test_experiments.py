@@ -706,6 +706,20 @@ def test_a_run_of_a_row_that_had_no_seeds_is_named_after_the_seed_its_config_tra
     assert report.seeded_names(rows, [other]) == [other]
 
 
+def test_the_page_names_every_sittings_commit_and_which_ran_with_uncommitted_changes(report, table):
+    t, rows = table
+    base = {"method": "m", "paper": "p", "overrides": list(t.recipe), "nll_iw": 1.0, "ppl_iw": 2.0, "kl": 0.0,
+            "mi_full": 0.0, "au": 0, "elbo": 1.0, "ppl_elbo": 2.0, "epochs": 1, "stopped": "early",
+            "train_seconds": 1.0, "device": "CPU", "samples": []}
+    records = [{**base, "row": "bn-vae", "commit": "b" * 40, "commit_dirty": True,
+                "sittings": [{"commit": "a" * 40, "dirty": True, "seconds": 1.0, "device": "CPU"},
+                             {"commit": "b" * 40, "dirty": False, "seconds": 1.0, "device": "CPU"}]},
+               {**base, "row": "vae-plain", "commit": "c" * 40, "commit_dirty": False}]  # no sittings kept
+    line = next(x for x in report.render(t, rows, records).splitlines() if x.startswith("Commits"))
+    assert line == ("Commits of the training sittings: aaaaaaaaaaaa (with uncommitted changes: bn-vae), "
+                    "bbbbbbbbbbbb, cccccccccccc.")
+
+
 def test_experiment_files_are_checked(tmp_path):
     bad = tmp_path / "row.yaml"
     bad.write_text("name: x\nmethod: m\npaper: p\noverides: [model.latent_dim=0]\n")  # misspelt key
