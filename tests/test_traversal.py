@@ -122,6 +122,23 @@ def test_traverse_factors_needs_the_test_splits_labels_of_each_train_factor(tmp_
                  "the test split has no labels of factor 'tense'", "test.tense.labels.txt")
 
 
+def test_traverse_factors_on_a_conditional_model_uses_each_base_sentences_label(tmp_path, capsys, one_thread):
+    from helpers import write_corpus, write_lines
+
+    write_corpus(tmp_path / "c", {s: ["a b c .", "b c d .", "c d e .", "d e f ."] * 5 for s in ("train", "valid", "test")})
+    for s in ("train", "valid", "test"):
+        write_lines(tmp_path / "c" / f"{s}.labels.txt", ["x", "y"] * 10)
+        write_lines(tmp_path / "c" / f"{s}.tense.labels.txt", ["past", "past", "future", "future"] * 5)
+    run = tmp_path / "r"
+    cli(capsys, ["train", *TINY, "--data", tmp_path / "c", "--out", run, "train.max_steps=2", "model.conditional=true"])
+    out, _ = cli(capsys, ["traverse", "--model", run, "--factors", "--dim", "0", "--label", "x", "--json"])
+    result = json.loads(out)
+    assert result["bases"] == 20 and set(result["intervention_effect"]["0"]) == {"label", "tense"}
+    (tmp_path / "c" / "test.labels.txt").unlink()
+    expect_error(capsys, ["traverse", "--model", run, "--factors", "--dim", "0", "--label", "x"],
+                 "the test split has no labels of factor 'label'", "(test.labels.txt beside the test text file")
+
+
 def test_values_option_takes_a_negative_start(tiny_run, capsys):
     out, _ = cli(capsys, ["traverse", "--model", tiny_run, "--values", "-1:1:2", "--dim", "0"])
     assert np.allclose([float(ln.split()[0]) for ln in out.splitlines()[1:]], [-1.0, 1.0])

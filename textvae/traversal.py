@@ -133,24 +133,29 @@ class FactorClassifier:
 
 @torch.no_grad()
 def intervention_effect(model, codes: torch.Tensor, dims: list[int], values: list[float],
-                        classifier: FactorClassifier, sample=None, batch_size: int = 512) -> dict[int, dict[str, float]]:
+                        classifier: FactorClassifier, sample=None, batch_size: int = 512,
+                        labels: list[str] | None = None) -> dict[int, dict[str, float]]:
     """{dim: {factor: effect}} over base codes (N, Z) (see the module docstring); greedy decoding
-    unless ``sample`` says otherwise."""
+    unless ``sample`` says otherwise. ``labels``: a conditional model's label of each base code (N),
+    which its sweeps are decoded with too."""
     from .config import SampleConfig
 
     sample = sample or SampleConfig(greedy=True)
     n, v = codes.size(0), len(values)
-    unswept = classifier.predict(_decode(model, codes, sample, batch_size))  # {factor: (N,)}
+    unswept = classifier.predict(_decode(model, codes, sample, batch_size, labels))  # {factor: (N,)}
+    swept_labels = None if labels is None else [y for y in labels for _ in values]  # (N V,), as swept below
     effect = {}
     for d in dims:
         swept = torch.stack([model.latent.sweep(c, d, values) for c in codes])  # (N, V, Z)
-        pred = classifier.predict(_decode(model, swept.flatten(0, 1), sample, batch_size))
+        pred = classifier.predict(_decode(model, swept.flatten(0, 1), sample, batch_size, swept_labels))
         effect[d] = {f: float(np.mean(pred[f].reshape(n, v) != unswept[f][:, None])) for f in pred}
     return effect
 
 
-def _decode(model, codes: torch.Tensor, sample, batch_size: int) -> list[str]:
-    return [s for i in range(0, codes.size(0), batch_size) for s in model.decode(codes[i:i + batch_size], sample)]
+def _decode(model, codes: torch.Tensor, sample, batch_size: int, labels: list[str] | None = None) -> list[str]:
+    return [s for i in range(0, codes.size(0), batch_size)
+            for s in model.decode(codes[i:i + batch_size], sample,
+                                  label=None if labels is None else labels[i:i + batch_size])]
 
 
 def factor_intervention(model, dims: list[int], values: list[float], sample=None, *, data_dir: str | None = None,
@@ -158,7 +163,8 @@ def factor_intervention(model, dims: list[int], values: list[float], sample=None
     """The intervention effect on the model's corpus: one :class:`FactorClassifier` per factor trained
     on the labelled train split, scored on the test split, and :func:`intervention_effect` over the
     codes of ``bases`` test sentences picked at random (``seed``). ``data_dir``: the corpus when it is
-    not where the model was trained. Returns ``intervention_effect``, ``classifier_accuracy``,
+    not where the model was trained. A conditional model encodes each base sentence, and decodes its
+    sweeps, with the sentence's own label. Returns ``intervention_effect``, ``classifier_accuracy``,
     ``bases`` and ``split``."""
     from .data import load_splits
     from .disentanglement import read_factors
@@ -172,7 +178,7 @@ def factor_intervention(model, dims: list[int], values: list[float], sample=None
                            "set when training (docs/disentangle.md)")
     missing = [f for f in train_factors if f not in test_factors]
     if missing:  # the classifiers are scored on the test split
-        files = ", ".join(f"{data.splits['test']}.{f}.labels.txt" for f in missing)
+        files = ", ".join(f"{data.splits['test']}.{'' if f == 'label' else f + '.'}labels.txt" for f in missing)
         raise TextVAEError(f"--factors: the test split has no labels of factor{'s' * (len(missing) > 1)} "
                            f"{', '.join(map(repr, missing))}, which the train split has; add them ({files} beside "
                            f"the test text file, or the same data.factor_fields columns in the test file)")
@@ -181,6 +187,9 @@ def factor_intervention(model, dims: list[int], values: list[float], sample=None
     test = splits["test"]["text"]
     accuracy = clf.score(test, test_factors)
     pick = np.random.default_rng(seed).permutation(len(test))[:bases]
-    codes = model.encode_points([test[i] for i in pick])
-    effect = intervention_effect(model, codes, dims, values, clf, sample)
+    # a conditional model's base sentences are encoded, and their sweeps decoded, with their own labels
+    # (the test split has them: its "label" factor was checked above)
+    labels = [str(splits["test"]["label"][i]) for i in pick] if model.conditional else None
+    codes = model.encode_points([test[i] for i in pick], labels)
+    effect = intervention_effect(model, codes, dims, values, clf, sample, labels=labels)
     return {"intervention_effect": effect, "classifier_accuracy": accuracy, "bases": len(pick), "split": "test"}
