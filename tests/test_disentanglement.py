@@ -176,3 +176,18 @@ def test_factor_label_file_with_another_line_count_is_an_error_naming_it(tmp_pat
     (tmp_path / "test.topic.labels.txt").write_text("x\ny\n")
     with pytest.raises(DataError, match=r"test\.topic\.labels\.txt has 2 lines but .*test\.txt has 3"):
         read_factors(DataConfig(data_dir=str(tmp_path)), "test")
+
+
+@pytest.mark.parametrize("one_file", ["folder", "file"])
+def test_factor_labels_of_a_corpus_split_from_one_file_follow_its_split(tmp_path, one_file):
+    # each line names its own label, so a label that belongs to another line shows
+    tenses = ["past", "now", "future"]
+    lines = [f"line {i} in the {tenses[i % 3]}" if i % 7 else "" for i in range(60)]
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "train.tense.labels.txt").write_text("\n".join(tenses[i % 3] for i in range(60)) + "\n")
+    cfg = DataConfig(data_dir=str(tmp_path if one_file == "folder" else tmp_path / "train.txt"))
+    for split in ("train", "valid", "test"):
+        factors = read_factors(cfg, split)
+        texts = load_splits(cfg, (split,), cache_dir=str(tmp_path / "cache"))[split]["text"]
+        assert len(factors["tense"]) == len(texts)
+        assert all(text.endswith(tense) for text, tense in zip(texts, factors["tense"]))

@@ -195,20 +195,31 @@ def read_factors(cfg, split: str = "test") -> dict[str, list[str]]:
 
 
 def _factor_files(cfg, split: str) -> dict[str, list[str]]:
-    """The ``{s}.{factor}.labels.txt`` files of a data_dir corpus, aligned with its examples."""
+    """The ``{s}.{factor}.labels.txt`` files of a data_dir corpus, aligned with its examples. When one
+    .txt file is cut into the three splits (``data.data_dir`` a file, or a folder with only a train
+    file), its label files (``{stem}.{factor}.labels.txt``, stem as for ``{stem}.labels.txt``) cover
+    the whole file and are cut with it, by data.split_ratio and data.split_seed."""
     if not cfg.data_dir:
         return {}
-    root = Path(cfg.data_dir).expanduser()
-    src = cfg.splits[split]
-    text = next((root / p.format(s=src) for p in _TEXT_PATTERNS if root.is_dir() and (root / p.format(s=src)).is_file()),
-                None)
+    from .data import _file_to_split, split_indices
+
+    root, one = Path(cfg.data_dir).expanduser(), _file_to_split(cfg)
+    if one is not None:
+        text = one if one.suffix.lower() == ".txt" else None
+        stem = one.name[:-len(".txt")].removeprefix("ptb.")
+    else:
+        stem = cfg.splits[split]
+        text = next((root / p.format(s=stem) for p in _TEXT_PATTERNS
+                     if root.is_dir() and (root / p.format(s=stem)).is_file()), None)
     if text is None:
         return {}
     lines = _lines(text, cfg.encoding_errors)
-    keep = [i for i, line in enumerate(lines) if line.strip()]  # load_splits skips blank examples
-    prefix = FACTOR_LABELS_PATTERN.format(s=src, factor="")[:-len(".labels.txt")]  # "{s}."
+    rows = range(len(lines)) if one is None else split_indices(len(lines), cfg.split_ratio, cfg.split_seed,
+                                                                source=str(text))[split]
+    keep = [i for i in rows if lines[i].strip()]  # load_splits skips blank examples
+    prefix = FACTOR_LABELS_PATTERN.format(s=stem, factor="")[:-len(".labels.txt")]  # "{stem}."
     out = {}
-    for path in sorted(root.glob(FACTOR_LABELS_PATTERN.format(s=src, factor="*"))):
+    for path in sorted(text.parent.glob(FACTOR_LABELS_PATTERN.format(s=stem, factor="*"))):
         factor = path.name[len(prefix):-len(".labels.txt")]
         labels = [label.strip() for label in _lines(path, cfg.encoding_errors)]
         if len(labels) != len(lines):
