@@ -338,9 +338,9 @@ def test_conditional_training_and_cli(cvae_run, capsys):
     r = json.loads(capsys.readouterr().out)
     assert 0.0 <= r["label_line_length"] <= 1.0 and 0.0 <= r["label_well_formed"] <= r["label_line_length"]
     assert {k: v["samples"] for k, v in r["label_match"].items()} == {"5x4": 5, "7x4": 5}
-    # the probe still conditions the encoder on the corpus's labels while it predicts others
-    assert main(["probe", "--model", str(run), "--n", "20", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["n_test"] == 20
+    # probing the forms the encoder is given would read them back from q(z|x, y): refused
+    assert main(["probe", "--model", str(run), "--n", "20", "--json"]) == 2
+    assert "follow from the label this conditional model is given" in capsys.readouterr().err
     # --resume keeps the filled-in num_labels
     assert main(["train", "--preset", "tiny", "--data-dir", str(data), "--out", str(run), "--resume",
                  "--no-summary", "train.max_steps=32", "tokenizer.kind=sentencepiece", "tokenizer.model_type=char",

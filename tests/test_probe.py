@@ -129,3 +129,24 @@ def test_labels_of_blank_lines_are_dropped_with_them(toy_run, tmp_path):
     write_lines(tmp_path / "some.txt", labels[:15] + [""] * 5)
     split = model_split(model, "valid", labels_file=tmp_path / "some.txt", data_dir=str(corpus))
     assert probe(model, split, n=10)["n_test"] == 5
+
+
+def test_probe_refuses_the_labels_a_conditional_model_is_given():
+    """q(z|x, y) reads the label y, so a probe of the posterior means for y (or a renaming of it) reads
+    the input back: an untrained conditional model scored 1.0 on labels that nothing in the text predicts."""
+    from textvae.config import ModelConfig
+    from textvae.data import EncodedSplit
+
+    rng = np.random.default_rng(1)
+    ids = [rng.integers(4, 20, size=int(rng.integers(1, 9))).astype(np.int32) for _ in range(200)]
+    given = [str(x) for x in rng.integers(0, 3, 200)]  # random: the text does not predict them
+    torch.manual_seed(0)
+    model = TextVAE(ModelConfig(vocab_size=20, emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=8,
+                                conditional=True), labels=["0", "1", "2"]).eval()
+    for labels in (given, [f"class {x}" for x in given]):
+        split = EncodedSplit(ids=ids, texts=[""] * 200, labels=labels, label_ids=np.array(given, dtype=np.int64))
+        with pytest.raises(TextVAEError, match="conditional model is given"):
+            probe(model, split, n=100)
+    other = [str(x) for x in rng.integers(0, 2, 200)]  # another factor: the probe is allowed
+    split = EncodedSplit(ids=ids, texts=[""] * 200, labels=other, label_ids=np.array(given, dtype=np.int64))
+    assert probe(model, split, n=100)["accuracy_latent"] < 0.7

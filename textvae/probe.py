@@ -81,6 +81,12 @@ def _accuracy(features: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test
     return float((predict(W, b, x_test) == y[test]).double().mean())
 
 
+def _given_label_decides(split, rows: list[int]) -> bool:
+    """Whether each conditioning label id (``split.label_ids``) goes with one probe label only, over ``rows``."""
+    seen: dict[int, str] = {}
+    return all(seen.setdefault(int(split.label_ids[i]), split.labels[i]) == split.labels[i] for i in rows)
+
+
 def probe(model, split, n: int = 100, seed: int = 0, c: float = 1.0, batch_size: int = 64) -> dict:
     """Accuracy of a logistic regression on posterior means vs on bag-of-words, N training examples.
 
@@ -91,6 +97,10 @@ def probe(model, split, n: int = 100, seed: int = 0, c: float = 1.0, batch_size:
     errors. Returns ``accuracy_latent``, ``accuracy_bow``, ``accuracy_majority`` (the most frequent
     training label), ``n_train``, ``n_test``, ``classes`` (labels among the training examples),
     ``latent_dim``, ``bow_features``, ``seed``.
+
+    A conditional model's posterior is q(z|x, y) with the split's ``label_ids``: labels that follow
+    from y are refused (the posterior would give y back), and a factor correlated with y is read
+    partly from y itself.
     """
     from .metrics import posterior_parameters
 
@@ -99,6 +109,11 @@ def probe(model, split, n: int = 100, seed: int = 0, c: float = 1.0, batch_size:
     if split.labels is None:
         raise DataError("the split has no labels; pass a labels file (one label per line of the split)")
     rows = [i for i, label in enumerate(split.labels) if label != ""]
+    if model.conditional and split.label_ids is not None and _given_label_decides(split, rows):
+        raise TextVAEError("the probe's labels follow from the label this conditional model is given "
+                           "(model.conditional: its posterior q(z|x, y) reads y), so the posterior would hand the "
+                           "label back whatever z learned (an untrained model scores 1.0 on random labels); probe "
+                           "another factor (--labels FILE) or a model trained without model.conditional")
     if not 2 <= n < len(rows):
         raise TextVAEError(f"--n {n}: the probe needs at least 2 training examples and at least one left to "
                            f"test on; the split has {len(rows)} labelled examples")
