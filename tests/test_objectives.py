@@ -240,3 +240,37 @@ def test_the_loss_fills_the_tc_queue_and_refuses_to_run_without_it():
     assert torch.allclose(first, batch_only) and len(queue) == 8
     second = vae_loss(out, 1.0, cfg, dataset_size=100, latent=latent, queue=queue)  # the same 8 posteriors queued
     assert len(queue) == 16 and not torch.allclose(second, first)
+
+
+def _kingma_grad_on_one_rank(rank, world, port, kl, lam, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        rows = torch.tensor_split(torch.arange(kl.size(0)), world)[rank]  # the trainer's contiguous share
+        share = kl[rows].clone().requires_grad_(True)
+        # the trainer's scaling: DDP's mean over ranks of these gradients is the global batch's
+        (free_bits_kingma(share, lam) * len(rows) * world / kl.size(0)).backward()
+        grads = [torch.zeros(kl.size(1)) for _ in range(world)]
+        dist.all_gather(grads, share.grad.sum(0) / world)
+        if rank == 0:
+            torch.save(torch.stack(grads).sum(0), out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_kingma_free_bits_under_data_parallelism_clamp_the_global_batch_mean(tmp_path):
+    # dimension 0: mean 0.3 over the first half, 0.1 over the second, 0.2 over the batch: below lambda 0.25,
+    # so one process gives it no gradient; two processes clamping their own halves gave the first half one
+    import socket
+
+    import torch.multiprocessing as mp
+
+    kl = torch.tensor([[0.3, 2.0]] * 4 + [[0.1, 2.0]] * 4)
+    one = kl.clone().requires_grad_(True)
+    free_bits_kingma(one, 0.25).backward()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_kingma_grad_on_one_rank, args=(2, port, kl, 0.25, str(tmp_path / "grad.pt")), nprocs=2)
+    assert torch.allclose(torch.load(tmp_path / "grad.pt"), one.grad.sum(0))

@@ -81,11 +81,27 @@ def kl_weight(step: int, cfg: ObjectiveConfig, total_steps: int | None = None,
     return SCHEDULES[cfg.kl_schedule](step, cfg, total_steps)
 
 
+def _global_batch_mean(kl: torch.Tensor) -> torch.Tensor:
+    """The detached mean (Z,) of each dimension over the global batch: under data parallelism
+    (torch.distributed initialised, more than one process) over the rows of every process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return kl.detach().mean(0)
+    sums = torch.cat([kl.detach().float().sum(0), kl.new_full((1,), kl.size(0), dtype=torch.float32)])
+    dist.all_reduce(sums)  # every process calls the loss at every step, so they all meet here
+    return sums[:-1] / sums[-1]
+
+
 def free_bits_kingma(kl: torch.Tensor, lam: float) -> torch.Tensor:
     """Kingma et al. (2016), "Improved Variational Inference with Inverse Autoregressive Flow":
     the batch-averaged KL of each dimension is clamped from below at lambda, so a dimension whose
-    average KL is under lambda gets no gradient pushing it further down. kl (B, Z) -> scalar."""
-    return kl.mean(0).clamp(min=lam).sum()
+    average KL is under lambda gets no gradient pushing it further down. kl (B, Z) -> scalar.
+
+    Under data parallelism the clamp is decided on the global batch's mean, so N processes make the
+    update of one (each process's value keeps its own share's mean where the dimension is above lambda)."""
+    mean = kl.mean(0)  # (Z,)
+    return torch.where(_global_batch_mean(kl) > lam, mean, torch.full_like(mean, lam)).sum()
 
 
 def free_bits_li(kl: torch.Tensor, lam: float) -> torch.Tensor:
