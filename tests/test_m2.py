@@ -152,3 +152,22 @@ def test_m2_trains_on_a_corpus_whose_blank_labels_are_unlabelled(tmp_path, capsy
                           "train.max_steps=3"])
     model = TextVAE.from_pretrained(tmp_path / "r")
     assert model.label_names == ["pets", "weather"]
+
+
+@pytest.mark.parametrize("latent", ["gaussian", "gumbel", "vq"])
+def test_validation_reports_the_classifier_accuracy_for_every_latent(latent):
+    """train logs M2's q(y|x) accuracy from validate; a discrete latent's validate dropped it."""
+    from textvae.data import EncodedSplit
+    from textvae.metrics import validate
+
+    torch.manual_seed(0)
+    model = TextVAE(ModelConfig(vocab_size=20, emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=3, latent=latent,
+                                latent_vars=2, latent_classes=4, code_dim=3, conditional=True, classifier=True,
+                                id2label={0: "a", 1: "b", 2: "c"})).eval()
+    ids = [np.array(s, dtype=np.int32) for s in ([5, 6, 7], [8, 9], [10, 11, 12, 13], [4, 4], [7], [9, 9, 9])]
+    y = np.array([0, 1, 2, 0, 1, 2])
+    split = EncodedSplit(ids=ids, texts=[""] * 6, labels=[["a", "b", "c"][k] for k in y], label_ids=y)
+    tokens, lengths = collate_ids(ids, 2, 3)
+    with torch.no_grad():
+        pred = model.classifier(tokens, lengths).argmax(-1).numpy()
+    assert validate(model, split, batch_size=4)["accuracy"] == pytest.approx(float((pred == y).mean()))

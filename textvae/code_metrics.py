@@ -25,17 +25,19 @@ import torch
 
 from .config import SampleConfig
 from .generate import eval_mode
-from .metrics import (_batches, _generator, _ids_to_text, iw_log_likelihood, prior_sample_metrics, progress_bar,
-                      reconstructions)
+from .metrics import (_batches, _generator, _ids_to_text, classifier_hits, iw_log_likelihood, prior_sample_metrics,
+                      progress_bar, reconstructions)
 from .text_metrics import bleu, bleu_tokenize
 
 
 def _pass(model, split, batch_size: int, samples: int, g: torch.Generator, progress: str | None, each=None) -> dict:
-    """One pass: rec (S hard samples of q per sentence), KL per variable, the point codes' ids."""
+    """One pass: rec (S hard samples of q per sentence), KL per variable, the point codes' ids, and M2's
+    classifier hits."""
     from .batching import collate
 
     latent = model.latent
     rec_sum, kl_var, tokens, ids = 0.0, torch.zeros(latent.vars, dtype=torch.float64), 0, []
+    correct, labelled = 0, 0
     with eval_mode(model):
         for idx in progress_bar(_batches(split, batch_size), progress):
             b = collate(split, idx).to(model.device)
@@ -51,12 +53,15 @@ def _pass(model, split, batch_size: int, samples: int, g: torch.Generator, progr
             tokens += int((b.lengths - 1).sum())
             point = latent.point(params)
             ids.append(latent.code_ids(point).cpu())
+            hits, known = classifier_hits(model, b)
+            correct, labelled = correct + hits, labelled + known
             if each is not None:
                 each(idx, b, params, point, rec)
     n = len(split.ids)
     if n == 0:
         raise ValueError("the split is empty")
-    return {"rec_sum": rec_sum, "kl_per_var": (kl_var / n).tolist(), "tokens": tokens, "ids": torch.cat(ids), "n": n}
+    return {"rec_sum": rec_sum, "kl_per_var": (kl_var / n).tolist(), "tokens": tokens, "ids": torch.cat(ids), "n": n,
+            "accuracy": correct / labelled if labelled else None}
 
 
 def code_statistics(ids: torch.Tensor, classes: int, shared: bool) -> dict:
@@ -81,7 +86,8 @@ def validate_codes(model, split, batch_size: int = 64, samples: int = 1, seed: i
                    progress: str | None = None) -> dict:
     """:func:`textvae.metrics.validate` for a discrete latent: ``rec``, ``kl`` (per sentence; vq: M log
     K), ``elbo`` = rec + kl, ``ppl_elbo``, ``au`` (active variables), ``kl_per_dim`` (per variable),
-    ``codebook_usage``, ``code_perplexity``, ``tokens``, ``sentences``."""
+    ``codebook_usage``, ``code_perplexity``, ``tokens``, ``sentences``; a model with a classifier (M2)
+    adds ``accuracy``, as :func:`textvae.metrics.validate` does."""
     r = _pass(model, split, batch_size, samples, _generator(seed), progress)
     n, kl = r["n"], math.fsum(r["kl_per_var"])
     stats = code_statistics(r["ids"], model.latent.classes, shared=model.config.latent == "vq")
@@ -89,7 +95,8 @@ def validate_codes(model, split, batch_size: int = 64, samples: int = 1, seed: i
             "ppl_elbo": math.exp((r["rec_sum"] + kl * n) / r["tokens"]),
             "au": active_variables(model, r["kl_per_var"], r["ids"]), "tokens": r["tokens"], "sentences": n,
             "kl_per_dim": r["kl_per_var"], "codebook_usage": stats["codebook_usage"],
-            "code_perplexity": stats["code_perplexity"]}
+            "code_perplexity": stats["code_perplexity"],
+            **({} if r["accuracy"] is None else {"accuracy": r["accuracy"]})}
 
 
 def evaluate_codes(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batch_size: int = 64,

@@ -375,6 +375,16 @@ def progress_bar(batches: list, label: str | None):
     return tqdm(batches, desc=label, unit="batch", leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
+def classifier_hits(model, b) -> tuple[int, int]:
+    """M2 (``model.classifier``): how many labelled examples of batch ``b`` q(y|x)'s arg max gets right, and
+    how many are labelled (label id >= 0); (0, 0) for a model without a classifier or a batch without labels."""
+    if getattr(model, "classifier", None) is None or b.label_ids is None:
+        return 0, 0
+    known = b.label_ids >= 0
+    pred = model.classifier(b.tokens, b.lengths).argmax(-1)
+    return int((pred == b.label_ids)[known].sum()), int(known.sum())
+
+
 def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0, progress: str | None = None) -> dict:
     """The fast pass the training loop runs at every evaluation: the negative ELBO and its terms.
 
@@ -398,10 +408,8 @@ def validate(model, split, batch_size: int = 64, samples: int = 1, seed: int = 0
         for idx in progress_bar(_batches(split, batch_size), progress):
             b = collate(split, idx).to(model.device)
             rec, kl, mu, _ = elbo_terms(model, b.tokens, b.lengths, samples, g, y=b.label_ids)
-            if getattr(model, "classifier", None) is not None and b.label_ids is not None:
-                known = b.label_ids >= 0
-                pred = model.classifier(b.tokens, b.lengths).argmax(-1)
-                correct, labelled = correct + int((pred == b.label_ids)[known].sum()), labelled + int(known.sum())
+            hits, known = classifier_hits(model, b)
+            correct, labelled = correct + hits, labelled + known
             rec_sum += float(rec.double().sum())
             kl_dim += kl.double().sum(0).cpu()
             tokens += int((b.lengths - 1).sum())
