@@ -15,6 +15,7 @@ then samples and homotopies.
 import argparse
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -146,23 +147,41 @@ def _config_has(config: dict, key: str, raw: str) -> bool:
 
 
 def shortfalls(record: dict, table, rows, records: list[dict]) -> list[str]:
-    """Why a run, whatever its recipe, does not measure what its row's other runs measure: it stopped
-    at a budget before its early stop (a time budget, a step limit, an epoch limit given on the command
-    line below its row's), or it was evaluated otherwise than its row says (another number of importance
-    samples, fewer test sentences than the table's other runs were evaluated on)."""
+    """Why a run, whatever its recipe, does not measure what its row's other runs measure: in a table
+    whose runs train to their early stop (``to_early_stop``), it stopped at a budget (a time budget, a
+    step limit, an epoch limit given on the command line below its row's); in any table, it was
+    evaluated otherwise than its row says (another number of importance samples, or only the first N
+    test sentences: ``--eval-sentences``, when the split has more)."""
     out = []
     why = stopped(record) if "epochs" in record else None
-    if why in ("time", "max_steps") or (why == "max_epochs" and any(
-            o.startswith("train.max_epochs=") for o in command_line_settings(record, table, rows))):
+    if table.to_early_stop and (why in ("time", "max_steps") or (why == "max_epochs" and any(
+            o.startswith("train.max_epochs=") for o in command_line_settings(record, table, rows)))):
         out.append(f"stopped at its {STOPPED[why]}, epoch {record['epochs']}")
     row = row_of(rows, record)
     k = evaluation(table, row)["iw_samples"] if row is not None else None
     if k and record.get("iw_samples") and record["iw_samples"] != k:
         out.append(f"k = {record['iw_samples']} importance samples, not the row's {k}")
-    most = max((r.get("test_sentences") or 0 for r in records), default=0)
-    if record.get("test_sentences") and record["test_sentences"] < most:
-        out.append(f"evaluated on {record['test_sentences']:,} of {most:,} test sentences")
+    limit = eval_sentences(record)
+    if limit is not None and record.get("test_sentences") is not None and record["test_sentences"] >= limit:
+        out.append(f"evaluated on the first {record['test_sentences']:,} test sentences only (--eval-sentences)")
     return out
+
+
+def eval_sentences(record: dict) -> int | None:
+    """The ``--eval-sentences`` limit of the record's evaluation (None: the whole split), read from the
+    record or, for records from before it was kept there, from its evaluation command."""
+    if "eval_sentences" in record:
+        return record["eval_sentences"]
+    words = shlex.split(record.get("eval_command") or "")
+    for i, word in enumerate(words):
+        value = word.split("=", 1)[1] if word.startswith("--eval-sentences=") else (
+            words[i + 1] if word == "--eval-sentences" and i + 1 < len(words) else None)
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def counted(table, rows, records: list[dict]) -> list[dict]:

@@ -19,10 +19,10 @@ training finished is not retrained; one interrupted (Ctrl-C, SIGTERM, a crash) r
 checkpoint. Between sittings only the device, the budgets and how often it saves and reports may change
 (``SITTING_SETTINGS``): a run directory trained under other settings than the command gives is neither
 resumed nor reused, and the runner says what differs. A run that stopped at a budget (``--max-minutes``,
-or a ``--max-steps`` / ``--max-epochs`` the command raises or drops) counts as finished, marked ◊ in the
-table and left out of its means, unless the command has ``--extend``: then it trains on from its newest
-checkpoint (lr, patience and halvings as they were) in a new sitting and is evaluated again. A
-finished run is evaluated once per (iw samples, eval sentences, seed); an evaluation interrupted
+or a ``--max-steps`` / ``--max-epochs`` the command raises or drops) counts as finished (in a table whose
+runs train to their early stop, ``to_early_stop``, it is marked ◊ and left out of the means) unless
+the command has ``--extend``: then it trains on from its newest checkpoint (lr, patience and halvings
+as they were) in a new sitting and is evaluated again. A finished run is evaluated once per (iw samples, eval sentences, seed); an evaluation interrupted
 part-way goes on from its last save (every minute, ``evaluation.partial.safetensors`` in the run
 directory) when the command is run again.
 
@@ -473,6 +473,7 @@ def run_record(table, row, name: str, seed, run: Path, overrides: list[str], sta
         **training_load(sittings),
         "commit": commits[-1] if commits else None, "commit_dirty": any(s.get("dirty") for s in sittings),
         "iw_samples": state["evaluation_key"]["iw_samples"], "test_sentences": ev["sentences"],
+        "eval_sentences": state["evaluation_key"].get("eval_sentences"),
         "test_tokens": ev["tokens"], "eval_seconds": ev["seconds"], "eval_device": state.get("evaluation_device"),
         "eval_command": state.get("evaluation_command"),
         "reference_ppl": ref.get("ppl"), "reference_source": ref.get("source"),
@@ -724,7 +725,7 @@ def parse_args(argv=None):
     p.add_argument("--extend", action="store_true",
                    help="runs that stopped at a budget this command lifts (a time budget; a step or epoch "
                         "limit raised or dropped) train on from their newest checkpoint and are evaluated again; "
-                        "without it they count as finished (marked ◊, left out of the means)")
+                        "without it they count as finished")
     p.add_argument("--jobs", type=int, default=1, help="rows trained and evaluated at once, one process each")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for every row, e.g. train.progress=false (repeatable)")

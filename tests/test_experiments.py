@@ -1,6 +1,7 @@
 """Experiments as data: the YAML rows (textvae/experiments.py), the runner (scripts/run_experiments.py)
 end to end on a tiny PTB-shaped corpus (three rows of a few steps each, then the outputs, then a second
 sitting that must reuse the runs instead of retraining), and the report step (scripts/report.py)."""
+import dataclasses
 import importlib.util
 import json
 import math
@@ -97,7 +98,8 @@ def test_rows_train_evaluate_and_write_the_table(script, table, ptb_dir, tmp_pat
     assert "| lstm-lm ◊ | LSTM-LM |" in md and "PPL 116 (Bowman et al. 2016, Table 1)" in md
     # runs stopped at a step limit are marked and not counted in the means, comparisons and goal
     assert ("◊ Not counted in the means over seeds, the comparisons or the goal: lstm-lm-seed1234 (stopped at "
-            "its step limit, epoch 0; k = 3 importance samples, not the row's 500); vae-pretrain-fb-seed1234") in md
+            "its step limit, epoch 0; k = 3 importance samples, not the row's 500; evaluated on the first 8 test "
+            "sentences only (--eval-sentences)); vae-pretrain-fb-seed1234") in md
     assert ("- vae-pretrain-fb-seed1234: autoencoder pretraining for the first 2 of 4 steps (50.0%), ended because "
             "objective.pretrain_ae_steps=2 steps are done; the decoder re-initialised, then the VAE phase.") in md
     runs = md[md.index("Every run:"):]
@@ -234,10 +236,18 @@ def test_runs_stopped_at_a_budget_or_evaluated_otherwise_are_marked_and_not_coun
     assert "**meets the goal**" in report.baseline_comparison(rows, lm + fb, t)[0]
     short = {"time": {**fb[1], "stopped": "time", "epochs": 3},
              "k": {**fb[1], "iw_samples": 5},
-             "sentences": {**fb[1], "test_sentences": 50}}
+             "sentences": {**fb[1], "test_sentences": 50, "eval_sentences": 50}}
     assert report.shortfalls(short["time"], t, rows, lm + fb) == ["stopped at its time budget, epoch 3"]
     assert report.shortfalls(short["k"], t, rows, lm + fb) == ["k = 5 importance samples, not the row's 500"]
-    assert report.shortfalls(short["sentences"], t, rows, lm + fb) == ["evaluated on 50 of 3,761 test sentences"]
+    assert report.shortfalls(short["sentences"], t, rows, lm + fb) == [
+        "evaluated on the first 50 test sentences only (--eval-sentences)"]
+    # a limit above the split's size evaluated all of it; one from before the record kept it is read
+    # from the evaluation's command
+    assert report.shortfalls({**fb[1], "eval_sentences": 5000}, t, rows, lm + fb) == []
+    assert report.shortfalls({**fb[1], "test_sentences": 50, "eval_command": "python x --eval-sentences 50"},
+                             t, rows, lm + fb) == ["evaluated on the first 50 test sentences only (--eval-sentences)"]
+    # a table whose runs compare under a common budget (no to_early_stop) counts its budget stops
+    assert report.shortfalls(short["time"], dataclasses.replace(t, to_early_stop=False), rows, lm + fb) == []
     for why, r in short.items():
         records = lm + [fb[0], r, fb[2]]
         assert report.counted(t, rows, records) == lm + [fb[0], fb[2]], why
@@ -822,6 +832,13 @@ def test_a_seed_set_for_every_run_of_a_seeded_row_is_refused(script, tmp_path, c
         load_experiment(tmp_path / "a.yaml")
 
 
+def test_to_early_stop_is_true_or_false(tmp_path):
+    (tmp_path / "table.yaml").write_text("table: t\ntitle: T\nto_early_stop: yes please\n")
+    with pytest.raises(ConfigError, match="to_early_stop must be true or false, got 'yes please'"):
+        load_table(tmp_path)
+    assert load_table(PTB)[0].to_early_stop is True  # the PTB table's runs train to their early stop (#24)
+
+
 def test_compare_entries_are_checked(tmp_path):
     (tmp_path / "table.yaml").write_text("table: t\ntitle: T\ncompare: [{metric: mig, baseline: a, better: up}]\n")
     with pytest.raises(ConfigError, match="better: higher or lower"):
@@ -865,7 +882,7 @@ def test_a_disentanglement_row_records_the_decomposition_and_mig(script, tmp_pat
     assert set(r["mig_per_factor"]) == {"topic", "tense", "sentiment", "length"} and 0 <= r["mig"] <= 1
     terms = r["decomposition_mi"] + r["decomposition_tc"] + r["decomposition_dimwise_kl"]
     assert terms == pytest.approx(r["decomposition_kl"], abs=0.5 + 0.2 * r["decomposition_kl"])
-    assert "| tc ◊ | TC | 1 |" in (tmp_path / "results" / "d.md").read_text()
+    assert "| tc | TC | 1 |" in (tmp_path / "results" / "d.md").read_text()  # its budget is the table's
 
 
 @pytest.mark.integration  # the runner trains a row, is stopped while evaluating it, then goes on

@@ -17,6 +17,11 @@ calls ``textvae.train.train``; the report step (``scripts/report.py``) renders
     preset: ptb-li2019              # every row's preset unless the row names its own
     recipe: [train.optimizer=adam, ...]          # overrides every row shares (before its own)
     steps_from_epochs: {train.eval_every: 0.5}   # settings given in epochs of the training split
+    to_early_stop: true             # optional: every run trains to its early stop (or its row's own
+                                    # max_epochs); one stopped at a budget (a time budget, a step
+                                    # limit, an epoch limit set on the command line) is marked ◊ and
+                                    # left out of the means, comparisons and goal. Without it a table
+                                    # compares runs under the budgets its description states
     evaluation: {split: test, iw_samples: 500, samples: 3, homotopy_steps: 5, diversity_samples: 100}
                                     # samples: prior samples shown; diversity_samples: prior samples
                                     # that distinct-n and self-BLEU are computed on
@@ -81,6 +86,7 @@ class Table:
     preset: str | None = None
     recipe: list[str] = field(default_factory=list)
     steps_from_epochs: dict = field(default_factory=dict)
+    to_early_stop: bool = False
     evaluation: dict = field(default_factory=dict)
     bleu_tokenize: str | None = None
     baseline: dict | None = None
@@ -141,6 +147,8 @@ def load_table(folder: str | Path) -> tuple[Table, list[Experiment]]:
         raise ConfigError(f"{folder} has no {TABLE_FILE}: a table folder holds {TABLE_FILE} and one YAML "
                           "file per row (see experiments/ptb/)")
     table = _build(Table, _read(folder / TABLE_FILE), folder / TABLE_FILE, ("table", "title"), folder=folder)
+    if not isinstance(table.to_early_stop, bool):
+        raise ConfigError(f"{folder / TABLE_FILE}: to_early_stop must be true or false, got {table.to_early_stop!r}")
     for c in table.compare:
         if (not isinstance(c, dict) or not COMPARE_KEYS <= set(c) <= COMPARE_KEYS | COMPARE_OPTIONAL
                 or c["better"] not in ("higher", "lower") or not isinstance(c.get("rows", []), list)
