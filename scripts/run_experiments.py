@@ -249,10 +249,16 @@ def same_run(name: str, cfg, run: Path) -> dict[str, tuple]:
     ``SITTING_SETTINGS`` alone, which may change between sittings."""
     changed = settings_differences(run / "config.json", cfg, ("data", "tokenizer", "model", "objective", "train"))
     model = {k: v for k, v in changed.items() if k not in SITTING_SETTINGS}
+    planned = {k: v for k, v in changed.items() if k in ("train.max_steps", "train.max_epochs")}
+    cycles = ""
+    if planned and cfg.objective.kl_schedule == "cyclical" and not cfg.objective.cycle_steps:
+        model.update(planned)  # the cycles span the planned run: another length stretches them mid-run
+        cycles = (" (objective.kl_schedule=cyclical spreads its cycles over the planned run, so another length "
+                  "would stretch them mid-run; objective.cycle_steps fixes their span)")
     if model:
         raise TextVAEError(
             f"{run} holds a run of {name} trained with other settings than this command gives it: "
-            + ", ".join(f"{k} {a!r} (this command: {b!r})" for k, (a, b) in model.items())
+            + ", ".join(f"{k} {a!r} (this command: {b!r})" for k, (a, b) in model.items()) + cycles
             + f". Resumed or reused, it would be recorded as this row's run. Give the settings it was trained "
               f"with, or move it away (mv {run} {run}.old) and run the command again to train it afresh")
     return {k: v for k, v in changed.items() if k in SITTING_SETTINGS}

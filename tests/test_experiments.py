@@ -501,6 +501,31 @@ def test_a_run_trained_under_other_settings_is_neither_reused_nor_resumed(script
     assert len(sittings) == 2 and sittings[1]["changed"]["train.checkpoint_minutes"] == [None, 5.0]
 
 
+
+def test_a_cyclical_run_is_not_given_another_planned_length(script, tmp_path):
+    # its cycles span the planned run: a raised step limit would stretch them mid-run
+    t, rows = load_table(PTB)
+    row = next(r for r in rows if r.name == "vae-cyclical")
+    run = tmp_path / "vae-cyclical"
+    run.mkdir()
+    data = tmp_path / "ptb"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        (data / f"ptb.{split}.txt").write_text("a b c\n" * 40)
+    args = script.parse_args([str(PTB), "--data-dir", str(data), "--max-steps", "4"])
+    cfg, _ = script.run_config(t, row, 1234, args)
+    cfg.save(run / "config.json")
+    assert script.same_run("vae-cyclical", cfg, run) == {}
+    longer, _ = script.run_config(t, row, 1234, script.parse_args([str(PTB), "--data-dir", str(data), "--max-steps", "8"]))
+    with pytest.raises(TextVAEError, match=r"train.max_steps 4 \(this command: 8\) \(objective.kl_schedule=cyclical"):
+        script.same_run("vae-cyclical", longer, run)
+    fixed, _ = script.run_config(t, row, 1234, script.parse_args([str(PTB), "--data-dir", str(data), "--max-steps", "8",
+                                                                   "--set", "objective.cycle_steps=4"]))
+    cfg.objective.cycle_steps = 4
+    cfg.save(run / "config.json")
+    assert script.same_run("vae-cyclical", fixed, run) == {"train.max_steps": (4, 8)}  # a span of its own
+
+
 def test_the_recorded_command_can_be_typed_again(script, monkeypatch):
     monkeypatch.delenv(script.COMMAND_ENV, raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
