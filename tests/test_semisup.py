@@ -43,6 +43,14 @@ def test_a_test_label_unseen_in_training_names_file_and_line(tmp_path):
     check_test_labels(["a", "b"], ["a", "", "b"])  # an unlabelled test example is no error
 
 
+def test_a_test_split_without_any_label_is_refused_before_scoring():
+    # before: every method was fitted, then score() failed in scikit-learn ("Found empty input array")
+    with pytest.raises(DataError, match="the test split has no labelled example to score"):
+        check_test_labels(["a", "b"], ["", "", ""])
+    with pytest.raises(DataError, match="no labelled example"):
+        check_test_labels(["a", "b"], [])
+
+
 def test_labels_file_with_a_different_line_count_is_refused_before_m2_trains(tmp_path, capsys):
     data = write_corpus(tmp_path / "c", {"train": ["a b c", "b c d", "c d e"] * 5, "valid": ["a b"] * 3,
                                          "test": ["b c"] * 3})

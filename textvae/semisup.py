@@ -64,8 +64,12 @@ def draw_labelled(labels: list[str], per_class: int | None, seed: int, what: str
 def check_test_labels(classes: list[str], test_labels: list[str], what: str = "the test split",
                       labels_file=None) -> None:
     """A DataError when a test example's label is not one of the training ``classes`` (no
-    classifier trained on them could predict it). ``labels_file``: the file the test labels were
-    read from, to name the line."""
+    classifier trained on them could predict it), or when no test example has a label (nothing to
+    score). ``labels_file``: the file the test labels were read from, to name the line."""
+    if all(label == "" for label in test_labels):
+        where = f"{what} ({labels_file})" if labels_file else what
+        raise DataError(f"{where} has no labelled example to score the classifiers on ({len(test_labels)} "
+                        f"examples, every label empty); give its examples labels")
     known = set(classes)
     for i, label in enumerate(test_labels):
         if label != "" and label not in known:
