@@ -59,7 +59,7 @@ def test_logvar_is_clamped():
 class ExtraLossLatent(GaussianLatent):
     """A Gaussian with a made-up extra term, standing in for a VQ codebook loss."""
 
-    def extra_losses(self, params, z):
+    def extra_losses(self, params, z, weight=None):
         return {"codebook": z.pow(2).mean()}
 
 

@@ -171,3 +171,35 @@ def test_validation_reports_the_classifier_accuracy_for_every_latent(latent):
     with torch.no_grad():
         pred = model.classifier(tokens, lengths).argmax(-1).numpy()
     assert validate(model, split, batch_size=4)["accuracy"] == pytest.approx(float((pred == y).mean()))
+
+
+def test_a_vq_latents_own_terms_are_expectations_under_q_y_too():
+    """M2 with a VQ latent: the commitment and codebook terms of an unlabelled sentence are the q(y|x)-weighted
+    sum over its K enumerated rows, as rec and kl are, and its codebook statistics count it once."""
+    torch.manual_seed(0)
+    model = TextVAE(ModelConfig(vocab_size=20, emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=3, latent="vq",
+                                latent_vars=2, latent_classes=4, code_dim=3, vq_restart=False, conditional=True,
+                                classifier=True, id2label={0: "a", 1: "b", 2: "c"})).eval()
+    with torch.no_grad():
+        model.classifier.out.bias.copy_(torch.tensor([4.0, 0.0, -4.0]))  # q(y|x) far from uniform
+        model.label_embedding.weight.mul_(10)  # z_e depends on the label
+    tokens, lengths = BATCH
+    y = torch.tensor([1, -1, -1, 0])
+    out = model(tokens, lengths, None, y)
+    q = model.classifier(tokens, lengths).softmax(-1)
+    for name in ("commitment", "codebook"):
+        hand = []
+        for b in range(4):
+            def one(k, b=b):
+                return model.vae_terms(tokens[b:b + 1], lengths[b:b + 1], None, torch.tensor([k])).losses[name]
+            hand.append(one(int(y[b])) if y[b] >= 0 else sum(q[b, k] * one(k) for k in range(3)))
+        torch.testing.assert_close(out.losses[name], torch.stack(hand).mean(), rtol=1e-5, atol=1e-6)
+    out.losses["commitment"].backward()
+    assert model.classifier.out.weight.grad.abs().sum() > 0  # q(y|x) weighs the terms, so it gets their gradient
+    model.config.vq_ema = True  # the EMA counts of one training step: 4 sentences x 2 positions
+    ema = TextVAE(model.config).train()
+    ema.load_state_dict(model.state_dict(), strict=False)
+    start = ema.latent.ema_count.clone()
+    ema(tokens, lengths, None, y)
+    added = (ema.latent.ema_count - 0.99 * start) / 0.01
+    torch.testing.assert_close(added.sum(), torch.tensor(8.0))

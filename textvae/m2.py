@@ -15,7 +15,8 @@ Their uniform log p(y) = -log K is a constant of every example's bound and is le
 :func:`m2_forward` returns these as the terms of a :class:`~textvae.model.VAEOutput`, so the loop and
 ``objectives.vae_loss`` weight them as every model's: ``rec`` (B,) and ``kl`` (B, Z) are each
 example's reconstruction NLL and per-dimension KL, for an unlabelled example their expectations
-under q(y|x); KL annealing and free bits act on that KL as on any other. ``losses`` holds
+under q(y|x); KL annealing and free bits act on that KL as on any other. ``losses`` holds the
+latent's own terms (VQ's codebook and commitment), the same expectations, and
 ``classification`` (the cross-entropy of the labelled rows; vae_loss multiplies it by alpha) and
 ``entropy`` (-H(q(y|x)) of the unlabelled rows), both summed over their rows and divided by B like
 the batch means of rec and kl.
@@ -85,9 +86,9 @@ def m2_forward(model, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Te
     else:
         rows, labels, unlabelled = expand_unlabelled(y, K)
         summary = model.encoder(tokens, lengths)[rows]  # (L + K * U, H): each sentence encoded once
-        out = model.vae_terms(tokens[rows], lengths[rows], eps[rows], labels, summary)  # one decoder pass
         q_rows = log_q[unlabelled].t().reshape(-1).exp()  # (K * U,) q(k|x) of each copy, label-major
         weight = torch.cat([torch.ones(int(lab.sum()), device=tokens.device, dtype=q_rows.dtype), q_rows])
+        out = model.vae_terms(tokens[rows], lengths[rows], eps[rows], labels, summary, weight)  # one decoder pass
         rec = torch.zeros(B, device=tokens.device, dtype=out.rec.dtype).index_add_(0, rows, weight * out.rec)
         kl = torch.zeros(B, out.kl.size(1), device=tokens.device, dtype=out.kl.dtype)
         kl = kl.index_add_(0, rows, weight.unsqueeze(1).to(kl.dtype) * out.kl)  # (B, Z)

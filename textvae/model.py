@@ -294,16 +294,18 @@ class TextVAE(nn.Module):
         return self.vae_terms(tokens, lengths, eps, y)
 
     def vae_terms(self, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor | None = None,
-                  y: torch.Tensor | None = None, summary: torch.Tensor | None = None) -> VAEOutput:
+                  y: torch.Tensor | None = None, summary: torch.Tensor | None = None,
+                  weight: torch.Tensor | None = None) -> VAEOutput:
         """:meth:`forward` of a model without a classifier: the (conditional) VAE's terms for the
-        given labels y, ids (B,) or label distributions (B, K); ``summary`` as in :meth:`posterior_params`."""
+        given labels y, ids (B,) or label distributions (B, K); ``summary`` as in :meth:`posterior_params`;
+        ``weight`` (B,): each row's share in the latent's own terms (:meth:`Latent.extra_losses`)."""
         params = self.posterior_params(tokens, lengths, y, summary)
         if self.is_lm:
             z, kl, losses = params[0], params[0], {}
         else:
             eps = self.latent.noise(tokens.size(0)).to(tokens.device) if eps is None else eps
             z = self.latent.sample(params, eps)
-            kl, losses = self.latent.kl(params), self.latent.extra_losses(params, z)
+            kl, losses = self.latent.kl(params), self.latent.extra_losses(params, z, weight)
         rec = -self.log_likelihood(tokens, lengths, None if self.is_lm else z, y)
         return VAEOutput(rec=rec, kl=kl, params=params, z=z, losses=losses)
 

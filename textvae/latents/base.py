@@ -44,9 +44,11 @@ class Latent(nn.Module):
         """KL(q(z|x) || p(z)) per dimension (B, dim), in nats; the objective sums and weights it."""
         raise NotImplementedError
 
-    def extra_losses(self, params: tuple[torch.Tensor, ...], z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def extra_losses(self, params: tuple[torch.Tensor, ...], z: torch.Tensor,
+                     weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Family-specific loss terms added to the objective unweighted, each a scalar (e.g. a VQ
-        codebook and commitment loss). None for most families."""
+        codebook and commitment loss). None for most families. ``weight`` (B,): each row's share, the
+        terms then sum_i w_i t_i / sum_i w_i (M2's enumerated rows: q(y|x)); None: the mean over rows."""
         return {}
 
     def log_q(self, z: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:

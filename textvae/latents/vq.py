@@ -120,26 +120,35 @@ class VQLatent(Latent):
     def kl(self, params: tuple[torch.Tensor]) -> torch.Tensor:
         return params[0].new_full((params[0].size(0), self.vars), math.log(self.classes))  # (B, M)
 
-    def extra_losses(self, params: tuple[torch.Tensor], z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def extra_losses(self, params: tuple[torch.Tensor], z: torch.Tensor,
+                     weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         z_e = params[0]
         ids = self.code_ids(z_e)  # (B, M)
         z_q = self.codes(ids).to(z_e)  # (B, M D)
-        out = {"commitment": self.beta * (z_e - z_q.detach()).pow(2).sum(-1).mean()}
+
+        def mean(rows: torch.Tensor) -> torch.Tensor:  # (B,) -> scalar: plain or weighted mean over rows
+            return rows.mean() if weight is None else (weight.to(rows) * rows).sum() / weight.detach().sum()
+
+        out = {"commitment": self.beta * mean((z_e - z_q.detach()).pow(2).sum(-1))}
         if not self.ema:
-            out["codebook"] = (z_q - z_e.detach()).pow(2).sum(-1).mean()
+            out["codebook"] = mean((z_q - z_e.detach()).pow(2).sum(-1))
         if self.training and torch.is_grad_enabled():
-            self._update(self._blocks(z_e.detach()).reshape(-1, self.code_dim).float(), ids.reshape(-1))
+            share = None if weight is None else weight.detach().float().repeat_interleave(self.vars)  # (B M,)
+            self._update(self._blocks(z_e.detach()).reshape(-1, self.code_dim).float(), ids.reshape(-1), share)
         return out
 
     @torch.no_grad()
-    def _update(self, vectors: torch.Tensor, ids: torch.Tensor) -> None:
-        """After one training batch's assignments (vectors (N, D), ids (N,)): the EMA codebook and
-        dead-code restart. Under data parallelism the counts and sums are summed over processes and
-        restarts draw on every process's vectors, so all ranks keep one codebook, the one a single
-        process would have with the whole global batch."""
+    def _update(self, vectors: torch.Tensor, ids: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """After one training batch's assignments (vectors (N, D), ids (N,), each vector's share
+        ``weight`` (N,), default 1): the EMA codebook and dead-code restart. Under data parallelism
+        the counts and sums are summed over processes and restarts draw on every process's vectors,
+        so all ranks keep one codebook, the one a single process would have with the whole global batch."""
         dist = _process_group()
-        counts = torch.bincount(ids, minlength=self.classes).to(vectors)  # (K,)
-        sums = F.one_hot(ids, self.classes).to(vectors).t() @ vectors if self.ema else None  # (K, D)
+        counts = torch.bincount(ids, weight, minlength=self.classes).to(vectors)  # (K,)
+        one_hot = F.one_hot(ids, self.classes).to(vectors)  # (N, K)
+        if weight is not None:
+            one_hot = one_hot * weight.unsqueeze(1)
+        sums = one_hot.t() @ vectors if self.ema else None  # (K, D)
         if dist is not None:
             dist.all_reduce(counts)
             if sums is not None:
