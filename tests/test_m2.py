@@ -152,6 +152,12 @@ def test_m2_trains_on_a_corpus_whose_blank_labels_are_unlabelled(tmp_path, capsy
                           "train.max_steps=3"])
     model = TextVAE.from_pretrained(tmp_path / "r")
     assert model.label_names == ["pets", "weather"]
+    # read outside training, the train split's blank labels are named as such, not as an unknown label ''
+    from textvae.errors import DataError
+    from textvae.metrics import model_split
+
+    with pytest.raises(DataError, match=r"has 20 example\(s\) with a blank label.*use a split whose examples all"):
+        model_split(model, "train")
 
 
 @pytest.mark.parametrize("latent", ["gaussian", "gumbel", "vq"])

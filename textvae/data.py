@@ -584,6 +584,11 @@ def attach_label_ids(split: EncodedSplit, names: list[str] | None, what: str = "
     if unlabelled_ok:
         index[""] = -1
     unknown = sorted({label for label in split.labels if label not in index})
+    if unknown == [""]:  # an M2 training split's unlabelled examples, read outside training
+        blank = sum(1 for label in split.labels if label == "")
+        raise DataError(f"{what} has {blank} example(s) with a blank label; a conditional model reads every "
+                        f"example with its label (only M2's training takes blank labels, as unlabelled "
+                        f"examples): use a split whose examples all have labels, e.g. test")
     if unknown:
         raise DataError(f"{what} has labels the model was not trained with: {unknown[:5]}; its labels are "
                         f"{names[:20]}")
