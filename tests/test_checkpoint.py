@@ -394,3 +394,18 @@ def test_resume_accepts_a_run_whose_config_saved_a_relative_data_dir(tmp_path, m
     result = train(load_config(preset="tiny", overrides=["data.data_dir=corpus", "train.max_steps=3", "train.max_epochs=5"]),
                    tmp_path / "run", resume=True)
     assert result["step"] == 3
+
+
+def test_resume_restores_a_checkpoint_stopped_between_the_two_renames_of_its_replacement(run_copy, capsys):
+    """A step saved twice (checkpoint_every at an epoch's last step, then the epoch's validation) replaces
+    its directory: step-N -> .step-N.old, then .step-N.tmp -> step-N. Stopped in between, with
+    keep_checkpoints=1 no other checkpoint is left: resume puts it back instead of starting from step 0
+    (and dropping metrics.jsonl)."""
+    ckpts = run_copy / "checkpoints"
+    shutil.rmtree(ckpts / "step-00000000")  # pruned by keep_checkpoints=1
+    os.rename(ckpts / "step-00000004", ckpts / ".step-00000004.old")
+    _, err = cli(capsys, ["train", *TINY, "--out", run_copy, "--resume", "train.max_steps=4"])
+    assert f"resuming from {ckpts / 'step-00000004'}" in err and "from step 0" not in err
+    assert [c.name for c in list_checkpoints(run_copy)] == ["step-00000004"]
+    assert not (ckpts / ".step-00000004.old").exists()
+    assert [r["step"] for r in records(run_copy, "valid")] == [0, 4]

@@ -98,6 +98,17 @@ def restore_interrupted_commit(final: Path, old: Path) -> None:
         os.rename(old, final)
 
 
+def restore_interrupted_commits(run: Path) -> None:
+    """:func:`restore_interrupted_commit` for ``best/`` and every checkpoint of run directory ``run``
+    (a step saved twice, at ``train.checkpoint_every`` and then at a validation, replaces its directory)."""
+    restore_interrupted_commit(run / "best", run / "best.old")
+    d = run / "checkpoints"
+    for old in sorted(d.glob(".step-*.old")) if d.is_dir() else ():
+        final = old.with_name(old.name[1:-len(".old")])
+        if _STEP_DIR.fullmatch(final.name):
+            restore_interrupted_commit(final, old)
+
+
 def remove_dir(path: Path) -> None:
     """Delete a directory; renamed first, so that a half-deleted one never keeps its name."""
     gone = path.with_name(f".{path.name}.del")
@@ -375,10 +386,11 @@ def newest_usable(run: Path, log, is_main: bool = True) -> Path:
 # ----------------------------------------------------------------------------- run directories
 
 
-def prepare_run_dir(run: Path, cfg, resume: bool, log, is_main: bool = True) -> Path | None:
+def prepare_run_dir(run: Path, cfg, resume: bool, log, is_main: bool = True, barrier=None) -> Path | None:
     """Check run directory ``run`` for a new run or ``--resume``; return the checkpoint to resume
     from, or None to start at step 0. A new run needs a directory without a run in it; a resumed
-    one the same data/tokenizer/model/objective settings as its config.json (train.* may change)."""
+    one the same data/tokenizer/model/objective settings as its config.json (train.* may change).
+    ``barrier``: waits for every process (rank 0 repairs the directory before the others read it)."""
     if not resume:
         if run.exists() and (list_checkpoints(run) or (run / "metrics.jsonl").exists()):
             raise ConfigError(f"--out {run} already holds a run; pass --resume to continue it, "
@@ -386,6 +398,10 @@ def prepare_run_dir(run: Path, cfg, resume: bool, log, is_main: bool = True) -> 
         if is_main:
             run.mkdir(parents=True, exist_ok=True)
         return None
+    if is_main:
+        restore_interrupted_commits(run)
+    if barrier is not None:
+        barrier()
     if not list_checkpoints(run):
         if (run / "config.json").is_file():  # stopped before its first checkpoint
             log(f"--resume: {run} has no complete checkpoint yet (the run stopped before its first "
@@ -396,8 +412,6 @@ def prepare_run_dir(run: Path, cfg, resume: bool, log, is_main: bool = True) -> 
         raise CheckpointError(f"--resume: {run} has no complete checkpoint in {run / 'checkpoints'}; "
                               f"start a new run without --resume")
     _check_same_settings(run / "config.json", cfg)
-    if is_main:
-        restore_interrupted_commit(run / "best", run / "best.old")
     return newest_usable(run, log, is_main)
 
 

@@ -48,7 +48,7 @@ class Trainer:
         self._save_clock = distributed.Deadline(t.checkpoint_minutes, self.procs)  # and at each save
         if cfg.data.data_dir:  # absolute: evaluate, probe and --resume then work from any directory
             cfg.data.data_dir = str(Path(cfg.data.data_dir).expanduser().resolve())
-        ckpt = checkpoint.prepare_run_dir(self.run, cfg, resume, self.log, self.is_main)
+        ckpt = checkpoint.prepare_run_dir(self.run, cfg, resume, self.log, self.is_main, self.procs.barrier)
         torch.manual_seed(t.seed)
         random.seed(t.seed)
         self.tokenizer, self.train_data, self.valid_data, labels = training_data(cfg, ckpt, self.log)
