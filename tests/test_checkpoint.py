@@ -409,3 +409,29 @@ def test_resume_restores_a_checkpoint_stopped_between_the_two_renames_of_its_rep
     assert [c.name for c in list_checkpoints(run_copy)] == ["step-00000004"]
     assert not (ckpts / ".step-00000004.old").exists()
     assert [r["step"] for r in records(run_copy, "valid")] == [0, 4]
+
+
+def test_every_rank_gets_back_its_own_cuda_random_state(tmp_path, monkeypatch):
+    """Under torchrun on GPUs dropout draws from each rank's CUDA generator (seeded per rank): the
+    checkpoint keeps one per rank and rank r resumes with its own, not rank 0's."""
+    from textvae.distributed import Processes
+
+    class TwoRanks(Processes):  # rank 1's states are rank 0's, told apart by a marker
+        def gather(self, obj):
+            return [obj, obj.flip(0) if obj.dtype == torch.uint8 and obj.numel() == 8 else obj.clone()]
+
+        def barrier(self):
+            pass
+
+    gpu = torch.device("cuda", 0)
+    own = torch.arange(8, dtype=torch.uint8)  # this process's CUDA generator state
+    restored = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": own.clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append(state.clone()))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: restored.append(seed))
+    tr = Trainer(load_config(preset="tiny"), tmp_path / "run", log=lambda m: None)
+    tr.procs, tr.device = TwoRanks(0, 2, gpu), gpu
+    ckpt = checkpoint.save_trainer(tr)
+    tr.procs, tr.is_main = TwoRanks(1, 2, gpu), False
+    checkpoint.load_trainer(tr, ckpt)
+    assert len(restored) == 1 and torch.equal(restored[0], own.flip(0))  # rank 1's, not rank 0's

@@ -155,6 +155,7 @@ def save_trainer(tr) -> Path:
     import torch
 
     p, rng_ranks = tr.progress, tr.procs.gather(torch.get_rng_state())
+    cuda_ranks = tr.procs.gather(torch.cuda.get_rng_state(tr.device)) if tr.device.type == "cuda" else []
     queue_ranks = tr.procs.gather(tr.tc_queue.state_dict()) if tr.tc_queue is not None else None
     if tr.is_main:
         progress = asdict(p)
@@ -162,7 +163,7 @@ def save_trainer(tr) -> Path:
             progress.update(s.state())
         meta = {"format_version": _format_version(), "progress": progress, "lr": tr.lr(),
                 "metrics_records": tr.metrics.records}  # what resume keeps of metrics.jsonl
-        state = {"optimizer": tr.optimizer.state_dict(), **rng_state(rng_ranks, tr.noise, tr.device)}
+        state = {"optimizer": tr.optimizer.state_dict(), **rng_state(rng_ranks, cuda_ranks, tr.noise)}
         if tr.scaler.is_enabled():  # fp16: the dynamic loss scale and its growth tracker
             state["scaler"] = tr.scaler.state_dict()
         if tr.tc_queue is not None:  # beta-TCVAE's queue of earlier posteriors, one per rank
@@ -210,15 +211,13 @@ def _format_version() -> int:
     return FORMAT_VERSION
 
 
-def rng_state(rng_ranks: list, noise, device) -> dict:
+def rng_state(rng_ranks: list, cuda_ranks: list, noise) -> dict:
     """The random states a resumed run needs to continue exactly: every rank's torch CPU state
-    (``rng_ranks``), the reparameterisation-noise generator, Python's and (on GPU) this device's."""
+    (``rng_ranks``) and, on GPU, every rank's CUDA state (``cuda_ranks``: dropout draws from it), the
+    reparameterisation-noise generator and Python's."""
     import random
 
-    import torch
-
-    cuda = [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []
-    return {"rng_torch_ranks": rng_ranks, "rng_noise": noise.get_state(), "rng_cuda": cuda,
+    return {"rng_torch_ranks": rng_ranks, "rng_noise": noise.get_state(), "rng_cuda": cuda_ranks,
             "rng_python": random.getstate()}
 
 
@@ -237,8 +236,14 @@ def restore_rng(state: dict, noise, procs, reseed: int, log) -> None:
         log(f"note: the checkpoint was written by {len(ranks)} process(es), this run has {procs.world}; "
             f"dropout randomness is reseeded, so the run will not be bit-identical")
         torch.manual_seed(reseed)
-    if procs.device.type == "cuda" and state.get("rng_cuda"):
-        torch.cuda.set_rng_state(state["rng_cuda"][0], procs.device)
+    cuda = state.get("rng_cuda") or []
+    if procs.device.type == "cuda" and len(cuda) == procs.world:
+        torch.cuda.set_rng_state(cuda[procs.rank], procs.device)
+    elif procs.device.type == "cuda" and cuda:  # another number of processes, or rank 0's state alone (older checkpoints)
+        if len(ranks) == procs.world:
+            log("note: the checkpoint holds the CUDA random state of rank 0 alone; dropout randomness on "
+                "the GPU is reseeded, so the run will not be bit-identical")
+        torch.cuda.manual_seed(reseed)
     random.setstate(_to_tuple(state["rng_python"]))
 
 
