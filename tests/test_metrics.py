@@ -463,11 +463,24 @@ def test_a_saved_evaluation_of_another_pass_is_not_continued(split, tmp_path, mo
     other_seed = evaluate(m, split, resume_file=path, seed=2, log=logged.append, **kw)
     assert _without_seconds(other_seed) == _without_seconds(evaluate(m, split, seed=2, **kw))
     assert any("another pass" in msg for msg in logged)
-    path.write_bytes(b"not a safetensors file")
-    logged.clear()
-    assert _without_seconds(evaluate(m, split, resume_file=path, seed=2, log=logged.append, **kw)) == \
-        _without_seconds(other_seed)
-    assert any("unreadable saved evaluation" in msg for msg in logged)
+
+
+def test_a_resume_file_that_is_not_a_saved_evaluation_is_refused_and_left_alone(split, tmp_path):
+    """A pass overwrites its resume file and removes it at the end: pointed at a file it did not write
+    (a model's weights, a damaged file), it stops before touching it."""
+    from safetensors.torch import save_file
+
+    from textvae.errors import CheckpointError
+
+    m, kw = tiny(), dict(iw_samples=2, batch_size=8, n_samples=0)
+    weights, other = tmp_path / "model.safetensors", tmp_path / "notes.txt"
+    save_file({"w": torch.ones(3)}, str(weights), metadata={"format": "pt"})
+    other.write_bytes(b"not a safetensors file")
+    for path, why in ((weights, "no saved evaluation in it"), (other, "unreadable")):
+        before = path.read_bytes()
+        with pytest.raises(CheckpointError, match=rf"{path} is not a saved evaluation \({why}.*another resume file"):
+            evaluate(m, split, resume_file=path, **kw)
+        assert path.read_bytes() == before
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

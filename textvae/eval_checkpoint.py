@@ -6,8 +6,9 @@ uninterrupted pass gives, to the last bit.
 The state is one safetensors file: the tensors (sums, the posterior rows filled so far, the state of
 the noise generator) and, in its metadata, JSON (batches done, the texts decoded so far for BLEU,
 and the key of the pass). A saved state is continued only when its key matches: the same model
-weights, split, device type, importance samples, seed and batching; any other state is ignored and
-overwritten, with a message. Nothing is unpickled.
+weights, split, device type, importance samples, seed and batching; the state of another pass is
+overwritten, with a message, and a file that holds no saved evaluation is refused and left alone.
+Nothing is unpickled.
 """
 
 import hashlib
@@ -74,20 +75,26 @@ class PassCheckpoint:
         self._last = time.monotonic()
 
     def restore(self, state: PassState, generator: torch.Generator) -> bool:
+        """Fill ``state`` and ``generator`` from the file when it holds this pass (True). A saved
+        evaluation of another pass is replaced (False); a file that is not a saved evaluation is a
+        CheckpointError, left untouched: the pass would overwrite it and remove it at the end."""
         from safetensors import SafetensorError, safe_open
 
         if not self.path.exists():
             return False
         try:
             with safe_open(str(self.path), framework="pt") as f:
-                meta = json.loads(f.metadata()["textvae_pass"])
-                if meta["key"] != self.key:
-                    self.log(f"{self.path}: a saved evaluation of another pass (model, split or settings "
-                             f"differ); starting this one afresh")
-                    return False
-                tensors = {name: f.get_tensor(name) for name in f.keys()}
-        except (SafetensorError, OSError, KeyError, ValueError) as e:
-            self.log(f"{self.path}: unreadable saved evaluation ({e}); starting afresh")
+                saved = (f.metadata() or {}).get("textvae_pass")
+                meta = json.loads(saved) if saved is not None else None
+                if isinstance(meta, dict) and meta.get("key") == self.key:
+                    tensors = {name: f.get_tensor(name) for name in f.keys()}
+        except (SafetensorError, OSError, TypeError, ValueError) as e:
+            raise self._not_a_pass(f"unreadable: {' '.join(str(e).split())[:200]}") from None
+        if not isinstance(meta, dict):
+            raise self._not_a_pass("no saved evaluation in it")
+        if meta.get("key") != self.key:
+            self.log(f"{self.path}: a saved evaluation of another pass (model, split or settings "
+                     f"differ); starting this one afresh")
             return False
         state.mu.copy_(tensors["mu"])
         state.logvar.copy_(tensors["logvar"])
@@ -98,6 +105,13 @@ class PassCheckpoint:
         generator.set_state(tensors["generator"])
         self.log(f"{self.path}: continuing a saved evaluation after {state.done} batches")
         return True
+
+    def _not_a_pass(self, why: str):
+        from .errors import CheckpointError
+
+        return CheckpointError(f"{self.path} is not a saved evaluation ({why}); a resumable pass overwrites its "
+                               f"file and removes it when done, so this one is left alone: give another resume "
+                               f"file (--resume-file), or delete it if it is a damaged saved evaluation")
 
     def maybe_save(self, state: PassState, generator: torch.Generator) -> None:
         if time.monotonic() - self._last >= self.every:
