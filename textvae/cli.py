@@ -46,8 +46,8 @@ def _device_name(text: str) -> str:
     raise argparse.ArgumentTypeError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}")
 
 
-def _int_at_least(name: str, minimum: int):
-    """An argparse type: a whole number >= minimum, with a message naming the option."""
+def _int_at_least(name: str, minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number >= minimum (and <= maximum), with a message naming the option."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -55,6 +55,8 @@ def _int_at_least(name: str, minimum: int):
             raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{name} must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{name} must be at most {maximum}, got {value}")
         return value
     return parse
 
@@ -65,6 +67,10 @@ def _positive_int(name: str):
 
 def _nonneg_int(name: str):
     return _int_at_least(name, 0)
+
+
+# every --seed: what torch's generators, numpy's and scikit-learn's random_state all accept
+_seed = _int_at_least("--seed", 0, 2**32 - 1)
 
 
 def _add_sampling(p: argparse.ArgumentParser, greedy_default: bool) -> None:
@@ -146,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="sentences from the prior")
     p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
     p.add_argument("-n", type=_positive_int("-n"), default=10, help="how many sentences")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the latent codes and of sampling")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed of the latent codes and of sampling")
     _add_sampling(p, greedy_default=False)
 
     p = sub.add_parser("reconstruct", help="encode sentences and decode them back")
@@ -158,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
     p.add_argument("--steps", type=_positive_int("--steps"), default=5, help="points strictly between the ends")
     p.add_argument("--prior", action="store_true", help="between two prior samples instead of two sentences")
-    p.add_argument("--seed", type=int, default=0, help="with --prior")
+    p.add_argument("--seed", type=_seed, default=0, help="with --prior")
     p.add_argument("--markdown", action="store_true", help="endpoints in bold, like the paper's tables")
     p.add_argument("--path", choices=("line", "codes"), default="line",
                    help="line: the straight path (gumbel, vq: each step made a code); codes: a discrete latent's "
@@ -177,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bases", type=_positive_int("--bases"), default=50,
                    help="with --factors: test sentences whose codes are swept")
     p.add_argument("--data-dir", help="corpus folder for --factors (default: the corpus the model was trained on)")
-    p.add_argument("--seed", type=int, default=0, help="which test sentences --factors sweeps")
+    p.add_argument("--seed", type=_seed, default=0, help="which test sentences --factors sweeps")
     p.add_argument("--plot", metavar="PNG", help="also draw the traversal (and with --factors the intervention "
                    "effect) into this image (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -192,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int("--batch-size"), default=64, help="sentences per batch")
     p.add_argument("--n-samples", type=_positive_int("--n-samples"), default=100,
                    help="prior samples for distinct-n and self-BLEU")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the estimators and the samples")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed of the estimators and the samples")
     p.add_argument("--encoding-errors", choices=("strict", "replace"),
                    help="invalid UTF-8 in --data-dir: fail or replace (default: as the model was trained)")
     _add_device(p)
@@ -219,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="corpus folder (default: the corpus the model was trained on)")
     p.add_argument("--split", choices=("train", "valid", "test"), default="valid")
     p.add_argument("--n", type=_positive_int("--n"), default=100, help="training examples; the rest test")
-    p.add_argument("--seed", type=int, default=0, help="which examples train")
+    p.add_argument("--seed", type=_seed, default=0, help="which examples train")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_device(p)
 
@@ -239,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "interpolate, a map of a split, a slider per dimension")
     p.add_argument("--model", required=True, help="run directory, model directory or hub repo id (owner/name)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (the page has no login: keep it local)")
-    p.add_argument("--port", type=_nonneg_int("--port"), default=8000, help="port (0: any free one)")
+    p.add_argument("--port", type=_int_at_least("--port", 0, 65535), default=8000, help="port (0: any free one)")
     p.add_argument("--split", choices=("train", "valid", "test"), default="valid", help="the split on the map")
     p.add_argument("--map-points", type=_positive_int("--map-points"), default=1000,
                    help="at most this many sentences of the split on the map")
@@ -250,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
     p.add_argument("--data-dir", help="corpus folder (default: the corpus the model was trained on)")
     p.add_argument("--epochs", type=_positive_int("--epochs"), default=20, help="passes over the training codes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     _add_device(p)
 
     p = sub.add_parser("classify", help="labels an M2 model's classifier q(y|x) predicts (model.classifier)")
