@@ -175,6 +175,18 @@ def test_unusable_paths_are_errors_not_tracebacks(tmp_path, capsys):
     expect_error(capsys, ["train", "--config", tmp_path, "--out", tmp_path / "o"], f"{tmp_path}: Is a directory")
 
 
+@pytest.mark.parametrize("resume", [[], ["--resume"]])
+def test_a_model_directory_is_not_a_run_directory_to_train_into(tiny_run, tmp_path, capsys, resume):
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_run / "best", model_dir)
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    expect_error(capsys, ["train", *TINY, "--out", model_dir, *resume, "train.max_steps=2"],
+                 f"--out {model_dir} is a model directory", "new --out")
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before
+
+
 def test_non_finite_sampling_settings(tiny_run, capsys):
     expect_error(capsys, ["sample", "--model", tiny_run, "--temperature", "nan"], "temperature=nan must be a finite")
 

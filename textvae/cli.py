@@ -273,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_train(args) -> int:
     from .config import load_config
-    from .train import train
-
     from .data import describe_source
+    from .model import WEIGHTS_FILE
+    from .train import train
 
     overrides = list(args.overrides)
     if args.data_dir:
@@ -290,6 +290,10 @@ def _cmd_train(args) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise TextVAEError(f"--out {args.out} is a file; the run directory must be a folder (new, or a run "
                            f"to continue with --resume)")
+    if (Path(args.out) / WEIGHTS_FILE).is_file():  # a run keeps its models in best/ and checkpoints/, never here
+        raise TextVAEError(f"--out {args.out} is a model directory ({WEIGHTS_FILE}), not a run directory: "
+                           f"training would write its checkpoints and config into it. Give a new --out folder "
+                           f"(or, to continue the run whose best/ it is, that run's directory with --resume)")
     print(f"textvae train: {'preset ' + repr(preset) if preset else args.config} -> {args.out}", file=sys.stderr)
     print(f"data{f' ({given})' if given and given != cfg.data.data_dir else ''}: {describe_source(cfg.data)}",
           file=sys.stderr)
