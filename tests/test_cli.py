@@ -187,6 +187,15 @@ def test_a_model_directory_is_not_a_run_directory_to_train_into(tiny_run, tmp_pa
     assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before
 
 
+@pytest.mark.parametrize("content", ["[1, 2]", "5", '{"elbo": "x", "seconds": 3}'])
+def test_push_metrics_without_a_number_for_the_card_is_refused(tiny_run, tmp_path, capsys, content):
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(content)
+    expect_error(capsys, ["push", "--model", tiny_run, "--dry-run", tmp_path / "dry", "--metrics", metrics],
+                 f"--metrics {metrics}", "textvae evaluate --model R --json > metrics.json")
+    assert not (tmp_path / "dry").exists()
+
+
 def test_non_finite_sampling_settings(tiny_run, capsys):
     expect_error(capsys, ["sample", "--model", tiny_run, "--temperature", "nan"], "temperature=nan must be a finite")
 

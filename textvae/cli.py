@@ -480,7 +480,7 @@ def _cmd_probe(args) -> int:
 
 
 def _cmd_push(args) -> int:
-    from .hub import push_to_hub, run_metadata, stage
+    from .hub import CARD_METRICS, card_metrics, push_to_hub, run_metadata, stage
     from .model import TextVAE
 
     if not (args.repo or args.dry_run):
@@ -494,6 +494,10 @@ def _cmd_push(args) -> int:
         except (OSError, ValueError) as e:
             raise TextVAEError(f"--metrics {args.metrics}: not a readable JSON file ({e}); write one with "
                                f"textvae evaluate --model R --json > metrics.json") from None
+        if not isinstance(metrics, dict) or not card_metrics(metrics):
+            raise TextVAEError(f"--metrics {args.metrics}: no number for the card in it (a JSON object with "
+                               f"one or more of {', '.join(CARD_METRICS)}); write one with "
+                               f"textvae evaluate --model R --json > metrics.json")
         split = args.split or "test"
     card = dict(metrics=metrics, split=split, command=args.command, training_config=training_config)
     if args.dry_run:
