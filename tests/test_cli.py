@@ -196,6 +196,18 @@ def test_push_metrics_without_a_number_for_the_card_is_refused(tiny_run, tmp_pat
     assert not (tmp_path / "dry").exists()
 
 
+def test_serve_on_a_port_in_use_names_the_address_not_paths(tiny_run, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = expect_error(capsys, ["serve", "--model", tiny_run, "--port", port],
+                           f"cannot listen on 127.0.0.1 port {port}", "another --port (0: any free one)")
+    assert "check the paths" not in err
+
+
 def test_non_finite_sampling_settings(tiny_run, capsys):
     expect_error(capsys, ["sample", "--model", tiny_run, "--temperature", "nan"], "temperature=nan must be a finite")
 

@@ -516,7 +516,11 @@ def _cmd_serve(args) -> int:
     from .serve import Explorer, Limits, make_server
 
     explorer = Explorer(_load_model(args), args.split, Limits(map_points=args.map_points), name=args.model)
-    server = make_server(explorer, args.host, args.port, quiet=args.quiet)
+    try:
+        server = make_server(explorer, args.host, args.port, quiet=args.quiet)
+    except OSError as e:  # the port is taken or privileged, the host no address of this machine
+        raise TextVAEError(f"cannot listen on {args.host} port {args.port}: {e.strerror or e}; give another --port "
+                           f"(0: any free one) or a --host that names this machine") from None
     host, port = server.server_address[:2]
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"textvae serve: warning: listening on {args.host}: anyone who can reach it can use the model",
