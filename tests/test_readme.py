@@ -150,3 +150,18 @@ def test_every_fence_is_alone_on_its_line(doc):
     bad = [f"{doc.name}:{i}: {line}" for i, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1)
            if line.lstrip().startswith("```") and not re.fullmatch(r"\s*```[\w-]*", line)]
     assert not bad, "a fence line carries text after its language tag:\n" + "\n".join(bad)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_every_key_evaluate_reports_is_defined_in_metrics_md(tiny_run, capsys):
+    # the README's promise: "Every key is defined in docs/metrics.md"
+    import json
+
+    from textvae.cli import main
+
+    assert main(["evaluate", "--model", str(tiny_run), "--json", "--iw-samples", "2", "--n-samples", "5",
+                 "--disentanglement", "--form", "5x4"]) == 0
+    keys = json.loads(capsys.readouterr().out)
+    text = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    undefined = [k for k in keys if f"`{k}`" not in text]
+    assert not undefined, f"docs/metrics.md does not define {undefined}"
