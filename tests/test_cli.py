@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from helpers import TINY, expect_error, signal_on_call
+from helpers import TINY, cli, expect_error, signal_on_call
 from textvae.cli import main
 from textvae.errors import CheckpointError
 
@@ -256,6 +256,23 @@ def test_empty_sentences_are_refused(tiny_run, capsys, argv, needle):
 def test_reconstruct_with_only_blank_stdin(tiny_run, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("\n   \n"))
     expect_error(capsys, ["reconstruct", "--model", tiny_run], "no sentences given")
+
+
+@pytest.mark.parametrize("verb", ["reconstruct", "classify"])
+def test_stdin_that_is_not_utf8_is_named_whatever_the_locale(tiny_run, capsys, monkeypatch, verb):
+    # a UTF-8 locale reads stdin strictly (a UnicodeDecodeError), the C locale with surrogate escapes
+    for errors in ("strict", "surrogateescape"):
+        stdin = io.TextIOWrapper(io.BytesIO(b"the dog ran .\n\nit \xff rained .\n"), encoding="utf-8", errors=errors)
+        monkeypatch.setattr("sys.stdin", stdin)
+        expect_error(capsys, [verb, "--model", tiny_run], "stdin line 3: invalid UTF-8 (byte 0xff at column 4",
+                     "convert the input to UTF-8")
+
+
+def test_stdin_utf8_with_a_byte_order_mark_and_crlf(tiny_run, capsys, monkeypatch):
+    text = "the dog ran .\r\nit rained .\r\n"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(("\ufeff" + text).encode()), encoding="utf-8"))
+    out, err = cli(capsys, ["reconstruct", "--model", tiny_run])
+    assert len(out.splitlines()) == 2 and "unknown word" not in err
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):

@@ -323,7 +323,20 @@ def _cmd_sample(args) -> int:
 
 
 def _read_stdin_lines() -> list[str]:
-    return [l.rstrip("\n") for l in sys.stdin if l.strip()]
+    """The non-blank lines of stdin, read as UTF-8 whatever the locale (a byte order mark is dropped)."""
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # a text stream with no bytes under it
+        return [l.rstrip("\r\n") for l in sys.stdin if l.strip()]
+    lines = []
+    for n, line in enumerate(raw, 1):
+        try:
+            text = line.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise TextVAEError(f"stdin line {n}: invalid UTF-8 (byte 0x{line[e.start]:02x} at column {e.start + 1}: "
+                               f"{e.reason}); convert the input to UTF-8") from None
+        if text.strip():
+            lines.append(text.rstrip("\r\n"))
+    return lines
 
 
 def _cmd_reconstruct(args) -> int:
