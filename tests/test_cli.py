@@ -275,6 +275,13 @@ def test_stdin_utf8_with_a_byte_order_mark_and_crlf(tiny_run, capsys, monkeypatc
     assert len(out.splitlines()) == 2 and "unknown word" not in err
 
 
+def test_evaluate_disentanglement_of_a_language_model_is_refused(tmp_path, capsys):
+    lm = tmp_path / "lm"
+    cli(capsys, ["train", *TINY, "--out", lm, "model.latent_dim=0", "train.max_steps=2"])
+    expect_error(capsys, ["evaluate", "--model", lm, "--disentanglement", "--iw-samples", "0", "--n-samples", "2"],
+                 "--disentanglement", "language model (latent_dim=0)")
+
+
 def test_debug_shows_the_traceback(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="does not exist"):
         main(["--debug", "sample", "--model", str(tmp_path / "missing")])

@@ -435,6 +435,9 @@ def _cmd_evaluate(args) -> int:
     from .metrics import evaluate, model_data, model_split
 
     model = _load_model(args)
+    if args.disentanglement and model.is_lm:
+        raise TextVAEError(f"--disentanglement: {args.model} is a language model (latent_dim=0): it has no latent "
+                           f"space to decompose or score against factors; evaluate it without the flag")
     data = model_data(model, data_dir=args.data_dir, encoding_errors=args.encoding_errors)
     enc = model_split(model, args.split, data=data)
     factors = read_factors(data, args.split) if args.disentanglement else {}
