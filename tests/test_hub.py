@@ -136,6 +136,17 @@ def test_incomplete_newer_or_absent_repos_are_clear_errors(tiny_run, offline):
         TextVAE.from_pretrained(tiny_run, revision="v9")
 
 
+def test_the_card_shows_the_mi_evaluate_reports_and_keeps_its_table_rows_whole(tiny_run):
+    from textvae.hub import model_card
+    from textvae.model import TextVAE
+
+    card = model_card(TextVAE.from_pretrained(tiny_run), "me/vae", {**METRICS, "mi_full": 2.5, "mi_batch": 1.0})
+    rows = [line for line in card.splitlines() if line.startswith("| ") and "|---" not in line]
+    assert any(line.startswith("| mi_full | 2.5") for line in rows)  # evaluate --json's key, not "mi"
+    kl = next(line for line in rows if line.startswith("| kl |"))
+    assert kl.count(" | ") == 2 and "KL(q(z\\|x) \\|\\| p(z))" in kl  # three cells, not five
+
+
 def test_pushing_offline_says_so(tiny_run, offline):
     with pytest.raises(TextVAEError, match=r"pushing to hub repo me/x failed \(OfflineModeIsEnabled: .*check the "
                                            r"network"):

@@ -33,7 +33,7 @@ CARD_METRICS = {
     "nll_iw": "importance-weighted NLL per sentence (nats)", "ppl_iw": "importance-weighted perplexity",
     "elbo": "negative ELBO per sentence (nats)", "rec": "reconstruction NLL per sentence (nats)",
     "kl": "KL(q(z|x) || p(z)) per sentence (nats)", "ppl_elbo": "perplexity from the ELBO",
-    "mi": "mutual information I(x; z) (nats)", "au": "active units", "bleu_rec": "reconstruction BLEU",
+    "mi_full": "mutual information I(x; z), the split as the aggregate posterior (nats)", "au": "active units", "bleu_rec": "reconstruction BLEU",
     "distinct_1": "distinct-1 of prior samples", "distinct_2": "distinct-2 of prior samples",
     "self_bleu": "self-BLEU of prior samples",
 }
@@ -154,7 +154,7 @@ def model_card(model, repo_id: str, metrics: dict | None = None, split: str = "t
     lines += ["", "## Evaluation", ""]
     if numbers:
         lines += [f"On the {split} split:", "", "| metric | value | meaning |", "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} | {CARD_METRICS[k]} |" for k, v in numbers.items()]
+        lines += [f"| {k} | {_fmt(v)} | {_cell(CARD_METRICS[k])} |" for k, v in numbers.items()]
     else:
         lines.append("No evaluation was given when this model was pushed; `textvae evaluate --model REPO` measures it.")
     lines += ["", "## Training", "", "```bash", command or "# not recorded", "```", "",
@@ -164,6 +164,11 @@ def model_card(model, repo_id: str, metrics: dict | None = None, split: str = "t
               "print(model.interpolate(\"a first sentence .\", \"another one .\", steps=5))", "```", "",
               "```bash", f"textvae sample --model {repo_id} -n 5", "```", ""]
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """``text`` inside a markdown table cell: its ``|`` escaped (KL(q(z|x) || p(z)) would split the row)."""
+    return text.replace("|", "\\|")
 
 
 def _fmt(v: float) -> str:
