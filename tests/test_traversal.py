@@ -23,6 +23,7 @@ def test_values_parse_ranges_and_lists():
 
 def test_dims_parse_and_range_errors_name_the_dimension():
     assert parse_dims("all", 3) == [0, 1, 2] and parse_dims("2,0", 3) == [2, 0]
+    assert parse_dims("0,2,0", 3) == [0, 2]  # swept and printed once
     with pytest.raises(TextVAEError, match=r"--dim 3 is out of range: the model's latent has 3 dimensions \(0 to 2\)"):
         parse_dims("3", 3)
     with pytest.raises(TextVAEError, match="--dim -1 is out of range"):

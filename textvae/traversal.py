@@ -51,7 +51,8 @@ def parse_values(text: str) -> list[float]:
 
 
 def parse_dims(text: str, latent_dim: int) -> list[int]:
-    """``"all"`` or a comma list of dimension indices, each in [0, latent_dim)."""
+    """``"all"`` or a comma list of dimension indices, each in [0, latent_dim); a dimension named twice
+    is swept once."""
     if text == "all":
         return list(range(latent_dim))
     dims = []
@@ -64,7 +65,8 @@ def parse_dims(text: str, latent_dim: int) -> list[int]:
         if not 0 <= d < latent_dim:
             raise TextVAEError(f"--dim {d} is out of range: the model's latent has {latent_dim} dimensions "
                                f"(0 to {latent_dim - 1})")
-        dims.append(d)
+        if d not in dims:
+            dims.append(d)
     return dims
 
 
