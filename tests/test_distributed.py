@@ -96,3 +96,39 @@ def test_each_process_keeps_and_checkpoints_its_own_tc_queue(tmp_path):
     ranks = state["tc_queue_ranks"]
     assert len(ranks) == 2 and all(r["param0"].shape == (40, 4) for r in ranks)  # 8 steps x 8 rows, newest 40
     assert not torch.equal(ranks[0]["param0"], ranks[1]["param0"])  # each rank queues its own share
+
+
+# rank 1 alone receives SIGTERM while it computes step 6 (torchrun forwards a signal to each worker in turn)
+ONE_RANK_SIGNALLED = """
+import os, signal, sys
+from textvae.train import Trainer
+step = Trainer.step
+def step_then_signal(self, *args):
+    out = step(self, *args)
+    if self.procs.rank == 1 and self.progress.step == 5:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return out
+Trainer.step = step_then_signal
+from textvae.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.integration  # torchrun starts gloo processes
+def test_a_signal_that_reaches_one_process_stops_all_at_the_same_step(tmp_path):
+    """Every process stops after the step in progress and joins the checkpoint of that step; a rank that
+    stopped alone would wait in the checkpoint for the others, which wait for it in the next step."""
+    script, run = tmp_path / "one_rank_signalled.py", tmp_path / "ddp"
+    script.write_text(ONE_RANK_SIGNALLED)
+    args = [a for a in ARGS if not a.startswith("train.max_steps=")] + ["train.max_steps=12"]
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script), "train", "--out", str(run), *args], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # torchrun passes SIGTERM on to its processes, then kills those that hang
+        out, _ = proc.communicate(timeout=120)
+        pytest.fail("the processes did not stop together:\n" + out[-3000:])
+    assert f"SIGTERM received at step 6: checkpoint saved in {run / 'checkpoints' / 'step-00000006'}" in out, out[-3000:]
+    assert [c.name for c in list_checkpoints(run)][-1] == "step-00000006"

@@ -73,6 +73,17 @@ class Processes:
         dist.broadcast(t, 0)
         return bool(t.item())
 
+    def max_over(self, value: int) -> int:
+        """The largest ``value`` of any process, on every process (a signal one of them received)."""
+        if self.world == 1:
+            return value
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([value], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
 
     def close(self) -> None:
         """Leave the process group if :func:`setup` joined it (one set up by the caller stays)."""

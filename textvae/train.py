@@ -217,18 +217,18 @@ class Trainer:
                 self.metrics.close()
 
     def _fit(self, tqdm) -> dict:
-        t, p, stop = self.cfg.train, self.progress, self._stop
+        t, p = self.cfg.train, self.progress
         if p.step == 0 and not p.last_valid:
             self.after_validation(self.evaluate())
             self._save_checkpoint()
-        if stop.received is not None:  # during the first validation
+        if self._signalled():  # during the first validation
             self._interrupt()
         self._bar = bar = tqdm(total=self.total_steps, initial=p.step, disable=not (t.progress and self.is_main),
                                dynamic_ncols=True, desc="train", unit="step", mininterval=0.5)
         deadline, self._evaluated_at = distributed.Deadline(t.max_minutes, self.procs), p.step
         log_every = max(1, min(50, self.batches_per_epoch // 4))
         done = lambda: bool(p.stopped_early or (t.max_steps and p.step >= t.max_steps)  # noqa: E731
-                            or deadline.check(sync=p.step % log_every == 0) or stop.received is not None)
+                            or deadline.check(sync=p.step % log_every == 0) or self._signalled())
         while p.epoch < t.max_epochs and not done():
             batches = self.sampler.global_batches(p.epoch)
             self.model.train()
@@ -251,19 +251,28 @@ class Trainer:
                 if not t.eval_every:
                     self._checkpoint(with_eval=True)
         bar.close()
-        if stop.received is not None:
+        if self._signalled():
             self._interrupt()
         if deadline.passed:
             self.log(f"time budget train.max_minutes={t.max_minutes:g} reached at step {p.step} ({p.epoch} "
                      f"epochs and {p.batch_in_epoch} batches); --resume continues with a new budget")
         if self._evaluated_at != p.step:  # stopped off the validation schedule
             self._checkpoint(with_eval=True, scheduled=False)
-        if stop.received is not None:  # during the last validation or checkpoint
+        if self._signalled():  # during the last validation or checkpoint
             self._interrupt()
         stopped = ("early" if p.stopped_early else "time" if deadline.passed
                    else "max_steps" if t.max_steps and p.step >= t.max_steps else "max_epochs")
         return dict(p.last_valid, step=p.step, epoch=p.epoch, best_elbo=p.best_elbo, best_step=p.best_step,
                     stopped=stopped)
+
+    def _signalled(self) -> bool:
+        """Whether SIGINT/SIGTERM reached any of the processes. All get the same answer, and the signal,
+        so that all stop after the same step: one stopping alone would wait forever for the others in
+        its checkpoint while they wait for it in the next step's gradient all-reduce."""
+        signum = self.procs.max_over(self._stop.received or 0)
+        if signum and self._stop.received is None:
+            self._stop.received = signum
+        return bool(signum)
 
     def _interrupt(self) -> None:
         """Act on a SIGINT/SIGTERM the loop received: a checkpoint of this step (unless one was just
