@@ -146,7 +146,7 @@ def _config_has(config: dict, key: str, raw: str) -> bool:
     return node == want
 
 
-def shortfalls(record: dict, table, rows, records: list[dict]) -> list[str]:
+def shortfalls(record: dict, table, rows) -> list[str]:
     """Why a run, whatever its recipe, does not measure what its row's other runs measure: in a table
     whose runs train to their early stop (``to_early_stop``), it stopped at a budget (a time budget, a
     step limit, an epoch limit given on the command line below its row's); in any table, it was
@@ -187,12 +187,12 @@ def eval_sentences(record: dict) -> int | None:
 def counted(table, rows, records: list[dict]) -> list[dict]:
     """The runs the means over seeds, the comparisons and the goal count: trained under the table's
     current recipe (no † gaps), to their stop, and evaluated as their row says (no shortfalls)."""
-    return [r for r in records if not recipe_gaps(r, table) and not shortfalls(r, table, rows, records)]
+    return [r for r in records if not recipe_gaps(r, table) and not shortfalls(r, table, rows)]
 
 
-def marks(r: dict, table, rows, records: list[dict]) -> str:
+def marks(r: dict, table, rows) -> str:
     """' †' (an earlier recipe) and ' ◊' (a shortfall) after a run's or a row's name, as they apply."""
-    return (" †" if recipe_gaps(r, table) else "") + (f" {UNCOUNTED}" if shortfalls(r, table, rows, records) else "")
+    return (" †" if recipe_gaps(r, table) else "") + (f" {UNCOUNTED}" if shortfalls(r, table, rows) else "")
 
 
 def _against_baseline(rows, records: list[dict], table):
@@ -423,7 +423,6 @@ def summary_section(table, rows, records: list[dict], every_seed: str = "the tab
     # a row with runs that count (the current recipe, trained to their stop, evaluated as the row says)
     # is summarised over those alone; its † or ◊ runs are not averaged in. A row with none that count is
     # summarised over the runs it has, marked as they are.
-    every = records
     counts = counted(table, rows, records)
     current = {row_name(rows, r) for r in counts} - {None}
     records = [r for r in records if r in counts or row_name(rows, r) not in current]
@@ -450,7 +449,7 @@ def summary_section(table, rows, records: list[dict], every_seed: str = "the tab
                 cells[-1] += f" ({len(vals)} of {n} seeds)"
         used = [r for r in records if row_of(rows, r) is row]  # marked as in the per-run table
         mark = ((" †" if any(recipe_gaps(r, table) for r in used) else "")
-                + (f" {UNCOUNTED}" if any(shortfalls(r, table, rows, every) for r in used) else ""))
+                + (f" {UNCOUNTED}" if any(shortfalls(r, table, rows) for r in used) else ""))
         lines.append(f"| {row.name}{mark} | {md(row.method)} | {n} | " + " | ".join(cells) + " |")
     return lines
 
@@ -580,8 +579,7 @@ def render(table, rows, records: list[dict]) -> str:
         lines += ["", f"† Trained under an earlier recipe, without {missing}: {', '.join(names)}. Compare "
                   "these rows with each other, not with the rest; to bring one up to date, run it again "
                   "(`--rows`) without its old run directory."]
-    short = [f"{r['row']} ({'; '.join(shortfalls(r, table, rows, ordered))})" for r in ordered
-             if shortfalls(r, table, rows, ordered)]
+    short = [f"{r['row']} ({'; '.join(shortfalls(r, table, rows))})" for r in ordered if shortfalls(r, table, rows)]
     if short:
         lines += ["", f"{UNCOUNTED} Not counted in the means over seeds, the comparisons or the goal: "
                   + "; ".join(short) + ". A run stopped at a budget trains on with `--extend` (one evaluated "
@@ -614,14 +612,14 @@ def _table_lines(table, rows, ordered: list[dict]) -> list[str]:
     for row in rows:
         for name, _ in row.runs():
             r = by_name.pop(name, None)
-            out.append(_line(table, row, r, rows, ordered) if r is not None else
+            out.append(_line(table, row, r, rows) if r is not None else
                        f"| {name} | {md(row.method)} | not run yet |  |  |  |  |  |  |  |  |  |  |  | "
                        f"{reference_cell(row, None)} |")
-    return out + [_line(table, None, r, rows, ordered) for r in by_name.values()]
+    return out + [_line(table, None, r, rows) for r in by_name.values()]
 
 
-def _line(table, row, r: dict, rows, records: list[dict]) -> str:
-    mark = marks(r, table, rows, records)
+def _line(table, row, r: dict, rows) -> str:
+    mark = marks(r, table, rows)
     return (f"| {r['row']}{mark} | {md(r['method'])} | {num(r['nll_iw'])} | {num(r['ppl_iw'])} | {num(r['kl'])} | "
             f"{num(r['mi_full'])} | {r['au']} | {num(r['elbo'])} | {num(r['ppl_elbo'])} | {bleu_cell(r, table)} | "
             f"{epochs(r)} | {duration(r['train_seconds'])} | {duration(r.get('eval_seconds'))} | {device(r)} | "

@@ -22,9 +22,10 @@ resumed nor reused, and the runner says what differs. A run that stopped at a bu
 or a ``--max-steps`` / ``--max-epochs`` the command raises or drops) counts as finished (in a table whose
 runs train to their early stop, ``to_early_stop``, it is marked ◊ and left out of the means) unless
 the command has ``--extend``: then it trains on from its newest checkpoint (lr, patience and halvings
-as they were) in a new sitting and is evaluated again. A finished run is evaluated once per (iw samples, eval sentences, seed); an evaluation interrupted
-part-way goes on from its last save (every minute, ``evaluation.partial.safetensors`` in the run
-directory) when the command is run again.
+as they were) in a new sitting and is evaluated again. A finished run is evaluated once per (split,
+iw samples, eval sentences, seed); other sample or homotopy counts redo those alone. An evaluation
+interrupted part-way goes on from its last save (every minute, ``evaluation.partial.safetensors`` in
+the run directory) when the command is run again.
 
 After every run, ``--out-dir/T.json`` (one object per run, the table's order) and ``T.md`` are
 rewritten; runs already in ``T.json`` that this command did not run (another machine, another process
@@ -797,7 +798,7 @@ def missing_runs(args, table, rows, selected: list) -> list:
     (``report.unrecorded``). Narrows ``args.only_runs`` to those runs."""
     records = report.seeded_names(rows, list(load_records(args.out_dir / f"{table.table}.json").values()))
     current = {r["row"] for r in records if not report.recipe_gaps(r, table) and not report.unrecorded(r)
-               and not report.shortfalls(r, table, rows, records)}
+               and not report.shortfalls(r, table, rows)}
     keep = []
     for row in selected:
         picked = args.only_runs.get(row.name)

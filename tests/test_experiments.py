@@ -237,17 +237,17 @@ def test_runs_stopped_at_a_budget_or_evaluated_otherwise_are_marked_and_not_coun
     short = {"time": {**fb[1], "stopped": "time", "epochs": 3},
              "k": {**fb[1], "iw_samples": 5},
              "sentences": {**fb[1], "test_sentences": 50, "eval_sentences": 50}}
-    assert report.shortfalls(short["time"], t, rows, lm + fb) == ["stopped at its time budget, epoch 3"]
-    assert report.shortfalls(short["k"], t, rows, lm + fb) == ["k = 5 importance samples, not the row's 500"]
-    assert report.shortfalls(short["sentences"], t, rows, lm + fb) == [
+    assert report.shortfalls(short["time"], t, rows) == ["stopped at its time budget, epoch 3"]
+    assert report.shortfalls(short["k"], t, rows) == ["k = 5 importance samples, not the row's 500"]
+    assert report.shortfalls(short["sentences"], t, rows) == [
         "evaluated on the first 50 test sentences only (--eval-sentences)"]
     # a limit above the split's size evaluated all of it; one from before the record kept it is read
     # from the evaluation's command
-    assert report.shortfalls({**fb[1], "eval_sentences": 5000}, t, rows, lm + fb) == []
+    assert report.shortfalls({**fb[1], "eval_sentences": 5000}, t, rows) == []
     assert report.shortfalls({**fb[1], "test_sentences": 50, "eval_command": "python x --eval-sentences 50"},
-                             t, rows, lm + fb) == ["evaluated on the first 50 test sentences only (--eval-sentences)"]
+                             t, rows) == ["evaluated on the first 50 test sentences only (--eval-sentences)"]
     # a table whose runs compare under a common budget (no to_early_stop) counts its budget stops
-    assert report.shortfalls(short["time"], dataclasses.replace(t, to_early_stop=False), rows, lm + fb) == []
+    assert report.shortfalls(short["time"], dataclasses.replace(t, to_early_stop=False), rows) == []
     for why, r in short.items():
         records = lm + [fb[0], r, fb[2]]
         assert report.counted(t, rows, records) == lm + [fb[0], fb[2]], why
@@ -261,8 +261,8 @@ def test_runs_stopped_at_a_budget_or_evaluated_otherwise_are_marked_and_not_coun
     assert "Rows that meet it: none." not in only and "vae-free-bits (3 seeds)" not in only
     # an epoch limit is the row's own unless the command line set it (a budget then)
     capped = {**fb[1], "stopped": "max_epochs", "overrides": [*t.recipe, "train.max_epochs=10"]}
-    assert report.shortfalls(capped, t, rows, lm + fb) == ["stopped at its epoch limit, epoch 30"]
-    assert report.shortfalls({**capped, "overrides": list(t.recipe)}, t, rows, lm + fb) == []
+    assert report.shortfalls(capped, t, rows) == ["stopped at its epoch limit, epoch 30"]
+    assert report.shortfalls({**capped, "overrides": list(t.recipe)}, t, rows) == []
 
 
 def test_the_goal_is_met_only_beyond_two_pooled_sd_over_seeds_and_under_the_ppl_bound(report, table):
