@@ -411,6 +411,16 @@ def test_resume_restores_a_checkpoint_stopped_between_the_two_renames_of_its_rep
     assert [r["step"] for r in records(run_copy, "valid")] == [0, 4]
 
 
+def test_resume_removes_the_leftovers_of_a_save_or_a_prune_killed_part_way(run_copy, capsys):
+    ckpts = run_copy / "checkpoints"
+    shutil.copytree(ckpts / "step-00000004", ckpts / ".step-00000006.tmp")  # a save killed before its rename
+    shutil.copytree(ckpts / "step-00000000", ckpts / ".step-00000002.del")  # a prune killed during its rmtree
+    (ckpts / ".notes.tmp").mkdir()  # not a checkpoint's: left alone
+    cli(capsys, ["train", *TINY, "--out", run_copy, "--resume", "train.max_steps=4"])
+    assert not (ckpts / ".step-00000006.tmp").exists() and not (ckpts / ".step-00000002.del").exists()
+    assert (ckpts / ".notes.tmp").is_dir()
+
+
 def test_every_rank_gets_back_its_own_cuda_random_state(tmp_path, monkeypatch):
     """Under torchrun on GPUs dropout draws from each rank's CUDA generator (seeded per rank): the
     checkpoint keeps one per rank and rank r resumes with its own, not rank 0's."""

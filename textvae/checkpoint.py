@@ -100,13 +100,18 @@ def restore_interrupted_commit(final: Path, old: Path) -> None:
 
 def restore_interrupted_commits(run: Path) -> None:
     """:func:`restore_interrupted_commit` for ``best/`` and every checkpoint of run directory ``run``
-    (a step saved twice, at ``train.checkpoint_every`` and then at a validation, replaces its directory)."""
+    (a step saved twice, at ``train.checkpoint_every`` and then at a validation, replaces its directory),
+    then remove what saves and prunes killed part-way left behind: a checkpoint's unfinished copy
+    (``.step-N.tmp``) and a pruned one half deleted (``.step-N.del``), each a checkpoint's worth of disk."""
     restore_interrupted_commit(run / "best", run / "best.old")
     d = run / "checkpoints"
     for old in sorted(d.glob(".step-*.old")) if d.is_dir() else ():
         final = old.with_name(old.name[1:-len(".old")])
         if _STEP_DIR.fullmatch(final.name):
             restore_interrupted_commit(final, old)
+    for left in sorted(d.glob(".step-*")) if d.is_dir() else ():
+        if left.suffix in (".tmp", ".del") and _STEP_DIR.fullmatch(left.name[1:-4]) and left.is_dir():
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def remove_dir(path: Path) -> None:
