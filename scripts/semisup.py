@@ -47,8 +47,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_experiments import (COMMAND_ENV, parallel_env, read_state, run_processes, train_run,  # noqa: E402
-                             write_json)
+from processes import COMMAND_ENV, parallel_env, run_processes  # noqa: E402
+from run_experiments import read_state, train_run, write_json  # noqa: E402
 
 from textvae import semisup  # noqa: E402
 from textvae.checkpoint import list_checkpoints  # noqa: E402
@@ -134,8 +134,8 @@ def m2_run(size: int | None, draw: int, factor: str | None = None) -> str:
 
 def train_in_parallel(args, argv: list[str], log) -> None:
     """Train the unfinished runs of :func:`planned_runs`, ``args.jobs`` processes at a time (each this
-    script with ``--only RUN``, scripts/run_experiments.py's :func:`run_processes`); a run that failed
-    or was interrupted stops the table with its log named."""
+    script with ``--only RUN``, run by scripts/processes.py); a run that failed or was interrupted stops
+    the table with its log named."""
     todo = [name for name in planned_runs(args) if not read_state(args.runs_dir / name).get("finished")]
     if not todo:
         return

@@ -537,10 +537,11 @@ def test_the_recorded_command_can_be_typed_again(script, monkeypatch):
     assert script.invocation(["--rows", "lstm-lm", "--out-dir", "/tmp/x"]) == "python scripts/run_experiments.py --jobs 7"
 
 
-def test_parallel_processes_run_at_most_jobs_at_once_and_report_which_failed(script, tmp_path, monkeypatch):
+def test_parallel_processes_run_at_most_jobs_at_once_and_report_which_failed(tmp_path, monkeypatch):
+    processes = load_script("processes")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    env = script.parallel_env(jobs=2, processes=3, command="python x.py --jobs 2", on_cpu=True)
-    assert env[script.CONCURRENT_ENV] == "2" and env[script.COMMAND_ENV] == "python x.py --jobs 2"
+    env = processes.parallel_env(jobs=2, processes=3, command="python x.py --jobs 2", on_cpu=True)
+    assert env[processes.CONCURRENT_ENV] == "2" and env[processes.COMMAND_ENV] == "python x.py --jobs 2"
     assert int(env["OMP_NUM_THREADS"]) >= 1
     py = [sys.executable, "-c"]
     marker = tmp_path / "running"
@@ -554,7 +555,7 @@ def test_parallel_processes_run_at_most_jobs_at_once_and_report_which_failed(scr
     def on_done(name):  # called as each succeeds, before the next starts: what records a row's results
         done.append((name, sorted(p.name for p in (tmp_path / "logs").iterdir())))
 
-    assert script.run_processes(commands, 1, env, messages.append, on_done) == ["b"]
+    assert processes.run_processes(commands, 1, env, messages.append, on_done) == ["b"]
     assert done == [("a", ["a.log"]), ("c", ["a.log", "b.log", "c.log"])]  # not for the failed one
     assert all((tmp_path / "logs" / f"{n}.log").read_text().strip() == "ran" for n in "abc")
     assert any("[b] failed" in m and "exit status 3" in m for m in messages)
