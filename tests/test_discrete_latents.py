@@ -7,6 +7,7 @@ import json
 import math
 import pathlib
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save
@@ -14,12 +15,15 @@ from torch.distributions import Categorical, kl_divergence
 
 from helpers import cli, expect_error, records, tiny_cfg, weights
 from textvae.checkpoint import list_checkpoints
-from textvae.config import ModelConfig, load_config
+from textvae.code_prior import fit_code_prior
+from textvae.config import ModelConfig, TokenizerConfig, load_config
+from textvae.data import EncodedSplit
 from textvae.errors import ConfigError, TextVAEError
 from textvae.latents import GaussianLatent, GumbelLatent, VQLatent
 from textvae.latents.gumbel import temperature
 from textvae.metrics import iw_log_weights
 from textvae.model import TextVAE
+from textvae.tokenizers import train_tokenizer
 from textvae.train import train
 
 TOKENS = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 9, 3, 0]])
@@ -228,6 +232,44 @@ def fitted_prior_round_trip(capsys, run):
     expect_error(capsys, ["sample", "--model", run], "does not hold the code prior")
     path.unlink()
     expect_error(capsys, ["sample", "--model", run], "code_prior.safetensors is missing")
+
+
+SENTENCES = ["the cat sat on the mat .", "a dog ran in the park .", "the bird sang a song .", "it rained ."]
+
+
+def tiny_vq() -> TextVAE:
+    """A small VQ model with a word tokenizer (so that it saves and reloads) and no code prior yet."""
+    tok = train_tokenizer(TokenizerConfig(kind="word"), SENTENCES)
+    torch.manual_seed(0)
+    return TextVAE(ModelConfig(latent="vq", latent_vars=2, latent_classes=4, code_dim=3, emb_dim=8, enc_hidden=8,
+                               dec_hidden=8), tok).eval()
+
+
+def prior_tensors(model) -> dict[str, torch.Tensor]:
+    return model.latent.prior.state_dict()
+
+
+def test_a_fitted_code_prior_moves_with_the_model_and_round_trips(tmp_path):
+    """model.to(dtype) / model.to(device) take the fitted prior along, as they do every weight of the model;
+    the prior stays out of model.safetensors (its own file, as in every model directory written before)."""
+    model = tiny_vq()
+    keys = set(model.state_dict())
+    split = EncodedSplit([np.array(model.tokenizer.encode(t), np.int32) for t in SENTENCES], SENTENCES)
+    fit_code_prior(model, split, epochs=2, hidden=16)
+    assert set(model.state_dict()) == keys  # the model's weights file is unchanged by a prior
+    codes = model.prior_sample(6, torch.Generator().manual_seed(0))
+    ref = model.latent.log_prior(codes)  # (6,) under the float32 prior
+    model.to(torch.float64)
+    assert {t.dtype for t in prior_tensors(model).values()} == {torch.float64}
+    assert torch.allclose(model.latent.log_prior(codes.double()), ref.double(), atol=1e-5)
+    model.save_pretrained(tmp_path / "m")
+    assert not [k for k in weights(tmp_path / "m") if "prior" in k]
+    back = TextVAE.from_pretrained(tmp_path / "m")
+    assert back.latent.prior is not None and prior_tensors(back).keys() == prior_tensors(model).keys()
+    assert all(torch.equal(t, prior_tensors(model)[k].float()) for k, t in prior_tensors(back).items())
+    assert torch.allclose(back.latent.log_prior(codes), ref, atol=1e-5)
+    back.to("meta")
+    assert {t.device.type for t in prior_tensors(back).values()} == {"meta"}
 
 
 def test_gaussian_refuses_the_code_homotopy(tiny_run, capsys):

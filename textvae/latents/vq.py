@@ -78,9 +78,19 @@ class VQLatent(Latent):
         self.prior = None  # a fitted textvae.code_prior.CodePrior, attached after training
 
     def attach_prior(self, prior) -> None:
-        """Use a fitted prior (textvae.code_prior.CodePrior) for log p(z) and prior samples. It is not a
-        submodule: its weights live in their own file, not in the model's."""
-        object.__setattr__(self, "prior", prior.to(self.codebook.device))
+        """Use a fitted prior (textvae.code_prior.CodePrior) for log p(z) and prior samples, put on the
+        codebook's device and dtype. It is not a submodule, so that its weights stay out of the model's
+        state_dict (they live in their own file, code_prior.safetensors); :meth:`_apply` moves it with the model."""
+        book = self.codebook
+        object.__setattr__(self, "prior", prior.to(device=book.device, dtype=book.dtype))
+
+    def _apply(self, fn, recurse: bool = True):
+        # Module.to / cuda / double / half / to_empty convert every tensor through _apply, children included;
+        # the prior, kept off the module tree, follows as a child would.
+        super()._apply(fn, recurse)
+        if recurse and self.prior is not None:
+            self.prior._apply(fn)
+        return self
 
     @classmethod
     def from_config(cls, cfg, in_dim: int) -> "VQLatent":
