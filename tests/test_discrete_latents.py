@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from textvae.checkpoint import list_checkpoints
 from textvae.code_prior import fit_code_prior
 from textvae.config import ModelConfig, TokenizerConfig, load_config
 from textvae.data import EncodedSplit
-from textvae.errors import ConfigError, TextVAEError
+from textvae.errors import ConfigError, DataError, TextVAEError
 from textvae.latents import GaussianLatent, GumbelLatent, VQLatent
 from textvae.latents.gumbel import temperature
 from textvae.metrics import iw_log_weights
@@ -270,6 +271,20 @@ def test_a_fitted_code_prior_moves_with_the_model_and_round_trips(tmp_path):
     assert torch.allclose(back.latent.log_prior(codes), ref, atol=1e-5)
     back.to("meta")
     assert {t.device.type for t in prior_tensors(back).values()} == {"meta"}
+
+
+@pytest.mark.parametrize("texts", [[], ["", "  "]], ids=["no-sentences", "all-blank"])
+def test_fit_code_prior_refuses_a_split_with_nothing_to_fit(texts):
+    """Before, no sentences gave a ZeroDivisionError with a log, and without one an unfitted prior silently
+    attached (every batch's loss NaN); blank sentences were fitted as if they were text."""
+    model = tiny_vq()
+    split = EncodedSplit([np.zeros(0, np.int32) for _ in texts], texts)
+    what = "has no sentences" if not texts else "has only blank sentences (all 2 have no tokens)"
+    with pytest.raises(DataError, match=rf"fit_code_prior {re.escape(what)}.*model_split\(model, 'train'\)"):
+        fit_code_prior(model, split, epochs=1, log=lambda m: None)
+    with pytest.raises(DataError):
+        fit_code_prior(model, split, epochs=1)
+    assert model.latent.prior is None
 
 
 def test_gaussian_refuses_the_code_homotopy(tiny_run, capsys):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CheckpointError, TextVAEError
+from .errors import CheckpointError, DataError, TextVAEError
 
 PRIOR_FILE = "code_prior.safetensors"
 
@@ -71,10 +71,16 @@ def encoder_codes(model, split, batch_size: int = 64) -> torch.Tensor:
 def fit_code_prior(model, split, epochs: int = 20, batch_size: int = 64, lr: float = 3e-3, hidden: int = 128,
                    seed: int = 0, log=None) -> CodePrior:
     """Fit a :class:`CodePrior` by maximum likelihood to the encoder's codes of ``split`` (the
-    training split), attach it to the model's VQ latent and return it."""
+    training split), attach it to the model's VQ latent and return it. A DataError when ``split`` has no
+    sentence with a token: there are no codes to fit."""
     if model.is_lm or model.config.latent != "vq":
         raise TextVAEError(f"a code prior is fitted to a VQ model's codes; this model's latent is "
                            f"{'none (a language model)' if model.is_lm else repr(model.config.latent)}")
+    blank = int((split.lengths == 0).sum())
+    if blank == len(split):  # nothing to fit: Adam would leave the prior as initialised, with no word said
+        what = "has no sentences" if not blank else f"has only blank sentences (all {blank} have no tokens)"
+        raise DataError(f"the split given to fit_code_prior {what}, so there are no codes to fit a prior to; pass "
+                        f"the model's training split, e.g. textvae.metrics.model_split(model, 'train')")
     codes = encoder_codes(model, split)
     torch.manual_seed(seed)
     prior = CodePrior(model.latent.vars, model.latent.classes, hidden=hidden)
