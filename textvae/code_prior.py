@@ -93,7 +93,7 @@ def fit_code_prior(model, split, epochs: int = 20, batch_size: int = 64, lr: flo
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(rows)
+            total += float(loss.detach()) * len(rows)
         if log:
             log(f"code prior epoch {epoch + 1}/{epochs}: {total / len(codes):.3f} nats per sentence "
                 f"(uniform: {model.latent.vars * torch.log(torch.tensor(float(model.latent.classes))):.3f})")
