@@ -3,6 +3,7 @@ LR decay and early stopping, the time budget, evaluation, the end-of-run summary
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,6 +168,39 @@ def test_skip_policy_skips_nonfinite_steps(tmp_path, monkeypatch):
     logs = []
     result = train(tiny_cfg("train.nonfinite=skip", "train.max_steps=6"), tmp_path / "r", log=logs.append)
     assert result["step"] == 6 and any("step skipped" in l and "KL" in l for l in logs)
+
+
+def test_resume_goes_on_counting_the_nonfinite_steps_in_a_row(tmp_path, monkeypatch):
+    """train.nonfinite=skip stops at MAX_SKIPS non-finite steps in a row. The count is checkpointed: resumed
+    within such a row, a run stops where the uninterrupted one does instead of counting again from 0. A
+    checkpoint without the count (written before it was saved) still loads, counting from 0."""
+    monkeypatch.setattr(sys.modules[Trainer.__module__], "MAX_SKIPS", 3)  # textvae.train, the module
+    original = Trainer.loss
+
+    def nan_in_steps_3_to_5(self, *args):
+        loss, rec, kl, beta = original(self, *args)
+        if 3 <= self.progress.step <= 5:
+            return loss * math.nan, rec * math.nan, kl, beta
+        return loss, rec, kl, beta
+
+    monkeypatch.setattr(Trainer, "loss", nan_in_steps_3_to_5)
+    cfg = tiny_cfg("train.nonfinite=skip", "train.checkpoint_every=4", "train.max_steps=8")
+    with pytest.raises(TrainingError, match="non-finite reconstruction at step 5"):  # the third in a row
+        train(cfg, tmp_path / "whole")
+    run, old = tmp_path / "run", tmp_path / "old"
+    save = crash_after_checkpoint(monkeypatch, 4)  # one skipped step (3) before it, two after
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, run)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save)
+    state = list_checkpoints(run)[-1] / "trainer_state.json"
+    meta = json.loads(state.read_text())
+    assert meta["progress"]["nonfinite_skips"] == 1
+    shutil.copytree(run, old)
+    with pytest.raises(TrainingError, match="non-finite reconstruction at step 5"):
+        train(cfg, run, resume=True)
+    del meta["progress"]["nonfinite_skips"]
+    (old / state.relative_to(run)).write_text(json.dumps(meta))
+    assert train(cfg, old, resume=True)["step"] == 8  # two skips in a row from 0: under MAX_SKIPS
 
 
 def test_early_stopping_after_max_decays(tmp_path):

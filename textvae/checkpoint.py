@@ -138,6 +138,7 @@ class Progress:
     plateau_best: float = math.inf  # the best on the validation schedule: what the plateau compares
     bad_evals: int = 0  # scheduled evaluations since the last improvement
     decays: int = 0  # learning-rate decays so far
+    nonfinite_skips: int = 0  # non-finite steps in a row (train.nonfinite=skip): the run stops at train.MAX_SKIPS
     stopped_early: bool = False
     last_valid: dict = field(default_factory=dict)
 

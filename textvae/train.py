@@ -44,7 +44,7 @@ class Trainer:
         self.device, self.is_main = self.procs.device, self.procs.is_main
         precision.check(t, self.device, cfg.objective.aggressive)
         self.log = (log or (lambda msg: print(msg, file=sys.stderr, flush=True))) if self.is_main else (lambda m: None)
-        self._skips, self._saved_at, self._bar = 0, None, None
+        self._saved_at, self._bar = None, None
         self._save_clock = distributed.Deadline(t.checkpoint_minutes, self.procs)  # and at each save
         if cfg.data.data_dir:  # absolute: evaluate, probe and --resume then work from any directory
             cfg.data.data_dir = str(Path(cfg.data.data_dir).expanduser().resolve())
@@ -177,8 +177,8 @@ class Trainer:
         term = term or ("reconstruction" if not finite(rec) else "KL" if not finite(loss) else "gradient")
         msg = (f"non-finite {term} at step {p.step} (epoch {p.epoch}): reconstruction={rec.item():.4g}, "
                f"KL={kl.item():.4g}")
-        self._skips += 1
-        if self.cfg.train.nonfinite == "skip" and self._skips < MAX_SKIPS:
+        p.nonfinite_skips += 1  # checkpointed: a resume goes on counting, as an uninterrupted run does
+        if self.cfg.train.nonfinite == "skip" and p.nonfinite_skips < MAX_SKIPS:
             self.log(msg + "; step skipped (train.nonfinite=skip)")
             self.optimizer.zero_grad(set_to_none=True)
             return False
@@ -200,7 +200,7 @@ class Trainer:
             s.after_backward(self)
         self.scaler.step(self.optimizer)  # fp32 / bf16: optimizer.step()
         self.scaler.update()
-        self._skips = 0
+        self.progress.nonfinite_skips = 0
         return {"loss": loss.detach(), "rec": rec.detach(), "kl": kl.detach(), "kl_weight": beta, **extra}
 
     # ------------------------------------------------------------------ the loop
