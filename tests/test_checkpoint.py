@@ -19,7 +19,7 @@ import time
 import pytest
 import torch
 
-from helpers import TINY, cli, expect_error, records, same_weights, weights, without_speed
+from helpers import TINY, cli, expect_error, records, same_weights, tiny_cfg, weights, without_speed
 from textvae import checkpoint
 from textvae.checkpoint import atomic_write, commit_dir, list_checkpoints, read_checkpoint
 from textvae.config import FORMAT_VERSION, load_config
@@ -419,6 +419,35 @@ def test_resume_removes_the_leftovers_of_a_save_or_a_prune_killed_part_way(run_c
     cli(capsys, ["train", *TINY, "--out", run_copy, "--resume", "train.max_steps=4"])
     assert not (ckpts / ".step-00000006.tmp").exists() and not (ckpts / ".step-00000002.del").exists()
     assert (ckpts / ".notes.tmp").is_dir()
+
+
+def test_resume_hides_the_tensorboard_events_logged_after_its_checkpoint(tmp_path):
+    """A sitting stopped after logging past its last checkpoint: --resume logs those steps again, so TensorBoard
+    must drop the first copies (SummaryWriter's purge_step), as metrics.jsonl does, or every curve shows two
+    overlapping lines. Without a checkpoint (a restart from step 0) it drops them all."""
+    pytest.importorskip("tensorboard", reason="train.tensorboard=true needs the tensorboard package")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def scalars(run):  # {tag: [(step, value), ...]} as TensorBoard shows them, throughput aside
+        acc = EventAccumulator(str(run / "tb"))
+        acc.Reload()
+        return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
+                for tag in acc.Tags()["scalars"] if not tag.endswith("tokens_per_s")}
+
+    cfg = tiny_cfg("train.tensorboard=true", "train.checkpoint_every=4", "train.keep_checkpoints=5",
+                   "train.max_steps=8")
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    train(cfg, whole)
+    want = scalars(whole)
+    assert {s for s, _ in want["train/loss"]} > {4} and {s for s, _ in want["valid/elbo"]} == {0, 8}
+    train(cfg, run)
+    checkpoint.remove_dir(list_checkpoints(run)[-1])  # stopped after step 8's logs, before its checkpoint
+    train(cfg, run, resume=True)  # from step 4
+    assert scalars(run) == want
+    for ckpt in list_checkpoints(run):  # stopped before its first checkpoint
+        checkpoint.remove_dir(ckpt)
+    train(cfg, run, resume=True)  # from step 0
+    assert scalars(run) == want
 
 
 def test_every_rank_gets_back_its_own_cuda_random_state(tmp_path, monkeypatch):

@@ -456,10 +456,13 @@ def settings_differences(saved: Path, cfg, sections=("data", "tokenizer", "model
 class MetricsLog:
     """``run/metrics.jsonl``, one JSON object per line, and with ``tensorboard`` the same numbers
     as TensorBoard scalars under ``run/tb`` (``KIND/KEY``). Only the process with ``enabled`` writes.
+    ``purge_step`` (a resumed run): TensorBoard hides the events of that step and later that earlier
+    sittings wrote (the files stay; a restart marker tells readers to drop them), as
+    :func:`truncate_metrics` drops their records from metrics.jsonl.
 
     Train records average the step terms given to :meth:`add` since the previous one."""
 
-    def __init__(self, run: Path, tensorboard: bool = False, enabled: bool = True):
+    def __init__(self, run: Path, tensorboard: bool = False, enabled: bool = True, purge_step: int | None = None):
         self.path, self.tb, self.enabled = run / "metrics.jsonl", None, enabled
         # records in the file (a resumed run appends to what its checkpoint kept); checkpoints store it
         self.records = len(_metrics_lines(self.path)) if enabled else 0
@@ -469,7 +472,7 @@ class MetricsLog:
             except ImportError:
                 raise ConfigError("train.tensorboard=true needs the tensorboard package: "
                                   "pip install tensorboard") from None
-            self.tb = SummaryWriter(str(run / "tb"))
+            self.tb = SummaryWriter(str(run / "tb"), purge_step=purge_step)
         self.restart()
 
     def write(self, record: dict) -> None:

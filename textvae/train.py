@@ -79,7 +79,9 @@ class Trainer:
             self.log(f"warning: objective.pretrain_ae_steps={cfg.objective.pretrain_ae_steps} is at least the "
                      f"{self.total_steps} steps of train.max_epochs={t.max_epochs}: unless the autoencoder "
                      f"converges first, the run ends before its VAE phase; lower it or train longer")
-        self.metrics = checkpoint.MetricsLog(self.run, t.tensorboard, enabled=self.is_main)
+        # --resume: TensorBoard hides what the stopped sitting logged after the checkpoint (all of it without one)
+        purge = (self.progress.step + 1 if ckpt else 0) if resume else None
+        self.metrics = checkpoint.MetricsLog(self.run, t.tensorboard, enabled=self.is_main, purge_step=purge)
         self.procs.barrier()
 
     def make_optimizer(self) -> torch.optim.Optimizer:
