@@ -220,6 +220,8 @@ def test_non_finite_sampling_settings(tiny_run, capsys):
     # seeds and ports: torch, numpy and scikit-learn each reject some of these with a traceback of their own
     (["sample", "--seed", str(2**64)], f"--seed must be at most 4294967295, got {2**64}"),
     (["interpolate", "--prior", "--seed", str(2**64)], "--seed must be at most 4294967295"),
+    (["interpolate", "--seed", "-1", "a .", "b ."], "--seed must be at least 0, got -1"),
+    (["reconstruct", "--seed", "-1", "a ."], "--seed must be at least 0, got -1"),
     (["probe", "--n", "20", "--seed", "-1"], "--seed must be at least 0, got -1"),
     (["traverse", "--factors", "--seed", "-1"], "--seed must be at least 0, got -1"),
     (["evaluate", "--disentanglement", "--seed", str(2**32)], "--seed must be at most 4294967295"),
@@ -246,6 +248,54 @@ def test_empty_sentences_are_refused(tiny_run, capsys, argv, needle):
 def test_reconstruct_with_only_blank_stdin(tiny_run, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("\n   \n"))
     expect_error(capsys, ["reconstruct", "--model", tiny_run], "no sentences given")
+
+
+SEEDED = {"reconstruct": ["reconstruct", "the dog ran .", "a cat sat .", "it will rain ."],
+          "interpolate": ["interpolate", "--steps", "4", "the dog ran .", "it will rain ."],
+          "interpolate-prior": ["interpolate", "--steps", "4", "--prior"]}
+
+
+@pytest.mark.parametrize("argv", SEEDED.values(), ids=SEEDED)
+def test_sampled_decoding_follows_the_seed(tiny_run, capsys, argv):
+    # as `textvae sample --seed`: the same seed gives the same text, another seed other text
+    def run(*seed):
+        return cli(capsys, [argv[0], "--model", tiny_run, "--sample", *seed, *argv[1:]])[0]
+
+    assert run("--seed", "3") == run("--seed", "3")
+    assert run("--seed", "3") != run("--seed", "4")
+    assert run() == run("--seed", "0")
+
+
+def test_interpolate_prior_draws_the_ends_then_the_decoding_noise(tiny_run, capsys):
+    # one generator seeded with --seed, as TextVAE.sample: the two prior codes first, then the sampling
+    import torch
+
+    from textvae.config import SampleConfig
+    from textvae.model import TextVAE
+
+    model = TextVAE.from_pretrained(tiny_run)
+    g = torch.Generator().manual_seed(5)
+    want = model.decode(model.latent.interpolate(*model.prior_sample(2, g), 3), SampleConfig(), generator=g)
+    out = cli(capsys, ["interpolate", "--model", tiny_run, "--prior", "--sample", "--steps", "3", "--seed", "5"])[0]
+    assert out.splitlines() == want
+
+
+@pytest.mark.parametrize("seed", ["0", "7"])
+def test_greedy_reconstructions_and_homotopies_ignore_the_seed(tiny_run, capsys, seed):
+    import torch
+
+    from textvae.config import SampleConfig
+    from textvae.model import TextVAE
+
+    model = TextVAE.from_pretrained(tiny_run)
+    a, b = "the dog ran .", "it will rain ."
+    ends = model.prior_sample(2, torch.Generator().manual_seed(int(seed)))
+    for argv, want in ((["reconstruct", a, b], model.reconstruct([a, b])),
+                       (["interpolate", "--steps", "3", a, b], model.interpolate(a, b, 3)),
+                       (["interpolate", "--steps", "3", "--path", "line", "--prior"],
+                        model.decode(model.latent.interpolate(ends[0], ends[1], 3), SampleConfig(greedy=True)))):
+        out = cli(capsys, [argv[0], "--model", tiny_run, "--seed", seed, *argv[1:]])[0]
+        assert out.splitlines() == want, argv
 
 
 @pytest.mark.parametrize("verb", ["reconstruct", "classify"])

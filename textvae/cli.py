@@ -158,13 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconstruct", help="encode sentences and decode them back")
     p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
     p.add_argument("sentences", nargs="*", help="sentences (one per line on stdin when none)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed of sampling (--sample)")
     _add_sampling(p, greedy_default=True)
 
     p = sub.add_parser("interpolate", help="homotopy between two sentences (Bowman et al. 2016, sec. 5)")
     p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
     p.add_argument("--steps", type=_positive_int("--steps"), default=5, help="points strictly between the ends")
     p.add_argument("--prior", action="store_true", help="between two prior samples instead of two sentences")
-    p.add_argument("--seed", type=_seed, default=0, help="with --prior")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="random seed of the two prior codes (--prior) and of sampling (--sample)")
     p.add_argument("--markdown", action="store_true", help="endpoints in bold, like the paper's tables")
     p.add_argument("--path", choices=("line", "codes"), default="line",
                    help="line: the straight path (gumbel, vq: each step made a code); codes: a discrete latent's "
@@ -340,11 +342,16 @@ def _read_stdin_lines() -> list[str]:
 
 
 def _cmd_reconstruct(args) -> int:
+    import torch
+
     sentences = args.sentences or _read_stdin_lines()
     if not sentences:
         raise TextVAEError("reconstruct: no sentences given; pass them as arguments or one per line on stdin")
     model = _checked_model(args, sentences)
-    for s in model.reconstruct(sentences, _sample_config(args), label=args.label):
+    g = torch.Generator().manual_seed(args.seed)  # the sampling noise, as in `textvae sample`
+    # TextVAE.reconstruct, with the seeded generator (it takes none)
+    for s in model.decode(model.encode_points(sentences, args.label), _sample_config(args), generator=g,
+                          label=args.label):
         print(s)
     return 0
 
@@ -365,26 +372,31 @@ def _checked_model(args, sentences):
 def _cmd_interpolate(args) -> int:
     import torch
 
+    from .generate import eval_mode
+
     sc = _sample_config(args)
+    # one generator, as in `textvae sample`: the two prior codes (--prior), then the sampling noise
+    g = torch.Generator().manual_seed(args.seed)
     if args.prior:
         if args.sentences:
             raise TextVAEError("interpolate --prior takes no sentences (it interpolates between two prior samples)")
         model = _load_model(args)
         if model.is_lm:
             raise TextVAEError(f"{args.model} is a language model (latent_dim=0): nothing to interpolate")
-        g = torch.Generator().manual_seed(args.seed)
         ends = model.prior_sample(2, g)
-        codes = (model.latent.swap(ends[0], ends[1]) if args.path == "codes"
-                 else model.latent.interpolate(ends[0], ends[1], args.steps))
-        lines = model.decode(codes, sc, label=args.label)
     else:
         if len(args.sentences) != 2:
             raise TextVAEError(f"interpolate needs exactly two sentences (got {len(args.sentences)}), "
                                f'e.g. textvae interpolate --model R "first sentence" "second sentence"; '
                                f"or --prior")
         model = _checked_model(args, args.sentences)
-        lines = model.interpolate(args.sentences[0], args.sentences[1], args.steps, sc, label=args.label,
-                                  path=args.path)
+    with eval_mode(model):  # TextVAE.interpolate's path, decoded with g (it takes no generator)
+        if not args.prior:
+            params = model.posterior_params(*model._tokenize(args.sentences), model.label_ids(args.label, 2))
+            ends = model.latent.point(params) if args.path == "codes" else model.latent.path_point(params)
+        codes = (model.latent.swap(ends[0], ends[1]) if args.path == "codes"
+                 else model.latent.interpolate(ends[0], ends[1], args.steps))
+    lines = model.decode(codes, sc, generator=g, label=args.label)
     for i, s in enumerate(lines):
         end = i in (0, len(lines) - 1)
         print(f"**{s}**" if args.markdown and end else s)
