@@ -342,16 +342,11 @@ def _read_stdin_lines() -> list[str]:
 
 
 def _cmd_reconstruct(args) -> int:
-    import torch
-
     sentences = args.sentences or _read_stdin_lines()
     if not sentences:
         raise TextVAEError("reconstruct: no sentences given; pass them as arguments or one per line on stdin")
     model = _checked_model(args, sentences)
-    g = torch.Generator().manual_seed(args.seed)  # the sampling noise, as in `textvae sample`
-    # TextVAE.reconstruct, with the seeded generator (it takes none)
-    for s in model.decode(model.encode_points(sentences, args.label), _sample_config(args), generator=g,
-                          label=args.label):
+    for s in model.reconstruct(sentences, _sample_config(args), label=args.label, seed=args.seed):
         print(s)
     return 0
 
@@ -370,33 +365,22 @@ def _checked_model(args, sentences):
 
 
 def _cmd_interpolate(args) -> int:
-    import torch
-
-    from .generate import eval_mode
-
     sc = _sample_config(args)
-    # one generator, as in `textvae sample`: the two prior codes (--prior), then the sampling noise
-    g = torch.Generator().manual_seed(args.seed)
     if args.prior:
         if args.sentences:
             raise TextVAEError("interpolate --prior takes no sentences (it interpolates between two prior samples)")
         model = _load_model(args)
         if model.is_lm:
             raise TextVAEError(f"{args.model} is a language model (latent_dim=0): nothing to interpolate")
-        ends = model.prior_sample(2, g)
+        lines = model.interpolate_prior(args.steps, sc, label=args.label, path=args.path, seed=args.seed)
     else:
         if len(args.sentences) != 2:
             raise TextVAEError(f"interpolate needs exactly two sentences (got {len(args.sentences)}), "
                                f'e.g. textvae interpolate --model R "first sentence" "second sentence"; '
                                f"or --prior")
         model = _checked_model(args, args.sentences)
-    with eval_mode(model):  # TextVAE.interpolate's path, decoded with g (it takes no generator)
-        if not args.prior:
-            params = model.posterior_params(*model._tokenize(args.sentences), model.label_ids(args.label, 2))
-            ends = model.latent.point(params) if args.path == "codes" else model.latent.path_point(params)
-        codes = (model.latent.swap(ends[0], ends[1]) if args.path == "codes"
-                 else model.latent.interpolate(ends[0], ends[1], args.steps))
-    lines = model.decode(codes, sc, generator=g, label=args.label)
+        lines = model.interpolate(args.sentences[0], args.sentences[1], args.steps, sc, label=args.label,
+                                  path=args.path, seed=args.seed)
     for i, s in enumerate(lines):
         end = i in (0, len(lines) - 1)
         print(f"**{s}**" if args.markdown and end else s)

@@ -436,43 +436,58 @@ class TextVAE(nn.Module):
         """n sentences from the prior: z ~ p(z) (gaussian: N(0, I)), then decode. A conditional model
         decodes them with ``label`` (without one: the labels in turn, sample i with label i mod K)."""
         n = _count("n", n)
-        g = torch.Generator(device="cpu")
-        g.manual_seed(0 if seed is None else seed)
+        g = _generator(seed)
         z = self.prior_sample(n, g)
         if self.conditional and label is None:
             label = [self.label_names[i % len(self.label_names)] for i in range(n)]
         return self.decode(z, sample, n=n, generator=g, label=label)
 
     def reconstruct(self, sentences: list[str], sample: SampleConfig | None = None,
-                    label: str | list[str] | None = None) -> list[str]:
-        """Greedy decoding (unless ``sample`` says otherwise) from the latent's point code of each
-        posterior (gaussian: the mean); a conditional model encodes and decodes with ``label`` (one
-        for all, or one per sentence)."""
-        return self.decode(self.encode_points(sentences, label), sample or SampleConfig(greedy=True), label=label)
+                    label: str | list[str] | None = None, seed: int | None = None) -> list[str]:
+        """Greedy decoding (unless ``sample`` says otherwise; ``seed``, default 0, seeds its sampling) from
+        the latent's point code of each posterior (gaussian: the mean); a conditional model encodes and
+        decodes with ``label`` (one for all, or one per sentence)."""
+        return self.decode(self.encode_points(sentences, label), sample or SampleConfig(greedy=True),
+                           generator=_generator(seed), label=label)
 
     def interpolate(self, a: str, b: str, steps: int, sample: SampleConfig | None = None,
-                    label: str | None = None, path: str = "line") -> list[str]:
+                    label: str | None = None, path: str = "line", seed: int | None = None) -> list[str]:
         """Homotopy (Bowman et al. 2016, sec. 5): decode steps + 2 points on the latent's path
         between the path points of a and b (``Latent.path_point``; gaussian: evenly spaced between
         the posterior means; vq: the vectors before quantisation, each step quantised; gumbel: the
         log-probabilities, each step's arg max), endpoints included (a conditional model: all with
         ``label``). ``path="codes"``: the code homotopy of a discrete latent (``Latent.swap``), a's
-        M codes replaced by b's one position at a time (M + 1 sentences; ``steps`` unused)."""
+        M codes replaced by b's one position at a time (M + 1 sentences; ``steps`` unused). Greedy
+        unless ``sample`` says otherwise; ``seed`` (default 0) seeds its sampling."""
+        self._check_path(steps, path)
+        with eval_mode(self):
+            params = self.posterior_params(*self._tokenize([a, b]), self.label_ids(label, 2))
+            ends = self.latent.point(params) if path == "codes" else self.latent.path_point(params)
+        return self._homotopy(ends, steps, path, sample, label, _generator(seed))
+
+    def interpolate_prior(self, steps: int, sample: SampleConfig | None = None, label: str | None = None,
+                          path: str = "line", seed: int | None = None) -> list[str]:
+        """The homotopy of :meth:`interpolate` between two codes drawn from the prior; ``seed`` (default 0)
+        seeds the two draws, then the sampling."""
+        self._check_path(steps, path)
+        g = _generator(seed)
+        return self._homotopy(self.prior_sample(2, g), steps, path, sample, label, g)
+
+    def _check_path(self, steps: int, path: str) -> None:
         if self.is_lm:
             raise ValueError("the language model (latent_dim=0) has no latent space to interpolate in")
-        steps = _count("steps", steps)
+        _count("steps", steps)
         if path not in ("line", "codes"):
             raise ValueError(f"path={path!r} is not one of 'line', 'codes' (the straight path, or a discrete "
                              f"latent's code homotopy)")
+
+    def _homotopy(self, ends: torch.Tensor, steps: int, path: str, sample: SampleConfig | None, label,
+                  generator: torch.Generator) -> list[str]:
+        """Decode the path between the two rows of ``ends`` (path points; codes for ``path="codes"``)."""
         with eval_mode(self):
-            params = self.posterior_params(*self._tokenize([a, b]), self.label_ids(label, 2))
-            if path == "codes":
-                ends = self.latent.point(params)
-                codes = self.latent.swap(ends[0], ends[1])
-            else:
-                ends = self.latent.path_point(params)
-                codes = self.latent.interpolate(ends[0], ends[1], steps)
-        return self.decode(codes, sample or SampleConfig(greedy=True), label=label)
+            codes = (self.latent.swap(ends[0], ends[1]) if path == "codes"
+                     else self.latent.interpolate(ends[0], ends[1], steps))
+        return self.decode(codes, sample or SampleConfig(greedy=True), generator=generator, label=label)
 
     # ------------------------------------------------------------------ model directories
 
@@ -625,6 +640,11 @@ def resolve_model_dir(path: str | Path) -> Path:
                               f"weights file from the model it came with, or re-save the model")
     raise CheckpointError(f"{d} is neither a model directory (no {CONFIG_FILE} + {WEIGHTS_FILE}) nor a run "
                           f"directory with a best/ or checkpoints/ model")
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    """The CPU generator of a call's sampling noise (seed 0 unless given): the same seed, the same text on any device."""
+    return torch.Generator(device="cpu").manual_seed(0 if seed is None else seed)
 
 
 def _count(name: str, value) -> int:
