@@ -5,6 +5,7 @@ import threading
 import urllib.request
 
 import pytest
+import torch
 
 from textvae import TextVAE
 from textvae.serve import BadRequest, Explorer, Limits, make_server
@@ -179,3 +180,30 @@ def test_json_that_python_refuses_to_parse_is_a_400_not_a_dropped_connection(ser
     assert status == 400 and "could not be read as JSON" in answer["error"], answer
     status, s = request(server, "/api/sample", {"n": 1})
     assert status == 200 and len(s["sentences"]) == 1
+
+
+def test_a_model_whose_corpus_is_not_here_is_explored_without_a_map(tiny_run, tmp_path):
+    """A model from the hub or another machine names a corpus folder this machine lacks: the map
+    cannot be built. Every endpoint used to build it first (to place its points) and so failed with
+    the corpus's error; now only the map is refused, once, and the rest works on latent dims 0 and 1."""
+    from textvae.config import SampleConfig
+
+    model = TextVAE.from_pretrained(tiny_run)
+    model.extra_config = {"data": {**model.extra_config["data"], "data_dir": str(tmp_path / "elsewhere")}}
+    explorer = Explorer(model, "valid", name="moved")
+    with pytest.raises(BadRequest, match=r"no map: the valid split of the model's corpus cannot be read here "
+                                         r"\(.*elsewhere does not exist\); sampling, .* latent dimensions 0 and 1") as e:
+        explorer.map({})
+    assert e.value.status == 404
+    s = explorer.sample({"n": 3, "seed": 2})
+    z = model.prior_sample(3, torch.Generator().manual_seed(2))
+    assert s["sentences"] == model.sample(3, SampleConfig(max_len=40), seed=2)
+    assert torch.allclose(torch.tensor(s["points"]), z[:, :2], atol=1e-4)  # the first two coordinates
+    r = explorer.reconstruct({"sentence": "the cat sat ."})
+    assert r["reconstruction"] == model.reconstruct(["the cat sat ."], SampleConfig(max_len=40, greedy=True))[0]
+    assert len(explorer.interpolate({"a": "the cat sat .", "b": "a dog ran .", "steps": 2})["steps"]) == 4
+    code = explorer.encode({"sentence": "the cat sat ."})["z"]
+    assert explorer.decode({"z": code})["point"] == pytest.approx(code[:2], abs=1e-4)
+    with pytest.raises(BadRequest, match="no map"):
+        explorer.map({})
+

@@ -7,7 +7,8 @@ the standard library's ``ThreadingHTTPServer``:
     GET  /api/info          the model: latent size, labels, the limits below
     GET  /api/map           posterior means of a split on their first two principal axes, with
                             each sentence, its label and known factors (computed once, at most
-                            ``map_points``)
+                            ``map_points``); a 404 saying why where the split cannot be read
+                            here, the other endpoints then drawing on latent dimensions 0 and 1
     POST /api/sample        {n, temperature, top_p, seed, max_len}: prior samples and their codes
     POST /api/reconstruct   {sentence}: greedy decoding of its posterior mean
     POST /api/interpolate   {a, b, steps, mode: posterior|prior, seed}: a homotopy (Bowman et al.
@@ -137,9 +138,26 @@ class Explorer:
         with self.lock:
             if self._map is None:
                 self._map = self._build_map()
+        if "error" in self._map:
+            raise BadRequest(self._map["error"], HTTPStatus.NOT_FOUND)
         return self._map["answer"]
 
     def _build_map(self) -> dict:
+        """The map, or where the split cannot be read here (a model from the hub or another machine
+        whose corpus is not on this one) its error and the map's fallback axes, latent dimensions 0
+        and 1 around the prior's centre: the other endpoints still answer, with points on them."""
+        try:
+            return self._build_pca_map()
+        except (TextVAEError, OSError) as e:
+            dim = self.model.latent_dim
+            self._mean = self.model.latent.prior_point().double().cpu()
+            self._axes = torch.eye(max(dim, 2), dtype=torch.float64)[:2, :dim]  # (2, Z)
+            why = str(e).split("; ")[0][:300]  # the fact, without advice for another command
+            return {"error": f"no map: the {self.split} split of the model's corpus cannot be read here ({why}); "
+                             f"sampling, reconstruction, interpolation and the sliders still work, their points "
+                             f"drawn on latent dimensions 0 and 1"}
+
+    def _build_pca_map(self) -> dict:
         from .data import EncodedSplit
         from .metrics import model_split, posterior_parameters
 
