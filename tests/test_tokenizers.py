@@ -151,6 +151,21 @@ def test_sentencepiece_char_model_on_chinese(zh_char):
     assert tok.encode("明月，") == [tok.encode("明")[0], tok.encode("月")[0], tok.encode("，")[0]]
 
 
+def test_sentencepiece_char_model_gives_one_unk_per_unknown_character(zh_char):
+    # SentencePiece merges a run of unknown characters into one <unk>: a 24-character quatrain of
+    # tang5's valid split with two unseen characters side by side ("鶢鶋") was 23 tokens
+    tok, known = zh_char, zh_char.encode("明月")
+    line = "麟鳳識翔蟄，聖賢明卷舒。哀哉嵇叔夜，智不及鶢鶋。"
+    assert len(tok.encode(line)) == len(line) == 24
+    assert tok.encode("明月鶢鶋") == [*known, UNK_ID, UNK_ID]
+    assert tok.encode("鶢 𤬊明月") == [UNK_ID, UNK_ID, UNK_ID, *known]  # a space and a non-BMP character
+    assert tok.encode("<unk><unk>明月") == [UNK_ID, UNK_ID, *known]  # literal <unk>s, as unseen characters
+    assert tok.encode_batch(["明月鶢鶋", "明月"]) == [tok.encode("明月鶢鶋"), known]
+    assert tok.decode(tok.encode("明鶢鶋月")) == "明<unk><unk>月"
+    # a subword model's pieces span characters: an unknown run stays one <unk> there
+    assert spm(QUATRAINS * 3, model_type="unigram", vocab_size=80).encode("鶢鶋").count(UNK_ID) == 1
+
+
 def test_sentencepiece_unigram_on_chinese_round_trips():
     tok = spm(QUATRAINS * 3, model_type="unigram", vocab_size=80)
     for line in QUATRAINS:

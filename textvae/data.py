@@ -56,7 +56,8 @@ def _quiet():
 FILE_PATTERNS = ("{s}.txt", "ptb.{s}.txt", "{s}.jsonl", "{s}.json", "{s}.csv")
 SPLITS = ("train", "valid", "test")  # the splits one file is cut into, in split_ratio order
 LABELS_PATTERN = "{s}.labels.txt"  # optional labels for a .txt split, one per line
-ENCODING_VERSION = 1  # part of the encoding cache key; bump when _encode_batch changes its output
+ENCODING_VERSION = 2  # part of the encoding cache key; bump when _encode_batch changes its output (2: a char
+# model gives one UNK per unknown character)
 _TEXT_FEATURES = datasets.Features({"text": datasets.Value("string")})
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")  # in a str only from a JSON escape with no pair
 

@@ -7,7 +7,8 @@ Both kinds share the special ids, so the model and the data code never ask which
 ``encode`` never adds BOS/EOS (collate does); ``decode`` stops at the first EOS and skips PAD/BOS.
 A literal ``<unk>`` in the text (Penn Treebank has them) encodes to UNK_ID with either kind, and
 UNK_ID decodes to ``<unk>``; the other special pieces cannot be typed in as text (they encode to
-UNK_ID too), so a stray ``</s>`` in a corpus never ends a sentence early.
+UNK_ID too), so a stray ``</s>`` in a corpus never ends a sentence early. A SentencePiece char model
+gives one id per character, unknown characters included (one UNK_ID each).
 
 A tokenizer lives in a model directory as plain files, never pickles, because model directories are
 downloaded from strangers and unpickling runs code:
@@ -321,7 +322,9 @@ class WordTokenizer(Tokenizer):
 # and as the trainer drops such strings from its input, "<" and ">" may not be in the vocabulary at
 # all (on PTB "<unk>" encodes to UNK u n k UNK and decodes to "<unk>unk<unk>"). Before encoding, each literal special piece is replaced by U+FFFF, a Unicode noncharacter that
 # is never in the vocabulary (it is removed from training text), so it encodes to UNK_ID and
-# decodes to <unk>. Two adjacent unknowns ("<unk><unk>") merge into one UNK_ID.
+# decodes to <unk>. SentencePiece merges a run of unknown characters into one UNK_ID: "<unk><unk>"
+# or two unseen characters are one UNK_ID, except in a model whose pieces are all single characters
+# (a char model), where each is its own UNK_ID (see SentencePieceTokenizer._unk_per_character).
 _NOT_A_CHAR = "\uffff"
 # The trainer silently drops every training sentence that contains U+2585 (SentencePiece's internal
 # piece-boundary mark; when all contain it, training fails with an empty message). It is removed from
@@ -352,6 +355,10 @@ class SentencePieceTokenizer(Tokenizer):
         if got != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
             raise ValueError(f"SentencePiece model has special ids pad/unk/bos/eos = {got}; "
                              f"textvae needs {(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}")
+        # One token per character (a char model; decided by the pieces, which the fingerprint covers):
+        # a run of unknown characters is then one UNK_ID per character, as every known one is one id
+        self.per_character = all(len(self.sp.id_to_piece(i)) == 1
+                                 for i in range(len(SPECIAL_PIECES), self.vocab_size))
 
     @classmethod
     def train(cls, texts: list[str], vocab_size: int = 8000, model_type: str = "unigram",
@@ -403,10 +410,28 @@ class SentencePieceTokenizer(Tokenizer):
         return _SPECIALS_RE.sub(_NOT_A_CHAR, text) if "<" in text else text
 
     def encode(self, text: str) -> list[int]:
-        return self.sp.encode(self._prepare(text))
+        return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.sp.encode([self._prepare(t) for t in texts])
+        prepared = [self._prepare(t) for t in texts]
+        ids = self.sp.encode(prepared)
+        if self.per_character:
+            for k, row in enumerate(ids):
+                if UNK_ID in row:
+                    ids[k] = self._unk_per_character(prepared[k], row)
+        return ids
+
+    def _unk_per_character(self, text: str, ids: list[int]) -> list[int]:
+        """``ids`` with each UNK_ID repeated once per character it stands for. SentencePiece merges a run
+        of unknown characters into one UNK_ID (with no option to stop it), so in a char model a line
+        with two unseen characters side by side would be one token short: the wrong length for a
+        poem form, and one token fewer in the perplexity's denominator. The pieces as strings are the
+        (normalised, "▁" for " ") text each id covers, one character per character of the input."""
+        pieces = self.sp.encode(text, out_type=str)
+        out: list[int] = []
+        for i, piece in zip(ids, pieces, strict=True):
+            out.extend([UNK_ID] * max(1, len(piece)) if i == UNK_ID else [i])
+        return out
 
     def _decode(self, ids: list[int]) -> str:
         return self.sp.decode(ids)
