@@ -416,6 +416,10 @@ def test_pretokenize_is_saved_and_old_files_load_as_whitespace(tmp_path):
     (tmp_path / "p" / "tokenizer.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="'pretokenize' is 'sentences', not one of 'whitespace', 'punctuation'"):
         load_tokenizer(tmp_path / "p")
+    meta["pretokenize"] = ["punctuation"]  # a damaged file: a list was a bare TypeError (unhashable type)
+    (tmp_path / "p" / "tokenizer.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"'pretokenize' is \['punctuation'\], not one of"):
+        load_tokenizer(tmp_path / "p")
 
 
 def test_pretokenize_config_value_is_checked():

@@ -309,7 +309,7 @@ class WordTokenizer(Tokenizer):
             dup = [w for w, c in Counter(words).items() if c > 1]
             raise CheckpointError(f"{where}: duplicate vocabulary entries {dup[:5]}")
         pretokenize = meta.get("pretokenize", "whitespace")  # absent: whitespace, and in files before the key
-        if pretokenize not in PRETOKENIZERS:
+        if not isinstance(pretokenize, str) or pretokenize not in PRETOKENIZERS:
             raise CheckpointError(f"{where}: 'pretokenize' is {pretokenize!r}, not one of "
                                   f"{', '.join(map(repr, PRETOKENIZERS))}; the file is damaged, or from a "
                                   f"newer textvae (pip install -U textvae)")
