@@ -116,6 +116,22 @@ def test_labels_file_beside_txt(tmp_path, cache):
         load(folder, cache)
 
 
+def test_conditional_training_refuses_blank_labels_m2_takes_them(tmp_path):
+    """A blank line of train.labels.txt was a class "" of a conditional VAE, in silence."""
+    from textvae.data import training_data
+
+    folder = write(tmp_path / "c", {"train.txt": "a b c\nd e f\ng h\ni j\n", "train.labels.txt": "pos\n\nneg\npos\n",
+                                    "valid.txt": "a b\n", "valid.labels.txt": "pos\n", "test.txt": "a\n",
+                                    "test.labels.txt": "neg\n"})
+    cfg = load_config(preset="tiny", overrides=[f"data.data_dir={folder}", "model.conditional=true"])
+    with pytest.raises(DataError, match=r"train split \(.*train\.txt\) has 1 example\(s\) with a blank label "
+                                        r"\(the first: 'd e f'\).*model\.classifier=true"):
+        training_data(cfg, None, lambda msg: None)
+    cfg.model.classifier = True  # M2: a blank label is an unlabelled example
+    _, train, _, labels = training_data(cfg, None, lambda msg: None)
+    assert labels == ["neg", "pos"] and train.label_ids.tolist() == [1, -1, 0, 1]
+
+
 def test_missing_directory_and_split(tmp_path, cache):
     with pytest.raises(DataError, match=r"nowhere does not exist; pass --data-dir"):
         load(tmp_path / "nowhere", cache)

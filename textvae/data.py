@@ -619,6 +619,14 @@ def training_data(cfg, tokenizer_dir: Path | None, log) -> tuple:
                         f"({splits.stats['train']['source']}) has none: give it {{split}}.labels.txt beside a .txt "
                         f"split (one label per line, blank for unlabelled) or data.label_field; or train M1 "
                         f"(a VAE without model.classifier, scripts/semisup.py)")
+    train = encoded["train"]
+    if cfg.model.conditional and not cfg.model.classifier and train.labels is not None and "" in train.labels:
+        blank = [i for i, label in enumerate(train.labels) if label == ""]
+        raise DataError(f"the train split ({splits.stats['train']['source']}) has {len(blank)} example(s) with a "
+                        f"blank label (the first: {train.texts[blank[0]][:60]!r}), and a conditional VAE "
+                        f"(model.conditional) conditions every example on its label, so a blank one would be a "
+                        f"class of its own; give each example a label, remove those examples, or train M2 "
+                        f"(model.classifier=true), which takes a blank label as an unlabelled example")
     unlabelled = {""} if cfg.model.classifier else set()  # M2: an empty label is no label
     labels = sorted(set(encoded["train"].labels or []) - unlabelled) if cfg.model.conditional else None
     if labels is not None:
