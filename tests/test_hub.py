@@ -198,3 +198,54 @@ def test_cli_push_sends_the_runs_validation_and_config(tiny_run, uploads, capsys
                  "--metrics", "textvae evaluate --model R --json > metrics.json")
     expect_error(capsys, ["push", "--model", tiny_run], "push needs --repo owner/name")
     expect_error(capsys, ["push", "--model", tiny_run, "--repo", "not a repo"], "is not a hub repo id")
+
+
+def _card_models(tiny_run):
+    """A language model, a VQ model and a conditional VAE, small and untrained, with the tiny run's tokenizer."""
+    from pathlib import Path
+
+    from textvae.config import ModelConfig
+
+    tok = TextVAE.from_pretrained(tiny_run).tokenizer
+    sizes = dict(vocab_size=tok.vocab_size, emb_dim=8, enc_hidden=8, dec_hidden=8)
+    torch.manual_seed(0)
+    return {"lm": TextVAE(ModelConfig(**sizes, latent_dim=0, cell="gru"), tok),
+            "vq": TextVAE(ModelConfig(**sizes, latent="vq", latent_dim=4, latent_vars=3, latent_classes=5,
+                                      code_dim=4), tok),
+            "conditional": TextVAE.from_pretrained(Path(__file__).parent / "fixtures" / "v0.1.0" / "conditional")}
+
+
+@pytest.mark.parametrize("kind, says, not_said", [
+    ("lm", "A GRU language model (the baseline of Bowman et al. 2016: no latent variable)", "latent_dim"),
+    ("vq", "with an LSTM decoder and 3 discrete vq codes of 5 classes each", "4-dimensional"),
+    ("conditional", "A conditional sentence variational autoencoder (Sohn et al. 2015) with an LSTM decoder and a "
+                    "4-dimensional gaussian latent", "0-dimensional"),
+])
+def test_the_card_says_what_the_model_is_and_its_use_lines_run(tiny_run, monkeypatch, capsys, kind, says, not_said):
+    """The card called every model a VAE with a '{latent_dim}-dimensional {latent} latent' (an LM: '0-dimensional
+    gaussian'; a VQ model: its on/off latent_dim, not its M codes of K), and its Use block called
+    interpolate without a label, which an LM and a conditional model refuse."""
+    from textvae.hub import model_card
+
+    model = _card_models(tiny_run)[kind]
+    card = model_card(model, "me/vae")
+    assert says in card and not_said not in card
+    if kind == "conditional":
+        assert "| labels | animals, food, sport, travel, weather |" in card
+    use = card.split("## Use\n\n```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setattr(TextVAE, "from_pretrained", classmethod(lambda cls, repo, **kw: model))
+    exec(compile(use, "card", "exec"), {})  # the lines a reader copies, against this model
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == (1 if kind == "lm" else 2)
+
+
+def test_the_card_gives_the_importance_samples_of_its_iw_bound(tiny_run):
+    from textvae.hub import model_card
+
+    model = TextVAE.from_pretrained(tiny_run)
+    card = model_card(model, "me/vae", {**METRICS, "iw_samples": 500})
+    assert "| nll_iw | 40.1235 | importance-weighted NLL per sentence (nats), k = 500 samples |" in card
+    assert "| ppl_iw | 30.5000 | importance-weighted perplexity, k = 500 samples |" in card
+    names = {m["type"]: m["name"] for m in read_card_metadata(card)["model-index"][0]["results"][0]["metrics"]}
+    assert names["nll_iw"].endswith("k = 500 samples") and names["elbo"] == "negative ELBO per sentence (nats)"
+    assert "| nll_iw | 40.1235 | importance-weighted NLL per sentence (nats) |" in model_card(model, "me/vae", METRICS)

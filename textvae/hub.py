@@ -121,15 +121,68 @@ def describe_data(data: dict) -> tuple[str, list[str]]:
     return "an unrecorded corpus", []
 
 
+def describe_model(model) -> str:
+    """What the model is, in the card's first line: a VAE's decoder cell and latent (gaussian: its
+    size; gumbel, vq: M codes of K classes), or the language-model baseline, which has no latent."""
+    cfg = model.config
+    cell = {"lstm": "an LSTM", "gru": "a GRU"}.get(cfg.cell, f"a {cfg.cell}")
+    if model.is_lm:
+        return f"{cell[0].upper()}{cell[1:]} language model (the baseline of Bowman et al. 2016: no latent variable)"
+    if model.latent.discrete:
+        latent = f"{cfg.latent_vars} discrete {cfg.latent} codes of {cfg.latent_classes} classes each"
+    else:
+        latent = f"a {cfg.latent_dim}-dimensional {cfg.latent} latent"
+    kind = "A conditional sentence variational autoencoder (Sohn et al. 2015" if cfg.conditional else \
+        "A sentence variational autoencoder (Bowman et al. 2016"
+    return f"{kind}) with {cell} decoder and {latent}"
+
+
+def _settings(model) -> list[str]:
+    """The card's settings rows: the sizes that make the model, those of its latent family only."""
+    cfg = model.config
+    keys = ["encoder", "cell", "emb_dim", "enc_hidden", "dec_hidden", "latent"]
+    if model.is_lm:
+        keys = ["cell", "emb_dim", "dec_hidden"]
+    elif model.latent.discrete:
+        keys += ["latent_vars", "latent_classes", "code_dim"]
+    else:
+        keys.append("latent_dim")
+    keys += ["vocab_size", "conditional"]
+    rows = [f"| {k} | {getattr(cfg, k)} |" for k in keys]
+    if cfg.conditional:
+        rows.append(f"| labels | {_cell(', '.join(model.label_names))} |")
+    return rows
+
+
+def _usage(model, repo_id: str) -> list[str]:
+    """Python lines that load and use the model, each a call this kind of model answers: an LM
+    samples but has no latent to interpolate in, a conditional model is given a label."""
+    label = f", label={model.label_names[0]!r}" if model.conditional else ""
+    lines = [f'model = TextVAE.from_pretrained("{repo_id}")  # pip install "textvae[hub]"',
+             f"print(model.sample(5{label}))"]
+    if not model.is_lm:
+        lines.append(f'print(model.interpolate("a first sentence .", "another one .", steps=5{label}))')
+    return lines
+
+
+def _metric_meaning(key: str, metrics: dict) -> str:
+    """A card metric's meaning; an importance-weighted bound says its number of samples k, which
+    moves it (k = 500 in the papers' tables)."""
+    k = metrics.get("iw_samples")
+    if key in ("nll_iw", "ppl_iw") and isinstance(k, int) and not isinstance(k, bool):
+        return f"{CARD_METRICS[key]}, k = {k} samples"
+    return CARD_METRICS[key]
+
+
 def model_card(model, repo_id: str, metrics: dict | None = None, split: str = "test",
                command: str | None = None) -> str:
     """README.md for hub repo ``repo_id``: YAML metadata (library, tags, datasets, textvae version,
     the metrics as a model-index), then what the model is, its metrics table, how it was trained
     (``command``) and how to use it."""
-    cfg = model.config
     data = model.extra_config.get("data") or {}
     about, datasets = describe_data(data)
     numbers = card_metrics(metrics)
+    meaning = {k: _metric_meaning(k, metrics or {}) for k in numbers}
     meta = {"library_name": "textvae", "tags": ["textvae", "vae", "sentence-vae", "text-generation"],
             "textvae_version": __version__}
     if datasets:
@@ -139,29 +192,23 @@ def model_card(model, repo_id: str, metrics: dict | None = None, split: str = "t
             "task": {"type": "text-generation", "name": "sentence VAE"},
             "dataset": {"name": datasets[0] if datasets else about, "type": datasets[0] if datasets else "custom",
                         "split": split},
-            "metrics": [{"type": k, "name": CARD_METRICS[k], "value": v if isinstance(v, int) else round(float(v), 4)} for k, v in numbers.items()]}]}]
+            "metrics": [{"type": k, "name": meaning[k], "value": v if isinstance(v, int) else round(float(v), 4)} for k, v in numbers.items()]}]}]
     tok = model.tokenizer
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
              f"# {repo_id}", "",
-             f"A sentence variational autoencoder (Bowman et al. 2016) made with textvae {__version__} "
-             f"({cfg.cell.upper()} decoder, {cfg.latent_dim}-dimensional {cfg.latent} latent, "
-             f"{model.num_parameters():,} parameters), trained on {about}.", "",
-             "| setting | value |", "|---|---|"]
-    for k in ("cell", "emb_dim", "enc_hidden", "dec_hidden", "latent", "latent_dim", "vocab_size", "conditional"):
-        lines.append(f"| {k} | {getattr(cfg, k)} |")
+             f"{describe_model(model)}, {model.num_parameters():,} parameters, made with textvae {__version__} "
+             f"and trained on {about}.", "",
+             "| setting | value |", "|---|---|", *_settings(model)]
     if tok is not None:
         lines.append(f"| tokenizer | {tok.kind}, {tok.vocab_size} tokens |")
     lines += ["", "## Evaluation", ""]
     if numbers:
         lines += [f"On the {split} split:", "", "| metric | value | meaning |", "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} | {_cell(CARD_METRICS[k])} |" for k, v in numbers.items()]
+        lines += [f"| {k} | {_fmt(v)} | {_cell(meaning[k])} |" for k, v in numbers.items()]
     else:
         lines.append("No evaluation was given when this model was pushed; `textvae evaluate --model REPO` measures it.")
     lines += ["", "## Training", "", "```bash", command or "# not recorded", "```", "",
-              "## Use", "", "```python", "from textvae import TextVAE", "",
-              f'model = TextVAE.from_pretrained("{repo_id}")  # pip install "textvae[hub]"',
-              "print(model.sample(5))",
-              "print(model.interpolate(\"a first sentence .\", \"another one .\", steps=5))", "```", "",
+              "## Use", "", "```python", "from textvae import TextVAE", "", *_usage(model, repo_id), "```", "",
               "```bash", f"textvae sample --model {repo_id} -n 5", "```", ""]
     return "\n".join(lines)
 
