@@ -75,6 +75,16 @@ def test_word_vocabulary_min_count_max_vocab_and_tie_order():
     assert word(list(reversed(texts))).vocab == word(texts).vocab  # order of texts does not matter
 
 
+def test_word_vocabulary_left_empty_is_an_error_naming_the_fix():
+    # every token was <unk>, in silence: a model that can only predict <unk>
+    with pytest.raises(ConfigError, match=r"tokenizer\.min_count=4 leaves the word vocabulary empty.*the most "
+                                          r"frequent of the 5 words in the 3 training texts, 'a', occurs 3 times"):
+        word(["b a c a", "c a d", "e"], min_count=4)
+    assert word(["b a c a", "c a d", "e"], min_count=3).vocab[4:] == ["a"]
+    with pytest.raises(DataError, match="hold no words but special pieces"):
+        word(["<unk> <unk>", "</s>"])
+
+
 def test_word_unk_in_corpus_and_special_pieces_in_text():
     tok = word(["pierre <unk> is <unk> old", "the <unk> board </s> <s> <pad>"])
     assert "<unk>" not in tok.vocab[4:] and "</s>" not in tok.vocab[4:]

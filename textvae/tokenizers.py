@@ -496,11 +496,28 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
         raise DataError("cannot build a tokenizer: the training texts are empty (no non-blank examples)")
     if cfg.kind == "word":
         check_spaced_text(texts)
-        return WordTokenizer.train(texts, cfg.min_count, cfg.max_vocab, cfg.lowercase, cfg.pretokenize)
+        tok = WordTokenizer.train(texts, cfg.min_count, cfg.max_vocab, cfg.lowercase, cfg.pretokenize)
+        if tok.vocab_size == len(SPECIAL_PIECES):  # every token would be <unk>
+            _raise_no_words(cfg, texts)
+        return tok
     if cfg.kind == "sentencepiece":
         return SentencePieceTokenizer.train(texts, cfg.vocab_size, cfg.model_type, cfg.character_coverage,
                                             cfg.lowercase)
     raise ConfigError(f"tokenizer.kind={cfg.kind!r} is not one of {', '.join(map(repr, TOKENIZERS))}")
+
+
+def _raise_no_words(cfg: TokenizerConfig, texts: list[str]):
+    """The error for a word vocabulary left empty: min_count above every word's count, or no words."""
+    split = PRETOKENIZERS[cfg.pretokenize]
+    counts = Counter(w for t in texts for w in split(t.lower() if cfg.lowercase else t) if w not in SPECIAL_PIECES)
+    if counts:
+        word, most = counts.most_common(1)[0]
+        raise ConfigError(f"tokenizer.min_count={cfg.min_count} leaves the word vocabulary empty, so every token "
+                          f"would read as <unk>: the most frequent of the {len(counts):,} words in the "
+                          f"{len(texts):,} training texts, {word!r}, occurs {most:,} times; lower "
+                          f"tokenizer.min_count (or use tokenizer.max_vocab to bound the vocabulary)")
+    raise DataError(f"cannot build a word vocabulary: the {len(texts):,} training texts hold no words but special "
+                    f"pieces ({', '.join(SPECIAL_PIECES)}); check the training text")
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
