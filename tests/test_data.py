@@ -216,6 +216,21 @@ def test_builtin_corpus_is_labelled_by_the_factor_label_field_names(cache):
         load_splits(DataConfig(builtin_size=60, label_field="mood"), ("train",), cache_dir=cache)
 
 
+def test_builtin_corpus_takes_its_factors_as_factor_fields(cache):
+    # docs/disentangle.md's data.factor_fields=[tense,...] on the built-in corpus was a DataError saying the
+    # corpus had no column 'tense' (and that .txt corpora keep factors in label files)
+    from textvae.corpus import builtin_corpus
+
+    cfg = DataConfig(builtin_size=60, label_field="sentiment", factor_fields=["tense", "sentiment"])
+    train = load_splits(cfg, ("train",), cache_dir=cache)["train"]
+    rows = builtin_corpus(60)["train"]
+    assert train.column_names == ["text", "label", "factor.tense", "factor.sentiment"]
+    assert train["factor.tense"] == [r["tense"] for r in rows] and train["factor.sentiment"] == train["label"]
+    with pytest.raises(DataError, match=r"no column 'mood' for data\.factor_fields \(columns: 'text', 'label', "
+                                        r"'topic', 'tense', 'sentiment', 'length'\)$"):
+        load_splits(DataConfig(builtin_size=60, factor_fields=["mood"]), ("train",), cache_dir=cache)
+
+
 # --------------------------------------------------------------------------- encoding
 
 class CountingTokenizer:

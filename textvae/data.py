@@ -419,7 +419,9 @@ def _from_builtin(corpus: dict, name: str, size: int, label: str):
         raise DataError(f"data.label_field={label!r}: the built-in corpus is labelled by one of its factors, "
                         f"{', '.join(FACTORS)}; set data.label_field to one of them (default: topic)")
     rows = corpus[name]
-    ds = datasets.Dataset.from_dict({"text": [r["text"] for r in rows], "label": [r[label] for r in rows]})
+    # every factor as a column too, so that data.factor_fields may name any of them
+    ds = datasets.Dataset.from_dict({"text": [r["text"] for r in rows], "label": [r[label] for r in rows],
+                                     **{f: [r[f] for r in rows] for f in FACTORS}})
     where = "" if label == "topic" else f", labelled by {label}"
     return (ds, "text", "label", None), f"built-in corpus (data.builtin_size={size}{where}), {name}"
 
