@@ -73,6 +73,10 @@ def test_m2_ddp_sharding_never_gives_a_rank_an_empty_batch():
     per_rank = [s.batches(0) for s in ranks]
     assert all(len(b) == len(ranks[0].global_batches(0)) == len(s) for b, s in zip(per_rank, ranks))
     assert all(len(batch) >= 1 for batches in per_rank for batch in batches)
+    # one unlabelled example cannot fill 3 ranks with the one labelled one: no batch (it was a bare
+    # ValueError from np.concatenate), as BucketBatchSampler gives none for fewer examples than ranks
+    tiny = MixedBatchSampler([3, 4], [True, False], batch_size=3, ratio=0.25, num_replicas=3)
+    assert tiny.global_batches(0) == [] and tiny.batches(0) == [] and len(tiny) == 0
 
 
 def test_sampler_rejects_bad_arguments():

@@ -99,6 +99,8 @@ class MixedBatchSampler:
     def global_batches(self, epoch: int) -> list[np.ndarray]:
         """All ranks' batches of that epoch: labelled indices first, then unlabelled ones."""
         unlabelled = [self.unlabelled[b] for b in self.inner.global_batches(epoch)]
+        if not unlabelled:  # fewer unlabelled examples than a global batch needs: no batch, as BucketBatchSampler
+            return []
         rng = np.random.default_rng([self.seed, epoch, 2])
         need = len(unlabelled) * self.n_labelled
         passes = -(-need // len(self.labelled))
