@@ -249,3 +249,31 @@ def test_the_card_gives_the_importance_samples_of_its_iw_bound(tiny_run):
     names = {m["type"]: m["name"] for m in read_card_metadata(card)["model-index"][0]["results"][0]["metrics"]}
     assert names["nll_iw"].endswith("k = 500 samples") and names["elbo"] == "negative ELBO per sentence (nats)"
     assert "| nll_iw | 40.1235 | importance-weighted NLL per sentence (nats) |" in model_card(model, "me/vae", METRICS)
+
+
+def test_a_push_deletes_the_textvae_files_an_earlier_push_left_and_keeps_the_users(tiny_run, monkeypatch):
+    """The repo held a SentencePiece VQ model pushed from a run (tokenizer.model, code_prior.safetensors,
+    training_config.json) and a file of the user's own; a word-level Gaussian model pushed from its model
+    directory over it used to leave those three beside it: a training config of another model, files no
+    longer describing the repo. Through huggingface_hub's own upload_folder (its commit captured)."""
+    from huggingface_hub import hf_api
+
+    before = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer.model", "code_prior.safetensors",
+              "training_config.json", "README.md", ".gitattributes", "notes.md", "extra/tokenizer.model"]
+    commits = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: repo_id)
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id, **kw: list(before))
+    monkeypatch.setattr(huggingface_hub.HfApi, "_validate_yaml", lambda self, **kw: None)  # the card's check, online
+    monkeypatch.setattr(hf_api, "is_xet_available", lambda: False)  # the single-commit path: create_commit
+
+    def create_commit(self, repo_id, operations, **kw):
+        commits.append(list(operations))
+        return f"https://huggingface.co/{repo_id}/commit/{'b' * 40}"
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", create_commit)
+    assert TextVAE.from_pretrained(tiny_run).push_to_hub("me/vae").endswith("b" * 40)
+    [ops] = commits
+    deleted = sorted(op.path_in_repo for op in ops if isinstance(op, huggingface_hub.CommitOperationDelete))
+    added = sorted(op.path_in_repo for op in ops if isinstance(op, huggingface_hub.CommitOperationAdd))
+    assert deleted == ["code_prior.safetensors", "tokenizer.model", "training_config.json"]
+    assert added == ["README.md", "config.json", "model.safetensors", "tokenizer.json"]

@@ -260,7 +260,9 @@ def push_to_hub(model, repo_id: str, *, metrics: dict | None = None, split: str 
                 commit_message: str | None = None) -> str:
     """Upload ``model`` to hub repo ``repo_id`` (created if needed; ``revision``: a branch, created
     if needed) in one commit: weights, config, tokenizer files and a model card (:func:`model_card`)
-    with ``metrics`` of ``split``. Returns the commit's URL."""
+    with ``metrics`` of ``split``. The files textvae writes that this model lacks (a SentencePiece
+    tokenizer.model, a VQ code prior, a training_config.json) are deleted in the same commit, so that
+    none is left from an earlier push; the repo's other files are kept. Returns the commit's URL."""
     if not _REPO_ID.fullmatch(repo_id):
         raise TextVAEError(f"{repo_id!r} is not a hub repo id; write it as owner/name, e.g. my-name/textvae-ptb")
     hub = hub_module("pushing to the Hugging Face Hub")
@@ -272,13 +274,14 @@ def push_to_hub(model, repo_id: str, *, metrics: dict | None = None, split: str 
         raise TextVAEError(f"{repo_id!r} is not a valid hub repo id ({e}); write it as owner/name, e.g. "
                            f"my-name/textvae-ptb") from None
     with tempfile.TemporaryDirectory(prefix="textvae-push-") as tmp:
-        stage(model, Path(tmp), repo_id, metrics, split, command, training_config)
+        staged = stage(model, Path(tmp), repo_id, metrics, split, command, training_config)
+        stale = [f for f in (*MODEL_FILES, TRAINING_CONFIG_FILE) if f not in staged]  # exact names, top level
         api = hub.HfApi(token=token)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
             if revision is not None:  # a new branch is made from main
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
-            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision,
+            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision, delete_patterns=stale,
                                      commit_message=commit_message or f"textvae {__version__}: upload model")
         except (errors.HfHubHTTPError, OSError) as e:
             raise TextVAEError(f"pushing to {describe(repo_id, revision)} failed ({type(e).__name__}: "
