@@ -376,6 +376,28 @@ def test_csv_first_row_with_more_fields_than_the_header_is_an_error(tmp_path, ca
         load(folder, cache, label_field="label")
 
 
+@pytest.mark.parametrize("rows", [
+    ",text,label\n0,hello world,a\n1,bye now,b\n",  # pandas' df.to_csv(path): an unnamed index column first
+    "text,label,\nhello world,a,\nbye now,b,\n",  # a trailing comma on every line
+    "text,,label,,\nhello world,,a,x,\nbye now,1,b,,\n",  # unnamed columns between and after
+])
+def test_csv_with_unnamed_columns_is_read(tmp_path, cache, rows):
+    # was "not readable as CSV (DatasetGenerationError ...); check its quoting", from a KeyError on the
+    # column named "" that pandas calls "Unnamed: 0"
+    folder = write(tmp_path, {"train.csv": rows, **OTHERS})
+    splits = load(folder, cache, ("train",), label_field="label")
+    assert splits["train"]["text"] == ["hello world", "bye now"] and splits["train"]["label"] == ["a", "b"]
+    assert splits["train"].column_names == ["text", "label"]
+
+
+def test_csv_factor_field_missing_names_the_columns(tmp_path, cache):
+    folder = write(tmp_path, {"train.csv": "text,tense\nhello world,past\n", **OTHERS})
+    assert load(folder, cache, ("train",), factor_fields=["tense"])["train"]["factor.tense"] == ["past"]
+    with pytest.raises(DataError, match=r"train\.csv: no column 'mood' in the header row \(columns: 'text', "
+                                        r"'tense'\); data\.factor_fields names it"):
+        load(folder, cache, ("train",), factor_fields=["tense", "mood"])
+
+
 def test_csv_header_after_a_blank_line_is_read(tmp_path, cache):
     folder = write(tmp_path, {"train.csv": "\r\ntext,label\r\nhello world,a\r\n", **OTHERS})
     splits = load(folder, cache, label_field="label")

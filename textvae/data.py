@@ -288,7 +288,9 @@ def _read_jsonl(path: Path, cfg: DataConfig):
 
 def _read_csv(path: Path, cfg: DataConfig, cache_dir: str | None):
     """A CSV file with a header row, through datasets' csv builder (Arrow files, cached). Every column
-    is read as text: "NA" or "007" stay as written, an empty cell is a blank example."""
+    is read as text: "NA" or "007" stay as written, an empty cell is a blank example. Only the columns
+    textvae reads (text, label, factors) are loaded, so others may be anything, an unnamed one included
+    (the index column pandas' to_csv writes first, a trailing comma on every line)."""
     _check_text_file(path, cfg.encoding_errors)
     with open(path, encoding="utf-8-sig", errors=cfg.encoding_errors, newline="") as f:
         rows = csv.reader(f)
@@ -298,25 +300,31 @@ def _read_csv(path: Path, cfg: DataConfig, cache_dir: str | None):
         raise DataError(f"{path} is empty; a CSV file needs a header row naming its columns (e.g. text,label), "
                         f"then one example per row")
     columns = ", ".join(map(repr, header))
-    for option, key in (("text_field", cfg.text_field), ("label_field", cfg.label_field)):
+    wanted = [("text_field", cfg.text_field), ("label_field", cfg.label_field)]
+    wanted += [("factor_fields", name) for name in cfg.factor_fields]
+    fixes = {"text_field": "set data.text_field to the column that holds the text",
+             "label_field": "set data.label_field to the column that holds the label, or unset it",
+             "factor_fields": "data.factor_fields names it; name columns of the file there"}
+    for option, key in wanted:
         if key is not None and key not in header:
-            raise DataError(f"{path}: no column {key!r} in the header row (columns: {columns}); set "
-                            f"data.{option} to the column that holds the {option.split('_')[0]}"
-                            + (", or unset it" if option == "label_field" else ""))
-    if len(set(header)) != len(header):
+            raise DataError(f"{path}: no column {key!r} in the header row (columns: {columns}); {fixes[option]}")
+    named = [c for c in header if c]  # pandas names an unnamed column "Unnamed: N"
+    if len(set(named)) != len(named):
         raise DataError(f"{path}: the header row names a column twice ({columns}); give each column its own name")
     if len(first) > len(header):  # pandas would make the extra leading fields an index and shift every row
         raise DataError(f"{path}:{rows.line_num}: {len(first)} fields, but the header row names {len(header)} "
                         f"columns ({columns}); a field with a comma needs double quotes")
-    features = datasets.Features({c: datasets.Value("string") for c in header})
+    keys = {key for _, key in wanted if key is not None}
+    used = [c for c in header if c in keys]  # in file order
+    features = datasets.Features({c: datasets.Value("string") for c in used})
     if not first:  # datasets' csv builder fails on a file with no rows ("corresponds to no data")
-        ds = datasets.Dataset.from_dict({c: [] for c in header}, features=features)
+        ds = datasets.Dataset.from_dict({c: [] for c in used}, features=features)
         return ds, cfg.text_field, cfg.label_field, None
     try:
         with _quiet():
             ds = datasets.load_dataset("csv", data_files=str(path), split="train", cache_dir=cache_dir,
-                                       features=features, keep_default_na=False, encoding="utf-8-sig",
-                                       encoding_errors=cfg.encoding_errors)
+                                       features=features, usecols=used, keep_default_na=False,
+                                       encoding="utf-8-sig", encoding_errors=cfg.encoding_errors)
     except Exception as e:  # pandas' parser errors name the line: pass them on
         raise DataError(f"{path}: not readable as CSV ({type(e).__name__}: {e}); check its quoting (a field "
                         f"with a comma or a line break needs double quotes)") from e
