@@ -8,6 +8,7 @@ Screenshots go to $TEXTVAE_SCREENSHOTS when set (else the test's temporary folde
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,18 @@ def _browser():
     return binary, driver
 
 
+class Delayed(Explorer):
+    """The explorer, with decode answers for chosen first coordinates (``slow``: z_0 -> seconds) held back
+    after the model's work, as a busy server thread may hold one: answers then arrive out of order."""
+
+    slow: dict = {}
+
+    def decode(self, params):
+        answer = super().decode(params)
+        time.sleep(self.slow.get(params["z"][0], 0))
+        return answer
+
+
 @pytest.fixture(scope="module")
 def page(tiny_run):
     binary, driver_path = _browser()
@@ -43,7 +56,7 @@ def page(tiny_run):
     from selenium.webdriver.chrome.service import Service
 
     model = TextVAE.from_pretrained(tiny_run)
-    httpd = make_server(Explorer(model, "valid", Limits(map_points=25), name="tiny"), "127.0.0.1", 0, quiet=True)
+    httpd = make_server(Delayed(model, "valid", Limits(map_points=25), name="tiny"), "127.0.0.1", 0, quiet=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
@@ -166,3 +179,31 @@ def test_bad_input_shows_the_servers_message_and_the_page_keeps_working(page):
     click(driver, "sample-go")
     wait(driver, lambda d: len(texts(d, "#sample-out li")) == 3)
     assert driver.find_element("id", "sample-error").text == ""
+
+
+def test_an_older_answer_arriving_late_does_not_replace_a_newer_one(page):
+    """Two slider moves: the first one's decoding comes back after the second's. The page showed whichever
+    answer came last, so it ended on the first position's sentence with the slider at the second."""
+    from selenium.webdriver.common.by import By
+
+    driver, model = page
+    greedy = SampleConfig(max_len=40, greedy=True)
+    decoded = {v: model.decode(torch.tensor([[v, 0.0, 0.0, 0.0]]), greedy)[0] for v in (-4.0, -2.0, 2.0, 4.0, 0.0)}
+    pairs = [(a, b) for a in decoded for b in decoded if decoded[a] != decoded[b] and decoded[b] != decoded[0.0]]
+    if not pairs:
+        pytest.skip("the tiny model decodes these codes alike")
+    first, second = pairs[0]
+    shown = lambda d: d.find_element(By.CSS_SELECTOR, "#slider-out b").text  # noqa: E731
+    click(driver, "slider-zero")
+    wait(driver, lambda d: shown(d) == decoded[0.0])
+    move = "const s = document.getElementById('dim-0'); s.value = arguments[0]; s.dispatchEvent(new Event('input'));"
+    Delayed.slow[first] = 3.0
+    try:
+        driver.execute_script(move, first)
+        time.sleep(0.5)  # past the page's 60 ms pause: the first request is out
+        driver.execute_script(move, second)
+        wait(driver, lambda d: shown(d) == decoded[second])
+        time.sleep(3.5)  # the first answer has come back by now
+        assert shown(driver) == decoded[second] and driver.find_element(By.ID, "slider-error").text == ""
+    finally:
+        Delayed.slow.clear()
