@@ -390,6 +390,16 @@ def test_csv_with_unnamed_columns_is_read(tmp_path, cache, rows):
     assert splits["train"].column_names == ["text", "label"]
 
 
+def test_csv_row_with_more_fields_names_its_line(tmp_path, cache):
+    # datasets wraps pandas' ParserError, which names the line, in "An error occurred while generating the
+    # dataset": the message said neither which line nor what was wrong
+    folder = write(tmp_path, {"train.csv": "text,label\nhello world,a\nsecond,b\nthird, with comma,c\n",
+                              **OTHERS})
+    with pytest.raises(DataError, match=r"train\.csv: not readable as CSV \(ParserError: .*Expected 2 fields "
+                                        r"in line 4, saw 3\); check its quoting"):
+        load(folder, cache, ("train",), label_field="label")
+
+
 def test_csv_factor_field_missing_names_the_columns(tmp_path, cache):
     folder = write(tmp_path, {"train.csv": "text,tense\nhello world,past\n", **OTHERS})
     assert load(folder, cache, ("train",), factor_fields=["tense"])["train"]["factor.tense"] == ["past"]

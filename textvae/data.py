@@ -288,9 +288,9 @@ def _read_jsonl(path: Path, cfg: DataConfig):
 
 def _read_csv(path: Path, cfg: DataConfig, cache_dir: str | None):
     """A CSV file with a header row, through datasets' csv builder (Arrow files, cached). Every column
-    is read as text: "NA" or "007" stay as written, an empty cell is a blank example. Only the columns
-    textvae reads (text, label, factors) are loaded, so others may be anything, an unnamed one included
-    (the index column pandas' to_csv writes first, a trailing comma on every line)."""
+    is read as text: "NA" or "007" stay as written, an empty cell is a blank example. A column without
+    a name (the index column pandas' to_csv writes first, a trailing comma on every line) is named
+    "Unnamed: N", N its position from 0, as pandas names it."""
     _check_text_file(path, cfg.encoding_errors)
     with open(path, encoding="utf-8-sig", errors=cfg.encoding_errors, newline="") as f:
         rows = csv.reader(f)
@@ -308,26 +308,29 @@ def _read_csv(path: Path, cfg: DataConfig, cache_dir: str | None):
     for option, key in wanted:
         if key is not None and key not in header:
             raise DataError(f"{path}: no column {key!r} in the header row (columns: {columns}); {fixes[option]}")
-    named = [c for c in header if c]  # pandas names an unnamed column "Unnamed: N"
-    if len(set(named)) != len(named):
+    names = [c or f"Unnamed: {i}" for i, c in enumerate(header)]
+    if len(set(names)) != len(names):
         raise DataError(f"{path}: the header row names a column twice ({columns}); give each column its own name")
     if len(first) > len(header):  # pandas would make the extra leading fields an index and shift every row
         raise DataError(f"{path}:{rows.line_num}: {len(first)} fields, but the header row names {len(header)} "
                         f"columns ({columns}); a field with a comma needs double quotes")
-    keys = {key for _, key in wanted if key is not None}
-    used = [c for c in header if c in keys]  # in file order
-    features = datasets.Features({c: datasets.Value("string") for c in used})
+    features = datasets.Features({c: datasets.Value("string") for c in names})
     if not first:  # datasets' csv builder fails on a file with no rows ("corresponds to no data")
-        ds = datasets.Dataset.from_dict({c: [] for c in used}, features=features)
+        ds = datasets.Dataset.from_dict({c: [] for c in names}, features=features)
         return ds, cfg.text_field, cfg.label_field, None
     try:
         with _quiet():
+            # names= replaces the header row (header=0, the first non-blank line): pandas would read an
+            # unnamed column as "Unnamed: N" and the features' "" would not match it
             ds = datasets.load_dataset("csv", data_files=str(path), split="train", cache_dir=cache_dir,
-                                       features=features, usecols=used, keep_default_na=False,
+                                       features=features, names=names, header=0, keep_default_na=False,
                                        encoding="utf-8-sig", encoding_errors=cfg.encoding_errors)
-    except Exception as e:  # pandas' parser errors name the line: pass them on
-        raise DataError(f"{path}: not readable as CSV ({type(e).__name__}: {e}); check its quoting (a field "
-                        f"with a comma or a line break needs double quotes)") from e
+    except Exception as e:  # datasets wraps pandas' parser error, which names the line: pass that on
+        cause = e
+        for _ in range(10):
+            cause = cause.__cause__ or cause.__context__ or cause
+        raise DataError(f"{path}: not readable as CSV ({type(cause).__name__}: {str(cause).strip()}); check its "
+                        f"quoting (a field with a comma or a line break needs double quotes)") from e
     return ds, cfg.text_field, cfg.label_field, None
 
 
