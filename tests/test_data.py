@@ -96,6 +96,19 @@ def test_jsonl_errors_name_file_line_and_field(tmp_path, cache):
         load(folder, cache, label_field="y")
 
 
+@pytest.mark.parametrize("content, error", [
+    ('[\n  {"text": "a b"},\n  {"text": "c d"}\n]\n', "invalid JSON"),  # json.dump(rows, f, indent=2)
+    ('[{"text": "a b"}, {"text": "c d"}]\n', "expected a JSON object with a 'text' field, got list"),  # json.dump
+    ('{\n  "text": "a b"\n}\n', "invalid JSON"),  # one object, indented
+])
+def test_one_json_document_is_told_apart_from_json_lines(tmp_path, cache, content, error):
+    # only the first form said that textvae reads JSON lines; the others gave the bare parse error
+    folder = write(tmp_path, {"train.json": content, **OTHERS})
+    with pytest.raises(DataError, match=rf"train\.json:1: {error}.*; the file looks like one JSON document, but "
+                                        rf"textvae reads JSON lines \(one object per line\)"):
+        load(folder, cache, ("train",))
+
+
 def test_jsonl_unpaired_surrogate_escape_names_the_line_then_replace_continues(tmp_path, cache):
     # a tweet cut inside an emoji's surrogate pair: valid JSON, but no text Arrow or a tokenizer takes
     folder = write(tmp_path, {"train.jsonl": '{"text": "fine \\ud83d\\ude00"}\n{"text": "cut \\ud83d"}\n',

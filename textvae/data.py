@@ -264,15 +264,17 @@ def _read_jsonl(path: Path, cfg: DataConfig):
                 for column in factors.values():
                     column.append("")
                 continue
+            # a first line that is not a whole object: most likely one JSON document (an array of
+            # objects, or an object spread over lines, as json.dump(indent=...) writes)
+            hint = ("; the file looks like one JSON document, but textvae reads JSON lines (one object per "
+                    "line)") if lineno == 1 and line.lstrip().startswith(("[", "{")) else ""
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                hint = ("; the file looks like one JSON array, but textvae reads JSON lines "
-                        "(one object per line)") if lineno == 1 and line.lstrip().startswith("[") else ""
                 raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno}){hint}") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object with a {cfg.text_field!r} field, "
-                                f"got {type(obj).__name__}")
+                                f"got {type(obj).__name__}{hint}")
             where = (path, lineno, cfg.encoding_errors)
             texts.append(_json_field(obj, cfg.text_field, "text_field", *where, text=True))
             if cfg.label_field:
