@@ -207,3 +207,39 @@ def test_a_model_whose_corpus_is_not_here_is_explored_without_a_map(tiny_run, tm
     with pytest.raises(BadRequest, match="no map"):
         explorer.map({})
 
+
+
+@pytest.mark.parametrize("method, path, status, needle, allow", [
+    ("PUT", "/api/sample", 405, "does not answer PUT; use GET for the page (/), /api/info, /api/map, and POST", "GET, POST"),
+    ("DELETE", "/api/map", 405, "does not answer DELETE", "GET, POST"),
+    ("OPTIONS", "/", 405, "does not answer OPTIONS", "GET, POST"),
+    ("GET", "/api/sample", 405, "GET /api/sample: use POST with a JSON body", "POST"),
+    ("POST", "/api/info", 405, "POST /api/info: use GET", "GET"),
+])
+def test_a_method_a_route_does_not_take_is_a_405_with_a_message(server, method, path, status, needle, allow):
+    """PUT, DELETE, OPTIONS were the standard library's 501 HTML page; GET on a POST route a 404 as if it did not exist."""
+    host, port = server[0].server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.request(method, path, body=b"{}" if method in ("PUT", "POST") else None)
+    r = conn.getresponse()
+    answer = json.loads(r.read())
+    conn.close()
+    assert (r.status, r.headers["Allow"]) == (status, allow) and needle in answer["error"], answer
+    assert request(server, "/api/sample", {"n": 1})[0] == 200
+
+
+def test_head_gives_the_pages_headers_and_a_negative_length_is_a_400(server):
+    host, port = server[0].server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.request("HEAD", "/")
+    r = conn.getresponse()
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/html") and r.read() == b""
+    conn.request("GET", "/")  # the same connection: the HEAD answer sent no body to misread
+    page = conn.getresponse()
+    assert int(r.headers["Content-Length"]) == len(page.read()) and page.status == 200
+    conn.putrequest("POST", "/api/sample")
+    conn.putheader("Content-Length", "-1")
+    conn.endheaders()
+    r = conn.getresponse()
+    assert r.status == 400 and "Content-Length is -1" in json.loads(r.read())["error"]
+    conn.close()

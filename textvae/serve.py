@@ -262,6 +262,12 @@ class Explorer:
         return {"text": text, "point": xy[0]}
 
 
+def _methods_in_use() -> str:
+    gets = ", ".join(p for m, p in ROUTES if m == "GET")
+    return f"use GET for the page (/), {gets}, and POST with a JSON body for " + \
+        ", ".join(p for m, p in ROUTES if m == "POST")
+
+
 ROUTES = {("GET", "/api/info"): "info", ("GET", "/api/map"): "map", ("POST", "/api/sample"): "sample",
           ("POST", "/api/reconstruct"): "reconstruct", ("POST", "/api/interpolate"): "interpolate",
           ("POST", "/api/encode"): "encode", ("POST", "/api/decode"): "decode"}
@@ -283,6 +289,20 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
         self._route("GET", {})
 
+    def do_HEAD(self):  # the page's headers (HTTP/1.1 servers answer HEAD wherever they answer GET)
+        if self.path.split("?", 1)[0] in ("/", "/index.html"):
+            page = resources.files("textvae").joinpath("explorer.html").read_bytes()
+            return self._send(HTTPStatus.OK, page, "text/html; charset=utf-8", head=True)
+        self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"", "application/json", head=True, allow="GET, POST")
+
+    def _other_method(self):
+        """PUT, DELETE, PATCH, OPTIONS: a 405 naming the methods of each route (the standard library's
+        answer was a 501 HTML page). A body they carry is not read: the connection is closed."""
+        self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"the explorer does not answer {self.command}; "
+                                                            f"{_methods_in_use()}"}, close=True, allow="GET, POST")
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other_method
+
     def do_POST(self):
         try:
             params = self._body()
@@ -296,7 +316,9 @@ class Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
             raise BadRequest("the request needs a Content-Length header", HTTPStatus.LENGTH_REQUIRED) from None
-        if length < 0 or length > limit:
+        if length < 0:
+            raise BadRequest(f"Content-Length is {length}; give the body's size in bytes")
+        if length > limit:
             raise BadRequest(f"the request body is {length:,} bytes; the limit is {limit:,}",
                              HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
         raw = self.rfile.read(length)
@@ -320,6 +342,11 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         name = ROUTES.get((method, path))
         if name is None:
+            other = next((m for m, p in ROUTES if p == path), None)
+            if other:  # e.g. GET /api/sample
+                how = " with a JSON body" if other == "POST" else ""
+                return self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{method} {path}: use {other}{how}"},
+                                  allow=other)
             known = sorted({p for m, p in ROUTES if m == method})
             return self._json(HTTPStatus.NOT_FOUND, {"error": f"no {method} {path[:60]}; try one of {known}"})
         start = time.perf_counter()
@@ -334,19 +361,23 @@ class Handler(BaseHTTPRequestHandler):
         answer["ms"] = round(1000 * (time.perf_counter() - start), 1)
         self._json(HTTPStatus.OK, answer)
 
-    def _json(self, status: int, answer: dict, close: bool = False):
-        self._send(status, json.dumps(answer).encode("utf-8"), "application/json", close)
+    def _json(self, status: int, answer: dict, close: bool = False, allow: str | None = None):
+        self._send(status, json.dumps(answer).encode("utf-8"), "application/json", close, allow=allow)
 
-    def _send(self, status: int, body: bytes, kind: str, close: bool = False):
+    def _send(self, status: int, body: bytes, kind: str, close: bool = False, head: bool = False,
+              allow: str | None = None):
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        if allow:  # a 405's methods
+            self.send_header("Allow", allow)
         if close:  # the body was not read (or not all of it): the connection cannot be reused
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        self.wfile.write(body)
+        if not head:
+            self.wfile.write(body)
 
     def log_message(self, format, *args):
         if not self.server.quiet:
