@@ -295,6 +295,9 @@ def test_load_errors(tmp_path):
     path.write_text(json.dumps({"format_version": 1, "kind": "pickle", "lowercase": False}))
     with pytest.raises(CheckpointError, match="unknown tokenizer kind 'pickle'"):
         load_tokenizer(d)
+    path.write_text(json.dumps({"format_version": 1, "kind": ["word"], "lowercase": False}))  # was a TypeError
+    with pytest.raises(CheckpointError, match=r"unknown tokenizer kind \['word'\]; expected one of 'word'"):
+        load_tokenizer(d)
     path.write_text(json.dumps({"format_version": 1, "kind": "word", "lowercase": False,
                                 "vocab": ["<pad>", "<unk>", "<s>", "</s>", "a", "a"]}))
     with pytest.raises(CheckpointError, match="duplicate"):

@@ -549,7 +549,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         raise CheckpointError(f"{path} has format_version {version}, newer than this textvae understands "
                               f"({FORMAT_VERSION}); upgrade textvae (pip install -U textvae)")
     kind = meta.get("kind")
-    if kind not in TOKENIZERS:
+    if not isinstance(kind, str) or kind not in TOKENIZERS:
         raise CheckpointError(f"{path}: unknown tokenizer kind {kind!r}; expected one of "
                               f"{', '.join(map(repr, TOKENIZERS))}")
     if not isinstance(meta.get("lowercase"), bool):
