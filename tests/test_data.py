@@ -2,6 +2,7 @@
 with length limits, and the real Penn Treebank when it is at hand."""
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -408,9 +409,17 @@ def test_csv_row_with_more_fields_names_its_line(tmp_path, cache):
     # dataset": the message said neither which line nor what was wrong
     folder = write(tmp_path, {"train.csv": "text,label\nhello world,a\nsecond,b\nthird, with comma,c\n",
                               **OTHERS})
-    with pytest.raises(DataError, match=r"train\.csv: not readable as CSV \(ParserError: .*Expected 2 fields "
-                                        r"in line 4, saw 3\); check its quoting"):
-        load(folder, cache, ("train",), label_field="label")
+    logged = []  # datasets' own log line of the same error, before the DataError's paragraph
+    handler = logging.Handler()
+    handler.emit = logged.append
+    logging.getLogger("datasets").addHandler(handler)
+    try:
+        with pytest.raises(DataError, match=r"train\.csv: not readable as CSV \(ParserError: .*Expected 2 fields "
+                                            r"in line 4, saw 3\); check its quoting"):
+            load(folder, cache, ("train",), label_field="label")
+    finally:
+        logging.getLogger("datasets").removeHandler(handler)
+    assert not logged
 
 
 def test_csv_factor_field_missing_names_the_columns(tmp_path, cache):

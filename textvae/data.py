@@ -320,7 +320,10 @@ def _read_csv(path: Path, cfg: DataConfig, cache_dir: str | None):
     if not first:  # datasets' csv builder fails on a file with no rows ("corresponds to no data")
         ds = datasets.Dataset.from_dict({c: [] for c in names}, features=features)
         return ds, cfg.text_field, cfg.label_field, None
+    level = datasets.logging.get_verbosity()
     try:
+        # datasets logs pandas' error ("Failed to read file ...") before raising it: the DataError says it
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)
         with _quiet():
             # names= replaces the header row (header=0, the first non-blank line): pandas would read an
             # unnamed column as "Unnamed: N" and the features' "" would not match it
@@ -333,6 +336,8 @@ def _read_csv(path: Path, cfg: DataConfig, cache_dir: str | None):
             cause = cause.__cause__ or cause.__context__ or cause
         raise DataError(f"{path}: not readable as CSV ({type(cause).__name__}: {str(cause).strip()}); check its "
                         f"quoting (a field with a comma or a line break needs double quotes)") from e
+    finally:
+        datasets.logging.set_verbosity(level)
     return ds, cfg.text_field, cfg.label_field, None
 
 
