@@ -207,3 +207,19 @@ def test_an_older_answer_arriving_late_does_not_replace_a_newer_one(page):
         assert shown(driver) == decoded[second] and driver.find_element(By.ID, "slider-error").text == ""
     finally:
         Delayed.slow.clear()
+
+
+def test_a_map_of_many_points_is_drawn(page):
+    """draw() took the map's extent with Math.min(...xs): V8 refuses to spread that many arguments, so a
+    map of 150,000 points (--map-points on a large split) was never drawn."""
+    from selenium.webdriver.common.by import By
+
+    driver, _ = page
+    error = driver.execute_script("""
+        const saved = mapPoints;
+        mapPoints = Array.from({length: 150000}, (_, i) => ({x: i % 1000, y: Math.floor(i / 1000), text: "s" + i}));
+        try { draw(); return null; } catch (e) { return String(e); }
+        finally { window.drawn = document.querySelectorAll("circle.map-point").length; mapPoints = saved; draw(); }
+    """)
+    assert error is None and driver.execute_script("return window.drawn") == 150000
+    assert len(driver.find_elements(By.CSS_SELECTOR, "circle.map-point")) == 25
