@@ -60,6 +60,17 @@ def test_ptb_file_names_crlf_and_bom(tmp_path, cache):
     assert splits.stats["valid"]["source"].endswith("ptb.valid.txt")
 
 
+def test_byte_order_marks_inside_a_file_are_dropped(tmp_path, cache):
+    # two files saved with a BOM and joined (cat a.txt b.txt): the second BOM made "\ufeffthe" a word, and
+    # "\ufeffneg" a label, of their own
+    bom = "\ufeff"
+    folder = write(tmp_path, {"train.txt": f"{bom}the cat\n{bom}the dog\n{bom}\n \n", "train.labels.txt":
+                              f"{bom}pos\n{bom}neg\nx\ny\n", **OTHERS})
+    splits = load(folder, cache, ("train",))
+    assert splits["train"]["text"] == ["the cat", "the dog", bom]  # a line of only a BOM is not blank, as before
+    assert splits["train"]["label"] == ["pos", "neg", "x"] and splits.stats["train"]["skipped_blank"] == 1
+
+
 def test_splits_map_to_other_file_names(tmp_path, cache):
     folder = write(tmp_path, {"train.txt": "a\n", "validation.txt": "b\n"})
     mapping = {"train": "train", "valid": "validation", "test": "test"}

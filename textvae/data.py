@@ -239,7 +239,7 @@ def _read_txt(path: Path, labels_path: Path, cfg: DataConfig, cache_dir: str | N
     _check_text_file(labels_path, cfg.encoding_errors)
     # Same line splitting as datasets' text loader: universal newlines ("\n", "\r\n", "\r").
     with open(labels_path, encoding="utf-8-sig", errors=cfg.encoding_errors) as f:
-        labels = [line.rstrip("\n").strip() for line in f]
+        labels = [line.rstrip("\n").strip().lstrip("\ufeff").strip() for line in f]  # a BOM: see _strip
     if len(labels) != len(ds):
         raise DataError(f"{labels_path} has {len(labels)} lines but {path} has {len(ds)}; the labels file "
                         f"needs exactly one label per line of the text file (blank lines included)")
@@ -475,13 +475,24 @@ def _clean(ds: datasets.Dataset, text_col: str, label_col: str | None, label_nam
     return out, len(ds) - len(out)
 
 
+def _strip(text: str) -> str:
+    """``text.strip()``, and a byte-order mark at its start removed: one inside a file is where two files
+    were joined (``cat a.txt b.txt``, each saved with a BOM), and it would make "\ufeffthe" a word (or
+    "\ufeffpos" a label) of its own. A line of only BOMs stays as it was, so what is blank is unchanged
+    (the factor label files and --labels files are aligned with the examples by blank lines)."""
+    text = text.strip()
+    if text.startswith("\ufeff"):
+        text = text.lstrip("\ufeff").strip() or text
+    return text
+
+
 def _clean_batch(batch: dict, text_col: str, label_col: str | None, label_names: list[str] | None,
                  factors: dict[str, str]) -> dict:
     texts: list[str] = []
     labels: list[str] = []
     kept = {f"factor.{name}": [] for name in factors}
     for i, text in enumerate(batch[text_col]):
-        text = (text or "").strip()
+        text = _strip(text or "")
         if not text:
             continue
         texts.append(text)
