@@ -433,6 +433,17 @@ def test_csv_row_with_more_fields_names_its_line(tmp_path, cache):
     assert not logged
 
 
+def test_csv_and_jsonl_labels_and_factors_are_stripped_as_labels_files_are(tmp_path, cache):
+    # "hello world, pos" gave the label " pos", a class of its own beside "pos" (a labels file's lines,
+    # and every text, were stripped; CSV and JSON labels and factor values were not)
+    folder = write(tmp_path / "csv", {"train.csv": "text,label,tense\nhello world, pos,past \nbye now,pos,past\n"
+                                                   "and more,\ufeffneg, \n", **OTHERS})
+    train = load(folder, cache, ("train",), label_field="label", factor_fields=["tense"])["train"]
+    assert train["label"] == ["pos", "pos", "neg"] and train["factor.tense"] == ["past", "past", ""]
+    folder = write(tmp_path / "jsonl", {"train.jsonl": '{"text": "a b", "label": " neg\\t"}\n', **OTHERS})
+    assert load(folder, cache, ("train",), label_field="label")["train"]["label"] == ["neg"]
+
+
 def test_csv_factor_field_missing_names_the_columns(tmp_path, cache):
     folder = write(tmp_path, {"train.csv": "text,tense\nhello world,past\n", **OTHERS})
     assert load(folder, cache, ("train",), factor_fields=["tense"])["train"]["factor.tense"] == ["past"]

@@ -239,7 +239,7 @@ def _read_txt(path: Path, labels_path: Path, cfg: DataConfig, cache_dir: str | N
     _check_text_file(labels_path, cfg.encoding_errors)
     # Same line splitting as datasets' text loader: universal newlines ("\n", "\r\n", "\r").
     with open(labels_path, encoding="utf-8-sig", errors=cfg.encoding_errors) as f:
-        labels = [line.rstrip("\n").strip().lstrip("\ufeff").strip() for line in f]  # a BOM: see _strip
+        labels = [_label(line) for line in f]
     if len(labels) != len(ds):
         raise DataError(f"{labels_path} has {len(labels)} lines but {path} has {len(ds)}; the labels file "
                         f"needs exactly one label per line of the text file (blank lines included)")
@@ -486,6 +486,12 @@ def _strip(text: str) -> str:
     return text
 
 
+def _label(value) -> str:
+    """A label or factor value as text, stripped as a labels file's lines are ("pos " and "pos" are one
+    class; a BOM, see :func:`_strip`, is dropped); None is ""."""
+    return "" if value is None else str(value).strip().lstrip("\ufeff").strip()
+
+
 def _clean_batch(batch: dict, text_col: str, label_col: str | None, label_names: list[str] | None,
                  factors: dict[str, str]) -> dict:
     texts: list[str] = []
@@ -497,14 +503,13 @@ def _clean_batch(batch: dict, text_col: str, label_col: str | None, label_names:
             continue
         texts.append(text)
         for name, column in factors.items():
-            value = batch[column][i]
-            kept[f"factor.{name}"].append("" if value is None else str(value))
+            kept[f"factor.{name}"].append(_label(batch[column][i]))
         if label_col:
             value = batch[label_col][i]
             if label_names is not None and isinstance(value, int) and 0 <= value < len(label_names):
                 labels.append(label_names[value])
             else:  # also ClassLabel -1 ("no label", e.g. GLUE test sets): kept as "-1"
-                labels.append("" if value is None else str(value))
+                labels.append(_label(value))
     return {"text": texts, **({"label": labels} if label_col else {}), **kept}
 
 
