@@ -4,6 +4,7 @@ with length limits, and the real Penn Treebank when it is at hand."""
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import datasets
@@ -442,6 +443,15 @@ def test_csv_and_jsonl_labels_and_factors_are_stripped_as_labels_files_are(tmp_p
     assert train["label"] == ["pos", "pos", "neg"] and train["factor.tense"] == ["past", "past", ""]
     folder = write(tmp_path / "jsonl", {"train.jsonl": '{"text": "a b", "label": " neg\\t"}\n', **OTHERS})
     assert load(folder, cache, ("train",), label_field="label")["train"]["label"] == ["neg"]
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_csv_with_another_delimiter_says_so(tmp_path, cache, sep):
+    folder = write(tmp_path, {"train.csv": f"text{sep}label\nhello world{sep}pos\n", **OTHERS})
+    columns, mark = re.escape(repr(f"text{sep}label")), re.escape(repr(sep))
+    with pytest.raises(DataError, match=rf"no column 'text' in the header row \(columns: {columns}\); .*"
+                                        rf"one column with {mark} in it: textvae reads comma-separated files"):
+        load(folder, cache, ("train",))
 
 
 def test_csv_factor_field_missing_names_the_columns(tmp_path, cache):

@@ -307,9 +307,13 @@ def _read_csv(path: Path, cfg: DataConfig, cache_dir: str | None):
     fixes = {"text_field": "set data.text_field to the column that holds the text",
              "label_field": "set data.label_field to the column that holds the label, or unset it",
              "factor_fields": "data.factor_fields names it; name columns of the file there"}
+    other = next((d for d in ";\t|" if len(header) == 1 and d in header[0]), None)  # Excel's ";" in some locales
     for option, key in wanted:
         if key is not None and key not in header:
-            raise DataError(f"{path}: no column {key!r} in the header row (columns: {columns}); {fixes[option]}")
+            hint = (f"; the header row has one column with {other!r} in it: textvae reads comma-separated "
+                    f"files, so save it with commas") if other else ""
+            raise DataError(f"{path}: no column {key!r} in the header row (columns: {columns}); "
+                            f"{fixes[option]}{hint}")
     names = [c or f"Unnamed: {i}" for i, c in enumerate(header)]
     if len(set(names)) != len(names):
         raise DataError(f"{path}: the header row names a column twice ({columns}); give each column its own name")
