@@ -97,3 +97,30 @@ def test_plot_without_matplotlib_exits_2_with_the_install_hint(tmp_path, capsys,
     assert main(["plot", "--run", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "pip install 'textvae[plot]'" in err and "Traceback" not in err
+
+
+def test_the_figures_say_what_a_discrete_latent_and_a_language_model_have(tmp_path, monkeypatch, caplog):
+    """A VQ model's latent_pca.png plots its one-hot codes but was titled 'posterior means'; for a language
+    model the per-dimension KL was 'skipped: ... no model + split given' though both were."""
+    import textvae.plot as plot
+
+    titles = {}
+    save = plot._save
+    monkeypatch.setattr(plot, "_save", lambda fig, path: titles.setdefault(path.name, fig.axes[0].get_title())
+                        and save(fig, path))
+    write_metrics(tmp_path / "run")
+    torch.manual_seed(0)
+    sizes = dict(vocab_size=20, emb_dim=8, enc_hidden=8, dec_hidden=8)
+    vq = TextVAE(ModelConfig(**sizes, latent="vq", latent_dim=4, latent_vars=2, latent_classes=3, code_dim=4))
+    plot_run(tmp_path / "run", tmp_path / "vq", model=vq, split=tiny_split())
+    assert titles["latent_pca.png"] == "one-hot vq codes of 30 sentences"
+    gaussian = TextVAE(ModelConfig(**sizes, latent_dim=4))
+    titles.clear()
+    plot_run(tmp_path / "run", tmp_path / "g", model=gaussian, split=tiny_split())
+    assert titles["latent_pca.png"] == "posterior means of 30 sentences"
+    write_metrics(tmp_path / "lm", z=0)  # an LM's validation records: kl_per_dim []
+    with caplog.at_level("WARNING", logger="textvae.plot"):
+        paths = plot_run(tmp_path / "lm", model=TextVAE(ModelConfig(**sizes, latent_dim=0)), split=tiny_split())
+    assert [p.name for p in paths] == ["curves.png"]
+    assert "kl_per_dim.png skipped: " in caplog.text and "is a language model (latent_dim=0)" in caplog.text
+    assert "no model + split given" not in caplog.text

@@ -3,8 +3,9 @@
     curves.png       reconstruction, KL, KL weight, valid perplexity and active units over steps
                      (the KL / MI-over-training figures of He et al. 2019)
     kl_per_dim.png   KL per latent dimension: which units the model uses (Burda et al. 2016)
-    latent_pca.png   posterior means of a split projected on their first two principal axes,
-                     coloured by sentence length or by label (Bowman et al. 2016, fig. 4 style)
+    latent_pca.png   posterior means of a split (a discrete latent: its one-hot codes) projected on
+                     their first two principal axes, coloured by sentence length or by label
+                     (Bowman et al. 2016, fig. 4 style)
 
 Only matplotlib's object-oriented API with the Agg canvas is used, so importing this module never
 changes the pyplot backend of the calling program. matplotlib is a dependency of textvae; an install
@@ -154,8 +155,9 @@ def pca_2d(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return proj, torch.cat([share, torch.zeros(2 - len(share), dtype=share.dtype)])
 
 
-def plot_latent_pca(mu: torch.Tensor, path: Path, lengths=None, labels=None) -> Path:
-    """Scatter of the posterior means' first two principal components."""
+def plot_latent_pca(mu: torch.Tensor, path: Path, lengths=None, labels=None, what: str = "posterior means") -> Path:
+    """Scatter of the first two principal components of the rows of ``mu``: ``what`` they are, the
+    posterior means (a discrete latent's one-hot codes, see :func:`plot_run`)."""
     proj, share = pca_2d(mu)
     p = proj.numpy()
     fig, axes = _figure(1, 1, (6.5, 5.5))
@@ -175,7 +177,7 @@ def plot_latent_pca(mu: torch.Tensor, path: Path, lengths=None, labels=None) -> 
             fig.colorbar(sc, ax=ax, label="sentence length (tokens)")
     ax.set_xlabel(f"PC 1 ({100 * float(share[0]):.1f}% of variance)")
     ax.set_ylabel(f"PC 2 ({100 * float(share[1]):.1f}% of variance)")
-    ax.set_title(f"posterior means of {len(p)} sentences", fontsize=10)
+    ax.set_title(f"{what} of {len(p)} sentences", fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -279,6 +281,8 @@ def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list
         pass
     elif kl_source:
         written.append(plot_kl_per_dim(kl_source[0], out / "kl_per_dim.png", kl_source[1]))
+    elif model is not None and model.is_lm:
+        log.warning("kl_per_dim.png skipped: %s is a language model (latent_dim=0), it has no latent", run)
     else:
         log.warning("kl_per_dim.png skipped: no per-dimension KL in %s and no model + split given", run)
 
@@ -289,8 +293,9 @@ def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list
             raise DataError(f"{len(labels)} labels for {len(split.ids)} examples; give one label per example "
                             f"of the split, in order")
         mu = code_features(model, split) if discrete else posterior_parameters(model, split)[0]  # (N, Z)
+        what = f"one-hot {model.config.latent} codes" if discrete else "posterior means"
         written.append(plot_latent_pca(mu, out / "latent_pca.png", lengths=np.asarray(split.lengths),
-                                       labels=labels))
+                                       labels=labels, what=what))
     else:
         log.warning("latent_pca.png skipped: it needs a model with a latent space and a split")
     return written
