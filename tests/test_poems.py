@@ -370,3 +370,14 @@ def test_the_sample_checks_evaluate_gets_from_poems():
     assert checks[1]([five, "x"], None) == {"well_formed": 0.5}
     with pytest.raises(ConfigError, match="LxN"):
         form_sample_checks("5y4")  # before any pass over data
+
+
+def test_a_form_too_long_to_be_a_poem_is_refused_before_decoding(poet):
+    """--form 5x40000 (a typo) was accepted: decoding then built a 240,001 x V mask and took as many steps;
+    100000x100000 tried to allocate terabytes."""
+    for form in ("5x40000", "100000x100000", "10001x1"):
+        with pytest.raises(ConfigError, match=rf"form='{form}' asks for [\d,]+ characters; a form has at most 10,000"):
+            SampleConfig(form=form)
+        with pytest.raises(ConfigError, match="at most 10,000"):
+            FormConstraint(poet, form)
+    assert parse_form("100x100") == (100, 100) and parse_form("7x8") == (7, 8)

@@ -28,11 +28,19 @@ COMMA, STOP = "\uff0c", "\u3002"  # the full-width "，" and "。" of the Tang c
 _CONTENT = r"[^\uff0c\u3002\s<>]"  # a content character: no verse punctuation, space or <unk>'s <>
 
 
+MAX_FORM_CHARS = 10_000  # L x N at most: decoding builds a (L + 1) N + 1 by V mask and takes that many steps
+
+
 def parse_form(form: str) -> tuple[int, int]:
-    """``"LxN"`` -> (L characters per line, N lines); a ConfigError for anything else."""
+    """``"LxN"`` -> (L characters per line, N lines); a ConfigError for anything else, or for a form of
+    more than :data:`MAX_FORM_CHARS` characters (a typo such as 5x40000 would otherwise build masks
+    of gigabytes and decode for hours)."""
     chars, _, lines = str(form).partition("x")
     if not (chars.isdecimal() and lines.isdecimal() and int(chars) > 0 and int(lines) > 0):  # isdigit: "²" too
         raise ConfigError(f"form={form!r} is not LxN (characters per line x lines, e.g. 5x4 or 7x4)")
+    if int(chars) * int(lines) > MAX_FORM_CHARS:
+        raise ConfigError(f"form={form!r} asks for {int(chars) * int(lines):,} characters; a form has at most "
+                          f"{MAX_FORM_CHARS:,} (e.g. 5x4, 7x8)")
     return int(chars), int(lines)
 
 
