@@ -499,6 +499,19 @@ def test_unspaced_text_detection_thresholds():
     word(mixed[1:] + ["a b"])  # one line fewer: below the threshold
 
 
+
+def test_unspaced_text_detection_samples_the_whole_corpus():
+    # 3,000 short English lines, then 6,000 Chinese ones: the sample was every max(1, n // 5000)-th line cut
+    # to 5,000, here the first 5,000 lines (40% one-token lines), and the word tokenizer took each poem for
+    # a word; a corpus of 42,068 lines (PTB's) was sampled up to line 40,000
+    lines = ["a b"] * 3000 + [QUATRAINS[i % 4] for i in range(6000)]
+    stats = spacing_stats(lines)
+    assert stats["lines"] == 4500 and stats["one_token_share"] == pytest.approx(6000 / 9000)
+    with pytest.raises(ConfigError, match="looks written without spaces"):
+        word(lines)
+    assert spacing_stats(["x"] * 42068)["lines"] == 4675  # every 9th line, to the end
+
+
 def test_cli_train_on_unspaced_text_says_what_and_how(tmp_path, capsys):
     from textvae.cli import main
 

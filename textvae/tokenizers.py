@@ -191,7 +191,7 @@ def spacing_stats(texts: list[str]) -> dict[str, float | int]:
     """Shares the unspaced-text check uses, over at most :data:`SPACING_SAMPLE` lines of ``texts``:
     ``lines`` examined, ``one_token_share`` (lines that are one whitespace token) and
     ``cjk_share`` (CJK characters among the non-whitespace characters)."""
-    sample = texts[::max(1, len(texts) // SPACING_SAMPLE)][:SPACING_SAMPLE]
+    sample = texts[::-(-len(texts) // SPACING_SAMPLE) or 1]  # every k-th line, k = ceil(n / SPACING_SAMPLE)
     one = sum(len(t.split()) == 1 for t in sample)
     chars = sum(len(t) - sum(map(str.isspace, t)) for t in sample)
     cjk = sum(len(_CJK_RE.findall(t)) for t in sample)
