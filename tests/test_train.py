@@ -14,9 +14,10 @@ import torch
 
 from helpers import (TINY, cli, crash_after_checkpoint, expect_error, records, tiny_cfg, weights,
                      without_speed)
+from textvae.batching import BucketBatchSampler
 from textvae.checkpoint import Progress, list_checkpoints, read_checkpoint
 from textvae.cli import main
-from textvae.errors import ConfigError, TrainingError
+from textvae.errors import ConfigError, DataError, TrainingError
 from textvae.model import TextVAE
 from textvae.optim import improves_best, plateau, record_score
 from textvae.train import Trainer, train
@@ -201,6 +202,15 @@ def test_resume_goes_on_counting_the_nonfinite_steps_in_a_row(tmp_path, monkeypa
     del meta["progress"]["nonfinite_skips"]
     (old / state.relative_to(run)).write_text(json.dumps(meta))
     assert train(cfg, old, resume=True)["step"] == 8  # two skips in a row from 0: under MAX_SKIPS
+
+
+def test_a_split_too_small_for_one_batch_per_process_is_refused(tmp_path, monkeypatch):
+    """With fewer examples than processes (torchrun on a tiny split) the sampler gives no batch: every
+    epoch ended at once and the run finished at step 0, its model untrained, as if it had converged."""
+    one_example = lambda split, t, world, rank: BucketBatchSampler(split.lengths[:1], t.batch_size, num_replicas=2)
+    monkeypatch.setattr(sys.modules[Trainer.__module__], "batch_sampler", one_example)  # 1 example, 2 processes
+    with pytest.raises(DataError, match=r"too few for one batch shared by .*fewer processes"):
+        train(tiny_cfg("train.max_steps=4"), tmp_path / "r")
 
 
 def test_early_stopping_after_max_decays(tmp_path):

@@ -25,7 +25,7 @@ from .config import Config
 from .batching import batch_sampler, collate
 from .data import training_data
 from .decomposition import PosteriorQueue
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, DataError, TrainingError
 from .metrics import validate
 from .model import TextVAE
 from .objectives import kl_weight, vae_loss
@@ -64,6 +64,10 @@ class Trainer:
         self.optimizer = self.make_optimizer()
         self.sampler = batch_sampler(self.train_data, t, self.procs.world, self.procs.rank)
         self.batches_per_epoch = len(self.sampler.global_batches(0))
+        if not self.batches_per_epoch:  # else every epoch ends at once and the run "finishes" untrained
+            raise DataError(f"the train split has {len(self.train_data)} example(s), too few for one batch shared by "
+                            f"{self.procs.world} processes: nothing to train on; train with fewer processes "
+                            f"(torchrun --nproc_per_node) or on more data")
         planned = t.max_epochs * self.batches_per_epoch
         self.total_steps = min(planned, t.max_steps) if t.max_steps else planned
         self.progress = Progress()
