@@ -128,6 +128,15 @@ def test_read_factors_from_label_files_drops_blank_lines_with_the_text(tmp_path)
     assert len(load_splits(cfg, ("test",), cache_dir=str(tmp_path / "cache"))["test"]) == 3
 
 
+def test_factor_label_files_drop_a_byte_order_mark_inside_the_file_as_labels_files_do(tmp_path):
+    # two label files saved with BOMs and joined (cat a b): the second's BOM starts a line in the middle
+    (tmp_path / "test.txt").write_text("a b\nc d\ne f\n")
+    (tmp_path / "test.tense.labels.txt").write_text("\ufeffpast\n\ufeffpast \nfuture\n", encoding="utf-8")
+    (tmp_path / "test.labels.txt").write_text("\ufeff1\n\ufeff2\n3\n", encoding="utf-8")
+    factors = read_factors(DataConfig(data_dir=str(tmp_path)), "test")
+    assert factors == {"label": ["1", "2", "3"], "tense": ["past", "past", "future"]}
+
+
 def test_read_factors_takes_a_jsonl_corpus_label_field_as_the_factor_label(tmp_path):
     (tmp_path / "test.jsonl").write_text('{"t": "a b", "c": "x"}\n{"t": "c d", "c": "y"}\n')
     assert read_factors(DataConfig(data_dir=str(tmp_path), text_field="t", label_field="c"), "test") == {

@@ -201,7 +201,7 @@ def _factor_files(cfg, split: str) -> dict[str, list[str]]:
     the whole file and are cut with it, by data.split_ratio and data.split_seed."""
     if not cfg.data_dir:
         return {}
-    from .data import _file_to_split, split_indices
+    from .data import _file_to_split, _label, split_indices
 
     root, one = Path(cfg.data_dir).expanduser(), _file_to_split(cfg)
     if one is not None:
@@ -221,7 +221,7 @@ def _factor_files(cfg, split: str) -> dict[str, list[str]]:
     out = {}
     for path in sorted(text.parent.glob(FACTOR_LABELS_PATTERN.format(s=stem, factor="*"))):
         factor = path.name[len(prefix):-len(".labels.txt")]
-        labels = [label.strip() for label in _lines(path, cfg.encoding_errors)]
+        labels = [_label(line) for line in _lines(path, cfg.encoding_errors)]  # as data reads labels
         if len(labels) != len(lines):
             raise DataError(f"{path} has {len(labels)} lines but {text} has {len(lines)}; a factor label file "
                             f"needs exactly one label per line of the text file (blank lines included)")
