@@ -381,3 +381,135 @@ def test_a_form_too_long_to_be_a_poem_is_refused_before_decoding(poet):
         with pytest.raises(ConfigError, match="at most 10,000"):
             FormConstraint(poet, form)
     assert parse_form("100x100") == (100, 100) and parse_form("7x8") == (7, 8)
+
+
+# --------------------------------------------------------------------------- room for long forms
+
+ACCEPT_7x8 = re.compile(r"^([^，。]{7}，[^，。]{7}。){4}$")
+
+
+class LearnedForms:
+    """A decoding constraint that stands in for a model which has learned its forms: row i writes a
+    poem of ``forms[i]``, then EOS (``go_on``: then more characters, never EOS). It has no fixed
+    length (``steps`` None), so ``SampleConfig.max_len`` cuts its rows as it cuts any free sample."""
+
+    steps = None
+
+    def __init__(self, model, forms: list[str], go_on: bool = False):
+        tables = {f: form_masks(model.tokenizer, f, model.config.vocab_size) for f in set(forms)}
+        self.rows = [tables[f] for f in forms]  # each (L + 1) N + 1 by V; its last row: EOS only
+        self.go_on = go_on
+
+    def allowed(self, step: int, prefix: torch.Tensor) -> torch.Tensor:
+        def row(masks):
+            if step < len(masks) - 1:
+                return masks[step]
+            return masks[0] if self.go_on else masks[-1]  # a content character, or EOS
+
+        return torch.stack([row(m) for m in self.rows])  # (rows, V)
+
+
+def decode_as_learned(monkeypatch, forms_of, go_on=False) -> list:
+    """evaluate's prior samples written by :class:`LearnedForms`; returns the SampleConfigs they were
+    decoded with. ``forms_of(model, n, labels)``: the form of each of the n rows."""
+    import textvae.metrics
+
+    used = []
+
+    def generate_learned(model, z, cfg, n=None, generator=None, labels=None):
+        used.append(cfg)
+        forms = forms_of(model, n, labels)
+        return generate(model, z, cfg, n=n, generator=generator, labels=labels,
+                    constraint=LearnedForms(model, forms, go_on) if forms else None)
+
+    monkeypatch.setattr(textvae.metrics, "generate", generate_learned)
+    return used
+
+
+def poem_split(tokenizer, texts, labels=None, names=None):
+    from textvae.data import EncodedSplit, attach_label_ids
+
+    split = EncodedSplit([np.array(tokenizer.encode(t), dtype=np.int32) for t in texts], texts, labels)
+    return attach_label_ids(split, names) if names else split
+
+
+def test_evaluate_form_gives_free_samples_room_for_a_long_form(poet, char_tok, monkeypatch):
+    """--form 7x8 scored free samples decoded with the default max_len 50: a 7x8 poem is 64 tokens + EOS,
+    so even a model that writes nothing but 7x8 poems had well_formed 0."""
+    split = poem_split(char_tok, corpus(4, seed=3))
+    used = decode_as_learned(monkeypatch, lambda model, n, labels: ["7x8"] * n)
+    r = evaluate(poet, split, iw_samples=1, n_samples=6, bleu_sentences=0, form="7x8")
+    assert r["well_formed"] == 1.0 and r["mean_len"] == 64
+    assert used[-1].max_len == 65  # the form, its EOS; no more
+    # a model that goes on after the form: cut one token past it, never to its length
+    decode_as_learned(monkeypatch, lambda model, n, labels: ["7x8"] * n, go_on=True)
+    r = evaluate(poet, split, iw_samples=1, n_samples=6, bleu_sentences=0, form="7x8")
+    assert r["well_formed"] == 0.0 and r["mean_len"] == 65
+    # settings of one's own are kept, max_len raised only where the form needs it (80 tokens cut from
+    # a longer sample would be ten whole verses of 7 + "，")
+    used = decode_as_learned(monkeypatch, lambda model, n, labels: [])
+    for form, cfg in (("7x8", SampleConfig(temperature=0.5, max_len=90)), ("7x8", SampleConfig(max_len=80)),
+                      ("7x8", SampleConfig(top_p=0.9)), ("5x4", None)):
+        evaluate(poet, split, iw_samples=1, n_samples=2, bleu_sentences=0, form=form, sample_cfg=cfg)
+    assert [(c.max_len, c.temperature, c.top_p) for c in used] == [(90, 0.5, 1.0), (81, 1.0, 1.0), (65, 1.0, 0.9),
+                                                                   (50, 1.0, 1.0)]
+    # no form to check (and a check of one's own): the samples are decoded exactly as asked
+    cfg = SampleConfig(max_len=20)
+    evaluate(poet, split, iw_samples=1, n_samples=2, bleu_sentences=0, sample_cfg=cfg)
+    evaluate(poet, split, iw_samples=1, n_samples=2, bleu_sentences=0, sample_cfg=cfg, form="7x8",
+             sample_checks=[lambda samples, labels: {}])
+    evaluate(poet, split, iw_samples=1, n_samples=2, bleu_sentences=0)
+    assert used[-3] is cfg and used[-2] is cfg and used[-1] == SampleConfig()
+
+
+def test_label_checks_give_samples_room_for_the_longest_label_form(char_tok, monkeypatch):
+    """A conditional model with the labels 5x4 and 7x8: its 7x8 samples were cut at 50 tokens, so
+    label_well_formed was at most one half however well the model had learned the forms."""
+    names = ["5x4", "7x8"]
+    torch.manual_seed(0)
+    model = TextVAE(ModelConfig(emb_dim=8, enc_hidden=8, dec_hidden=16, latent_dim=4, conditional=True,
+                                label_dim=3), char_tok, labels=names).eval()
+    split = poem_split(char_tok, corpus(4, seed=3), ["5x4", "7x8"] * 2, names)
+    used = decode_as_learned(monkeypatch, lambda m, n, labels: [m.label_names[i] for i in labels.tolist()])
+    r = evaluate(model, split, iw_samples=1, n_samples=8, bleu_sentences=0)
+    assert (r["label_line_length"], r["label_well_formed"]) == (1.0, 1.0)
+    assert r["label_match"]["7x8"] == {"line_length": 1.0, "well_formed": 1.0, "samples": 4}
+    assert used[-1].max_len == 65
+    decode_as_learned(monkeypatch, lambda m, n, labels: [m.label_names[i] for i in labels.tolist()], go_on=True)
+    r = evaluate(model, split, iw_samples=1, n_samples=8, bleu_sentences=0)
+    assert (r["label_line_length"], r["label_well_formed"]) == (0.0, 0.0)  # cut, never to whole verses
+
+
+@pytest.mark.parametrize("forms,at_least,steps", [
+    (["7x8"], 50, 65), (["5x4", "7x4"], 50, 50), (["5x4", "7x8"], 50, 65), (["5x8"], 50, 50),
+    (["4x4"], 50, 51),  # 50 characters are ten whole verses of 4 + "，"
+    (["5x4"], 48, 49), (["7x4", "5x2"], 1, 33), (["3x2", "1x1"], 7, 9),
+])
+def test_the_check_limit_never_cuts_a_sample_into_a_form_or_whole_verses(forms, at_least, steps):
+    from textvae.poems import check_max_len, has_line_length
+
+    assert check_max_len(forms, at_least) == steps
+    for form in forms:
+        chars, lines = parse_form(form)
+        rng = random.Random(0)
+        verse = lambda end: "".join(rng.choice(CHARS) for _ in range(chars)) + end  # noqa: E731
+        exact = "".join(verse("。" if i % 2 or i == lines - 1 else "，") for i in range(lines))
+        assert well_formed(exact, form) and len(exact) < steps  # a poem of the form ends inside the limit
+        longer = exact + "".join(verse("，。"[i % 2]) for i in range(steps))  # one that goes on
+        cut = longer[:steps]  # as decoding cuts it (one character a token)
+        assert not any(well_formed(cut, f) or has_line_length(cut, parse_form(f)[0]) for f in forms)
+
+
+def test_sample_and_interpolate_with_a_form_longer_than_max_len(poet, tmp_path, capsys):
+    """The form's length replaces --max-len: a 7x8 poem (64 tokens) comes whole from sample, reconstruct and
+    interpolate with the default --max-len 50, and from --max-len 5."""
+    model_dir = tmp_path / "model"
+    poet.save_pretrained(model_dir)
+    assert main(["sample", "--model", str(model_dir), "--form", "7x8", "-n", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(ACCEPT_7x8.match(l) for l in lines)
+    two = corpus(2, seed=9)
+    for verb in (["sample", "-n", "2", "--max-len", "5"], ["reconstruct", *two], ["interpolate", "--steps", "1", *two]):
+        assert main([verb[0], "--model", str(model_dir), "--form", "7x8", *verb[1:]]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines and all(ACCEPT_7x8.match(l) for l in lines)

@@ -525,6 +525,8 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     (else None). Default: the poem checks (:func:`textvae.poems.form_sample_checks`): with
     ``form`` (e.g. "5x4"), ``well_formed``, the fraction of the samples that are poems of that
     form; for a conditional model, ``label_line_length``, ``label_well_formed``, ``label_match``.
+    The samples are then decoded with ``max_len`` raised, where needed, to hold the longest form
+    checked and its EOS (:func:`textvae.poems.check_sample_config`; 65 for 7x8).
 
     A conditional model needs ``split.label_ids`` (:func:`textvae.data.attach_label_ids`): every term
     is then conditioned on the example's label (``nll_iw`` estimates -log p(x|y)) and prior sample
@@ -548,8 +550,10 @@ def evaluate(model, split, *, iw_samples: int = 500, elbo_samples: int = 1, batc
     """
     from .batching import collate
 
-    from .poems import form_sample_checks
+    from .poems import check_sample_config, form_sample_checks
 
+    if sample_checks is None:  # the poem checks: samples with room for the longest form they look for
+        sample_cfg = check_sample_config(model, sample_cfg, form)
     if not model.is_lm and model.latent.discrete:
         from .code_metrics import evaluate_codes
 

@@ -7,7 +7,8 @@ Everything poem-specific lives here; the rest of the package reaches it through 
                         only poems of the form (``SampleConfig.form``, ``--form``)
     form_sample_checks  the sample checks :func:`textvae.metrics.evaluate` runs on its prior
                         samples: ``well_formed`` for a requested form, and for a conditional model
-                        whose labels are forms, ``label_line_length`` / ``label_well_formed``
+                        whose labels are forms, ``label_line_length`` / ``label_well_formed``;
+                        :func:`check_sample_config` gives those samples room for the forms
 
 A form "LxN" is L content characters, then "，" after odd lines and "。" after even lines and
 after the last, e.g. 5x4 is a five-character quatrain, ``([^，。]{5}，[^，。]{5}。){2}``. Every
@@ -15,6 +16,7 @@ sequence decoded under a form is at the same position at every step, so the cons
 one (V,) row per step.
 """
 
+import dataclasses
 import re
 import unicodedata
 
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import SampleConfig
 from .errors import ConfigError
 
 COMMA, STOP = "\uff0c", "\u3002"  # the full-width "，" and "。" of the Tang corpora
@@ -42,6 +45,13 @@ def parse_form(form: str) -> tuple[int, int]:
         raise ConfigError(f"form={form!r} asks for {int(chars) * int(lines):,} characters; a form has at most "
                           f"{MAX_FORM_CHARS:,} (e.g. 5x4, 7x8)")
     return int(chars), int(lines)
+
+
+def form_tokens(form: str) -> int:
+    """Tokens of a poem of ``form``, EOS excluded: (L + 1) N, a character-level tokenizer's one token per
+    character and per "，" or "。" (64 for 7x8)."""
+    chars, lines = parse_form(form)
+    return (chars + 1) * lines
 
 
 def is_form(label: str) -> bool:
@@ -188,3 +198,39 @@ def form_sample_checks(form: str | None = None) -> list:
     ``check(samples, labels) -> dict`` of extra keys. :func:`label_agreement` always (it adds
     nothing for an unconditional model), :func:`form_check` when a ``form`` is given."""
     return [label_agreement] + ([form_check(form)] if form else [])
+
+
+def checked_forms(model, form: str | None = None) -> list[str]:
+    """The forms the poem checks look for in ``model``'s samples: ``form`` (``evaluate --form``) and a
+    conditional model's labels that are forms."""
+    labels = model.label_names if getattr(model, "conditional", False) else []
+    return ([form] if form else []) + [label for label in labels if is_form(label)]
+
+
+def check_max_len(forms: list[str], at_least: int) -> int:
+    """Decoding steps (EOS included, as ``SampleConfig.max_len`` counts them) for free samples that
+    the checks of ``forms`` read: at least ``at_least``, and at least the longest form's tokens + 1.
+
+    With that one step more than the form, a poem of the form ends with EOS inside the limit, and a
+    sample that goes on past the form is cut longer than the form, so it is never well formed.
+    The limit is also no multiple of any form's verse (L + 1 tokens): a cut sample is never whole
+    verses either, which ``label_line_length`` would count (one character per token, as forms need).
+    """
+    verses = [parse_form(f)[0] + 1 for f in forms]
+    steps = max([at_least] + [form_tokens(f) + 1 for f in forms])
+    while any(steps % v == 0 for v in verses):
+        steps += 1
+    return steps
+
+
+def check_sample_config(model, sample_cfg: SampleConfig | None, form: str | None = None) -> SampleConfig | None:
+    """The decoding settings of the prior samples the poem checks read (:func:`form_sample_checks`):
+    ``sample_cfg`` (None: ``SampleConfig()``) with ``max_len`` raised to :func:`check_max_len` of
+    :func:`checked_forms`, so a 7x8 poem (64 tokens + EOS) is not cut at the default 50 and scored
+    as not well formed. ``sample_cfg`` itself, None included, when there is no form to check."""
+    forms = checked_forms(model, form)
+    if not forms:
+        return sample_cfg
+    cfg = sample_cfg or SampleConfig()
+    steps = check_max_len(forms, cfg.max_len)
+    return cfg if steps == cfg.max_len else dataclasses.replace(cfg, max_len=steps)
