@@ -243,3 +243,28 @@ def test_head_gives_the_pages_headers_and_a_negative_length_is_a_400(server):
     r = conn.getresponse()
     assert r.status == 400 and "Content-Length is -1" in json.loads(r.read())["error"]
     conn.close()
+
+
+def test_the_decoding_limit_follows_the_model(tiny_run):
+    """The explorer decoded 40 tokens unless a request asked for more, and never more than 60, whatever the
+    model: a model of 7x8 poems (64 characters) never showed one whole. The limit, and the default, is now
+    the model's data.max_len, the longest sentence it was trained on."""
+    from textvae.config import SampleConfig
+
+    model = TextVAE.from_pretrained(tiny_run)
+    model.extra_config = {"data": {**model.extra_config["data"], "max_len": 72}}
+    explorer = Explorer(model, "valid", Limits(map_points=20), name="long")
+    assert explorer.info({})["limits"]["max_len"] == 72
+    s = explorer.sample({"n": 20, "seed": 3})["sentences"]
+    assert s == model.sample(20, SampleConfig(max_len=72), seed=3)
+    assert max(len(model.tokenizer.encode(t)) for t in s) > 60  # the untrained model runs on: cut at 72, not 60
+    assert explorer.sample({"n": 20, "seed": 3, "max_len": 30})["sentences"] == \
+        model.sample(20, SampleConfig(max_len=30), seed=3)
+    code = explorer.encode({"sentence": "the cat sat ."})["z"]
+    assert explorer.decode({"z": code})["text"] == model.decode(torch.tensor([code]), SampleConfig(max_len=72,
+                                                                                                  greedy=True))[0]
+    with pytest.raises(BadRequest, match="max_len must be between 1 and 72, got 73"):
+        explorer.reconstruct({"sentence": "the cat sat .", "max_len": 73})
+    assert Explorer(model, limits=Limits(max_len=30)).info({})["limits"]["max_len"] == 30  # a limit of one's own
+    model.extra_config = {}  # a model built in Python, not trained by textvae: the default data.max_len
+    assert Explorer(model).limits.max_len == 100

@@ -10,6 +10,8 @@ the standard library's ``ThreadingHTTPServer``:
                             ``map_points``); a 404 saying why where the split cannot be read
                             here, the other endpoints then drawing on latent dimensions 0 and 1
     POST /api/sample        {n, temperature, top_p, seed, max_len}: prior samples and their codes
+                            (every endpoint that decodes takes max_len; default: the model's own
+                            longest sentence, see :class:`Limits`)
     POST /api/reconstruct   {sentence}: greedy decoding of its posterior mean
     POST /api/interpolate   {a, b, steps, mode: posterior|prior, seed}: a homotopy (Bowman et al.
                             2016, sec. 5), every step's sentence and its point on the map
@@ -28,14 +30,14 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
 import torch
 
-from .config import SampleConfig
+from .config import DataConfig, SampleConfig
 from .errors import TextVAEError
 
 
@@ -47,7 +49,9 @@ class Limits:
     max_body: int = 64 * 1024  # bytes of a request body
     max_n: int = 50  # sentences sampled at once
     max_steps: int = 50  # homotopy points strictly between the ends
-    max_len: int = 60  # tokens decoded per sentence
+    # tokens decoded per sentence, and the default; None: the model's data.max_len, the longest sentence it
+    # was trained on (a 7x8 poem's 64 characters on a model of 7x8 poems), so no sentence it writes is cut
+    max_len: int | None = None
     max_abs_z: float = 10.0  # a slider code's coordinates, |z_i|
     map_points: int = 1000  # sentences on the map (the first ones of the split)
 
@@ -100,6 +104,9 @@ class Explorer:
             raise TextVAEError(f"{name} has discrete codes (model.latent={model.config.latent}): the explorer's map of "
                                f"posterior means and its sliders need a continuous latent; use textvae sample, "
                                f"reconstruct and interpolate --path codes (docs/latents.md)")
+        if limits.max_len is None:
+            limits = replace(limits, max_len=(model.extra_config.get("data") or {}).get("max_len")
+                             or DataConfig().max_len)
         self.model, self.split, self.limits, self.name = model, split, limits, name
         self.lock = threading.Lock()  # model calls take turns; each is bounded by self.limits
         self._map, self._mean, self._axes = None, None, None  # the map, its centre and axes (2, Z)
@@ -113,7 +120,8 @@ class Explorer:
         return label
 
     def _decoding(self, params: dict, greedy: bool) -> SampleConfig:
-        return SampleConfig(max_len=_number(params, "max_len", 40, 1, self.limits.max_len, int), greedy=greedy,
+        return SampleConfig(max_len=_number(params, "max_len", self.limits.max_len, 1, self.limits.max_len, int),
+                            greedy=greedy,
                             temperature=_number(params, "temperature", 1.0, 0.05, 5.0),
                             top_p=_number(params, "top_p", 1.0, 0.01, 1.0))
 
