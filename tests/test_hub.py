@@ -277,3 +277,47 @@ def test_a_push_deletes_the_textvae_files_an_earlier_push_left_and_keeps_the_use
     added = sorted(op.path_in_repo for op in ops if isinstance(op, huggingface_hub.CommitOperationAdd))
     assert deleted == ["code_prior.safetensors", "tokenizer.model", "training_config.json"]
     assert added == ["README.md", "config.json", "model.safetensors", "tokenizer.json"]
+
+
+def test_push_labels_the_card_with_the_split_evaluate_measured(tiny_run, tmp_path, capsys):
+    """`textvae evaluate --split valid --json > m.json` then `textvae push --metrics m.json` put the
+    validation numbers on the card as the test split's: the file did not say which split it measured."""
+    out, _ = cli(capsys, ["evaluate", "--model", tiny_run, "--split", "valid", "--json", "--iw-samples", "2",
+                          "--n-samples", "2"])
+    assert json.loads(out)["split"] == "valid"
+    metrics = tmp_path / "valid-metrics.json"
+    metrics.write_text(out)
+    dry = tmp_path / "dry"
+    cli(capsys, ["push", "--model", tiny_run, "--dry-run", dry, "--metrics", metrics])
+    card = (dry / "README.md").read_text()
+    assert "On the valid split:" in card and "test" not in card.split("## Evaluation")[1].split("## Training")[0]
+    assert read_card_metadata(card)["model-index"][0]["results"][0]["dataset"]["split"] == "valid"
+    assert "| nll_iw | " in card and "k = 2 samples" in card
+    # --split that says otherwise: an error naming both, nothing staged
+    expect_error(capsys, ["push", "--model", tiny_run, "--dry-run", tmp_path / "d2", "--metrics", metrics,
+                          "--split", "test"], "--split test contradicts", f"--metrics {metrics}", "the valid split")
+    assert not (tmp_path / "d2").exists()
+    cli(capsys, ["push", "--model", tiny_run, "--dry-run", tmp_path / "d3", "--metrics", metrics, "--split", "valid"])
+    # an older file, without the key: test as before, or --split
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(METRICS))
+    cli(capsys, ["push", "--model", tiny_run, "--dry-run", tmp_path / "d4", "--metrics", old, "--split", "valid"])
+    assert "On the valid split:" in (tmp_path / "d4" / "README.md").read_text()
+    # without --metrics the card shows the run's validation record, which --split test would mislabel
+    expect_error(capsys, ["push", "--model", tiny_run, "--dry-run", tmp_path / "d5", "--split", "test"],
+                 "--split test: without --metrics", "measured on the valid split")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**METRICS, "split": 3}))
+    expect_error(capsys, ["push", "--model", tiny_run, "--dry-run", tmp_path / "d6", "--metrics", bad],
+                 f"--metrics {bad}: the metrics record split 3")
+
+
+def test_the_card_api_takes_the_split_the_metrics_record(tiny_run):
+    from textvae.hub import model_card
+
+    model = TextVAE.from_pretrained(tiny_run)
+    assert "On the valid split:" in model_card(model, "me/vae", {**METRICS, "split": "valid"})
+    assert "On the test split:" in model_card(model, "me/vae", METRICS)
+    with pytest.raises(TextVAEError, match="split='test' contradicts the metrics.*'valid' split"):
+        model_card(model, "me/vae", {**METRICS, "split": "valid"}, split="test")
+

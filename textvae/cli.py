@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", help="hub repo id, owner/name (created if needed)")
     p.add_argument("--metrics", help="a JSON file of metrics for the card, e.g. textvae evaluate --json's output "
                    "(default: a run's best validation)")
-    p.add_argument("--split", help="the split --metrics was measured on (default: test with --metrics, else valid)")
+    p.add_argument("--split", help="the split --metrics was measured on (default: the split the file records, as "
+                   "evaluate --json's does; test for a file without one; valid without --metrics)")
     p.add_argument("--command", help="the training command for the card (default: one reproducing a run's config)")
     p.add_argument("--revision", help="branch to push to (default: main)")
     p.add_argument("--private", action="store_true", help="create the repo private")
@@ -446,8 +447,8 @@ def _cmd_evaluate(args) -> int:
                       progress=f"evaluate {args.split} (k = {args.iw_samples})",
                       decomposition=args.disentanglement, factors=factors or None, resume_file=args.resume_file,
                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    if args.json:
-        print(json.dumps(result))
+    if args.json:  # with the split the numbers measure: textvae push --metrics labels its card with it
+        print(json.dumps({"split": args.split, **result}))
         return 0
     skip = {"au_variances", "kl_per_dim", "mi_full_se", "code_counts"}
     width = max(len(k) for k in result)
@@ -492,14 +493,14 @@ def _cmd_probe(args) -> int:
 
 
 def _cmd_push(args) -> int:
-    from .hub import CARD_METRICS, card_metrics, push_to_hub, run_metadata, stage
+    from .hub import CARD_METRICS, card_metrics, card_split, push_to_hub, run_metadata, stage
     from .model import TextVAE
 
     if not (args.repo or args.dry_run):
         raise TextVAEError("push needs --repo owner/name (or --dry-run DIR to see the files it would upload)")
     model = TextVAE.from_pretrained(args.model)
     training_config, metrics = run_metadata(args.model)
-    split = args.split or "valid"
+    split = "valid"  # the run's best validation record
     if args.metrics:
         try:
             metrics = json.loads(Path(args.metrics).read_text(encoding="utf-8"))
@@ -510,7 +511,19 @@ def _cmd_push(args) -> int:
             raise TextVAEError(f"--metrics {args.metrics}: no number for the card in it (a JSON object with "
                                f"one or more of {', '.join(CARD_METRICS)}); write one with "
                                f"textvae evaluate --model R --json > metrics.json")
-        split = args.split or "test"
+        recorded = metrics.get("split")  # evaluate --json records it; an older file does not
+        if args.split and isinstance(recorded, str) and args.split != recorded:
+            raise TextVAEError(f"--split {args.split} contradicts --metrics {args.metrics}, which records that it "
+                               f"was measured on the {recorded} split; leave --split out, or evaluate the "
+                               f"{args.split} split: textvae evaluate --model R --split {args.split} --json")
+        try:
+            split = card_split(metrics, args.split)
+        except TextVAEError as e:  # a recorded split that is no split's name
+            raise TextVAEError(f"--metrics {args.metrics}: {e}") from None
+    elif args.split and metrics is not None and args.split != "valid":
+        raise TextVAEError(f"--split {args.split}: without --metrics the card shows the run's best validation "
+                           f"record, measured on the valid split; give the {args.split} split's numbers with "
+                           f"--metrics FILE (textvae evaluate --model R --split {args.split} --json > FILE)")
     card = dict(metrics=metrics, split=split, command=args.command, training_config=training_config)
     if args.dry_run:
         out = Path(args.dry_run)

@@ -174,11 +174,27 @@ def _metric_meaning(key: str, metrics: dict) -> str:
     return CARD_METRICS[key]
 
 
-def model_card(model, repo_id: str, metrics: dict | None = None, split: str = "test",
+def card_split(metrics: dict | None, split: str | None = None) -> str:
+    """The split a card says ``metrics`` were measured on: the ``split`` they record (``textvae
+    evaluate --json`` writes it), else ``split``, else "test". A ``split`` that contradicts the
+    recorded one is a TextVAEError: the card would label the numbers of one split as another's."""
+    recorded = (metrics or {}).get("split")
+    if recorded is None:
+        return split or "test"
+    if not isinstance(recorded, str) or not recorded.strip():
+        raise TextVAEError(f"the metrics record split {recorded!r}, not the name of a split")
+    if split is not None and split != recorded:
+        raise TextVAEError(f"split={split!r} contradicts the metrics, which record that they were measured on "
+                           f"the {recorded!r} split; leave split out, or give that split's metrics")
+    return recorded
+
+
+def model_card(model, repo_id: str, metrics: dict | None = None, split: str | None = None,
                command: str | None = None) -> str:
     """README.md for hub repo ``repo_id``: YAML metadata (library, tags, datasets, textvae version,
     the metrics as a model-index), then what the model is, its metrics table, how it was trained
-    (``command``) and how to use it."""
+    (``command``) and how to use it. The metrics are labelled with :func:`card_split`'s split."""
+    split = card_split(metrics, split)
     data = model.extra_config.get("data") or {}
     about, datasets = describe_data(data)
     numbers = card_metrics(metrics)
@@ -231,7 +247,7 @@ def read_card_metadata(text: str) -> dict:
 # ----------------------------------------------------------------------------- pushing
 
 
-def stage(model, folder: Path, repo_id: str, metrics: dict | None = None, split: str = "test",
+def stage(model, folder: Path, repo_id: str, metrics: dict | None = None, split: str | None = None,
           command: str | None = None, training_config: dict | None = None) -> list[str]:
     """Write what a push uploads into ``folder``: the model directory, README.md and, when given,
     the run's ``training_config`` (in both config files a local corpus path is cut to its folder
@@ -254,15 +270,16 @@ def _without_local_paths(sections: dict) -> dict:
     return cfg
 
 
-def push_to_hub(model, repo_id: str, *, metrics: dict | None = None, split: str = "test",
+def push_to_hub(model, repo_id: str, *, metrics: dict | None = None, split: str | None = None,
                 command: str | None = None, training_config: dict | None = None, revision: str | None = None,
                 private: bool | None = None, token: str | bool | None = None,
                 commit_message: str | None = None) -> str:
     """Upload ``model`` to hub repo ``repo_id`` (created if needed; ``revision``: a branch, created
     if needed) in one commit: weights, config, tokenizer files and a model card (:func:`model_card`)
-    with ``metrics`` of ``split``. The files textvae writes that this model lacks (a SentencePiece
-    tokenizer.model, a VQ code prior, a training_config.json) are deleted in the same commit, so that
-    none is left from an earlier push; the repo's other files are kept. Returns the commit's URL."""
+    with ``metrics`` of ``split`` (:func:`card_split`: by default the split they record, else test).
+    The files textvae writes that this model lacks (a SentencePiece tokenizer.model, a VQ code prior,
+    a training_config.json) are deleted in the same commit, so that none is left from an earlier
+    push; the repo's other files are kept. Returns the commit's URL."""
     if not _REPO_ID.fullmatch(repo_id):
         raise TextVAEError(f"{repo_id!r} is not a hub repo id; write it as owner/name, e.g. my-name/textvae-ptb")
     hub = hub_module("pushing to the Hugging Face Hub")
