@@ -321,3 +321,12 @@ def test_the_card_api_takes_the_split_the_metrics_record(tiny_run):
     with pytest.raises(TextVAEError, match="split='test' contradicts the metrics.*'valid' split"):
         model_card(model, "me/vae", {**METRICS, "split": "valid"}, split="test")
 
+
+def test_a_language_models_exact_nll_is_not_called_an_importance_weighted_bound(tiny_run):
+    """evaluate reports a language model's exact NLL as nll_iw with iw_samples 0; the card called it an
+    'importance-weighted NLL per sentence (nats), k = 0 samples'."""
+    from textvae.hub import model_card
+
+    card = model_card(_card_models(tiny_run)["lm"], "me/lm", {**METRICS, "iw_samples": 0})
+    assert "| nll_iw | 40.1235 | exact NLL per sentence (nats), a language model's |" in card
+    assert "| ppl_iw | 30.5000 | exact perplexity |" in card and "k = 0" not in card

@@ -167,9 +167,11 @@ def _usage(model, repo_id: str) -> list[str]:
 
 def _metric_meaning(key: str, metrics: dict) -> str:
     """A card metric's meaning; an importance-weighted bound says its number of samples k, which
-    moves it (k = 500 in the papers' tables)."""
+    moves it (k = 500 in the papers' tables); k = 0 is evaluate's mark of a language model's exact NLL."""
     k = metrics.get("iw_samples")
     if key in ("nll_iw", "ppl_iw") and isinstance(k, int) and not isinstance(k, bool):
+        if k == 0:
+            return {"nll_iw": "exact NLL per sentence (nats), a language model's", "ppl_iw": "exact perplexity"}[key]
         return f"{CARD_METRICS[key]}, k = {k} samples"
     return CARD_METRICS[key]
 
