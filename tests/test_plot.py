@@ -1,10 +1,13 @@
 """Run figures from a synthetic metrics.jsonl and a tiny model."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import cli, expect_error
 from textvae.config import ModelConfig
 from textvae.data import EncodedSplit
 from textvae.errors import DataError
@@ -54,13 +57,16 @@ def test_plot_run_writes_the_three_pngs(tmp_path):
 
 def test_without_a_model_kl_comes_from_the_last_valid_record(tmp_path):
     write_metrics(tmp_path)
-    paths = plot_run(tmp_path)
+    with pytest.warns(UserWarning, match="latent_pca.png skipped: no model given"):
+        paths = plot_run(tmp_path)
     assert [p.name for p in paths] == ["curves.png", "kl_per_dim.png"]
 
 
 def test_missing_or_empty_metrics_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="metrics.jsonl.*does not exist"):
+    with pytest.raises(DataError, match="nothing to plot: .*metrics.jsonl does not exist .* and no model given"):
         plot_run(tmp_path)
+    with pytest.raises(DataError, match=f"metrics.jsonl does not exist .* and {tmp_path} holds no model"):
+        plot_run(tmp_path, split="valid")  # as textvae plot asks
     (tmp_path / "metrics.jsonl").write_text("\n")
     with pytest.raises(DataError, match="empty"):
         plot_run(tmp_path)
@@ -99,7 +105,7 @@ def test_plot_without_matplotlib_exits_2_with_the_install_hint(tmp_path, capsys,
     assert "pip install 'textvae[plot]'" in err and "Traceback" not in err
 
 
-def test_the_figures_say_what_a_discrete_latent_and_a_language_model_have(tmp_path, monkeypatch, caplog):
+def test_the_figures_say_what_a_discrete_latent_and_a_language_model_have(tmp_path, monkeypatch):
     """A VQ model's latent_pca.png plots its one-hot codes but was titled 'posterior means'; for a language
     model the per-dimension KL was 'skipped: ... no model + split given' though both were."""
     import textvae.plot as plot
@@ -119,8 +125,47 @@ def test_the_figures_say_what_a_discrete_latent_and_a_language_model_have(tmp_pa
     plot_run(tmp_path / "run", tmp_path / "g", model=gaussian, split=tiny_split())
     assert titles["latent_pca.png"] == "posterior means of 30 sentences"
     write_metrics(tmp_path / "lm", z=0)  # an LM's validation records: kl_per_dim []
-    with caplog.at_level("WARNING", logger="textvae.plot"):
+    with pytest.warns(UserWarning) as caught:
         paths = plot_run(tmp_path / "lm", model=TextVAE(ModelConfig(**sizes, latent_dim=0)), split=tiny_split())
     assert [p.name for p in paths] == ["curves.png"]
-    assert "kl_per_dim.png skipped: " in caplog.text and "is a language model (latent_dim=0)" in caplog.text
-    assert "no model + split given" not in caplog.text
+    said = [str(w.message) for w in caught]
+    assert any(m.startswith("kl_per_dim.png skipped: ") and "is a language model (latent_dim=0)" in m for m in said)
+    assert not any("no model" in m for m in said)
+
+
+def _run_without_a_model(tiny_run, path):
+    """A run stopped before its first save: its config and log, no best/ or checkpoints/."""
+    path.mkdir()
+    for name in ("config.json", "metrics.jsonl"):
+        shutil.copy(tiny_run / name, path / name)
+    return path
+
+
+def test_plot_of_a_run_that_saved_no_model_draws_its_log_and_says_what_it_skipped(tiny_run, tmp_path, capsys):
+    """`textvae plot` on a run killed before its first save (or a folder of its logs) wrote curves.png,
+    then exited 2 on the model it could not load, leaving kl_per_dim.png out though the log has it."""
+    run = _run_without_a_model(tiny_run, tmp_path / "run")
+    out, err = cli(capsys, ["plot", "--run", run])
+    assert out.splitlines() == [str(run / "plots" / "curves.png"), str(run / "plots" / "kl_per_dim.png")]
+    assert all(p.read_bytes()[:8] == PNG for p in (run / "plots").iterdir())
+    assert f"textvae plot: warning: latent_pca.png skipped: {run} holds no model (no best/, checkpoints/" in err
+    assert "error" not in err
+    # the labels colour the PCA map alone: asked for it with no model, an error before anything is drawn
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\n")
+    expect_error(capsys, ["plot", "--run", run, "--labels", labels, "--out", tmp_path / "p"],
+                 "the labels colour latent_pca.png, which needs a model", f"{run} holds no model")
+    assert not (tmp_path / "p").exists()
+    # a model there but unreadable is still an error, not a figure skipped
+    shutil.copytree(tiny_run / "best", run / "best")
+    (run / "best" / "config.json").write_text("{")
+    expect_error(capsys, ["plot", "--run", run, "--out", tmp_path / "q"], "not valid JSON")
+
+
+def test_plot_of_a_model_directory_draws_the_model_figures_without_curves(tiny_run, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_run / "best", model_dir)
+    out, err = cli(capsys, ["plot", "--run", model_dir, "--out", tmp_path / "p"])
+    assert [Path(line).name for line in out.splitlines()] == ["kl_per_dim.png", "latent_pca.png"]
+    assert f"curves.png skipped: {model_dir / 'metrics.jsonl'} does not exist" in err
+

@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("plot", help="training curves, per-dimension KL, latent PCA map (PNG)")
-    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--run", required=True, help="run directory (one that saved no model yet: the figures of its "
+                   "log; a model directory: those of the model)")
     p.add_argument("--out", help="where to write PNGs (default: RUN/plots)")
     p.add_argument("--split", choices=("valid", "test"), default="valid", help="split for the PCA map")
     p.add_argument("--labels", help="file with one label per line of the split, to colour the PCA map")
@@ -467,6 +468,7 @@ def _cmd_plot(args) -> int:
     from .plot import plot_run
 
     labels = read_labels(args.labels) if args.labels else None
+    # the figures the run's files allow (a run that saved no model: those of its log), each skipped one a warning
     for path in plot_run(args.run, args.out, split=args.split, labels=labels):
         print(path)
     return 0

@@ -13,15 +13,13 @@ without it (``pip install --no-deps``) gets an error naming the fix, not an Impo
 """
 
 import json
-import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import DataError, TextVAEError
-
-log = logging.getLogger(__name__)
+from .errors import CheckpointError, DataError, TextVAEError
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -237,32 +235,65 @@ def _load_split(run_dir: Path, model, name: str):
     return model_split(model, name, data=data)
 
 
-def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list[Path]:
-    """Write the figures of a training run; returns the paths written.
+def _saved_model(run: Path):
+    """(the model saved in ``run``, None) or, when it holds none (a run stopped before its first save,
+    a folder of logs only), (None, why): a model that is there but cannot be read is an error."""
+    from .model import TextVAE, resolve_model_dir
 
-    ``curves.png`` from ``run_dir/metrics.jsonl`` (a DataError when it is missing or empty).
-    ``kl_per_dim.png`` from the model on ``split`` when both are available, else from the last
-    validation record. ``latent_pca.png`` needs a model with a latent space and a split: the
-    posterior means, coloured by ``labels`` (one per example; default: the split's own labels)
-    or else by sentence length. ``split`` is an encoded split, or the name of a split of the
-    run's corpus ("valid", "test"); ``model`` defaults to the run's best model when a split is
-    given. ``out_dir`` defaults to ``run_dir/plots``.
+    try:
+        resolve_model_dir(run)
+    except CheckpointError:
+        return None, (f"{run} holds no model (no best/, checkpoints/ or model.safetensors: a run saves one at its "
+                      f"first validation)")
+    return TextVAE.from_pretrained(run), None
+
+
+def _skipped(name: str, why: str) -> None:
+    warnings.warn(f"{name} skipped: {why}", UserWarning, stacklevel=3)
+
+
+def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list[Path]:
+    """Write the figures of a training run that its files allow; returns the paths written, and
+    warns (UserWarning) of each figure skipped and why.
+
+    ``curves.png`` from ``run_dir/metrics.jsonl`` (skipped when there is none, as in a model
+    directory; an empty or damaged log is a DataError). ``kl_per_dim.png`` from the model on
+    ``split`` when both are available, else from the last validation record. ``latent_pca.png``
+    needs a model with a latent space and a split: the posterior means, coloured by ``labels``
+    (one per example; default: the split's own labels) or else by sentence length. ``split`` is an encoded split, or
+    the name of a split of the run's corpus ("valid", "test"); ``model`` defaults to the run's best
+    model when a split is given, and a run without one gets the figures of its log alone. A
+    DataError when nothing can be drawn, or when labels are given and there is no model to colour.
+    ``out_dir`` defaults to ``run_dir/plots``.
     """
     from .metrics import posterior_parameters, validate
 
     require_matplotlib()
     run = Path(run_dir)
-    records = read_metrics(run)
+    logged = (run / "metrics.jsonl").is_file()
+    records = read_metrics(run) if logged else []  # an empty or damaged log is an error, not a skip
+    no_model = None if model is not None else "no model given"
+    if split is not None and model is None:
+        model, no_model = _saved_model(run)
+    if model is None and labels is not None:
+        raise DataError(f"the labels colour latent_pca.png, which needs a model, but {no_model}; leave the "
+                        f"labels out to draw the figures of the run's log")
+    if not logged and (model is None or split is None or model.is_lm):
+        why = (no_model if model is None else "no split given" if split is None
+               else f"{run} is a language model (latent_dim=0), it has no latent to draw")
+        raise DataError(f"nothing to plot: {run / 'metrics.jsonl'} does not exist (textvae train --out DIR writes "
+                        f"DIR/metrics.jsonl) and {why}; pass the directory of a training run")
+    if isinstance(split, str) and model is not None:
+        split = _load_split(run, model, split)
+    elif model is None:
+        split = None  # a split name with no model to encode it: the figures of the log only
     out = Path(out_dir) if out_dir is not None else run / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    written = [plot_curves(records, out / "curves.png")]
-
-    if split is not None and model is None:
-        from .model import TextVAE
-
-        model = TextVAE.from_pretrained(run)
-    if isinstance(split, str):
-        split = _load_split(run, model, split)
+    written = []
+    if logged:
+        written.append(plot_curves(records, out / "curves.png"))
+    else:
+        _skipped("curves.png", f"{run / 'metrics.jsonl'} does not exist: {run} is not a training run's directory")
 
     kl_source = None
     discrete = model is not None and split is not None and not model.is_lm and model.latent.discrete
@@ -282,9 +313,10 @@ def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list
     elif kl_source:
         written.append(plot_kl_per_dim(kl_source[0], out / "kl_per_dim.png", kl_source[1]))
     elif model is not None and model.is_lm:
-        log.warning("kl_per_dim.png skipped: %s is a language model (latent_dim=0), it has no latent", run)
+        _skipped("kl_per_dim.png", f"{run} is a language model (latent_dim=0), it has no latent")
     else:
-        log.warning("kl_per_dim.png skipped: no per-dimension KL in %s and no model + split given", run)
+        _skipped("kl_per_dim.png", f"no per-dimension KL in {run / 'metrics.jsonl'} and "
+                                   f"{no_model or 'no split given'}")
 
     if model is not None and split is not None and not model.is_lm:
         if labels is None:
@@ -297,5 +329,7 @@ def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list
         written.append(plot_latent_pca(mu, out / "latent_pca.png", lengths=np.asarray(split.lengths),
                                        labels=labels, what=what))
     else:
-        log.warning("latent_pca.png skipped: it needs a model with a latent space and a split")
+        _skipped("latent_pca.png", no_model if model is None else
+                 f"{run} is a language model (latent_dim=0), it has no latent" if model.is_lm else
+                 "it needs a split to encode")
     return written
