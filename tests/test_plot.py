@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import cli, expect_error
+from helpers import cli, expect_error, write_lines
 from textvae.config import ModelConfig
 from textvae.data import EncodedSplit
 from textvae.errors import DataError
@@ -169,3 +169,31 @@ def test_plot_of_a_model_directory_draws_the_model_figures_without_curves(tiny_r
     assert [Path(line).name for line in out.splitlines()] == ["kl_per_dim.png", "latent_pca.png"]
     assert f"curves.png skipped: {model_dir / 'metrics.jsonl'} does not exist" in err
 
+
+def test_plot_labels_of_blank_lines_are_dropped_with_them_as_probe_does(tiny_run, tmp_path, capsys, monkeypatch):
+    """A labels file with one label per line of a split's text file that has blank lines: probe --labels
+    drops the blank lines' labels with them; plot --labels counted 12 labels for 11 examples and refused."""
+    import textvae.plot as plot
+
+    texts = [f"the {w} sat on a mat ." for w in ("cat", "dog", "man", "boy", "cat", "dog",
+                                                   "man", "boy", "cat", "dog", "man")]
+    tags = ["pets", "pets", "people", "people"] * 3
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("train", "valid", "test"):
+        write_lines(corpus / f"{name}.txt", texts[:4] + [""] + texts[4:])  # line 5 is blank ...
+    write_lines(tmp_path / "tags.txt", tags[:4] + ["-"] + tags[4:11])  # ... and so is its label's line
+    model = TextVAE.from_pretrained(tiny_run)
+    run = tmp_path / "run"
+    model.save_pretrained(run / "best", extra={**model.extra_config,
+                                               "data": {**model.extra_config["data"], "data_dir": str(corpus)}})
+    shutil.copy(tiny_run / "metrics.jsonl", run / "metrics.jsonl")
+    drawn = {}
+    monkeypatch.setattr(plot, "plot_latent_pca", lambda mu, path, lengths=None, labels=None, what="":
+                        drawn.update(n=len(mu), labels=labels) or path)
+    cli(capsys, ["plot", "--run", run, "--labels", tmp_path / "tags.txt"])
+    assert drawn == {"n": 11, "labels": tags[:11]}
+    # the same file, read by probe: the same labels for the same examples
+    from textvae.metrics import model_split
+
+    assert model_split(model, "valid", data_dir=str(corpus), labels_file=tmp_path / "tags.txt").labels == tags[:11]

@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "log; a model directory: those of the model)")
     p.add_argument("--out", help="where to write PNGs (default: RUN/plots)")
     p.add_argument("--split", choices=("valid", "test"), default="valid", help="split for the PCA map")
-    p.add_argument("--labels", help="file with one label per line of the split, to colour the PCA map")
+    p.add_argument("--labels", help="file with one label per line of the split, to colour the PCA map (read as "
+                   "probe --labels reads it; default: the corpus's own labels)")
 
     p = sub.add_parser("probe", help="logistic regression on posterior means vs bag-of-words, N labelled examples")
     p.add_argument("--model", required=True, help="run directory (its best model) or model directory")
@@ -464,12 +465,10 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_plot(args) -> int:
-    from .metrics import read_labels
     from .plot import plot_run
 
-    labels = read_labels(args.labels) if args.labels else None
     # the figures the run's files allow (a run that saved no model: those of its log), each skipped one a warning
-    for path in plot_run(args.run, args.out, split=args.split, labels=labels):
+    for path in plot_run(args.run, args.out, split=args.split, labels_file=args.labels):
         print(path)
     return 0
 

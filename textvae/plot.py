@@ -219,9 +219,10 @@ def plot_traversal(lines: dict[int, list[str]], values: list[float], path: Path,
     return _save(fig, path)
 
 
-def _load_split(run_dir: Path, model, name: str):
-    """``name`` ("valid", "test", ...) of the run's corpus (:func:`textvae.metrics.model_split`); the
-    corpus is the model's saved ``data`` section or else the run's config.json."""
+def _load_split(run_dir: Path, model, name: str, labels_file=None):
+    """``name`` ("valid", "test", ...) of the run's corpus (:func:`textvae.metrics.model_split`, which
+    also reads ``labels_file`` as ``textvae probe --labels`` does); the corpus is the model's saved
+    ``data`` section or else the run's config.json."""
     from .config import Config
     from .metrics import model_split
 
@@ -232,7 +233,7 @@ def _load_split(run_dir: Path, model, name: str):
                             f"config.json nor {run_dir / 'config.json'}); pass an encoded split instead")
         data = Config.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")),
                                 str(run_dir / "config.json")).data
-    return model_split(model, name, data=data)
+    return model_split(model, name, data=data, labels_file=labels_file)
 
 
 def _saved_model(run: Path):
@@ -252,7 +253,7 @@ def _skipped(name: str, why: str) -> None:
     warnings.warn(f"{name} skipped: {why}", UserWarning, stacklevel=3)
 
 
-def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list[Path]:
+def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None, labels_file=None) -> list[Path]:
     """Write the figures of a training run that its files allow; returns the paths written, and
     warns (UserWarning) of each figure skipped and why.
 
@@ -260,7 +261,9 @@ def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list
     directory; an empty or damaged log is a DataError). ``kl_per_dim.png`` from the model on
     ``split`` when both are available, else from the last validation record. ``latent_pca.png``
     needs a model with a latent space and a split: the posterior means, coloured by ``labels``
-    (one per example; default: the split's own labels) or else by sentence length. ``split`` is an encoded split, or
+    (one per example) or ``labels_file`` (one per line of the split's text file, blank lines'
+    labels dropped with them: :func:`textvae.metrics.model_split`; ``split`` must then be a name),
+    by default the split's own labels, else by sentence length. ``split`` is an encoded split, or
     the name of a split of the run's corpus ("valid", "test"); ``model`` defaults to the run's best
     model when a split is given, and a run without one gets the figures of its log alone. A
     DataError when nothing can be drawn, or when labels are given and there is no model to colour.
@@ -270,12 +273,15 @@ def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list
 
     require_matplotlib()
     run = Path(run_dir)
+    if labels_file is not None and not isinstance(split, str):
+        raise TextVAEError("labels_file is read against a split of the run's corpus: give split as its name "
+                           "(\"valid\", \"test\"), or give labels, one per example of an encoded split")
     logged = (run / "metrics.jsonl").is_file()
     records = read_metrics(run) if logged else []  # an empty or damaged log is an error, not a skip
     no_model = None if model is not None else "no model given"
     if split is not None and model is None:
         model, no_model = _saved_model(run)
-    if model is None and labels is not None:
+    if model is None and (labels is not None or labels_file is not None):
         raise DataError(f"the labels colour latent_pca.png, which needs a model, but {no_model}; leave the "
                         f"labels out to draw the figures of the run's log")
     if not logged and (model is None or split is None or model.is_lm):
@@ -284,7 +290,7 @@ def plot_run(run_dir, out_dir=None, model=None, split=None, labels=None) -> list
         raise DataError(f"nothing to plot: {run / 'metrics.jsonl'} does not exist (textvae train --out DIR writes "
                         f"DIR/metrics.jsonl) and {why}; pass the directory of a training run")
     if isinstance(split, str) and model is not None:
-        split = _load_split(run, model, split)
+        split = _load_split(run, model, split, labels_file)
     elif model is None:
         split = None  # a split name with no model to encode it: the figures of the log only
     out = Path(out_dir) if out_dir is not None else run / "plots"
