@@ -439,3 +439,12 @@ def test_a_string_api_call_that_fails_keeps_the_training_flag():
         with pytest.raises(ValueError, match="empty after tokenisation"):
             call()
         assert model.training  # not left in eval mode: training would go on without dropout
+
+
+def test_a_run_killed_before_its_first_save_is_named_as_such_not_as_a_model_missing_its_weights(tmp_path, capsys):
+    # a run directory holds config.json and metrics.jsonl from its start; best/ and checkpoints/ come later
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("")
+    expect_error(capsys, ["sample", "--model", run], "has saved no model yet", "--resume")

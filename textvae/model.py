@@ -635,6 +635,10 @@ def resolve_model_dir(path: str | Path) -> Path:
     ckpts = sorted((d / "checkpoints").glob("step-*[0-9]")) if (d / "checkpoints").is_dir() else []
     if ckpts:
         return ckpts[-1]
+    if (d / "metrics.jsonl").is_file():  # a run directory (textvae train --out d) killed before its first save
+        raise CheckpointError(f"{d} is a run directory that has saved no model yet (no best/ or checkpoints/): it "
+                              f"stopped before its first checkpoint; run its training command again with --resume "
+                              f"(textvae train ... --out {d} --resume) to train it from the start")
     if (d / CONFIG_FILE).is_file():
         raise CheckpointError(f"{d / WEIGHTS_FILE} is missing: {d} has a {CONFIG_FILE} but no weights; copy the "
                               f"weights file from the model it came with, or re-save the model")
