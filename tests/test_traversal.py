@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from helpers import TINY, cli, expect_error
+from textvae.cli import main
 from textvae.errors import TextVAEError
 from textvae.latents import GaussianLatent
 from textvae.latents.base import Latent
@@ -152,3 +153,30 @@ def test_traverse_plot_draws_the_sweep_and_the_intervention_effect(tiny_run, cap
                             "--bases", "3", "--plot", png])
     assert "dim 0" in out and f"drew {png}" in err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_factor_classifiers_read_the_text_as_the_model_writes_it(tmp_path, one_thread, monkeypatch):
+    """A corpus written with capitals and punctuation attached, a model that lowercases and splits punctuation
+    off: its decodings read 'the weather is good today .', never 'The weather is GOOD today.'. Classifiers
+    trained on the corpus's raw words saw neither 'good' nor 'bad' and called every decoding the same,
+    so a dimension that decides the sentiment showed an effect of 0; they read the model's tokens now."""
+    from helpers import write_corpus, write_lines
+    from textvae.model import TextVAE
+    from textvae.traversal import factor_intervention
+
+    texts = ["The weather is GOOD today.", "The weather is BAD today."] * 10
+    write_corpus(tmp_path / "c", {s: texts for s in ("train", "valid", "test")})
+    for s in ("train", "test"):
+        write_lines(tmp_path / "c" / f"{s}.sentiment.labels.txt", ["pos", "neg"] * 10)
+    run = tmp_path / "r"
+    assert main(["train", *TINY, "--data", str(tmp_path / "c"), "--out", str(run), "train.max_steps=2",
+                 "tokenizer.lowercase=true", "tokenizer.pretokenize=punctuation"]) == 0
+    model = TextVAE.from_pretrained(run)
+    written = model.tokenizer.decode(model.tokenizer.encode(texts[0]))
+    assert written == "the weather is good today ."  # what the model's decoder can write
+    monkeypatch.setattr(model, "decode", lambda codes, sample=None, label=None: [
+        ("the weather is good today ." if z[0] > 0 else "the weather is bad today .") for z in codes])
+    r = factor_intervention(model, [0, 1], [-2.0, -1.0, 1.0, 2.0], bases=6)
+    assert r["classifier_accuracy"] == {"sentiment": 1.0}
+    assert r["intervention_effect"][0]["sentiment"] == pytest.approx(0.5)  # half of each sweep crosses 0
+    assert r["intervention_effect"][1]["sentiment"] == 0.0

@@ -6,7 +6,8 @@ The data flow::
     parse_values("-3:3:7"), parse_dims("0,3", Z)    the sweep and the dimensions, checked
     traverse(model, code, dims, values)             {dim: [decoded sentence per value]}
     FactorClassifier.fit(texts, factors)            one bag-of-n-grams classifier per factor,
-                                                    trained on real labelled text
+                                                    trained on real labelled text, read in
+                                                    the model's tokens
     intervention_effect(model, codes, ...)          {dim: {factor: share of swept decodings whose
                                                     predicted factor differs from the unswept one}}
     factor_intervention(model, dims, values)        the two above on the model's own labelled
@@ -97,14 +98,20 @@ def traverse(model, code: torch.Tensor, dims: list[int], values: list[float], sa
 
 class FactorClassifier:
     """One classifier per factor that reads the factor off a sentence's text: logistic regression
-    on word unigram and bigram counts (scikit-learn), trained on real labelled sentences.
+    on token unigram and bigram counts (scikit-learn), trained on real labelled sentences.
+
+    ``tokenize`` (text -> list of tokens; default: split at whitespace) is how texts are cut into
+    tokens, for training, scoring and prediction alike. To judge a model's decodings, use
+    :func:`model_tokens`: real sentences are then read as the model would write them (lowercased,
+    punctuation split off, unknown words as ``<unk>``, characters), the form its decodings have.
 
     ``accuracy`` holds each factor's held-out accuracy once :meth:`score` has run, so a reader
     knows how far to trust what it sees in decoded sentences.
     """
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, tokenize=None):
         self.seed = seed
+        self.tokenize = tokenize
         self.models: dict = {}
         self.accuracy: dict[str, float] = {}
 
@@ -118,8 +125,10 @@ class FactorClassifier:
                 raise TextVAEError(f"factor {name!r} has {len(labels)} labels for {len(texts)} sentences")
             if len(set(labels)) < 2:
                 raise TextVAEError(f"factor {name!r} has a single value ({labels[0]!r}); nothing to classify")
+            tokens = ({"token_pattern": r"\S+"} if self.tokenize is None
+                      else {"tokenizer": self.tokenize, "token_pattern": None})
             self.models[name] = make_pipeline(
-                CountVectorizer(token_pattern=r"\S+", ngram_range=(1, 2), lowercase=False),
+                CountVectorizer(**tokens, ngram_range=(1, 2), lowercase=False),
                 LogisticRegression(max_iter=2000, random_state=self.seed)).fit(texts, labels)
         return self
 
@@ -131,6 +140,13 @@ class FactorClassifier:
         pred = self.predict(texts)
         self.accuracy = {name: float(np.mean(pred[name] == np.asarray(factors[name]))) for name in self.models}
         return self.accuracy
+
+
+def model_tokens(model):
+    """text -> the model tokenizer's tokens of it (``<unk>`` for an unknown word): a
+    :class:`FactorClassifier`'s ``tokenize`` that reads real sentences as the model writes them."""
+    tokenizer = model.tokenizer
+    return lambda text: [tokenizer.id_to_token(i) for i in tokenizer.encode(text)]
 
 
 @torch.no_grad()
@@ -163,7 +179,8 @@ def _decode(model, codes: torch.Tensor, sample, batch_size: int, labels: list[st
 def factor_intervention(model, dims: list[int], values: list[float], sample=None, *, data_dir: str | None = None,
                         bases: int = 50, seed: int = 0) -> dict:
     """The intervention effect on the model's corpus: one :class:`FactorClassifier` per factor trained
-    on the labelled train split, scored on the test split, and :func:`intervention_effect` over the
+    on the labelled train split, scored on the test split (both read in the model's tokens,
+    :func:`model_tokens`, the form of its decodings), and :func:`intervention_effect` over the
     codes of ``bases`` test sentences picked at random (``seed``). ``data_dir``: the corpus when it is
     not where the model was trained. A conditional model encodes each base sentence, and decodes its
     sweeps, with the sentence's own label. Returns ``intervention_effect``, ``classifier_accuracy``,
@@ -185,7 +202,9 @@ def factor_intervention(model, dims: list[int], values: list[float], sample=None
                            f"{', '.join(map(repr, missing))}, which the train split has; add them ({files} beside "
                            f"the test text file, or the same data.factor_fields columns in the test file)")
     splits = load_splits(data, ("train", "test"))
-    clf = FactorClassifier(seed).fit(splits["train"]["text"], train_factors)
+    # the classifiers read the corpus as the model writes it (lowercased, punctuation split off, <unk>): read
+    # as written ("The weather is GOOD today."), they would never see a word of a decoding ("... good today .")
+    clf = FactorClassifier(seed, tokenize=model_tokens(model)).fit(splits["train"]["text"], train_factors)
     test = splits["test"]["text"]
     accuracy = clf.score(test, test_factors)
     pick = np.random.default_rng(seed).permutation(len(test))[:bases]
