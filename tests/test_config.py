@@ -256,3 +256,27 @@ def test_a_floor_above_the_learning_rate_is_refused():
     with pytest.raises(ConfigError, match=r"train.min_lr=0.01 is above train.lr=0.001"):
         load_config(preset="tiny", overrides=["train.lr=0.001", "train.min_lr=0.01"])
     assert load_config(preset="tiny", overrides=["train.lr=0.001", "train.min_lr=0.001"]).train.min_lr == 0.001
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
+    # PyYAML and json keep the last of two equal keys: a second `train:` section silently dropped the
+    # first (its lr here), and `lr` twice kept whichever came last
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.5\nmodel:\n  latent_dim: 8\ntrain:\n  max_steps: 3\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: invalid YAML at line 5, column 1: key 'train' is given twice "
+                                          r"in one mapping \(first at line 1\)"):
+        load_config(config_file=str(path))
+    path.write_text("train:\n  lr: 0.5\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"line 3, column 3: key 'lr' is given twice"):
+        load_config(config_file=str(path))
+    path = tmp_path / "c.json"
+    path.write_text('{"train": {"lr": 0.5, "lr": 0.1}}')
+    with pytest.raises(ConfigError, match=r"c.json: invalid JSON: key 'lr' is given twice in one object"):
+        load_config(config_file=str(path))
+    with pytest.raises(ConfigError, match=r"override 'model.id2label=\{0: a, 0: b\}': key 0 is given twice"):
+        load_config(overrides=["model.id2label={0: a, 0: b}"])
+    # a << merge's keys may still be overridden, as YAML intends
+    path = tmp_path / "merge.yaml"
+    path.write_text("train:\n  <<: {lr: 0.5, max_steps: 3}\n  lr: 0.2\n")
+    cfg = load_config(config_file=str(path))
+    assert (cfg.train.lr, cfg.train.max_steps) == (0.2, 3)

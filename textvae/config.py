@@ -664,6 +664,59 @@ def list_presets() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("textvae.presets").iterdir() if p.name.endswith(".yaml"))
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A YAML mapping names one key twice."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no object tags, nothing executed) that refuses a key given twice in one
+    mapping, where PyYAML keeps the last silently (a second ``train:`` section would drop the first).
+    Keys brought in by a ``<<`` merge may be overridden, as YAML intends."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not key_node.start_mark:
+                    raise DuplicateKeyError(
+                        None, None, f"key {key!r} is given twice in one mapping (first at line {first.line + 1}); "
+                        f"keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str):
+    """``text`` parsed as YAML by :class:`UniqueKeyLoader`."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """Where and what a YAML error is, in one line: "at line 3, column 1: found character ..."."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(e, "problem", None) or str(e)
+    return f"{where}: {problem}"
+
+
+class _DuplicateJSONKey(Exception):
+    pass
+
+
+def _unique_json_object(pairs: list) -> dict:
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateJSONKey(k)
+        out[k] = v
+    return out
+
+
 def _read_mapping(path: Path, source: str) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
@@ -673,15 +726,15 @@ def _read_mapping(path: Path, source: str) -> dict:
         raise ConfigError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
         if path.suffix == ".json":
-            d = json.loads(text)
+            d = json.loads(text, object_pairs_hook=_unique_json_object)
         else:
-            d = yaml.safe_load(text)  # safe_load: no object tags, nothing executed
+            d = load_yaml(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{source}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except _DuplicateJSONKey as e:
+        raise ConfigError(f"{source}: invalid JSON: key {e.args[0]!r} is given twice in one object; keep one") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{source}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+        raise ConfigError(f"{source}: invalid YAML{yaml_problem(e)}") from None
     if d is None:  # an empty file
         return {}
     if not isinstance(d, dict):
@@ -745,7 +798,10 @@ def parse_overrides(items: list[str]) -> dict:
             problems.append(f"override {item!r} is not of the form section.key=value (e.g. train.max_steps=300)")
             continue
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = load_yaml(raw) if raw != "" else ""
+        except DuplicateKeyError as e:  # {a: 1, a: 2}: say so, rather than take the text as a string
+            problems.append(f"override {item!r}: {e.problem}")
+            continue
         except yaml.YAMLError:
             value = raw
         node = out
