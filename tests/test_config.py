@@ -280,3 +280,12 @@ def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
     path.write_text("train:\n  <<: {lr: 0.5, max_steps: 3}\n  lr: 0.2\n")
     cfg = load_config(config_file=str(path))
     assert (cfg.train.lr, cfg.train.max_steps) == (0.2, 3)
+
+
+def test_a_config_file_saved_with_a_byte_order_mark_loads(tmp_path):
+    # Windows editors save UTF-8 with a BOM; PyYAML skipped it but json refused the file
+    # ("Unexpected UTF-8 BOM (decode using utf-8-sig)")
+    for name, text in (("c.json", '{"train": {"lr": 0.5}}'), ("c.yaml", "train:\n  lr: 0.5\n")):
+        path = tmp_path / name
+        path.write_text("\ufeff" + text, encoding="utf-8")
+        assert load_config(config_file=str(path)).train.lr == 0.5

@@ -724,6 +724,7 @@ def _read_mapping(path: Path, source: str) -> dict:
         raise ConfigError(f"config file {path} does not exist") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark (Notepad writes one): not part of the JSON or YAML
     try:
         if path.suffix == ".json":
             d = json.loads(text, object_pairs_hook=_unique_json_object)
