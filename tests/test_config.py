@@ -289,3 +289,13 @@ def test_a_config_file_saved_with_a_byte_order_mark_loads(tmp_path):
         path = tmp_path / name
         path.write_text("\ufeff" + text, encoding="utf-8")
         assert load_config(config_file=str(path)).train.lr == 0.5
+
+
+def test_a_tab_in_a_yaml_config_file_is_named_with_its_fix(tmp_path):
+    # PyYAML's "found character '\t' that cannot start any token" does not say what to do
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n\tlr: 0.5\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: invalid YAML at line 2, column 1: found character '\\t' that "
+                                          r"cannot start any token \(a tab: YAML files need spaces there; replace "
+                                          r"the tabs with spaces\)"):
+        load_config(config_file=str(path))

@@ -701,6 +701,8 @@ def yaml_problem(e: yaml.YAMLError) -> str:
     mark = getattr(e, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     problem = getattr(e, "problem", None) or str(e)
+    if "'\\t'" in problem:  # PyYAML: "found character '\\t' that cannot start any token"
+        problem += " (a tab: YAML files need spaces there; replace the tabs with spaces)"
     return f"{where}: {problem}"
 
 
