@@ -299,3 +299,15 @@ def test_a_tab_in_a_yaml_config_file_is_named_with_its_fix(tmp_path):
                                           r"cannot start any token \(a tab: YAML files need spaces there; replace "
                                           r"the tabs with spaces\)"):
         load_config(config_file=str(path))
+
+
+def test_a_key_that_is_not_a_string_is_an_unknown_key_not_a_traceback(tmp_path):
+    # YAML reads `1:` or `~:` as a number or null key: the unknown-key message concatenated it to a str
+    # and stopped with a bare "TypeError: can only concatenate str (not "int") to str"
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  1: 0.5\n  ~: 2\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'train.1', 'train.None'; valid keys in train:"):
+        load_config(config_file=str(path))
+    path.write_text("3: {lr: 1}\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) '3'; valid keys: data, model"):
+        load_config(config_file=str(path))

@@ -621,7 +621,7 @@ def _build(cls, d: dict, source: str, prefix: str, problems: list[str] | None = 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in d if k not in names and not (cls is Config and k in HEADER_KEYS)]
     if unknown:
-        problems.append(f"{source}: unknown key(s) {', '.join(repr(prefix + k) for k in unknown)}; valid keys"
+        problems.append(f"{source}: unknown key(s) {', '.join(repr(prefix + str(k)) for k in unknown)}; valid keys"
                         f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(names))}")
     if cls is Config and read_format_version(d, source) > FORMAT_VERSION:
         raise ConfigError(f"{source}: format_version {d['format_version']} is newer than this textvae "
