@@ -311,3 +311,12 @@ def test_a_key_that_is_not_a_string_is_an_unknown_key_not_a_traceback(tmp_path):
     path.write_text("3: {lr: 1}\n")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) '3'; valid keys: data, model"):
         load_config(config_file=str(path))
+
+
+def test_a_cuda_device_needs_a_device_number():
+    # anything after "cuda:" was accepted: on a GPU machine torch.device then stopped the run with a bare
+    # "RuntimeError: Invalid device string: 'cuda:x'", on a CPU one the error said CUDA was not available
+    for device in ("cuda:x", "cuda:", "cuda:-1", "cuda:0 ", "cuda:01"):
+        with pytest.raises(ConfigError, match=rf"train.device='{device}' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'"):
+            load_config(preset="tiny", overrides=[f"train.device='{device}'"])
+    assert load_config(preset="tiny", overrides=["train.device=cuda:1"]).train.device == "cuda:1"

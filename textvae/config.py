@@ -14,6 +14,7 @@ Unknown keys and wrong types are errors that list every problem at once.
 import dataclasses
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -428,7 +429,7 @@ class TrainConfig:
                      f"rate to it; make it at most train.lr")
         if not 0.0 < self.lr_decay <= 1.0:
             p.append(f"train.lr_decay={self.lr_decay!r} must be in (0, 1]")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:(0|[1-9][0-9]*)", self.device)):
             p.append(f"train.device={self.device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'")
 
 
