@@ -22,6 +22,22 @@ def test_values_parse_ranges_and_lists():
             parse_values(bad)
 
 
+def test_values_refuse_a_count_too_large_to_decode_and_infinite_ends_without_a_warning():
+    """A typo such as -3:3:100000000000 tried to allocate 745 GiB (a bare numpy MemoryError) before
+    anything was decoded; 1e400:2:3 printed numpy's 'invalid value encountered' before the error."""
+    import warnings
+
+    with pytest.raises(TextVAEError, match=r"COUNT must be at least 2 and at most 1000 \(got 100000000000\)"):
+        parse_values("-3:3:100000000000")
+    with pytest.raises(TextVAEError, match="at most 1000 values"):
+        parse_values(",".join(["0"] * 1001))
+    assert len(parse_values("-3:3:1000")) == 1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TextVAEError, match="finite"):
+            parse_values("1e400:2:3")
+
+
 def test_dims_parse_and_range_errors_name_the_dimension():
     assert parse_dims("all", 3) == [0, 1, 2] and parse_dims("2,0", 3) == [2, 0]
     assert parse_dims("0,2,0", 3) == [0, 2]  # swept and printed once

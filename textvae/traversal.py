@@ -31,23 +31,33 @@ import torch
 from .errors import TextVAEError
 
 
+MAX_VALUES = 1000  # values of one sweep: each is a decoded sentence per dimension (and per base with --factors)
+
+
 def parse_values(text: str) -> list[float]:
     """``"a:b:n"`` -> n evenly spaced values from a to b (endpoints included), or a comma list
-    ``"-2,0,2"``. A TextVAEError names the text and the expected form."""
+    ``"-2,0,2"``; 2 to :data:`MAX_VALUES` values (a list: at most that many). A TextVAEError names
+    the text and the expected form."""
     form = "give START:STOP:COUNT (e.g. -3:3:7) or a comma list (e.g. -2,0,2)"
+    finite = f"--values {text!r}: every value must be a finite number; {form}"
     try:
         if ":" in text:
             start, stop, count = text.split(":")
-            n = int(count)
-            if n < 2:
-                raise TextVAEError(f"--values {text!r}: COUNT must be at least 2 (got {n}); {form}")
-            values = np.linspace(float(start), float(stop), n).tolist()
+            n, ends = int(count), (float(start), float(stop))
+            if not 2 <= n <= MAX_VALUES:
+                raise TextVAEError(f"--values {text!r}: COUNT must be at least 2 and at most {MAX_VALUES} "
+                                   f"(got {n}); {form}")
+            if not all(np.isfinite(ends)):
+                raise TextVAEError(finite)
+            values = np.linspace(*ends, n).tolist()
         else:
             values = [float(v) for v in text.split(",")]
     except ValueError:
         raise TextVAEError(f"--values {text!r} is not a sweep; {form}") from None
+    if len(values) > MAX_VALUES:
+        raise TextVAEError(f"--values: {len(values)} values; a sweep takes at most {MAX_VALUES} values; {form}")
     if not values or not all(np.isfinite(values)):
-        raise TextVAEError(f"--values {text!r}: every value must be a finite number; {form}")
+        raise TextVAEError(finite)
     return values
 
 
