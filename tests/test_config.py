@@ -320,3 +320,13 @@ def test_a_cuda_device_needs_a_device_number():
         with pytest.raises(ConfigError, match=rf"train.device='{device}' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'"):
             load_config(preset="tiny", overrides=[f"train.device='{device}'"])
     assert load_config(preset="tiny", overrides=["train.device=cuda:1"]).train.device == "cuda:1"
+
+
+def test_a_hash_in_an_override_value_is_kept_not_read_as_a_comment():
+    # YAML reads " #" as the start of a comment: data.data_dir=/data/run #2 became '/data/run' (another
+    # folder, silently), data.text_field=#tweet became null ("expects str, got None")
+    cfg = load_config(overrides=["data.data_dir=/data/run #2", "data.text_field=#tweet", "data.label_field=a#b"])
+    assert (cfg.data.data_dir, cfg.data.text_field, cfg.data.label_field) == ("/data/run #2", "#tweet", "a#b")
+    with pytest.raises(ConfigError, match=r"key 'train.lr' expects float, got '0.1 # ten times'"):
+        load_config(overrides=["train.lr=0.1 # ten times"])
+    assert load_config(overrides=['data.data_dir="/data/run #2"']).data.data_dir == "/data/run #2"

@@ -792,8 +792,8 @@ def _mapping_defaults(overrides: dict, cls=None, defaults=None) -> dict:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["train.lr=0.01", "model.cell=gru"]`` -> nested dict; values parsed as YAML scalars.
-    Every malformed item is listed in one ConfigError."""
+    """``["train.lr=0.01", "model.cell=gru"]`` -> nested dict; values parsed as YAML scalars, except
+    that a ``#`` is part of the value, never a comment. Every malformed item is listed in one ConfigError."""
     out: dict = {}
     problems = []
     for item in items:
@@ -808,6 +808,9 @@ def parse_overrides(items: list[str]) -> dict:
             continue
         except yaml.YAMLError:
             value = raw
+        else:
+            if "#" in raw and _drops_a_comment(raw):  # a value is never a comment: /data/run #2 is the path
+                value = raw
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
@@ -820,6 +823,12 @@ def parse_overrides(items: list[str]) -> dict:
     if problems:
         _raise_gathered(problems, "overrides")
     return out
+
+
+def _drops_a_comment(raw: str) -> bool:
+    """Whether YAML reads part of ``raw`` as a comment: all of it (``#x``) or the end (``/a #b``)."""
+    node = yaml.compose(raw, Loader=UniqueKeyLoader)
+    return node is None or bool(raw[node.end_mark.index:].strip())
 
 
 OVERRIDES_ENV = "TEXTVAE_OVERRIDES"
