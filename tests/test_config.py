@@ -330,3 +330,15 @@ def test_a_hash_in_an_override_value_is_kept_not_read_as_a_comment():
     with pytest.raises(ConfigError, match=r"key 'train.lr' expects float, got '0.1 # ten times'"):
         load_config(overrides=["train.lr=0.1 # ten times"])
     assert load_config(overrides=['data.data_dir="/data/run #2"']).data.data_dir == "/data/run #2"
+
+
+def test_none_written_as_in_python_names_yamls_null():
+    # YAML reads None as the string 'None': "expects int, got 'None' (str)" said neither that the key
+    # takes null nor how to write it
+    with pytest.raises(ConfigError, match=r"key 'train.max_steps' expects int or null, got the string 'None'; "
+                                          r"YAML writes None as null \(or ~\): train.max_steps=null"):
+        load_config(overrides=["train.max_steps=None"])
+    with pytest.raises(ConfigError, match=r"key 'model.id2label' expects dict or null"):
+        load_config(overrides=["model.id2label=none"])
+    assert load_config(overrides=["train.max_steps=null"]).train.max_steps is None
+    assert load_config(overrides=["data.label_field=None"]).data.label_field == "None"  # a str may be 'None'

@@ -541,6 +541,9 @@ def _coerce(tp, value, key: str, source: str):
         if value is None and type(None) in args:
             return None
         candidates = [arg for arg in args if arg is not type(None)]
+        if value in ("None", "none") and str not in candidates:  # Python's spelling, a string to YAML
+            raise ConfigError(f"{source}: key {key!r} expects {' or '.join(map(_type_name, candidates))} or null, "
+                              f"got the string {value!r}; YAML writes None as null (or ~): {key}=null")
         for arg in candidates:
             try:
                 return _coerce(arg, value, key, source)
