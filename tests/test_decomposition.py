@@ -144,6 +144,20 @@ def test_posterior_queue_keeps_the_newest_and_round_trips():
         PosteriorQueue(0)
 
 
+def test_bad_arguments_are_errors_that_name_them():
+    """They were a bare KeyError: 'MWS', range()'s 'arg 3 must not be zero' and torch.cat's 'expected a
+    non-empty list of Tensors'."""
+    z = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="method 'MWS' is unknown; choose one of 'mws', 'mss'"):
+        minibatch_log_qz(z, (z, z), LATENT, 100, "MWS")
+    with pytest.raises(ValueError, match="chunk=0"):
+        kl_decomposition(z, z, LATENT, chunk=0)
+    with pytest.raises(ValueError, match=r"N >= 1 sentences; got \(0, 3\)"):
+        kl_decomposition(z[:0], z[:0], LATENT)
+    with pytest.raises(ValueError, match=r"same shape \(N, Z\).*got \(4, 3\) and \(4, 2\)"):
+        kl_decomposition(z, z[:, :2], LATENT)
+
+
 def test_a_reference_queue_needs_mws_and_room_in_the_data_set():
     z = torch.zeros(4, 3)
     with pytest.raises(ValueError, match="mws"):

@@ -72,6 +72,9 @@ def minibatch_log_qz(z: torch.Tensor, params: tuple[torch.Tensor, ...], latent, 
     through ``latent.log_q_pairs``, O(B K) memory. The per-dimension marginals use the batch and the
     newest ``marginal_reference`` of the K (at most K): they need a (B, B + M, Z) tensor, and a 1-D
     density is covered by far fewer points than a Z-dimensional one."""
+    if method not in LOG_WEIGHTS:
+        raise ValueError(f"minibatch_log_qz method {method!r} is unknown; choose one of "
+                         f"{', '.join(map(repr, LOG_WEIGHTS))} (objective.tc_estimator)")
     b, k = z.size(0), 0 if reference is None else reference[0].size(0)
     if b < 2 or dataset_size < b + k:
         raise ValueError(f"minibatch_log_qz needs 2 <= batch size ({b}) and batch size + reference ({k}) "
@@ -145,6 +148,11 @@ def kl_decomposition(mu: torch.Tensor, logvar: torch.Tensor, latent, generator: 
     log-density terms: seconds on a GPU, minutes on a CPU; subsample big splits.
     ``latent`` provides ``log_q_per_dim``, ``log_prior`` and ``kl``; ``generator`` the sample noise.
     """
+    if mu.dim() != 2 or mu.shape != logvar.shape or mu.size(0) == 0:
+        raise ValueError(f"kl_decomposition needs posterior means and log-variances of the same shape (N, Z) "
+                         f"with N >= 1 sentences; got {tuple(mu.shape)} and {tuple(logvar.shape)}")
+    if chunk < 1:
+        raise ValueError(f"kl_decomposition chunk={chunk}: the samples scored at a time must be at least 1")
     with torch.no_grad():
         n = mu.size(0)
         eps = torch.randn(mu.shape, generator=generator).to(mu)
