@@ -85,6 +85,22 @@ def test_intervention_effect_finds_the_dimension_that_moves_the_factor():
     assert effect[1]["noise"] == 0.0
 
 
+def test_a_negative_or_out_of_range_dimension_is_refused_not_counted_from_the_end():
+    """traverse(model, code, [-1], values) swept the last dimension and returned it as dimension -1 (and
+    intervention_effect reported an effect of 'dimension -1'); 2 was a bare IndexError."""
+    from textvae.traversal import traverse
+
+    clf = FactorClassifier().fit(["it is good .", "it is bad ."] * 5, {"sentiment": ["pos", "neg"] * 5})
+    code = torch.tensor([0.5, 0.0])
+    assert traverse(_SignModel(), code, [0], [-1.0, 1.0]) == {0: ["it is bad .", "it is good ."]}
+    for bad in (-1, 2, 0.0):
+        with pytest.raises(TextVAEError, match=f"dimension {bad!r} is not a dimension of the code: give indices "
+                                               r"from 0 to 1 \(the code has 2 dimensions\)"):
+            traverse(_SignModel(), code, [bad], [-1.0, 1.0])
+        with pytest.raises(TextVAEError, match=f"dimension {bad!r} is not"):
+            intervention_effect(_SignModel(), code.unsqueeze(0), [0, bad], [-1.0, 1.0], clf)
+
+
 def test_factor_classifier_refuses_a_single_valued_factor():
     with pytest.raises(TextVAEError, match="single value"):
         FactorClassifier().fit(["a", "b"], {"tense": ["past", "past"]})

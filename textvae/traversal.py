@@ -81,6 +81,15 @@ def parse_dims(text: str, latent_dim: int) -> list[int]:
     return dims
 
 
+def _check_dims(dims: list[int], code_dim: int) -> None:
+    """Each dimension an index in [0, code_dim): a negative one would sweep a dimension counted from the
+    end under its own (negative) name."""
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d < code_dim:
+            raise TextVAEError(f"dimension {d!r} is not a dimension of the code: give indices from 0 to "
+                               f"{code_dim - 1} (the code has {code_dim} dimensions)")
+
+
 def base_code(model, sentence: str | None = None, label: str | None = None) -> torch.Tensor:
     """The code a traversal starts from, (Z,): the sentence's posterior point code, or without
     a sentence the prior's centre."""
@@ -100,6 +109,7 @@ def traverse(model, code: torch.Tensor, dims: list[int], values: list[float], sa
     decoding unless ``sample`` says otherwise."""
     from .config import SampleConfig
 
+    _check_dims(dims, code.size(-1))
     codes = torch.cat([model.latent.sweep(code, d, values) for d in dims])  # (len(dims) V, Z)
     lines = model.decode(codes, sample or SampleConfig(greedy=True), label=label)
     v = len(values)
@@ -168,6 +178,7 @@ def intervention_effect(model, codes: torch.Tensor, dims: list[int], values: lis
     which its sweeps are decoded with too."""
     from .config import SampleConfig
 
+    _check_dims(dims, codes.size(-1))
     sample = sample or SampleConfig(greedy=True)
     n, v = codes.size(0), len(values)
     unswept = classifier.predict(_decode(model, codes, sample, batch_size, labels))  # {factor: (N,)}
