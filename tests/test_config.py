@@ -342,3 +342,35 @@ def test_none_written_as_in_python_names_yamls_null():
         load_config(overrides=["model.id2label=none"])
     assert load_config(overrides=["train.max_steps=null"]).train.max_steps is None
     assert load_config(overrides=["data.label_field=None"]).data.label_field == "None"  # a str may be 'None'
+
+
+# --------------------------------------------------------------------------- experiments/ rows and tables (textvae.experiments)
+
+ROW = "name: r\nmethod: M\npaper: p\n"
+
+
+def _table(tmp_path, table="", row=ROW, rows=None):
+    """A table folder in tmp_path: table.yaml ("table: t, title: T" + ``table``) and its row files."""
+    (tmp_path / "table.yaml").write_text("table: t\ntitle: T\n" + table, encoding="utf-8")
+    for name, text in ({"r.yaml": row} if rows is None else rows).items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+def test_experiment_files_are_read_as_config_files_are(tmp_path):
+    from textvae.experiments import load_experiment, load_table
+
+    row = tmp_path / "r.yaml"
+    # a key given twice kept the last silently: here the row trained seed 2 alone
+    row.write_text(ROW + "seeds: [1]\nseeds: [2]\n")
+    with pytest.raises(ConfigError, match=r"r.yaml: invalid YAML at line 5, column 1: key 'seeds' is given twice"):
+        load_experiment(row)
+    # PyYAML's own three-line message with a caret, without the line in the heading
+    row.write_text(ROW + "overrides:\n\t- model.cell=gru\n")
+    with pytest.raises(ConfigError, match=r"experiment file .*r.yaml: invalid YAML at line 5, column 1: found character "
+                                          r"'\\t' that cannot start any token \(a tab"):
+        load_experiment(row)
+    # latin-1 text stopped the runner with a bare UnicodeDecodeError
+    row.write_bytes(ROW.encode() + b"# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"r.yaml is not UTF-8 text \(invalid continuation byte at byte 32\)"):
+        load_table(_table(tmp_path, rows={}))

@@ -63,6 +63,7 @@ from pathlib import Path
 
 import yaml
 
+from .config import load_yaml, yaml_problem
 from .errors import ConfigError
 
 TABLE_FILE = "table.yaml"
@@ -122,9 +123,13 @@ class Experiment:
 
 def _read(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except OSError as e:
         raise ConfigError(f"cannot read experiment file {path}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"experiment file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"experiment file {path}: invalid YAML{yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"experiment file {path} is empty or not a mapping; see textvae/experiments.py "
                           "for the keys a row or table.yaml takes")
