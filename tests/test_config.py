@@ -1,6 +1,7 @@
 """Configuration: presets, typed overrides, validation with one message per bad key, config files
 (YAML and JSON) and their errors as the CLI reports them, and round trips of every section."""
 import json
+import re
 
 import pytest
 import yaml
@@ -374,3 +375,33 @@ def test_experiment_files_are_read_as_config_files_are(tmp_path):
     row.write_bytes(ROW.encode() + b"# caf\xe9\n")
     with pytest.raises(ConfigError, match=r"r.yaml is not UTF-8 text \(invalid continuation byte at byte 32\)"):
         load_table(_table(tmp_path, rows={}))
+
+
+def test_experiment_values_of_the_wrong_kind_are_all_named(tmp_path):
+    from textvae.experiments import load_experiment, load_table
+
+    row = tmp_path / "r.yaml"
+    # seeds: 3 and seeds: (null) were bare TypeErrors ('int' object is not iterable); overrides: as one
+    # string was taken letter by letter (m, o, d, ...); an order that is not a number broke the sorting
+    row.write_text("name: r\nmethod: [M]\npaper: p\nseeds: 3\noverrides: model.cell=gru\norder: first\n")
+    with pytest.raises(ConfigError) as e:
+        load_experiment(row)
+    assert str(e.value) == (f"{row}: method must be a string, got ['M']; seeds must be a list of whole numbers, got 3; "
+                            f"overrides must be a list of section.key=value strings, got 'model.cell=gru'; order must "
+                            f"be a number, got 'first'")
+    for text, message in (("seeds: [true]", "seeds must be a list of whole numbers, got [True]"),
+                          ("overrides: [model.cell]", "overrides must be a list of section.key=value strings"),
+                          ("evaluation: test", "evaluation must be a mapping, got 'test'"),
+                          ("reference: Bowman 2016", "reference must be a mapping or null, got 'Bowman 2016'")):
+        row.write_text(ROW + text + "\n")
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_experiment(row)
+    # table.yaml: a recipe or summary as one string was taken letter by letter, an evaluation list or
+    # a baseline string stopped the runner or the report later with a bare TypeError
+    for text, message in (("recipe: train.lr=1", "recipe must be a list of section.key=value strings"),
+                          ("summary: nll_iw", "summary must be a list of strings, got 'nll_iw'"),
+                          ("evaluation: [test]", "evaluation must be a mapping, got ['test']"),
+                          ("baseline: lstm-lm", "baseline must be a mapping or null, got 'lstm-lm'"),
+                          ("data_dir: 3", "data_dir must be a string or null, got 3")):
+        with pytest.raises(ConfigError, match=re.escape(f"table.yaml: {message}")):
+            load_table(_table(tmp_path, text + "\n"))

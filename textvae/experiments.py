@@ -136,10 +136,44 @@ def _read(path: Path) -> dict:
     return data
 
 
-def _build(cls, data: dict, where: Path, required: tuple[str, ...], **extra):
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# what a key of table.yaml or a row takes: a check and the words for it
+KINDS = {
+    "text": (lambda v: isinstance(v, str), "a string"),
+    "text or null": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "number": (_number, "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "texts": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "overrides": (lambda v: isinstance(v, list) and all(isinstance(x, str) and "=" in x for x in v),
+                  "a list of section.key=value strings"),
+    "whole numbers": (lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
+                      "a list of whole numbers"),
+    "mapping": (lambda v: isinstance(v, dict), "a mapping"),
+    "mapping or null": (lambda v: v is None or isinstance(v, dict), "a mapping or null"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+}
+TABLE_KINDS = {"table": "text", "title": "text", "description": "text", "data_dir": "text or null",
+               "data_dir_env": "text or null", "preset": "text or null", "recipe": "overrides",
+               "steps_from_epochs": "mapping", "to_early_stop": "bool", "evaluation": "mapping",
+               "bleu_tokenize": "text or null", "baseline": "mapping or null", "summary": "texts", "compare": "list",
+               "notes": "texts", "docs": "text or null"}
+ROW_KINDS = {"name": "text", "method": "text", "paper": "text", "order": "number", "preset": "text or null",
+             "overrides": "overrides", "seeds": "whole numbers", "steps_from_epochs": "mapping",
+             "evaluation": "mapping", "reference": "mapping or null"}
+
+
+def _build(cls, data: dict, where: Path, required: tuple[str, ...], kinds: dict[str, str], **extra):
+    """``cls`` from ``data``: every unknown or missing key and value of the wrong kind in one ConfigError."""
     known = {f.name for f in fields(cls)} - set(extra)
     problems = [f"unknown key {k!r} (valid: {', '.join(sorted(known))})" for k in data if k not in known]
     problems += [f"missing key {k!r}" for k in required if k not in data]
+    for k, v in data.items():
+        check, words = KINDS[kinds[k]] if k in kinds else (lambda v: True, "")
+        if not check(v):
+            problems.append(f"{k} must be {words}, got {v!r:.80}")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
     return cls(**data, **extra)
@@ -151,9 +185,8 @@ def load_table(folder: str | Path) -> tuple[Table, list[Experiment]]:
     if not (folder / TABLE_FILE).is_file():
         raise ConfigError(f"{folder} has no {TABLE_FILE}: a table folder holds {TABLE_FILE} and one YAML "
                           "file per row (see experiments/ptb/)")
-    table = _build(Table, _read(folder / TABLE_FILE), folder / TABLE_FILE, ("table", "title"), folder=folder)
-    if not isinstance(table.to_early_stop, bool):
-        raise ConfigError(f"{folder / TABLE_FILE}: to_early_stop must be true or false, got {table.to_early_stop!r}")
+    table = _build(Table, _read(folder / TABLE_FILE), folder / TABLE_FILE, ("table", "title"), TABLE_KINDS,
+                   folder=folder)
     for c in table.compare:
         if (not isinstance(c, dict) or not COMPARE_KEYS <= set(c) <= COMPARE_KEYS | COMPARE_OPTIONAL
                 or c["better"] not in ("higher", "lower") or not isinstance(c.get("rows", []), list)
@@ -176,9 +209,7 @@ def load_table(folder: str | Path) -> tuple[Table, list[Experiment]]:
 def load_experiment(path: str | Path) -> Experiment:
     """One row file, checked: unknown keys, a reference without a source, seeds that are not integers."""
     path = Path(path)
-    row = _build(Experiment, _read(path), path, ("name", "method", "paper"), path=path)
-    if not all(isinstance(s, int) for s in row.seeds):
-        raise ConfigError(f"{path}: seeds must be integers, got {row.seeds!r}")
+    row = _build(Experiment, _read(path), path, ("name", "method", "paper"), ROW_KINDS, path=path)
     if row.seeds and any(o.split("=", 1)[0].strip() == "train.seed" for o in row.overrides):
         raise ConfigError(f"{path}: overrides set train.seed, which would replace every seed of seeds: "
                           f"{row.seeds} (each run would train the same seed under another name); list the "
