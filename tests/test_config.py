@@ -405,3 +405,24 @@ def test_experiment_values_of_the_wrong_kind_are_all_named(tmp_path):
                           ("data_dir: 3", "data_dir must be a string or null, got 3")):
         with pytest.raises(ConfigError, match=re.escape(f"table.yaml: {message}")):
             load_table(_table(tmp_path, text + "\n"))
+
+
+def test_a_misspelt_or_wrong_evaluation_setting_is_refused_before_anything_trains(tmp_path):
+    from textvae.experiments import load_experiment, load_table
+
+    row = tmp_path / "r.yaml"
+    # iw_sample (for iw_samples) was ignored: the row was evaluated with the default 500 samples; a split
+    # that is not one was found only after training, when the evaluation asked the corpus for it
+    row.write_text(ROW + "evaluation: {iw_sample: 50, split: tset, samples: -1, disentanglement: yes please}\n")
+    with pytest.raises(ConfigError) as e:
+        load_experiment(row)
+    assert str(e.value) == (
+        f"{row}: evaluation has an unknown setting 'iw_sample' (valid: split, iw_samples, samples, homotopy_steps, "
+        f"diversity_samples, disentanglement); evaluation.split must be train, valid or test, got 'tset'; "
+        f"evaluation.samples must be a whole number >= 0, got -1; evaluation.disentanglement must be true or "
+        f"false, got 'yes please'")
+    with pytest.raises(ConfigError, match=r"table.yaml: evaluation.iw_samples must be a whole number >= 0 \(0: no "
+                                          r"importance-weighted NLL\), got 1.5"):
+        load_table(_table(tmp_path, "evaluation: {iw_samples: 1.5}\n", row=ROW))
+    ok = load_table(_table(tmp_path, "evaluation: {split: valid, iw_samples: 0, disentanglement: true}\n", row=ROW))
+    assert ok[0].evaluation == {"split": "valid", "iw_samples": 0, "disentanglement": True}

@@ -165,6 +165,33 @@ ROW_KINDS = {"name": "text", "method": "text", "paper": "text", "order": "number
              "evaluation": "mapping", "reference": "mapping or null"}
 
 
+def _whole(v, least: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+# evaluation: each setting, its check and the words for it
+EVALUATION_KINDS = {
+    "split": (lambda v: v in ("train", "valid", "test"), "train, valid or test"),
+    "iw_samples": (_whole, "a whole number >= 0 (0: no importance-weighted NLL)"),
+    "samples": (_whole, "a whole number >= 0"),
+    "homotopy_steps": (_whole, "a whole number >= 0"),
+    "diversity_samples": (_whole, "a whole number >= 0"),
+    "disentanglement": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _evaluation_problems(ev: dict) -> list[str]:
+    """What is wrong with an ``evaluation:`` mapping: unknown settings (a misspelt one was ignored) and values."""
+    out = [f"evaluation has an unknown setting {k!r} (valid: {', '.join(EVALUATION_DEFAULTS)})"
+           for k in ev if k not in EVALUATION_DEFAULTS]
+    out += [f"evaluation.{k} must be {EVALUATION_KINDS[k][1]}, got {v!r:.80}"
+            for k, v in ev.items() if k in EVALUATION_KINDS and not EVALUATION_KINDS[k][0](v)]
+    return out
+
+
+NESTED = {"evaluation": _evaluation_problems}  # keys whose mapping is checked further, once it is one
+
+
 def _build(cls, data: dict, where: Path, required: tuple[str, ...], kinds: dict[str, str], **extra):
     """``cls`` from ``data``: every unknown or missing key and value of the wrong kind in one ConfigError."""
     known = {f.name for f in fields(cls)} - set(extra)
@@ -174,6 +201,8 @@ def _build(cls, data: dict, where: Path, required: tuple[str, ...], kinds: dict[
         check, words = KINDS[kinds[k]] if k in kinds else (lambda v: True, "")
         if not check(v):
             problems.append(f"{k} must be {words}, got {v!r:.80}")
+        elif k in NESTED and v is not None:
+            problems += NESTED[k](v)
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
     return cls(**data, **extra)
