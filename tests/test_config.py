@@ -426,3 +426,29 @@ def test_a_misspelt_or_wrong_evaluation_setting_is_refused_before_anything_train
         load_table(_table(tmp_path, "evaluation: {iw_samples: 1.5}\n", row=ROW))
     ok = load_table(_table(tmp_path, "evaluation: {split: valid, iw_samples: 0, disentanglement: true}\n", row=ROW))
     assert ok[0].evaluation == {"split": "valid", "iw_samples": 0, "disentanglement": True}
+
+
+def test_settings_given_in_epochs_are_checked_when_the_files_load(tmp_path):
+    from textvae.experiments import load_experiment, load_table, steps_from_epochs
+
+    row = tmp_path / "r.yaml"
+    # these reached steps_from_epochs only when the row's run started (after the rows before it had
+    # trained): a bare TypeError for a number written as text, KeyError 'epochs' for a misspelt key;
+    # a negative number of epochs became 1 step
+    row.write_text(ROW + "steps_from_epochs:\n  train.eval_every: half\n  objective.pretrain_ae_steps: {epoch: 2}\n"
+                         "  objective.kl_warmup_steps: -1\n  eval_every: 1\n"
+                         "  train.checkpoint_every: {epochs: 1, max_fraction_of_run: 2}\n")
+    with pytest.raises(ConfigError) as e:
+        load_experiment(row)
+    assert str(e.value) == (
+        f"{row}: steps_from_epochs.train.eval_every must be a number of epochs > 0 (or {{epochs: N, "
+        f"max_fraction_of_run: F}}), got 'half'; steps_from_epochs.objective.pretrain_ae_steps takes epochs and "
+        f"optionally max_fraction_of_run, got {{'epoch': 2}}; steps_from_epochs.objective.kl_warmup_steps must be a "
+        f"number of epochs > 0 (or {{epochs: N, max_fraction_of_run: F}}), got -1; steps_from_epochs has the key "
+        f"'eval_every'; each key is a section.key setting (train.eval_every); "
+        f"steps_from_epochs.train.checkpoint_every.max_fraction_of_run must be in (0, 1] or null, got 2")
+    with pytest.raises(ConfigError, match=r"table.yaml: steps_from_epochs must be a mapping, got 3"):
+        load_table(_table(tmp_path, "steps_from_epochs: 3\n", row=ROW))
+    row.write_text(ROW + "steps_from_epochs: {objective.pretrain_ae_steps: {epochs: 20, max_fraction_of_run: 0.5}}\n")
+    t, rows = load_table(_table(tmp_path, "steps_from_epochs: {train.eval_every: 0.5}\n", rows={}))
+    assert steps_from_epochs(t, rows[0], 100, 1000) == ["train.eval_every=50", "objective.pretrain_ae_steps=500"]

@@ -189,7 +189,29 @@ def _evaluation_problems(ev: dict) -> list[str]:
     return out
 
 
-NESTED = {"evaluation": _evaluation_problems}  # keys whose mapping is checked further, once it is one
+def _steps_from_epochs_problems(spec: dict) -> list[str]:
+    """What is wrong with a ``steps_from_epochs:`` mapping: ``section.key: EPOCHS`` or ``section.key:
+    {epochs: EPOCHS, max_fraction_of_run: F}``, EPOCHS > 0 and F in (0, 1] (or null)."""
+    out = []
+    for key, v in spec.items():
+        where = f"steps_from_epochs.{key}"
+        if not isinstance(key, str) or "." not in key or "=" in key:
+            out.append(f"steps_from_epochs has the key {key!r}; each key is a section.key setting (train.eval_every)")
+        if isinstance(v, dict):
+            unknown = sorted(str(k) for k in v if k not in ("epochs", "max_fraction_of_run"))
+            if unknown or "epochs" not in v:
+                out.append(f"{where} takes epochs and optionally max_fraction_of_run, got {v!r:.80}")
+            fraction = v.get("max_fraction_of_run")
+            if fraction is not None and not (_number(fraction) and 0 < fraction <= 1):
+                out.append(f"{where}.max_fraction_of_run must be in (0, 1] or null, got {fraction!r}")
+            v = v.get("epochs", 1)
+        if not (_number(v) and v > 0):
+            out.append(f"{where} must be a number of epochs > 0 (or {{epochs: N, max_fraction_of_run: F}}), got {v!r:.80}")
+    return out
+
+
+# keys whose mapping is checked further, once it is one
+NESTED = {"evaluation": _evaluation_problems, "steps_from_epochs": _steps_from_epochs_problems}
 
 
 def _build(cls, data: dict, where: Path, required: tuple[str, ...], kinds: dict[str, str], **extra):
