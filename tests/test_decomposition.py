@@ -213,3 +213,25 @@ def test_estimator_bias_script_known_answers():
     batch = script.minibatch_tc(mu, logvar, LATENT, b, 0, 0, 100, g)
     queued = script.minibatch_tc(mu, logvar, LATENT, b, n - b, n - b, 100, g)
     assert abs(queued - full) < 0.2 < 0.5 < abs(batch - full), (full, batch, queued)  # sd of the gap ~0.08
+
+
+def test_estimator_bias_script_reads_length_bucketed_batches_apart_from_uniform_ones():
+    # two sentence lengths that set two latent dimensions together (+3 / -3): that shared cause is total
+    # correlation, which a uniform batch sees and a batch of one length cannot (it holds one group only)
+    script = load_script("tc_estimator_bias")
+    from textvae.batching import BucketBatchSampler
+
+    n, b = 384, 16  # 192 sentences of each length: 12 whole batches each
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.tensor([5, 12] * (n // 2))
+    sign = (lengths == 12).double() * 2 - 1
+    mu = torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.3
+    mu[:, 0] += 3 * sign
+    mu[:, 1] += 3 * sign
+    logvar = torch.full((n, 3), math.log(0.05), dtype=torch.float64)
+    full = kl_decomposition(mu, logvar, LATENT, generator=g)["tc"]
+    batches = [x for x in BucketBatchSampler(lengths.numpy(), b, seed=0).global_batches(0) if len(x) == b]
+    assert all(len(set(lengths[torch.as_tensor(x)].tolist())) == 1 for x in batches)  # one length each
+    uniform = script.minibatch_tc(mu, logvar, LATENT, b, 0, 0, len(batches), g)
+    bucketed = script.minibatch_tc(mu, logvar, LATENT, b, 0, 0, len(batches), g, batches)
+    assert full > 0.5 and bucketed < uniform - 0.4, (full, uniform, bucketed)
