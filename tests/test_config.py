@@ -452,3 +452,19 @@ def test_settings_given_in_epochs_are_checked_when_the_files_load(tmp_path):
     row.write_text(ROW + "steps_from_epochs: {objective.pretrain_ae_steps: {epochs: 20, max_fraction_of_run: 0.5}}\n")
     t, rows = load_table(_table(tmp_path, "steps_from_epochs: {train.eval_every: 0.5}\n", rows={}))
     assert steps_from_epochs(t, rows[0], 100, 1000) == ["train.eval_every=50", "objective.pretrain_ae_steps=500"]
+
+
+def test_the_baseline_goal_is_checked_when_the_table_loads(tmp_path):
+    from textvae.experiments import load_table
+
+    # max_pl (for max_ppl) was ignored, so the goal had no PPL bound; a baseline row that no file
+    # defines (a typo, a renamed row) left the page without its goal section, silently
+    with pytest.raises(ConfigError) as e:
+        load_table(_table(tmp_path, "baseline: {row: r, max_pl: 100, min_kl: five}\n"))
+    assert str(e.value) == (f"{tmp_path / 'table.yaml'}: baseline has an unknown key 'max_pl' (valid: row, min_kl, "
+                            f"min_au, max_ppl); baseline.min_kl must be a number of nats (default 5), got 'five'")
+    with pytest.raises(ConfigError, match=r"baseline needs row"):
+        load_table(_table(tmp_path, "baseline: {max_ppl: 100}\n"))
+    with pytest.raises(ConfigError, match=r"baseline names the row 'lstm-lm', which no file in .* defines \(rows: r\)"):
+        load_table(_table(tmp_path, "baseline: {row: lstm-lm}\n"))
+    assert load_table(_table(tmp_path, "baseline: {row: r, max_ppl: null}\n"))[0].baseline == {"row": "r", "max_ppl": None}

@@ -210,8 +210,27 @@ def _steps_from_epochs_problems(spec: dict) -> list[str]:
     return out
 
 
+BASELINE_KINDS = {  # the goal's settings (scripts/report.py), with its defaults where it has one
+    "row": (lambda v: isinstance(v, str), "a row name"),
+    "min_kl": (_number, "a number of nats (default 5)"),
+    "min_au": (_number, "a number of active units (default 10)"),
+    "max_ppl": (lambda v: v is None or _number(v), "a perplexity or null (default: no bound)"),
+}
+
+
+def _baseline_problems(spec: dict) -> list[str]:
+    """What is wrong with ``baseline:``: a missing row, unknown keys (a misspelt bound was ignored), values."""
+    out = [] if "row" in spec else ["baseline needs row: the name of the row the goal compares with"]
+    out += [f"baseline has an unknown key {k!r} (valid: {', '.join(BASELINE_KINDS)})"
+            for k in spec if k not in BASELINE_KINDS]
+    out += [f"baseline.{k} must be {BASELINE_KINDS[k][1]}, got {v!r:.80}"
+            for k, v in spec.items() if k in BASELINE_KINDS and not BASELINE_KINDS[k][0](v)]
+    return out
+
+
 # keys whose mapping is checked further, once it is one
-NESTED = {"evaluation": _evaluation_problems, "steps_from_epochs": _steps_from_epochs_problems}
+NESTED = {"evaluation": _evaluation_problems, "steps_from_epochs": _steps_from_epochs_problems,
+          "baseline": _baseline_problems}
 
 
 def _build(cls, data: dict, where: Path, required: tuple[str, ...], kinds: dict[str, str], **extra):
@@ -254,6 +273,9 @@ def load_table(folder: str | Path) -> tuple[Table, list[Experiment]]:
     if unknown:
         raise ConfigError(f"{folder / TABLE_FILE}: compare names row(s) {', '.join(unknown)} that no file in {folder} "
                           f"defines (rows: {', '.join(names)})")
+    if table.baseline is not None and table.baseline["row"] not in names:
+        raise ConfigError(f"{folder / TABLE_FILE}: baseline names the row {table.baseline['row']!r}, which no file in "
+                          f"{folder} defines (rows: {', '.join(names)})")
     return table, sorted(rows, key=lambda r: (r.order, r.name))
 
 
