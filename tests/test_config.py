@@ -386,10 +386,12 @@ def test_experiment_values_of_the_wrong_kind_are_all_named(tmp_path):
     row.write_text("name: r\nmethod: [M]\npaper: p\nseeds: 3\noverrides: model.cell=gru\norder: first\n")
     with pytest.raises(ConfigError) as e:
         load_experiment(row)
-    assert str(e.value) == (f"{row}: method must be a string, got ['M']; seeds must be a list of whole numbers, got 3; "
+    assert str(e.value) == (f"{row}: method must be a string, got ['M']; seeds must be a list of distinct whole numbers (each seed is "
+                            f"one run, named after it), got 3; "
                             f"overrides must be a list of section.key=value strings, got 'model.cell=gru'; order must "
                             f"be a number, got 'first'")
-    for text, message in (("seeds: [true]", "seeds must be a list of whole numbers, got [True]"),
+    for text, message in (("seeds: [true]", "seeds must be a list of distinct whole numbers (each seed is one run, named after "
+                                           "it), got [True]"),
                           ("overrides: [model.cell]", "overrides must be a list of section.key=value strings"),
                           ("evaluation: test", "evaluation must be a mapping, got 'test'"),
                           ("reference: Bowman 2016", "reference must be a mapping or null, got 'Bowman 2016'")):
@@ -468,3 +470,26 @@ def test_the_baseline_goal_is_checked_when_the_table_loads(tmp_path):
     with pytest.raises(ConfigError, match=r"baseline names the row 'lstm-lm', which no file in .* defines \(rows: r\)"):
         load_table(_table(tmp_path, "baseline: {row: lstm-lm}\n"))
     assert load_table(_table(tmp_path, "baseline: {row: r, max_ppl: null}\n"))[0].baseline == {"row": "r", "max_ppl": None}
+
+
+def test_a_seed_given_twice_or_a_name_that_is_not_a_plain_id_is_refused(tmp_path):
+    from textvae.experiments import load_experiment, load_table
+
+    row = tmp_path / "r.yaml"
+    # seeds: [1, 1] made two runs both named r-seed1, trained (and recorded) in one run directory
+    row.write_text(ROW + "seeds: [1, 2, 1]\n")
+    with pytest.raises(ConfigError, match=r"seeds must be a list of distinct whole numbers \(each seed is one run, "
+                                          r"named after it\), got \[1, 2, 1\]"):
+        load_experiment(row)
+    # a row's name is a folder under runs/<table>/ and a table's a file under results/: '../x' wrote
+    # outside them, 'a/b' into a sub-folder, 'a,b' could not be picked with --rows a,b, '' was runs/<table>
+    for name in ("../x", "a/b", "a,b", "''", "my row", ".hidden"):
+        row.write_text(f"name: {name}\nmethod: M\npaper: p\n")
+        with pytest.raises(ConfigError, match=r"name must be a name of letters, digits and \. _ \+ - \(starting with "
+                                              r"a letter or digit\)"):
+            load_experiment(row)
+    (tmp_path / "table.yaml").write_text("table: ../ptb\ntitle: T\n")
+    with pytest.raises(ConfigError, match=r"table.yaml: table must be a name of letters"):
+        load_table(tmp_path)
+    row.write_text("name: beta-vae-0.4_b+1\nmethod: M\npaper: p\nseeds: [3, 1]\n")
+    assert load_experiment(row).runs() == [("beta-vae-0.4_b+1-seed3", 3), ("beta-vae-0.4_b+1-seed1", 1)]

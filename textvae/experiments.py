@@ -41,23 +41,27 @@ calls ``textvae.train.train``; the report step (``scripts/report.py``) renders
 
 A row file::
 
-    name: bn-vae                    # the row's id: runs/<table>/<name>, the json's "row"
+    name: bn-vae                    # the row's id: runs/<table>/<name>, the json's "row" (letters,
+                                    # digits and . _ + -, as table: is)
     order: 80                       # its place in the table (ascending)
     method: BN-VAE                  # the table's "method" cell
     paper: Zhu et al. (2020) ...    # what it follows, with the paper
     overrides: [model.bn_gamma=0.6, objective.kl_schedule=constant]
-    seeds: [1234]                   # train.seed of each run; several seeds: one run each
+    seeds: [1234]                   # train.seed of each run; several (distinct) seeds: one run each
     steps_from_epochs: {objective.pretrain_ae_steps: {epochs: 20, max_fraction_of_run: 0.5}}
     evaluation: {iw_samples: 500}   # merged over the table's
     reference: {ppl: 116, nll: 100, source: ..., status: ..., differs: ...}   # optional
 
-Only ``name``, ``method`` and ``paper`` are required in a row; a misspelt key is an error.
+Only ``name``, ``method`` and ``paper`` are required in a row; a misspelt key, a key given twice or a
+value of the wrong kind is an error (``ROW_KINDS``, ``TABLE_KINDS``; ``evaluation``, ``baseline`` and
+``steps_from_epochs`` are checked entry by entry).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -149,19 +153,24 @@ KINDS = {
     "texts": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
     "overrides": (lambda v: isinstance(v, list) and all(isinstance(x, str) and "=" in x for x in v),
                   "a list of section.key=value strings"),
-    "whole numbers": (lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
-                      "a list of whole numbers"),
     "mapping": (lambda v: isinstance(v, dict), "a mapping"),
     "mapping or null": (lambda v: v is None or isinstance(v, dict), "a mapping or null"),
     "list": (lambda v: isinstance(v, list), "a list"),
+    # a table's or row's id names files and folders (results/<table>.json, runs/<table>/<row>-seed<S>) and
+    # is picked by --rows a,b: no path separators, no "..", no commas or spaces
+    "id": (lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", v) is not None,
+           "a name of letters, digits and . _ + - (starting with a letter or digit)"),
+    "distinct whole numbers": (lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                     for x in v) and len(set(v)) == len(v),
+                               "a list of distinct whole numbers (each seed is one run, named after it)"),
 }
-TABLE_KINDS = {"table": "text", "title": "text", "description": "text", "data_dir": "text or null",
+TABLE_KINDS = {"table": "id", "title": "text", "description": "text", "data_dir": "text or null",
                "data_dir_env": "text or null", "preset": "text or null", "recipe": "overrides",
                "steps_from_epochs": "mapping", "to_early_stop": "bool", "evaluation": "mapping",
                "bleu_tokenize": "text or null", "baseline": "mapping or null", "summary": "texts", "compare": "list",
                "notes": "texts", "docs": "text or null"}
-ROW_KINDS = {"name": "text", "method": "text", "paper": "text", "order": "number", "preset": "text or null",
-             "overrides": "overrides", "seeds": "whole numbers", "steps_from_epochs": "mapping",
+ROW_KINDS = {"name": "id", "method": "text", "paper": "text", "order": "number", "preset": "text or null",
+             "overrides": "overrides", "seeds": "distinct whole numbers", "steps_from_epochs": "mapping",
              "evaluation": "mapping", "reference": "mapping or null"}
 
 
