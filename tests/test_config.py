@@ -493,3 +493,16 @@ def test_a_seed_given_twice_or_a_name_that_is_not_a_plain_id_is_refused(tmp_path
         load_table(tmp_path)
     row.write_text("name: beta-vae-0.4_b+1\nmethod: M\npaper: p\nseeds: [3, 1]\n")
     assert load_experiment(row).runs() == [("beta-vae-0.4_b+1-seed3", 3), ("beta-vae-0.4_b+1-seed1", 1)]
+
+
+def test_a_row_saved_as_yml_is_not_left_out_silently(tmp_path):
+    from textvae.experiments import load_table
+
+    # the rows are the folder's *.yaml files: a row saved as bn-vae.yml was not run, not listed, not reported
+    _table(tmp_path, rows={"r.yaml": ROW, "bn-vae.yml": "name: bn-vae\nmethod: BN-VAE\npaper: p\n"})
+    with pytest.raises(ConfigError, match=r"bn-vae.yml: a table's rows are the .yaml files of its folder; rename it "
+                                          r"to end in .yaml"):
+        load_table(tmp_path)
+    (tmp_path / "bn-vae.yml").rename(tmp_path / "bn-vae.yaml")
+    (tmp_path / "README.md").write_text("notes\n")  # other files are not rows, as before
+    assert [r.name for r in load_table(tmp_path)[1]] == ["bn-vae", "r"]

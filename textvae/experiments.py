@@ -273,6 +273,10 @@ def load_table(folder: str | Path) -> tuple[Table, list[Experiment]]:
             raise ConfigError(f"{folder / TABLE_FILE}: each compare entry needs exactly {', '.join(sorted(COMPARE_KEYS))} "
                               f"with better: higher or lower (and optionally rows: a list of row names, ratio: true "
                               f"or false), got {c!r}")
+    stray = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".yaml", ".yml") and p.suffix != ".yaml")
+    if stray:  # a row saved as .yml was left out of the table without a word
+        raise ConfigError(f"{folder}: {', '.join(stray)}: a table's rows are the .yaml files of its folder; rename "
+                          f"{'it' if len(stray) == 1 else 'them'} to end in .yaml")
     rows = [load_experiment(p) for p in sorted(folder.glob("*.yaml")) if p.name != TABLE_FILE]
     names = [r.name for r in rows]
     twice = sorted({n for n in names if names.count(n) > 1})
