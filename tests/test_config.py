@@ -506,3 +506,20 @@ def test_a_row_saved_as_yml_is_not_left_out_silently(tmp_path):
     (tmp_path / "bn-vae.yml").rename(tmp_path / "bn-vae.yaml")
     (tmp_path / "README.md").write_text("notes\n")  # other files are not rows, as before
     assert [r.name for r in load_table(tmp_path)[1]] == ["bn-vae", "r"]
+
+
+def test_a_format_1_key_is_unknown_outside_a_format_1_config_file(tmp_path):
+    # format 1's model.num_labels (now len(model.id2label)) was dropped from every config, so
+    # model.num_labels=5 or num_labels: 5 in one's own YAML was accepted and did nothing
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'model.num_labels'; valid keys in model:"):
+        load_config(overrides=["model.num_labels=5"])
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  num_labels: 5\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'model.num_labels'"):
+        load_config(config_file=str(path))
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"format_version": 2, "model": {"num_labels": 5}}))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'model.num_labels'"):
+        load_config(config_file=str(path))
+    path.write_text(json.dumps({"format_version": 1, "model": {"num_labels": 0}}))  # a saved format-1 config
+    assert load_config(config_file=str(path)) == Config()

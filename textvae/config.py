@@ -606,28 +606,36 @@ def _upgrade_model(d: dict) -> dict:
     return {k: v for k, v in d.items() if k != "num_labels"}
 
 
-UPGRADES = {ModelConfig: _upgrade_model}  # keys of older formats, rewritten before a section is built
+# keys of older formats, rewritten before a section is built: section -> (the first format that needs no
+# rewriting, the rewrite). Only a saved config.json says it is older; a config without format_version is
+# written by hand in today's keys, so an old key there is an unknown one.
+UPGRADES = {ModelConfig: (2, _upgrade_model)}
 HEADER_KEYS = ("format_version", "textvae_version")  # top-level keys of a saved config.json
 
 
-def _build(cls, d: dict, source: str, prefix: str, problems: list[str] | None = None):
+def _build(cls, d: dict, source: str, prefix: str, problems: list[str] | None = None, version: int | None = None):
     """``cls`` built from mapping ``d``. Every unknown key and wrong type is gathered (``problems``,
     shared by the nested sections) and raised at the end as one ConfigError; with problems in a
-    Config, the sections that could be built are also validated, so bad values show up beside them."""
+    Config, the sections that could be built are also validated, so bad values show up beside them.
+    ``version``: the format of the keys (a Config reads its own ``format_version``; None: any, as a
+    section from a model's config.json, whose reader upgrades by version itself)."""
     top = problems is None
     problems = [] if top else problems
     if not isinstance(d, dict):
         where = f"section {prefix.rstrip('.')!r}" if prefix else "the top level"
         problems.append(f"{source}: {where} must be a mapping of keys to values, got {d!r:.60}")
         return _raise_gathered(problems, source) if top else None
-    d = UPGRADES.get(cls, dict)(d)
+    if cls is Config:
+        version = read_format_version(d, source, default=FORMAT_VERSION)
+    if cls in UPGRADES and (version is None or version < UPGRADES[cls][0]):
+        d = UPGRADES[cls][1](d)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in d if k not in names and not (cls is Config and k in HEADER_KEYS)]
     if unknown:
         problems.append(f"{source}: unknown key(s) {', '.join(repr(prefix + str(k)) for k in unknown)}; valid keys"
                         f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(names))}")
-    if cls is Config and read_format_version(d, source) > FORMAT_VERSION:
+    if cls is Config and version > FORMAT_VERSION:
         raise ConfigError(f"{source}: format_version {d['format_version']} is newer than this textvae "
                           f"understands ({FORMAT_VERSION}); upgrade textvae (pip install -U textvae)")
     kwargs = {}
@@ -636,7 +644,7 @@ def _build(cls, d: dict, source: str, prefix: str, problems: list[str] | None = 
             continue
         tp = hints[k]
         if dataclasses.is_dataclass(tp):
-            section = _build(tp, v, source, f"{prefix}{k}.", problems)
+            section = _build(tp, v, source, f"{prefix}{k}.", problems, version)
             if section is not None:  # None: not a mapping (a problem listed)
                 kwargs[k] = section
             continue
