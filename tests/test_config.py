@@ -523,3 +523,18 @@ def test_a_format_1_key_is_unknown_outside_a_format_1_config_file(tmp_path):
         load_config(config_file=str(path))
     path.write_text(json.dumps({"format_version": 1, "model": {"num_labels": 0}}))  # a saved format-1 config
     assert load_config(config_file=str(path)) == Config()
+
+
+def test_sampling_settings_of_the_wrong_type_are_a_config_error():
+    from textvae.config import SampleConfig
+
+    # SampleConfig(temperature="0.7") stopped with a bare TypeError ('<' not supported between 'str' and
+    # 'int'), max_len=10.0 with one from range() at the first sample, and greedy="no" decoded greedily
+    with pytest.raises(ConfigError) as e:
+        SampleConfig(max_len=10.0, temperature="0.7", top_p=None, greedy="no", beam=True, form=5)
+    assert str(e.value) == ("invalid sampling settings: max_len=10.0 must be a whole number; beam=True must be a whole "
+                            "number; temperature='0.7' must be a number; top_p=None must be a number; greedy='no' must "
+                            "be True or False; form=5 must be a string \"LxN\" or None")
+    import numpy as np
+
+    assert SampleConfig(max_len=np.int64(7), temperature=np.float32(0.5), top_p=1, form="5x4").max_len == 7

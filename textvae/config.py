@@ -13,6 +13,7 @@ Unknown keys and wrong types are errors that list every problem at once.
 
 import dataclasses
 import json
+import numbers
 import os
 import re
 import types
@@ -504,12 +505,22 @@ class SampleConfig:
 
     def __post_init__(self):
         p: list[str] = []
-        _positive(p, "max_len", self.max_len)
-        _positive(p, "temperature", self.temperature)
-        if not 0.0 < self.top_p <= 1.0:
+        kinds = {"max_len": (numbers.Integral, "a whole number"), "beam": (numbers.Integral, "a whole number"),
+                 "temperature": (numbers.Real, "a number"), "top_p": (numbers.Real, "a number"),
+                 "greedy": (bool, "True or False"), "form": ((str, type(None)), "a string \"LxN\" or None")}
+        wrong = {name for name, (kind, _) in kinds.items()
+                 if not isinstance(getattr(self, name), kind)
+                 or (kind is not bool and isinstance(getattr(self, name), bool))}  # True is no length
+        p += [f"{name}={getattr(self, name)!r} must be {kinds[name][1]}" for name in kinds if name in wrong]
+        if "max_len" not in wrong:
+            _positive(p, "max_len", self.max_len)
+        if "temperature" not in wrong:
+            _positive(p, "temperature", self.temperature)
+        if "top_p" not in wrong and not 0.0 < self.top_p <= 1.0:
             p.append(f"top_p={self.top_p!r} must be in (0, 1]")
-        _positive(p, "beam", self.beam)
-        if self.form is not None:
+        if "beam" not in wrong:
+            _positive(p, "beam", self.beam)
+        if self.form is not None and "form" not in wrong:
             from .poems import parse_form
 
             try:
