@@ -538,3 +538,19 @@ def test_sampling_settings_of_the_wrong_type_are_a_config_error():
     import numpy as np
 
     assert SampleConfig(max_len=np.int64(7), temperature=np.float32(0.5), top_p=1, form="5x4").max_len == 7
+
+
+def test_a_config_built_in_python_with_values_of_the_wrong_type_is_a_config_error():
+    from textvae.config import DataConfig, TrainConfig
+
+    # load_config coerces a file's values; a Config built in Python was only checked for values: lr="0.1"
+    # stopped with a bare TypeError ('<' not supported), max_steps=5.5 trained to step 6, progress="no"
+    # showed the bar, factor_fields="topic,tense" read five one-letter factors and a comma
+    with pytest.raises(ConfigError) as e:
+        Config(data=DataConfig(factor_fields="topic,tense"), train=TrainConfig(lr="0.1", max_steps=5.5, progress="no"))
+    assert str(e.value) == ("invalid configuration:\n  - data.factor_fields='topic,tense' is not of type list[str]\n"
+                            "  - train.max_steps=5.5 is not of type int | None\n  - train.lr='0.1' is not of type "
+                            "float\n  - train.progress='no' is not of type bool")
+    with pytest.raises(ConfigError, match=r"train must be a TrainConfig, got \{'lr': 1\}"):
+        Config(train={"lr": 1})
+    assert Config(train=TrainConfig(lr=1, max_minutes=2)).train.lr == 1  # an int is a float, as in a file

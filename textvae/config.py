@@ -448,7 +448,9 @@ class Config:
         self.validate()
 
     def validate(self) -> "Config":
-        problems: list[str] = []
+        problems = _type_problems(self)  # a Config built in Python: its values are not coerced as a file's are
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(problems)
         o = self.objective
@@ -483,6 +485,37 @@ class Config:
     def save(self, path: str | Path) -> None:
         """Write the config as JSON, with the layout's ``format_version`` and the ``textvae_version``."""
         Path(path).write_text(json.dumps(saved_header() | self.to_dict(), indent=2) + "\n")
+
+
+def _is_a(tp, value) -> bool:
+    """Whether ``value`` is of the annotated type ``tp`` as a file would give it (an int is a float)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(arg, value) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_is_a(args[0], v) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_is_a(args[0], k) and _is_a(args[1], v) for k, v in value.items())
+    if tp is type(None):
+        return value is None
+    if tp in (int, float):
+        return isinstance(value, int if tp is int else (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _type_problems(cfg: "Config") -> list[str]:
+    """Each section of ``cfg`` that is not its dataclass, and each key whose value is not of its type."""
+    out = []
+    for name, cls in typing.get_type_hints(Config).items():
+        section = getattr(cfg, name)
+        if not isinstance(section, cls):
+            out.append(f"{name} must be a {cls.__name__}, got {section!r:.60}")
+            continue
+        for key, tp in typing.get_type_hints(cls).items():
+            if not _is_a(tp, getattr(section, key)):
+                written = tp.__name__ if isinstance(tp, type) else str(tp).replace("NoneType", "None")
+                out.append(f"{name}.{key}={getattr(section, key)!r:.60} is not of type {written}")
+    return out
 
 
 def saved_header() -> dict:
