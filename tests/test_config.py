@@ -554,3 +554,12 @@ def test_a_config_built_in_python_with_values_of_the_wrong_type_is_a_config_erro
     with pytest.raises(ConfigError, match=r"train must be a TrainConfig, got \{'lr': 1\}"):
         Config(train={"lr": 1})
     assert Config(train=TrainConfig(lr=1, max_minutes=2)).train.lr == 1  # an int is a float, as in a file
+
+
+def test_a_folder_given_as_the_config_file_names_the_file_in_it(tmp_path, capsys):
+    # --config runs/demo (the run, not its config.json) stopped with a bare IsADirectoryError traceback
+    Config().save(tmp_path / "config.json")
+    with pytest.raises(ConfigError, match=rf"config file {tmp_path} is a folder, not a YAML or JSON file; the file in "
+                                          rf"it is {tmp_path / 'config.json'}$"):
+        load_config(config_file=str(tmp_path))
+    expect_error(capsys, ["train", "--config", tmp_path, "--out", tmp_path / "o"], "is a folder, not a YAML or JSON file")

@@ -780,6 +780,11 @@ def _read_mapping(path: Path, source: str) -> dict:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:  # --config runs/demo, for the run's config.json
+        inside = f"; the file in it is {path / 'config.json'}" if (path / "config.json").is_file() else ""
+        raise ConfigError(f"config file {path} is a folder, not a YAML or JSON file{inside}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     text = text.removeprefix("\ufeff")  # a byte-order mark (Notepad writes one): not part of the JSON or YAML
