@@ -37,3 +37,18 @@ def test_every_key_has_a_meaning():
     missing = [f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)
                if not field_comments(cls).get(f.name)]
     assert not missing, f"config keys without a comment in textvae/config.py: {missing}"
+
+
+def test_the_header_says_how_override_values_are_read():
+    # the page said only "values are read as YAML scalars": not that None is no null, how a list is
+    # written, or that a # stays in the value (which YAML would take for a comment)
+    from textvae.config import load_config
+    from textvae.config_docs import HEADER
+
+    text = " ".join(HEADER.split())
+    assert ("`null`, not Python's `None`; `true`, `3e-4`; a list as `a,b` or `[a, b]`; a `#` is part of the value, "
+            "not a comment") in text
+    assert "a key given twice in a file is an error too" in text
+    cfg = load_config(overrides=["data.factor_fields=a,b", "data.label_field=x #1", "train.max_steps=null"])
+    assert (cfg.data.factor_fields, cfg.data.label_field, cfg.train.max_steps) == (["a", "b"], "x #1", None)
+    assert load_config(overrides=["data.factor_fields=[a, b]"]).data.factor_fields == ["a", "b"]

@@ -27,8 +27,10 @@ HEADER = f"""# Configuration
 
 A run is one config with five sections. Set keys in a YAML/JSON file (`textvae train --config FILE`),
 start from a preset (`textvae train --preset NAME`; `textvae presets` lists them), and override any
-key on the command line as `section.key=value` (values are read as YAML scalars: `null`, `true`, `3e-4`).
-A misspelt key or a wrong type is an error that lists every problem at once. Overrides in the
+key on the command line as `section.key=value` (values are read as YAML scalars: `null`, not Python's
+`None`; `true`, `3e-4`; a list as `a,b` or `[a, b]`; a `#` is part of the value, not a comment).
+A misspelt key or a wrong type is an error that lists every problem at once; a key given twice in a
+file is an error too. Overrides in the
 environment variable `TEXTVAE_OVERRIDES` (space-separated `key=value`) are applied after all others;
 the documentation's examples run with `TEXTVAE_OVERRIDES="train.max_steps=5 data.builtin_size=300"`.
 """
