@@ -563,3 +563,14 @@ def test_a_folder_given_as_the_config_file_names_the_file_in_it(tmp_path, capsys
                                           rf"it is {tmp_path / 'config.json'}$"):
         load_config(config_file=str(tmp_path))
     expect_error(capsys, ["train", "--config", tmp_path, "--out", tmp_path / "o"], "is a folder, not a YAML or JSON file")
+
+
+def test_a_compare_entry_naming_rows_with_lists_is_a_config_error(tmp_path):
+    from textvae.experiments import load_table
+
+    # baseline: [r] or rows: [[r]] stopped load_table with a bare TypeError (unhashable type: 'list')
+    for entry in ("{metric: kl, baseline: [r], better: lower}", "{metric: kl, baseline: r, better: lower, rows: [[r]]}",
+                  "{metric: [kl], baseline: r, better: lower}"):
+        with pytest.raises(ConfigError, match=r"table.yaml: each compare entry needs exactly baseline, better, metric "
+                                              r"with better: higher or lower, a metric and a baseline row name"):
+            load_table(_table(tmp_path, f"compare: [{entry}]\n"))

@@ -268,11 +268,12 @@ def load_table(folder: str | Path) -> tuple[Table, list[Experiment]]:
                    folder=folder)
     for c in table.compare:
         if (not isinstance(c, dict) or not COMPARE_KEYS <= set(c) <= COMPARE_KEYS | COMPARE_OPTIONAL
-                or c["better"] not in ("higher", "lower") or not isinstance(c.get("rows", []), list)
+                or c["better"] not in ("higher", "lower") or not KINDS["texts"][0](c.get("rows", []))
+                or not isinstance(c["metric"], str) or not isinstance(c["baseline"], str)
                 or not isinstance(c.get("ratio", False), bool)):
             raise ConfigError(f"{folder / TABLE_FILE}: each compare entry needs exactly {', '.join(sorted(COMPARE_KEYS))} "
-                              f"with better: higher or lower (and optionally rows: a list of row names, ratio: true "
-                              f"or false), got {c!r}")
+                              f"with better: higher or lower, a metric and a baseline row name (and optionally rows: a "
+                              f"list of row names, ratio: true or false), got {c!r}")
     stray = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".yaml", ".yml") and p.suffix != ".yaml")
     if stray:  # a row saved as .yml was left out of the table without a word
         raise ConfigError(f"{folder}: {', '.join(stray)}: a table's rows are the .yaml files of its folder; rename "
