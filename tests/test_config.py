@@ -574,3 +574,18 @@ def test_a_compare_entry_naming_rows_with_lists_is_a_config_error(tmp_path):
         with pytest.raises(ConfigError, match=r"table.yaml: each compare entry needs exactly baseline, better, metric "
                                               r"with better: higher or lower, a metric and a baseline row name"):
             load_table(_table(tmp_path, f"compare: [{entry}]\n"))
+
+
+def test_yaml_booleans_and_dates_for_a_text_key_say_to_quote_them(tmp_path):
+    # data.splits.valid=no or a hub config named by a date gave "expects str, got False (bool)": true of
+    # YAML 1.1, but not what the user wrote nor how to write it
+    with pytest.raises(ConfigError, match=r"key 'data.splits.valid' expects str, got False \(bool\): YAML reads "
+                                          r"yes/no/on/off/true/false as true or false and YYYY-MM-DD as a date; for "
+                                          r"the text, quote it as written, e.g. data.splits.valid='yes'"):
+        load_config(overrides=["data.splits.valid=no"])
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  dataset: wikimedia/wikipedia\n  dataset_config: 2023-11-01\n")
+    with pytest.raises(ConfigError, match=r"'data.dataset_config' expects str, got datetime.date\(2023, 11, 1\) "
+                                          r"\(date\): .* e.g. data.dataset_config='2023-11-01'"):
+        load_config(config_file=str(path))
+    assert load_config(overrides=["data.splits.valid='no'"]).data.splits["valid"] == "no"

@@ -12,6 +12,7 @@ Unknown keys and wrong types are errors that list every problem at once.
 """
 
 import dataclasses
+import datetime
 import json
 import numbers
 import os
@@ -631,6 +632,11 @@ def _coerce(tp, value, key: str, source: str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
+        if isinstance(value, (bool, datetime.date)):  # YAML 1.1's yes/no/on/off and dates
+            example = value if isinstance(value, datetime.date) else "yes"
+            raise ConfigError(f"{source}: key {key!r} expects str, got {value!r} ({type(value).__name__}): YAML "
+                              f"reads yes/no/on/off/true/false as true or false and YYYY-MM-DD as a date; for the "
+                              f"text, quote it as written, e.g. {key}='{example}'")
     raise ConfigError(f"{source}: key {key!r} expects {_type_name(tp)}, got {value!r} "
                       f"({type(value).__name__})")
 
