@@ -318,7 +318,8 @@ def test_a_cuda_device_needs_a_device_number():
     # anything after "cuda:" was accepted: on a GPU machine torch.device then stopped the run with a bare
     # "RuntimeError: Invalid device string: 'cuda:x'", on a CPU one the error said CUDA was not available
     for device in ("cuda:x", "cuda:", "cuda:-1", "cuda:0 ", "cuda:01"):
-        with pytest.raises(ConfigError, match=rf"train.device='{device}' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'"):
+        with pytest.raises(ConfigError, match=rf"train.device='{device}' is not one of 'auto', 'cpu', 'cuda', "
+                                              rf"'cuda:N'"):
             load_config(preset="tiny", overrides=[f"train.device='{device}'"])
     assert load_config(preset="tiny", overrides=["train.device=cuda:1"]).train.device == "cuda:1"
 
@@ -345,7 +346,7 @@ def test_none_written_as_in_python_names_yamls_null():
     assert load_config(overrides=["data.label_field=None"]).data.label_field == "None"  # a str may be 'None'
 
 
-# --------------------------------------------------------------------------- experiments/ rows and tables (textvae.experiments)
+# --------------------------------------------------------------------------- experiments/ rows and tables
 
 ROW = "name: r\nmethod: M\npaper: p\n"
 
@@ -368,8 +369,8 @@ def test_experiment_files_are_read_as_config_files_are(tmp_path):
         load_experiment(row)
     # PyYAML's own three-line message with a caret, without the line in the heading
     row.write_text(ROW + "overrides:\n\t- model.cell=gru\n")
-    with pytest.raises(ConfigError, match=r"experiment file .*r.yaml: invalid YAML at line 5, column 1: found character "
-                                          r"'\\t' that cannot start any token \(a tab"):
+    with pytest.raises(ConfigError, match=r"experiment file .*r.yaml: invalid YAML at line 5, column 1: found "
+                                          r"character '\\t' that cannot start any token \(a tab"):
         load_experiment(row)
     # latin-1 text stopped the runner with a bare UnicodeDecodeError
     row.write_bytes(ROW.encode() + b"# caf\xe9\n")
@@ -386,12 +387,12 @@ def test_experiment_values_of_the_wrong_kind_are_all_named(tmp_path):
     row.write_text("name: r\nmethod: [M]\npaper: p\nseeds: 3\noverrides: model.cell=gru\norder: first\n")
     with pytest.raises(ConfigError) as e:
         load_experiment(row)
-    assert str(e.value) == (f"{row}: method must be a string, got ['M']; seeds must be a list of distinct whole numbers (each seed is "
-                            f"one run, named after it), got 3; "
+    assert str(e.value) == (f"{row}: method must be a string, got ['M']; seeds must be a list of distinct whole "
+                            f"numbers (each seed is one run, named after it), got 3; "
                             f"overrides must be a list of section.key=value strings, got 'model.cell=gru'; order must "
                             f"be a number, got 'first'")
-    for text, message in (("seeds: [true]", "seeds must be a list of distinct whole numbers (each seed is one run, named after "
-                                           "it), got [True]"),
+    for text, message in (("seeds: [true]", "seeds must be a list of distinct whole numbers (each seed is one run, "
+                                           "named after it), got [True]"),
                           ("overrides: [model.cell]", "overrides must be a list of section.key=value strings"),
                           ("evaluation: test", "evaluation must be a mapping, got 'test'"),
                           ("reference: Bowman 2016", "reference must be a mapping or null, got 'Bowman 2016'")):
@@ -469,7 +470,8 @@ def test_the_baseline_goal_is_checked_when_the_table_loads(tmp_path):
         load_table(_table(tmp_path, "baseline: {max_ppl: 100}\n"))
     with pytest.raises(ConfigError, match=r"baseline names the row 'lstm-lm', which no file in .* defines \(rows: r\)"):
         load_table(_table(tmp_path, "baseline: {row: lstm-lm}\n"))
-    assert load_table(_table(tmp_path, "baseline: {row: r, max_ppl: null}\n"))[0].baseline == {"row": "r", "max_ppl": None}
+    table = load_table(_table(tmp_path, "baseline: {row: r, max_ppl: null}\n"))[0]
+    assert table.baseline == {"row": "r", "max_ppl": None}
 
 
 def test_a_seed_given_twice_or_a_name_that_is_not_a_plain_id_is_refused(tmp_path):
@@ -562,7 +564,8 @@ def test_a_folder_given_as_the_config_file_names_the_file_in_it(tmp_path, capsys
     with pytest.raises(ConfigError, match=rf"config file {tmp_path} is a folder, not a YAML or JSON file; the file in "
                                           rf"it is {tmp_path / 'config.json'}$"):
         load_config(config_file=str(tmp_path))
-    expect_error(capsys, ["train", "--config", tmp_path, "--out", tmp_path / "o"], "is a folder, not a YAML or JSON file")
+    expect_error(capsys, ["train", "--config", tmp_path, "--out", tmp_path / "o"],
+                 "is a folder, not a YAML or JSON file")
 
 
 def test_a_compare_entry_naming_rows_with_lists_is_a_config_error(tmp_path):

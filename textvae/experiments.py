@@ -215,7 +215,8 @@ def _steps_from_epochs_problems(spec: dict) -> list[str]:
                 out.append(f"{where}.max_fraction_of_run must be in (0, 1] or null, got {fraction!r}")
             v = v.get("epochs", 1)
         if not (_number(v) and v > 0):
-            out.append(f"{where} must be a number of epochs > 0 (or {{epochs: N, max_fraction_of_run: F}}), got {v!r:.80}")
+            out.append(f"{where} must be a number of epochs > 0 (or {{epochs: N, max_fraction_of_run: F}}), "
+                       f"got {v!r:.80}")
     return out
 
 
