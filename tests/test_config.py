@@ -592,3 +592,20 @@ def test_yaml_booleans_and_dates_for_a_text_key_say_to_quote_them(tmp_path):
                                           r"\(date\): .* e.g. data.dataset_config='2023-11-01'"):
         load_config(config_file=str(path))
     assert load_config(overrides=["data.splits.valid='no'"]).data.splits["valid"] == "no"
+
+
+def test_saving_a_config_is_atomic(tmp_path, monkeypatch):
+    # Config.save wrote config.json in place: a run killed (or a disk filling up) while the trainer saved
+    # it left a cut file, and --resume then stopped on "invalid JSON"; it now uses checkpoint.atomic_write
+    import os
+
+    path = tmp_path / "config.json"
+    Config().save(path)
+
+    def disk_full(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        load_config(preset="tiny").save(path)
+    assert load_config(config_file=str(path)) == Config() and [p.name for p in tmp_path.iterdir()] == ["config.json"]

@@ -484,8 +484,11 @@ class Config:
         return _build(cls, d, source, "")
 
     def save(self, path: str | Path) -> None:
-        """Write the config as JSON, with the layout's ``format_version`` and the ``textvae_version``."""
-        Path(path).write_text(json.dumps(saved_header() | self.to_dict(), indent=2) + "\n")
+        """Write the config as JSON, with the layout's ``format_version`` and the ``textvae_version``;
+        atomically, so a run killed while it writes keeps a whole config.json (or none) for --resume."""
+        from .checkpoint import atomic_write
+
+        atomic_write(path, json.dumps(saved_header() | self.to_dict(), indent=2) + "\n")
 
 
 def _is_a(tp, value) -> bool:
