@@ -609,3 +609,17 @@ def test_saving_a_config_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         load_config(preset="tiny").save(path)
     assert load_config(config_file=str(path)) == Config() and [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_a_models_config_json_given_as_the_config_names_the_runs(tmp_path):
+    # --config RUN/best/config.json (the model's, which save_pretrained writes) said only "unknown key(s)
+    # 'tokenizer_fingerprint'", as if one key were misspelt
+    Config().save(tmp_path / "config.json")
+    model = tmp_path / "best" / "config.json"
+    model.parent.mkdir()
+    model.write_text(json.dumps({"format_version": 2, "model": {}, "tokenizer_fingerprint": "ab", "data": {}}))
+    with pytest.raises(ConfigError, match=rf"config file {model} is a model's config.json \(save_pretrained's: its "
+                                          rf"model and data settings, without the tokenizer, objective and train "
+                                          rf"sections a run needs\); give --config a run's config.json "
+                                          rf"\({tmp_path / 'config.json'}, the run this model was saved by\)"):
+        load_config(config_file=str(model))
