@@ -926,7 +926,8 @@ def load_config(preset: str | None = None, config_file: str | None = None,
                               f"(data, tokenizer, model, objective, train), or leave out --config to use the "
                               f"defaults")
         if "tokenizer_fingerprint" in base:  # what save_pretrained writes: a model's settings, not a run's
-            runs = [d / "config.json" for d in Path(config_file).resolve().parents[1:3] if (d / "config.json").is_file()]
+            runs = [d / "config.json" for d in Path(config_file).resolve().parents[1:3]
+                    if (d / "config.json").is_file()]
             mine = f" ({runs[0]}, the run this model was saved by)" if runs else ""
             raise ConfigError(f"config file {config_file} is a model's config.json (save_pretrained's: its model "
                               f"and data settings, without the tokenizer, objective and train sections a run "
