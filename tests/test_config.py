@@ -623,3 +623,18 @@ def test_a_models_config_json_given_as_the_config_names_the_runs(tmp_path):
                                           rf"sections a run needs\); give --config a run's config.json "
                                           rf"\({tmp_path / 'config.json'}, the run this model was saved by\)"):
         load_config(config_file=str(model))
+
+
+def test_a_number_given_to_a_text_key_on_the_command_line_is_kept_as_written():
+    # YAML 1.1 reads 010 as 8 (octal), 1:30 as 90 (base 60), 0x1F as 31 and 1.10 as 1.1, and the text key
+    # then took str() of that number: data.splits.valid=010 read the split '8'
+    cfg = load_config(overrides=["data.splits.valid=010", "data.dataset_config=1.10", "data.text_field=1:30",
+                                 "data.label_field=0x1F", "model.id2label.0=007"])
+    assert (cfg.data.splits["valid"], cfg.data.dataset_config, cfg.data.text_field, cfg.data.label_field,
+            cfg.model.id2label) == ("010", "1.10", "1:30", "0x1F", {0: "007"})
+    # number keys read the number as before, as plain int and float
+    cfg = load_config(overrides=["train.lr=1.10", "train.max_steps=1e3", "train.seed=0x10"])
+    assert (cfg.train.lr, cfg.train.max_steps, cfg.train.seed) == (1.1, 1000, 16)
+    assert type(cfg.train.lr) is float and type(cfg.train.max_steps) is int and type(cfg.train.seed) is int
+    with pytest.raises(ConfigError, match=r"key 'train.progress' expects bool, got 1 \(int\)"):
+        load_config(overrides=["train.progress=1"])

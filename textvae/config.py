@@ -574,6 +574,29 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "None")
 
 
+class _WrittenInt(int):
+    """A whole number from an override that keeps its text (``.text``) for a text key: YAML 1.1 reads
+    ``010`` as 8 and ``1:30`` as 90, but data.splits.valid=010 means the split named '010'."""
+
+
+class _WrittenFloat(float):
+    """A number from an override that keeps its text (``.text``): data.dataset_config=1.10 is '1.10'."""
+
+
+def _written(value, raw: str):
+    """``value`` as parsed from the override text ``raw``, a number remembering ``raw``."""
+    kind = {int: _WrittenInt, float: _WrittenFloat}.get(type(value))
+    if kind is None:
+        return value
+    out = kind(value)
+    out.text = raw.strip()
+    return out
+
+
+def _kind(value) -> str:
+    return {_WrittenInt: "int", _WrittenFloat: "float"}.get(type(value), type(value).__name__)
+
+
 def _number(text: str):
     try:
         return float(text)
@@ -620,7 +643,7 @@ def _coerce(tp, value, key: str, source: str):
         if isinstance(value, str):  # YAML 1.1 reads "1e3" as a string
             value = _number(value)
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return int(value)
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif tp is float:
@@ -634,14 +657,13 @@ def _coerce(tp, value, key: str, source: str):
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
+            return getattr(value, "text", None) or str(value)  # an override's number as written
         if isinstance(value, (bool, datetime.date)):  # YAML 1.1's yes/no/on/off and dates
             example = value if isinstance(value, datetime.date) else "yes"
             raise ConfigError(f"{source}: key {key!r} expects str, got {value!r} ({type(value).__name__}): YAML "
                               f"reads yes/no/on/off/true/false as true or false and YYYY-MM-DD as a date; for the "
                               f"text, quote it as written, e.g. {key}='{example}'")
-    raise ConfigError(f"{source}: key {key!r} expects {_type_name(tp)}, got {value!r} "
-                      f"({type(value).__name__})")
+    raise ConfigError(f"{source}: key {key!r} expects {_type_name(tp)}, got {value!r} ({_kind(value)})")
 
 
 def read_format_version(meta: dict, source: str, error: type = ConfigError, default: int = 0) -> int:
@@ -880,6 +902,7 @@ def parse_overrides(items: list[str]) -> dict:
         else:
             if "#" in raw and _drops_a_comment(raw):  # a value is never a comment: /data/run #2 is the path
                 value = raw
+            value = _written(value, raw)
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
