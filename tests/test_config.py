@@ -1,5 +1,6 @@
 """Configuration: presets, typed overrides, validation with one message per bad key, config files
-(YAML and JSON) and their errors as the CLI reports them, and round trips of every section."""
+(YAML and JSON) and their errors as the CLI reports them, round trips of every section, and the
+checks of experiments/ row and table files (textvae.experiments)."""
 import json
 import re
 
