@@ -639,3 +639,15 @@ def test_a_number_given_to_a_text_key_on_the_command_line_is_kept_as_written():
     assert type(cfg.train.lr) is float and type(cfg.train.max_steps) is int and type(cfg.train.seed) is int
     with pytest.raises(ConfigError, match=r"key 'train.progress' expects bool, got 1 \(int\)"):
         load_config(overrides=["train.progress=1"])
+
+
+def test_two_rows_whose_runs_share_a_name_are_refused(tmp_path):
+    from textvae.experiments import load_table
+
+    # row a with seeds [1, 2] runs a-seed1 and a-seed2; a row named a-seed1 (one seed) runs a-seed1 too:
+    # both trained, resumed and recorded in runs/t/a-seed1 as if one run
+    _table(tmp_path, rows={"a.yaml": "name: a\nmethod: A\npaper: p\nseeds: [1, 2]\n",
+                           "b.yaml": "name: a-seed1\nmethod: B\npaper: p\n"})
+    with pytest.raises(ConfigError, match=r"row 'a-seed1' and row 'a' both have a run named 'a-seed1' "
+                                          r"\(runs/t/a-seed1\): rename one of the rows"):
+        load_table(tmp_path)

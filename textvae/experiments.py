@@ -284,6 +284,12 @@ def load_table(folder: str | Path) -> tuple[Table, list[Experiment]]:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigError(f"{folder}: row name(s) {', '.join(twice)} used by more than one file")
+    owner: dict[str, str] = {}  # run name -> its row: one run directory and one record each
+    for r in rows:
+        for run, _ in r.runs():
+            if owner.setdefault(run, r.name) != r.name:
+                raise ConfigError(f"{folder}: row {r.name!r} and row {owner[run]!r} both have a run named {run!r} "
+                                  f"(runs/{table.table}/{run}): rename one of the rows")
     unknown = sorted({r for c in table.compare for r in [c["baseline"], *c.get("rows", [])] if r not in names})
     if unknown:
         raise ConfigError(f"{folder / TABLE_FILE}: compare names row(s) {', '.join(unknown)} that no file in {folder} "
