@@ -172,7 +172,8 @@ def test_unusable_paths_are_errors_not_tracebacks(tmp_path, capsys):
     a_file.write_text("x\n")
     expect_error(capsys, ["train", *TINY, "--out", a_file], f"--out {a_file} is a file")
     expect_error(capsys, ["train", *TINY, "--out", a_file / "run"], f"{a_file / 'run'}: Not a directory")
-    expect_error(capsys, ["train", "--config", tmp_path, "--out", tmp_path / "o"], f"{tmp_path}: Is a directory")
+    expect_error(capsys, ["train", "--config", tmp_path, "--out", tmp_path / "o"],
+                 f"config file {tmp_path} is a folder, not a YAML or JSON file")
 
 
 @pytest.mark.parametrize("resume", [[], ["--resume"]])
