@@ -430,6 +430,8 @@ def test_sample_and_interpolate_counts_of_the_wrong_kind_are_clear_errors():
     with pytest.raises(ValueError, match="steps=2.5 must be a whole number >= 0"):
         model.interpolate(TEXTS[0], TEXTS[1], steps=2.5)
     assert model.sample(0) == [] and len(model.sample(torch.tensor(2))) == 2  # anything int-like counts
+    assert len(model.interpolate(TEXTS[0], TEXTS[1], steps=torch.tensor(2))) == 4
+    assert len(model.interpolate_prior(torch.tensor(2))) == 4
 
 
 def test_a_string_api_call_that_fails_keeps_the_training_flag():

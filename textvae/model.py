@@ -459,7 +459,7 @@ class TextVAE(nn.Module):
         ``label``). ``path="codes"``: the code homotopy of a discrete latent (``Latent.swap``), a's
         M codes replaced by b's one position at a time (M + 1 sentences; ``steps`` unused). Greedy
         unless ``sample`` says otherwise; ``seed`` (default 0) seeds its sampling."""
-        self._check_path(steps, path)
+        steps = self._checked_steps(steps, path)
         with eval_mode(self):
             params = self.posterior_params(*self._tokenize([a, b]), self.label_ids(label, 2))
             ends = self.latent.point(params) if path == "codes" else self.latent.path_point(params)
@@ -469,17 +469,18 @@ class TextVAE(nn.Module):
                           path: str = "line", seed: int | None = None) -> list[str]:
         """The homotopy of :meth:`interpolate` between two codes drawn from the prior; ``seed`` (default 0)
         seeds the two draws, then the sampling."""
-        self._check_path(steps, path)
+        steps = self._checked_steps(steps, path)
         g = _generator(seed)
         return self._homotopy(self.prior_sample(2, g), steps, path, sample, label, g)
 
-    def _check_path(self, steps: int, path: str) -> None:
+    def _checked_steps(self, steps, path: str) -> int:
+        """``steps`` as an int, once the model and ``path`` are known to allow a homotopy."""
         if self.is_lm:
             raise ValueError("the language model (latent_dim=0) has no latent space to interpolate in")
-        _count("steps", steps)
         if path not in ("line", "codes"):
             raise ValueError(f"path={path!r} is not one of 'line', 'codes' (the straight path, or a discrete "
                              f"latent's code homotopy)")
+        return _count("steps", steps)
 
     def _homotopy(self, ends: torch.Tensor, steps: int, path: str, sample: SampleConfig | None, label,
                   generator: torch.Generator) -> list[str]:
