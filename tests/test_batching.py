@@ -47,6 +47,35 @@ def test_bucketing_determinism_epochs_and_eval_order():
     assert all(len(b) == 16 for b in dropped.batches(0))
 
 
+@settings(max_examples=60, deadline=None)
+@given(lengths=lengths_st, batch_size=st.integers(1, 17), seed=st.integers(0, 2**32), epoch=st.integers(0, 5),
+       replicas=st.integers(1, 3))
+def test_uniform_batches_cover_every_example_once(lengths, batch_size, seed, epoch, replicas):
+    batch_size = max(batch_size, replicas)
+    ranks = [BucketBatchSampler(lengths, batch_size, seed=seed, num_replicas=replicas, rank=r, by_length=False)
+             for r in range(replicas)]
+    bucketed = BucketBatchSampler(lengths, batch_size, seed=seed, num_replicas=replicas)
+    assert len(ranks[0]) == len(bucketed) == len(ranks[0].global_batches(epoch))  # the same epoch length
+    flat = [i for s in ranks for b in s.batches(epoch) for i in b]
+    assert len(set(flat)) == len(flat) == sum(map(len, bucketed.global_batches(epoch)))  # each once, none lost
+    if replicas == 1:
+        assert sorted(flat) == list(range(len(lengths)))
+
+
+def test_uniform_batches_mix_lengths_and_are_deterministic():
+    lengths = np.random.default_rng(0).integers(1, 30, size=640)
+    uniform = BucketBatchSampler(lengths, 32, seed=7, by_length=False)
+    assert uniform.batches(2) == BucketBatchSampler(lengths, 32, seed=7, by_length=False).batches(2)
+    assert uniform.batches(0) != uniform.batches(1)
+    # a uniform batch of 32 spans most of the 1..29 range; a length bucket of 640/29 per length, at most 2
+    assert min(np.ptp(lengths[b]) for b in uniform.batches(0)) >= 15
+    assert max(np.ptp(lengths[b]) for b in BucketBatchSampler(lengths, 32, seed=7).batches(0)) <= 2
+    fixed = BucketBatchSampler(lengths, 32, shuffle=False, by_length=False)
+    assert [i for b in fixed.batches(0) for i in b] == list(range(640))  # unshuffled: the split's order
+    mixed = MixedBatchSampler(lengths, np.arange(640) < 64, 32, 0.25, seed=1, by_length=False)
+    assert not mixed.by_length and min(np.ptp(lengths[b[8:]]) for b in mixed.batches(0)) >= 10
+
+
 @settings(max_examples=80, deadline=None)
 @given(lengths=lengths_st, replicas=st.integers(1, 4), extra=st.integers(0, 9), epoch=st.integers(0, 3))
 def test_ddp_sharding_splits_each_global_batch(lengths, replicas, extra, epoch):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -207,7 +208,8 @@ def test_resume_goes_on_counting_the_nonfinite_steps_in_a_row(tmp_path, monkeypa
 def test_a_split_too_small_for_one_batch_per_process_is_refused(tmp_path, monkeypatch):
     """With fewer examples than processes (torchrun on a tiny split) the sampler gives no batch: every
     epoch ended at once and the run finished at step 0, its model untrained, as if it had converged."""
-    one_example = lambda split, t, world, rank: BucketBatchSampler(split.lengths[:1], t.batch_size, num_replicas=2)
+    one_example = lambda split, t, world, rank, **kw: BucketBatchSampler(split.lengths[:1], t.batch_size,
+                                                                       num_replicas=2)
     monkeypatch.setattr(sys.modules[Trainer.__module__], "batch_sampler", one_example)  # 1 example, 2 processes
     with pytest.raises(DataError, match=r"too few for one batch shared by .*fewer processes"):
         train(tiny_cfg("train.max_steps=4"), tmp_path / "r")
@@ -481,3 +483,30 @@ def test_beta_tcvae_trains_and_its_loss_differs_from_the_elbo(tmp_path):
     assert tc["step"] == plain["step"] == 4
     loss = {name: [r["loss"] for r in records(tmp_path / name, "train")] for name in ("plain", "tc")}
     assert loss["plain"] and all(math.isfinite(x) for x in loss["tc"]) and loss["tc"] != loss["plain"]
+
+
+def test_beta_tcvae_trains_on_uniform_batches_and_other_objectives_on_length_buckets(tmp_path):
+    """beta-TCVAE estimates q(z) from the batch, so its batches must sample the data set uniformly
+    (textvae.objectives.uniform_batches); the other objectives keep the faster length buckets."""
+    plain = Trainer(tiny_cfg("train.max_steps=1"), tmp_path / "plain")
+    tc = Trainer(tiny_cfg("train.max_steps=1", "objective.tc_beta=6"), tmp_path / "tc")
+    assert plain.sampler.by_length and not tc.sampler.by_length
+    lengths = tc.train_data.lengths
+    spread = lambda s: np.mean([np.ptp(lengths[b]) for b in s.global_batches(0)])
+    assert spread(tc.sampler) > 3 * spread(plain.sampler)  # the tiny corpus's lengths mix within a batch
+
+
+def test_a_run_resumes_on_the_batches_it_started_with(tmp_path):
+    """A beta-TCVAE run checkpointed before batches were chosen by objective (no "batches" key: length
+    buckets) resumes on length buckets, so resuming stays exact, and says so; a new one saves its kind."""
+    cfg = ("train.max_steps=2", "train.checkpoint_every=2", "objective.tc_beta=6")
+    train(tiny_cfg(*cfg), tmp_path / "new")
+    state = list_checkpoints(tmp_path / "new")[-1] / "trainer_state.json"
+    meta = json.loads(state.read_text())
+    assert meta["batches"] == "uniform"
+    del meta["batches"]
+    state.write_text(json.dumps(meta))
+    said = []
+    resumed = Trainer(tiny_cfg(*cfg[1:], "train.max_steps=4"), tmp_path / "new", resume=True, log=said.append)
+    assert resumed.sampler.by_length
+    assert any("started on length batches and resumes on them" in m for m in said)

@@ -1,6 +1,7 @@
-"""Batches of an encoded split: length buckets and collate.
+"""Batches of an encoded split: length buckets (or uniform batches) and collate.
 
-    BucketBatchSampler          index lists of similar length; deterministic for (seed, epoch)
+    BucketBatchSampler          index lists of similar length (or, by_length=False, uniformly random);
+                                deterministic for (seed, epoch)
     MixedBatchSampler           M2: labelled and unlabelled examples in a set ratio per batch
     collate(split, indices)     Batch: tokens (B, T) = BOS x_1..x_n EOS PAD.., lengths n + 2
 """
@@ -19,6 +20,11 @@ class BucketBatchSampler:
     """Batches of similar length: sort by (length, random tie-break), cut into batches, shuffle the
     batch order. Deterministic for (seed, epoch); no global RNG state is touched.
 
+    With ``by_length=False`` there are no buckets: the examples are shuffled uniformly and cut into
+    batches, so each batch is a uniform sample of the split (more padding, so slower). An objective
+    that estimates the aggregate posterior q(z) from the batch needs this (beta-TCVAE: on a batch of
+    one length it sees the total correlation within that length, not over the data set).
+
     With ``shuffle=False`` the order is fixed: sorted by length (for evaluation). Every example
     appears exactly once per epoch when ``num_replicas=1`` and ``drop_last=False``; with
     ``drop_last=True`` the one incomplete batch (of the longest examples) is left out.
@@ -31,7 +37,7 @@ class BucketBatchSampler:
     """
 
     def __init__(self, lengths, batch_size: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1,
-                 rank: int = 0, drop_last: bool = False):
+                 rank: int = 0, drop_last: bool = False, by_length: bool = True):
         self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -40,7 +46,7 @@ class BucketBatchSampler:
         if batch_size < num_replicas:
             raise ValueError(f"batch_size ({batch_size}) is the global batch split over {num_replicas} ranks; "
                              f"it must be at least num_replicas")
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.batch_size, self.shuffle, self.drop_last, self.by_length = batch_size, shuffle, drop_last, by_length
         self.seed = seed % 2**64  # default_rng takes non-negative seeds; distinct seeds stay distinct
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
@@ -54,9 +60,10 @@ class BucketBatchSampler:
         n, bs = len(self.lengths), self.batch_size
         if self.shuffle:
             rng = np.random.default_rng([self.seed, epoch])
-            order = np.lexsort((rng.random(n), self.lengths))  # by length, ties in random order
+            ties = rng.random(n)
+            order = np.lexsort((ties, self.lengths)) if self.by_length else np.argsort(ties)  # by length, ties random
         else:
-            order = np.argsort(self.lengths, kind="stable")
+            order = np.argsort(self.lengths, kind="stable") if self.by_length else np.arange(n)
         batches = [order[i:i + bs] for i in range(0, n, bs)]
         if batches and (len(batches[-1]) < self.num_replicas or (self.drop_last and len(batches[-1]) < bs)):
             batches.pop()
@@ -86,15 +93,25 @@ class MixedBatchSampler:
     left out, as BucketBatchSampler does, so no rank ever gets an empty batch."""
 
     def __init__(self, lengths, labelled, batch_size: int, ratio: float, seed: int = 0, num_replicas: int = 1,
-                 rank: int = 0):
+                 rank: int = 0, by_length: bool = True):
         labelled = np.asarray(labelled, dtype=bool)
         self.labelled, self.unlabelled = np.flatnonzero(labelled), np.flatnonzero(~labelled)
         self.n_labelled = min(batch_size - 1, max(1, round(ratio * batch_size)))
         # the inner sampler leaves out a last batch of fewer than its num_replicas examples: with the
         # labelled ones added, a global batch then always has at least num_replicas examples
         self.inner = BucketBatchSampler(np.asarray(lengths)[self.unlabelled], batch_size - self.n_labelled,
-                                        shuffle=True, seed=seed, num_replicas=max(1, num_replicas - self.n_labelled))
+                                        shuffle=True, seed=seed, num_replicas=max(1, num_replicas - self.n_labelled),
+                                        by_length=by_length)
         self.seed, self.num_replicas, self.rank = seed % 2**64, num_replicas, rank
+
+    @property
+    def by_length(self) -> bool:
+        """Whether the unlabelled part comes in length buckets (as BucketBatchSampler's)."""
+        return self.inner.by_length
+
+    @by_length.setter
+    def by_length(self, value: bool) -> None:
+        self.inner.by_length = value
 
     def global_batches(self, epoch: int) -> list[np.ndarray]:
         """All ranks' batches of that epoch: labelled indices first, then unlabelled ones."""
@@ -115,16 +132,17 @@ class MixedBatchSampler:
         return len(self.inner)
 
 
-def batch_sampler(split: EncodedSplit, t, num_replicas: int = 1, rank: int = 0):
+def batch_sampler(split: EncodedSplit, t, num_replicas: int = 1, rank: int = 0, by_length: bool = True):
     """The training sampler of ``split`` under TrainConfig ``t``: :class:`MixedBatchSampler` when
     ``t.labelled_ratio`` is set and the split has both labelled and unlabelled (id -1) examples (M2),
-    else :class:`BucketBatchSampler`."""
+    else :class:`BucketBatchSampler`; length buckets unless ``by_length`` is False (see
+    textvae.objectives.uniform_batches)."""
     ids = split.label_ids
     if t.labelled_ratio is not None and ids is not None and (ids < 0).any() and (ids >= 0).any():
         return MixedBatchSampler(split.lengths, ids >= 0, t.batch_size, t.labelled_ratio, seed=t.seed,
-                                 num_replicas=num_replicas, rank=rank)
+                                 num_replicas=num_replicas, rank=rank, by_length=by_length)
     return BucketBatchSampler(split.lengths, t.batch_size, shuffle=True, seed=t.seed,
-                              num_replicas=num_replicas, rank=rank)
+                              num_replicas=num_replicas, rank=rank, by_length=by_length)
 
 
 @dataclass

@@ -168,6 +168,7 @@ def save_trainer(tr) -> Path:
         for s in tr.strategies:
             progress.update(s.state())
         meta = {"format_version": _format_version(), "progress": progress, "lr": tr.lr(),
+                "batches": "length" if tr.sampler.by_length else "uniform",
                 "metrics_records": tr.metrics.records}  # what resume keeps of metrics.jsonl
         state = {"optimizer": tr.optimizer.state_dict(), **rng_state(rng_ranks, cuda_ranks, tr.noise)}
         if tr.scaler.is_enabled():  # fp16: the dynamic loss scale and its growth tracker
@@ -190,6 +191,7 @@ def load_trainer(tr, ckpt: Path) -> None:
     if "scaler" in state and tr.scaler.is_enabled():
         tr.scaler.load_state_dict(state["scaler"])
     tr.progress = Progress.from_dict(meta["progress"])
+    keep_batches(tr, meta.get("batches", "length"))
     if tr.tc_queue is not None:
         load_queue(tr.tc_queue, state.get("tc_queue_ranks"), tr.procs, tr.log)
     for s in tr.strategies:
@@ -200,6 +202,17 @@ def load_trainer(tr, ckpt: Path) -> None:
     restore_rng(state, tr.noise, tr.procs, reseed, tr.log)
     if tr.is_main:
         truncate_metrics(tr.run, tr.progress.step, meta.get("metrics_records"))
+
+
+def keep_batches(tr, saved: str) -> None:
+    """Resume on the batches the run started with ("length" buckets or "uniform"; checkpoints
+    without the key were written when every run trained on length buckets), so that resuming stays
+    exact when the code would now choose the other kind (textvae.objectives.uniform_batches); say so."""
+    by_length = saved == "length"
+    if by_length != tr.sampler.by_length:
+        tr.sampler.by_length = by_length
+        tr.log(f"this run started on {saved} batches and resumes on them (a new run of this objective would "
+               f"train on {'uniform' if by_length else 'length'} batches; see textvae.objectives.uniform_batches)")
 
 
 def load_queue(queue, ranks: list | None, procs, log) -> None:
@@ -441,7 +454,8 @@ def settings_differences(saved: Path, cfg, sections=("data", "tokenizer", "model
     that may differ (besides those derived from the data: the vocabulary size and the label names)."""
     if not saved.is_file():
         return {}
-    from .config import Config, _read_mapping
+    from .config import Config
+    from .config_files import _read_mapping
 
     old = Config.from_dict(_read_mapping(saved, str(saved)), str(saved)).to_dict()
     new = cfg.to_dict()

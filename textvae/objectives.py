@@ -6,7 +6,8 @@
                     cyclical (Fu et al. 2019); :func:`kl_weight` adds the autoencoder phase of
                     weight 0 (Li et al. 2019)
     free bits       :data:`FREE_BITS`: Kingma et al. (2016) and Li et al. (2019); :func:`kl_term`
-    beta-TCVAE      ``objective.tc_alpha/tc_beta/tc_gamma`` (Chen et al. 2018): :func:`decomposed_kl_extra`
+    beta-TCVAE      ``objective.tc_alpha/tc_beta/tc_gamma`` (Chen et al. 2018): :func:`decomposed_kl_extra`,
+                    trained on uniform batches (:func:`uniform_batches`)
     M2's alpha      ``objective.m2_alpha`` on the classifier's term (Kingma et al. 2014): :data:`TERM_WEIGHTS`
     the loss        :func:`vae_loss`
 
@@ -124,6 +125,15 @@ def kl_term(kl: torch.Tensor, cfg: ObjectiveConfig) -> torch.Tensor:
 def tc_enabled(cfg: ObjectiveConfig) -> bool:
     """Whether the beta-TCVAE terms are on: any of tc_alpha, tc_beta, tc_gamma differs from 1."""
     return (cfg.tc_alpha, cfg.tc_beta, cfg.tc_gamma) != (1.0, 1.0, 1.0)
+
+
+def uniform_batches(cfg: ObjectiveConfig) -> bool:
+    """Whether training batches must be uniform samples of the data set rather than length buckets
+    (textvae.batching.BucketBatchSampler's ``by_length``): true when the objective estimates the
+    aggregate posterior q(z) from the batch (beta-TCVAE, :func:`tc_enabled`). On a batch of one
+    sentence length the estimator sees the total correlation within that length, which can be far
+    below the data set's (docs/disentangle.md), and the penalty then pushes on the wrong quantity."""
+    return tc_enabled(cfg)
 
 
 def decomposed_kl_extra(out, cfg: ObjectiveConfig, latent, dataset_size: int, queue=None) -> torch.Tensor:

@@ -28,7 +28,7 @@ from .decomposition import PosteriorQueue
 from .errors import ConfigError, DataError, TrainingError
 from .metrics import validate
 from .model import TextVAE
-from .objectives import kl_weight, vae_loss
+from .objectives import kl_weight, uniform_batches, vae_loss
 from .optim import decay_lr, improves_best, make_optimizer, plateau, record_score
 from .signals import StopSignals
 
@@ -62,7 +62,8 @@ class Trainer:
         self.strategies = collapse.strategies_for(cfg.objective)
         self.tc_queue = tc_queue(cfg, len(self.train_data), self.procs.world)
         self.optimizer = self.make_optimizer()
-        self.sampler = batch_sampler(self.train_data, t, self.procs.world, self.procs.rank)
+        self.sampler = batch_sampler(self.train_data, t, self.procs.world, self.procs.rank,
+                                     by_length=not uniform_batches(cfg.objective))
         self.batches_per_epoch = len(self.sampler.global_batches(0))
         if not self.batches_per_epoch:  # else every epoch ends at once and the run "finishes" untrained
             raise DataError(f"the train split has {len(self.train_data)} example(s), too few for one batch shared by "
