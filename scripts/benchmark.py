@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from textvae.config import load_config
+from textvae.config_files import load_config
 from textvae.batching import collate
 from textvae.latents.gaussian import gaussian_kl
 from textvae.optim import make_optimizer

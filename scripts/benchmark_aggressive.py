@@ -44,7 +44,7 @@ def inner_update(args) -> int:
     import torch
 
     from textvae.collapse import frozen_decoder
-    from textvae.config import load_config
+    from textvae.config_files import load_config
     from textvae.model import TextVAE
 
     torch.manual_seed(0)

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from textvae.config import load_config
+from textvae.config_files import load_config
 from textvae.train import Trainer
 
 ROWS = {

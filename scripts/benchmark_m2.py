@@ -18,7 +18,7 @@ import time
 import torch
 
 from textvae.batching import collate_ids
-from textvae.config import load_config
+from textvae.config_files import load_config
 from textvae.corpus import builtin_corpus
 from textvae.model import TextVAE
 from textvae.objectives import vae_loss

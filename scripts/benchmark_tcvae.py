@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from textvae.batching import collate
-from textvae.config import load_config
+from textvae.config_files import load_config
 from textvae.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from textvae.config import load_config
+from textvae.config_files import load_config
 from textvae.errors import TextVAEError
 from textvae.batching import collate
 from textvae.generate import eval_mode

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from textvae.checkpoint import atomic_write
-from textvae.config import parse_overrides
+from textvae.config_files import parse_overrides
 from textvae.errors import TextVAEError
 from textvae.experiments import evaluation, load_table
 from textvae.run_summary import describe_phase

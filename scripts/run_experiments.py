@@ -67,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402  (scripts/report.py: the rendering step)
 from processes import BUSY_EXIT, COMMAND_ENV, CONCURRENT_ENV, parallel_env, run_processes  # noqa: E402
 
-from textvae.config import load_config  # noqa: E402
+from textvae.config_files import load_config  # noqa: E402
 from textvae.data import EncodedSplit, load_splits  # noqa: E402
 from textvae.disentanglement import read_factors  # noqa: E402
 from textvae.errors import TextVAEError  # noqa: E402

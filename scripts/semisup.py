@@ -52,7 +52,7 @@ from run_experiments import read_state, train_run, write_json  # noqa: E402
 
 from textvae import semisup  # noqa: E402
 from textvae.checkpoint import list_checkpoints  # noqa: E402
-from textvae.config import load_config  # noqa: E402
+from textvae.config_files import load_config  # noqa: E402
 from textvae.disentanglement import read_factors  # noqa: E402
 from textvae.metrics import model_split, posterior_parameters  # noqa: E402
 from textvae.model import TextVAE  # noqa: E402

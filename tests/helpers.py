@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from textvae.cli import main
-from textvae.config import load_config
+from textvae.config_files import load_config
 from textvae.train import Trainer
 
 TINY = ["--preset", "tiny", "--no-summary"]  # the CLI's smallest training, without the end-of-run summary

@@ -22,7 +22,8 @@ import torch
 from helpers import TINY, cli, expect_error, records, same_weights, tiny_cfg, weights, without_speed
 from textvae import checkpoint
 from textvae.checkpoint import atomic_write, commit_dir, list_checkpoints, read_checkpoint
-from textvae.config import FORMAT_VERSION, load_config
+from textvae.config import FORMAT_VERSION
+from textvae.config_files import load_config
 from textvae.train import Trainer, train
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "v0.1.0"

@@ -9,7 +9,8 @@ import torch
 
 from helpers import TINY, cli, crash_after_checkpoint, load_script, records, same_weights, tiny_cfg, without_speed
 from textvae import collapse
-from textvae.config import ModelConfig, ObjectiveConfig, TokenizerConfig, load_config
+from textvae.config import ModelConfig, ObjectiveConfig, TokenizerConfig
+from textvae.config_files import load_config
 from textvae.batching import collate
 from textvae.errors import ConfigError
 from textvae.model import Decoder, TextVAE

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import TINY, expect_error
-from textvae.config import Config, list_presets, load_config, parse_overrides
+from textvae.config import Config
+from textvae.config_files import list_presets, load_config, parse_overrides
 from textvae.errors import ConfigError
 
 

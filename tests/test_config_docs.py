@@ -42,7 +42,7 @@ def test_every_key_has_a_meaning():
 def test_the_header_says_how_override_values_are_read():
     # the page said only "values are read as YAML scalars": not that None is no null, how a list is
     # written, or that a # stays in the value (which YAML would take for a comment)
-    from textvae.config import load_config
+    from textvae.config_files import load_config
     from textvae.config_docs import HEADER
 
     text = " ".join(HEADER.split())

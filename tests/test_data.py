@@ -13,7 +13,8 @@ import pytest
 
 from helpers import SHARED_DATA, TINY, cli, expect_error, write_corpus
 from textvae.cli import main
-from textvae.config import Config, DataConfig, TokenizerConfig, load_config
+from textvae.config import Config, DataConfig, TokenizerConfig
+from textvae.config_files import load_config
 from textvae.data import describe_source, encode_split, load_splits, split_indices
 from textvae.errors import ConfigError, DataError
 from textvae.tokenizers import train_tokenizer

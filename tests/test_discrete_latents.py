@@ -17,7 +17,8 @@ from torch.distributions import Categorical, kl_divergence
 from helpers import cli, expect_error, records, tiny_cfg, weights
 from textvae.checkpoint import list_checkpoints
 from textvae.code_prior import fit_code_prior
-from textvae.config import ModelConfig, TokenizerConfig, load_config
+from textvae.config import ModelConfig, TokenizerConfig
+from textvae.config_files import load_config
 from textvae.data import EncodedSplit
 from textvae.errors import ConfigError, DataError, TextVAEError
 from textvae.latents import GaussianLatent, GumbelLatent, VQLatent

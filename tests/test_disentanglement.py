@@ -170,7 +170,8 @@ def test_factor_fields_missing_or_on_a_txt_corpus_is_an_error_naming_the_key(tmp
 
 
 def test_factor_fields_from_the_command_line_and_bad_entries(tmp_path):
-    from textvae.config import ConfigError, load_config
+    from textvae.config import ConfigError
+    from textvae.config_files import load_config
 
     cfg = load_config(overrides=["data.factor_fields=tense,mood"])
     assert cfg.data.factor_fields == ["tense", "mood"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers import load_script, signal_on_call
-from textvae.config import load_config
+from textvae.config_files import load_config
 from textvae.corpus import builtin_corpus
 from textvae.errors import ConfigError, TextVAEError
 from textvae.experiments import load_experiment, load_table, row_overrides

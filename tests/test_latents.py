@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from textvae.config import ModelConfig, ObjectiveConfig, TokenizerConfig, load_config
+from textvae.config import ModelConfig, ObjectiveConfig, TokenizerConfig
+from textvae.config_files import load_config
 from textvae.errors import ConfigError
 from textvae.latents import LATENTS, GaussianLatent, Latent, build_latent
 from textvae.latents.gaussian import homotopy as gaussian_homotopy

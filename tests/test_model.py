@@ -170,7 +170,7 @@ def test_gcnn_save_load_round_trip(tmp_path):
 
 
 def test_gcnn_config_is_validated():
-    from textvae.config import load_config
+    from textvae.config_files import load_config
     from textvae.errors import ConfigError
 
     cfg = load_config(preset="tiny", overrides=["model.encoder=gcnn", "model.gcnn_layers=2", "model.gcnn_kernel=5"])

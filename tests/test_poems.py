@@ -9,7 +9,8 @@ import torch
 
 from helpers import write_corpus, write_lines
 from textvae.cli import main
-from textvae.config import ModelConfig, SampleConfig, load_config
+from textvae.config import ModelConfig, SampleConfig
+from textvae.config_files import load_config
 from textvae.errors import ConfigError
 from textvae.generate import beam_search, generate
 from textvae.metrics import evaluate

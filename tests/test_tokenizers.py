@@ -436,7 +436,7 @@ def test_pretokenize_is_saved_and_old_files_load_as_whitespace(tmp_path):
 
 
 def test_pretokenize_config_value_is_checked():
-    from textvae.config import load_config
+    from textvae.config_files import load_config
 
     assert load_config(overrides=["tokenizer.pretokenize=punctuation"]).tokenizer.pretokenize == "punctuation"
     with pytest.raises(ConfigError, match="tokenizer.pretokenize='punct' is not one of 'whitespace', 'punctuation'"):

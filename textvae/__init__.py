@@ -13,8 +13,8 @@ Public API::
 the module is reached with ``from textvae.train import ...`` or ``importlib.import_module("textvae.train")``.
 """
 
-from .config import (Config, DataConfig, ModelConfig, ObjectiveConfig, SampleConfig, TokenizerConfig, TrainConfig,
-                     list_presets, load_config)
+from .config import Config, DataConfig, ModelConfig, ObjectiveConfig, SampleConfig, TokenizerConfig, TrainConfig
+from .config_files import list_presets, load_config
 from .errors import CheckpointError, ConfigError, DataError, TextVAEError, TrainingError
 from .metrics import evaluate
 from .model import TextVAE

@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- verbs
 
 def _cmd_train(args) -> int:
-    from .config import load_config
+    from .config_files import load_config
     from .data import describe_source
     from .model import WEIGHTS_FILE
     from .train import train
@@ -599,7 +599,7 @@ def _cmd_classify(args) -> int:
 
 
 def _cmd_presets(args) -> int:
-    from .config import list_presets, preset_dict
+    from .config_files import list_presets, preset_dict
 
     for name in list_presets():
         m = preset_dict(name).get("model", {})

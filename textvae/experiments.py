@@ -67,7 +67,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import load_yaml, yaml_problem
+from .config_files import load_yaml, yaml_problem
 from .errors import ConfigError
 
 TABLE_FILE = "table.yaml"
