@@ -27,6 +27,14 @@ iw samples, eval sentences, seed); other sample or homotopy counts redo those al
 interrupted part-way goes on from its last save (every minute, ``evaluation.partial.safetensors`` in
 the run directory) when the command is run again.
 
+A run trains only from committed code. When ``textvae/`` or ``scripts/`` of the checkout the imported
+textvae is in have uncommitted changes (staged, unstaged, or new files git does not ignore), a record would
+name a commit that is not the code that trained it, so runs that have to train or resume are left untrained
+and the runner names the files. ``--allow-dirty`` trains them anyway: each such sitting keeps the changes
+in the run directory as ``source-<hash>.diff`` (``git apply`` it on a checkout of the commit) and records
+``dirty_diff`` and ``dirty_diff_sha256``. Evaluating trained runs, ``--list`` and ``--status`` need neither;
+a textvae installed from a wheel trains with commit null.
+
 After every run, ``--out-dir/T.json`` (one object per run, the table's order) and ``T.md`` are
 rewritten; runs already in ``T.json`` that this command did not run (another machine, another process
 running beside this one, a row whose file is gone) are kept.
@@ -40,6 +48,8 @@ unless set).
 
 import argparse
 import contextlib
+import dataclasses
+import hashlib
 import importlib
 import json
 import math
@@ -67,6 +77,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402  (scripts/report.py: the rendering step)
 from processes import BUSY_EXIT, COMMAND_ENV, CONCURRENT_ENV, parallel_env, run_processes  # noqa: E402
 
+import textvae  # noqa: E402
 from textvae.config_files import load_config  # noqa: E402
 from textvae.data import EncodedSplit, load_splits  # noqa: E402
 from textvae.disentanglement import read_factors  # noqa: E402
@@ -84,6 +95,8 @@ from textvae.run_summary import strategy_phases  # noqa: E402
 from textvae.train import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(__file__).resolve().parent  # this script's folder, the checkout's scripts/ when it runs from one
+PACKAGE = Path(textvae.__file__).resolve().parent  # the textvae this process imported
 STATE = "reproduce.json"
 PARTIAL_EVALUATION = "evaluation.partial.safetensors"  # an evaluation pass in progress
 
@@ -127,17 +140,89 @@ def epoch_steps(cfg) -> int:
 # --------------------------------------------------------------------------- provenance
 
 
-def git_commit(repo: Path = REPO) -> tuple[str, bool]:
-    """(HEAD commit, whether tracked files other than ``results/`` have uncommitted changes);
-    ("unknown", False) without git. ``results/`` is left out: this script rewrites it after every run,
-    so a row started beside another row's evaluation would otherwise look dirty."""
+SOURCE_PATHS = ("textvae", "scripts")  # the code a run executes; docs/, results/, tests/ do not change a record
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """The code this process runs: ``checkout``, the git checkout whose ``textvae/`` is the imported package
+    (None: installed from a wheel, so no commit to name), its HEAD ``commit``, the files under
+    ``SOURCE_PATHS`` that differ from it (``changed``: staged or not; ``untracked``: new files git does not
+    ignore), ``scripts``, where this script is when that is not the checkout's ``scripts/``, and ``diff``,
+    the changes as a patch (``source_diff``) where they were asked for."""
+    checkout: Path | None = None
+    commit: str | None = None
+    changed: tuple[str, ...] = ()
+    untracked: tuple[str, ...] = ()
+    scripts: Path | None = None
+    diff: bytes | None = None
+
+    @property
+    def uncommitted(self) -> list[str]:
+        return sorted({*self.changed, *self.untracked}, key=lambda f: (not f.startswith("textvae/"), f))
+
+
+def git(repo: Path, *argv: str) -> bytes:
+    return subprocess.run(["git", *argv], cwd=repo, capture_output=True, check=True).stdout
+
+
+def source_state(with_diff: bool = False) -> Source:
+    """The state of the code this process imported (``PACKAGE``) and runs (``SCRIPTS``), read once at the
+    start of a command: a sitting runs the code loaded then, whatever is edited while it trains.
+    ``with_diff``: with the uncommitted changes as a patch, when there are any."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results"], cwd=repo, capture_output=True, text=True, check=True)
-        return head.stdout.strip(), bool(dirty.stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", False
+        top = Path(os.fsdecode(git(PACKAGE, "rev-parse", "--show-toplevel").strip())).resolve()
+        if PACKAGE != top / "textvae":  # installed into an ignored folder of some checkout (a .venv)
+            return Source()
+        commit = git(top, "rev-parse", "--verify", "HEAD").decode().strip()
+        changed = git(top, "diff", "HEAD", "--name-only", "-z", "--", *SOURCE_PATHS)
+        untracked = git(top, "ls-files", "--others", "--exclude-standard", "-z", "--", *SOURCE_PATHS)
+    except (OSError, subprocess.CalledProcessError):  # no git, not a checkout, or one without a commit yet
+        return Source()
+    names = lambda out: tuple(os.fsdecode(n) for n in out.split(b"\0") if n)  # noqa: E731
+    source = Source(top, commit, names(changed), names(untracked), None if SCRIPTS == top / "scripts" else SCRIPTS)
+    return dataclasses.replace(source, diff=source_diff(source)) if with_diff and source.uncommitted else source
+
+
+def source_diff(source: Source) -> bytes:
+    """A patch of ``source``'s uncommitted changes: ``git diff HEAD`` of ``SOURCE_PATHS`` (staged and
+    unstaged), then each untracked file as a new one. ``git apply`` of it on a checkout of the commit gives
+    the code that ran."""
+    patch = git(source.checkout, "diff", "HEAD", "--binary", "--", *SOURCE_PATHS)
+    for name in source.untracked:  # --no-index exits 1 when the files differ, as a new file always does
+        new = subprocess.run(["git", "diff", "--no-index", "--binary", "--", os.devnull, name],
+                             cwd=source.checkout, capture_output=True)
+        if new.returncode > 1:
+            raise subprocess.CalledProcessError(new.returncode, new.args, new.stdout, new.stderr)
+        patch += new.stdout
+    return patch
+
+
+class UncommittedSource(TextVAEError):
+    """The code a run would train with is not a commit, so its record could not be trained again."""
+
+
+def check_source(source: Source, allow_dirty: bool) -> None:
+    """Raise UncommittedSource when ``source`` cannot be named by a commit: uncommitted changes (unless
+    ``allow_dirty``: then the sitting keeps them as a patch), or this script from another checkout than
+    the textvae it imports (which no patch describes)."""
+    if source.scripts is not None:
+        raise UncommittedSource(
+            f"this script is in {source.scripts}, but the textvae it imports is {source.checkout / 'textvae'}: "
+            f"a record names one commit, and the code of two checkouts would train. Run "
+            f"{source.checkout / 'scripts' / 'run_experiments.py'} instead, or import this checkout's textvae "
+            f"(PYTHONPATH={source.scripts.parent} python scripts/run_experiments.py ..., or pip install -e "
+            f"{source.scripts.parent}); --allow-dirty does not cover this")
+    files = source.uncommitted
+    if files and not allow_dirty:
+        shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
+        raise UncommittedSource(
+            f"the textvae source in {source.checkout} has uncommitted changes ({shown}). Its record would name "
+            f"commit {source.commit[:12]}, but the code that trained it would not be that commit, so the run could "
+            f"not be reproduced from its record. Commit the changes; or train from a clean checkout "
+            f"(git worktree add ../textvae-clean HEAD, then in it: PYTHONPATH=. python scripts/run_experiments.py "
+            f"...); or pass --allow-dirty to train anyway, keeping the changes as a patch in the run directory "
+            f"(source-<hash>.diff, its sha256 in the sitting's record)")
 
 
 def device_name(device: torch.device) -> str:
@@ -182,21 +267,27 @@ def invocation(argv: list[str]) -> str:
 
 
 def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str | None = None,
-              overrides: list[str] | None = None, hint: bool = True) -> dict:
+              overrides: list[str] | None = None, hint: bool = True, source: Source | None = None,
+              allow_dirty: bool = False) -> dict:
     """Train (or resume) one run; returns its reproduce.json state. ``extend``: a run that stopped at a
     budget this command lifts (``trains_on``) trains on in a new sitting instead of counting as finished.
     ``command`` (``invocation``) is recorded with the sitting, ``overrides`` (``run_config``'s) with the
     run once a sitting finishes it: the settings its training ended under, which a later command that
     only reuses the run (another budget, say) does not replace. ``hint``: say when --extend would train
-    a finished run on."""
+    a finished run on. ``source`` (``source_state``, read now when not given): a run that has to train
+    is refused (UncommittedSource, before its directory changes) when that code is not a commit, unless
+    ``allow_dirty``: then the sitting keeps the uncommitted changes as ``source-<hash>.diff`` in the run
+    directory and records the file (``dirty_diff``) and its sha256 (``dirty_diff_sha256``)."""
     state = read_state(run)
     changed = same_run(name, cfg, run) if state.get("finished") or list_checkpoints(run) else {}
+    budget = trains_on(state.get("train_result") or {}, cfg) if state.get("finished") else None
+    if state.get("finished") and not (extend and budget):
+        log(f"[{name}] training already finished ({len(state['sittings'])} sitting(s)); not retrained"
+            + (f" (it stopped at its {budget}: --extend trains it on)" if budget and hint else ""))
+        return state
+    source = source_state(with_diff=allow_dirty) if source is None else source
+    check_source(source, allow_dirty)
     if state.get("finished"):
-        budget = trains_on(state.get("train_result") or {}, cfg)
-        if not (extend and budget):
-            log(f"[{name}] training already finished ({len(state['sittings'])} sitting(s)); not retrained"
-                + (f" (it stopped at its {budget}: --extend trains it on)" if budget and hint else ""))
-            return state
         log(f"[{name}] stopped at its {budget}; training on from its newest checkpoint (--extend)")
         for key in ("finished", "finished_at", "train_result", "evaluation", "evaluation_key"):
             state.pop(key, None)  # a new best model: the old evaluation no longer describes it
@@ -205,10 +296,18 @@ def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str
     if not resume and run.exists():
         shutil.rmtree(run)  # started but never checkpointed: nothing to resume, start afresh
     device = resolve_device(cfg.train.device)
-    commit, dirty = git_commit()
-    sitting = {"started": now(), "device": device_name(device), "commit": commit, "dirty": dirty,
-               "resumed": resume, "seconds": 0.0, "completed": False,
+    sitting = {"started": now(), "device": device_name(device), "commit": source.commit,
+               "dirty": bool(source.uncommitted), "resumed": resume, "seconds": 0.0, "completed": False,
                "concurrent_rows": int(os.environ.get(CONCURRENT_ENV, "1")), "command": command}
+    if source.checkout is None:
+        log(f"[{name}] textvae is imported from {PACKAGE}, not a git checkout: the record names no commit")
+    elif source.uncommitted:  # allowed: the patch that makes the commit into the code that trains
+        diff = source_diff(source) if source.diff is None else source.diff
+        digest = hashlib.sha256(diff).hexdigest()
+        sitting.update(dirty_diff=f"source-{digest[:12]}.diff", dirty_diff_sha256=digest)
+        atomic_write(run / sitting["dirty_diff"], diff)
+        log(f"[{name}] training with uncommitted changes to {len(source.uncommitted)} file(s) (--allow-dirty): "
+            f"kept as {run / sitting['dirty_diff']}, a patch on commit {source.commit[:12]}")
     if changed:  # budgets, placement: recorded as they differ from the first sitting's (config.json)
         sitting["changed"] = {k: list(v) for k, v in changed.items()}
         log(f"[{name}] this sitting changes " + ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in changed.items()))
@@ -616,7 +715,7 @@ def row_command(args, table, name: str, out_dir: Path) -> list[str]:
             cmd += [flag, str(value)]
     for o in args.set:
         cmd += ["--set", o]
-    return cmd + (["--extend"] if args.extend else [])
+    return cmd + (["--extend"] if args.extend else []) + (["--allow-dirty"] if args.allow_dirty else [])
 
 
 def run_in_parallel(args, jobs: list, log, on_done=None) -> list[str] | None:
@@ -670,6 +769,10 @@ def parse_args(argv=None):
                         "under an earlier recipe, marked †, one stopped at a budget or evaluated otherwise, "
                         "marked ◊, or one whose commands were not recorded): what a sitting still has to do "
                         "(with --extend, the runs stopped at a budget train on)")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="train (or resume) runs although textvae/ or scripts/ have uncommitted changes; each such "
+                        "sitting keeps them in its run directory as source-<hash>.diff, a patch on its commit, "
+                        "and records its sha256 (dirty_diff_sha256). Without it such runs are not trained")
     p.add_argument("--list", action="store_true", help="print the rows and their overrides, then exit")
     p.add_argument("--status", action="store_true",
                    help="print where each run stands (not started, training, evaluating, done), then exit")
@@ -759,11 +862,17 @@ def run_row(args, table, rows, row, log, record_only: bool = False) -> bool | No
             with run_lock(run):
                 cfg, overrides = run_config(table, row, seed, args)
                 state = train_run(name, cfg, run, log, extend=args.extend and not record_only, command=args.command,
-                                  overrides=overrides, hint=not record_only)
+                                  overrides=overrides, hint=not record_only, source=args.source,
+                                  allow_dirty=args.allow_dirty)
                 state = evaluate_run(name, settings, cfg, run, state, args.eval_sentences, log, command=args.command)
         except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: a checkpoint or the evaluation's last batch was saved
             log(f"[{name}] interrupted ({e}); run the same command again to resume")
             return None
+        except UncommittedSource as e:  # refused before the run directory changed; said in full once
+            log(f"[{name}] not trained: {e if not args.refused else 'the code is not a commit (above)'}")
+            args.refused.append(name)
+            ok = False
+            continue
         except RunBusy as e:  # not a failure of this run: another process is on it
             log(f"[{name}] {e}")
             args.busy.append(name)
@@ -821,9 +930,15 @@ def main(argv=None) -> int:
             log(f"error: {table.table}: data directory {data} does not exist; pass --data-dir{env} "
                 f"(see data/{table.table}/README.md)")
             return 2
-    failed, recorded, args.busy = [], set(), []
+    failed, recorded, args.busy, args.refused = [], set(), [], []
+    args.source = source_state(with_diff=args.allow_dirty)  # the code imported at the start, which trains
     if args.jobs > 1 and sum(len(chosen) for *_, chosen in tables) > 1:
         all_rows = {id(table): rows for table, rows, _ in tables}
+        try:
+            check_source(args.source, args.allow_dirty)
+        except UncommittedSource as e:  # the row processes would say it each in its own log
+            log(f"note: {e}. The row processes leave every run that has to train or resume untrained (its row "
+                f"fails); runs trained already are evaluated and recorded")
 
         def record(table, row):  # a row process finished: its runs go into T.json and T.md now
             if run_row(args, table, all_rows[id(table)], row, log, record_only=True):

@@ -2,6 +2,7 @@
 end to end on a tiny PTB-shaped corpus (three rows of a few steps each, then the outputs, then a second
 sitting that must reuse the runs instead of retraining), and the report step (scripts/report.py)."""
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import math
@@ -27,6 +28,9 @@ PTB = REPO / "experiments" / "ptb"
 ROWS = "lstm-lm-seed1234,vae-pretrain-fb-seed1234,bn-vae-seed1234"  # one seed of each row: its run name
 SMALL = ["--set", "model.emb_dim=16", "--set", "model.enc_hidden=16", "--set", "model.dec_hidden=16",
          "--set", "train.progress=false"]
+# the tests train from this checkout, which has uncommitted changes while someone works in it (CI's fresh
+# clone has none): the runner trains from such a tree only when told to
+ANY_TREE = ["--allow-dirty"]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,7 @@ def run(script, ptb_dir, tmp_path, *extra, rows=ROWS, experiments=PTB):
     return script.main([str(experiments), "--data-dir", str(ptb_dir), "--rows", rows,
                         "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
                         "--max-epochs", "1", "--max-steps", "4", "--iw-samples", "3", "--eval-sentences", "8",
-                        *SMALL, *extra])
+                        *SMALL, *ANY_TREE, *extra])
 
 
 @pytest.mark.integration  # the runner trains and evaluates rows end to end
@@ -135,7 +139,7 @@ def test_jobs_run_rows_in_parallel_processes_then_write_one_table(script, ptb_di
     assert script.main([str(PTB), "--data-dir", str(ptb_dir), "--rows", rows, "--jobs", "2",
                         "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
                         "--max-epochs", "1", "--max-steps", "3", "--iw-samples", "3", "--eval-sentences", "8",
-                        *SMALL]) == 0
+                        *SMALL, *ANY_TREE]) == 0
     err = capsys.readouterr().err
     assert "[lstm-lm] started (process" in err and "[bn-vae] done in" in err
     assert err.count("not retrained") == 2 and "evaluating" not in err  # the parent only reads the runs
@@ -407,7 +411,7 @@ def test_extend_trains_a_row_on_after_its_time_budget_and_evaluates_it_again(scr
                             "--out-dir", str(tmp_path / "results"),
                             "--runs-dir", str(tmp_path / "runs"), "--max-steps", "6", "--iw-samples", "2",
                             "--eval-sentences", "8", "--set", "model.emb_dim=16", "--set", "model.dec_hidden=16",
-                            "--set", "train.progress=false", *extra])
+                            "--set", "train.progress=false", *ANY_TREE, *extra])
 
     def record():
         return json.loads((tmp_path / "results" / "ptb.json").read_text())[0]
@@ -446,7 +450,7 @@ def test_extend_trains_a_row_on_after_its_time_budget_and_evaluates_it_again(scr
 def test_other_samples_redo_the_samples_not_the_evaluation_pass(script, ptb_dir, tmp_path, monkeypatch):
     assert script.main([str(PTB), "--data-dir", str(ptb_dir), "--rows", "bn-vae-seed1234",
                         "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
-                        "--max-steps", "2", "--iw-samples", "2", "--eval-sentences", "6", *SMALL]) == 0
+                        "--max-steps", "2", "--iw-samples", "2", "--eval-sentences", "6", *SMALL, *ANY_TREE]) == 0
     run = tmp_path / "runs" / "ptb" / "bn-vae-seed1234"
     state = json.loads((run / "reproduce.json").read_text())
     assert state["evaluation_key"]["split"] == "test" and state["extras_key"] == {"samples": 3, "homotopy_steps": 5}
@@ -477,7 +481,7 @@ def test_a_run_trained_under_other_settings_is_neither_reused_nor_resumed(script
                             "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
                             "--max-steps", "3", "--iw-samples", "2", "--eval-sentences", "8",
                             "--set", "model.emb_dim=16", "--set", "model.dec_hidden=16",
-                            "--set", "train.progress=false", *extra])
+                            "--set", "train.progress=false", *ANY_TREE, *extra])
 
     results, run = tmp_path / "results" / "ptb.json", tmp_path / "runs" / "ptb" / "lstm-lm-seed1234"
     assert lm() == 0
@@ -580,22 +584,145 @@ def test_a_row_run_on_its_own_keeps_rows_another_process_wrote_meanwhile(script,
     assert records["lstm-lm-seed1234"]["nll_iw"] == 1.25 and set(records) == set(ROWS.split(","))
 
 
-def test_the_scripts_own_results_do_not_make_a_sitting_dirty(script, tmp_path):
-    def git(*a):
-        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+@pytest.fixture
+def checkout(script, tmp_path, monkeypatch):
+    """A git checkout with a committed textvae/ and scripts/ (and docs, results, tests beside them), made
+    the source the runner imports and runs; returns (its folder, a git command in it)."""
+    repo = tmp_path / "checkout"
 
+    def git(*a):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout
+
+    for name, text in {"textvae/model.py": "x = 1\n", "scripts/run_experiments.py": "y = 1\n",
+                       "docs/a.md": "a\n", "results/ptb.json": "[]\n", "tests/test_a.py": "z = 1\n",
+                       ".gitignore": "*.pyc\n/.venv\n"}.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
     git("init", "-q")
-    (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "ptb.json").write_text("[]\n")
-    (tmp_path / "code.py").write_text("x = 1\n")
     git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
-    commit, dirty = script.git_commit(tmp_path)
-    assert len(commit) == 40 and not dirty
-    (tmp_path / "results" / "ptb.json").write_text("[{}]\n")  # a row's evaluation rewrote the table
-    assert script.git_commit(tmp_path) == (commit, False)
-    (tmp_path / "code.py").write_text("x = 2\n")  # the code that trains changed: that is dirty
-    assert script.git_commit(tmp_path) == (commit, True)
+    git("commit", "-q", "-m", "init")
+    monkeypatch.setattr(script, "PACKAGE", repo / "textvae")
+    monkeypatch.setattr(script, "SCRIPTS", repo / "scripts")
+    return repo, git
+
+
+def test_only_uncommitted_changes_to_textvae_and_scripts_make_the_source_dirty(script, checkout, tmp_path,
+                                                                                 monkeypatch):
+    repo, git = checkout
+    source = script.source_state()
+    assert source.checkout == repo and source.commit == git("rev-parse", "HEAD").strip()
+    assert source.uncommitted == [] and source.scripts is None
+    # what a run does not execute: the runner's own results, docs, tests, ignored files
+    (repo / "results" / "ptb.json").write_text("[{}]\n")
+    (repo / "docs" / "a.md").write_text("b\n")
+    (repo / "docs" / "new.md").write_text("new\n")
+    (repo / "tests" / "test_a.py").write_text("z = 2\n")
+    (repo / "textvae" / "model.pyc").write_bytes(b"\0")
+    git("add", "tests/test_a.py")
+    assert script.source_state() == script.Source(repo, source.commit)
+    # what it does: unstaged, staged and untracked changes under textvae/ and scripts/
+    (repo / "textvae" / "model.py").write_text("x = 2\n")
+    (repo / "scripts" / "run_experiments.py").write_text("y = 2\n")
+    git("add", "scripts/run_experiments.py")
+    (repo / "textvae" / "latents.py").write_text("w = 1\n")
+    source = script.source_state(with_diff=True)
+    assert source.uncommitted == ["textvae/latents.py", "textvae/model.py", "scripts/run_experiments.py"]
+    assert b"+x = 2" in source.diff and b"+y = 2" in source.diff and b"+w = 1" in source.diff
+    assert b"docs" not in source.diff and b"results" not in source.diff and b"tests" not in source.diff
+    assert script.source_state().diff is None  # the patch only where it is asked for
+
+    # installed from a wheel (no checkout), or into an ignored .venv of one: no commit to name, not refused
+    wheel = tmp_path / "site-packages" / "textvae"
+    wheel.mkdir(parents=True)
+    monkeypatch.setattr(script, "PACKAGE", wheel)
+    assert script.source_state() == script.Source()
+    (repo / ".venv" / "textvae").mkdir(parents=True)
+    monkeypatch.setattr(script, "PACKAGE", repo / ".venv" / "textvae")
+    assert script.source_state() == script.Source()
+    script.check_source(script.Source(), allow_dirty=False)
+
+
+def test_uncommitted_source_is_refused_with_what_to_do(script, checkout, tmp_path, monkeypatch):
+    repo, git = checkout
+    script.check_source(script.source_state(), allow_dirty=False)  # committed: nothing to say
+    for i in range(6):
+        (repo / "textvae" / f"m{i}.py").write_text("")
+    source = script.source_state()
+    with pytest.raises(script.UncommittedSource) as e:
+        script.check_source(source, allow_dirty=False)
+    msg = str(e.value)
+    assert f"the textvae source in {repo} has uncommitted changes (textvae/m0.py, textvae/m1.py, " \
+           f"textvae/m2.py, textvae/m3.py and 2 more)" in msg
+    assert f"commit {source.commit[:12]}" in msg and "could not be reproduced from its record" in msg
+    assert "Commit the changes" in msg and "git worktree add" in msg and "--allow-dirty" in msg
+    script.check_source(source, allow_dirty=True)
+    # this script from one checkout, textvae from another: no commit or patch describes that
+    monkeypatch.setattr(script, "SCRIPTS", tmp_path / "other" / "scripts")
+    with pytest.raises(script.UncommittedSource, match=r"this script is in .*other/scripts, but the textvae it "
+                       r"imports is .*checkout/textvae.*PYTHONPATH=.*other python scripts/run_experiments.py"):
+        script.check_source(script.source_state(), allow_dirty=True)
+
+
+def test_runs_are_not_trained_from_uncommitted_code_but_listed_and_their_status_shown(script, checkout, ptb_dir,
+                                                                                       tmp_path, capsys):
+    repo, _ = checkout
+    (repo / "textvae" / "model.py").write_text("x = 2\n")
+    argv = [str(PTB), "--data-dir", str(ptb_dir), "--rows", "lstm-lm-seed1234,bn-vae-seed1234",
+            "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"), "--max-steps", "3", *SMALL]
+    assert script.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"[lstm-lm-seed1234] not trained: the textvae source in {repo} has uncommitted changes " \
+           f"(textvae/model.py)" in err and "pass --allow-dirty" in err
+    assert "[bn-vae-seed1234] not trained: the code is not a commit (above)" in err  # said in full once
+    assert "rows that failed: lstm-lm, bn-vae" in err
+    assert not (tmp_path / "runs" / "ptb" / "lstm-lm-seed1234").exists() and not (tmp_path / "results").exists()
+    assert script.main([*argv, "--status"]) == 0 and script.main([*argv, "--list"]) == 0  # they train nothing
+    assert "not trained" not in capsys.readouterr().err
+
+
+def test_the_row_processes_of_jobs_are_allowed_what_the_command_is(script, table):
+    t, _ = table
+    for extra, allowed in (([], False), (["--allow-dirty"], True)):
+        args = script.parse_args([str(PTB), "--jobs", "2", *extra])
+        args.only_runs = {}
+        assert ("--allow-dirty" in script.row_command(args, t, "bn-vae", Path("/tmp/o"))) == allowed
+
+
+@pytest.mark.integration  # the runner trains a row from uncommitted code, then evaluates and extends it
+def test_allowed_uncommitted_code_is_kept_as_a_patch_on_the_commit_and_named_by_its_hash(script, checkout, ptb_dir,
+                                                                                          tmp_path, capsys):
+    repo, git = checkout
+    (repo / "textvae" / "model.py").write_text("x = 2\n")
+    (repo / "scripts" / "new.py").write_text("n = 1\n")
+    (repo / "docs" / "a.md").write_text("not source\n")
+    argv = [str(PTB), "--data-dir", str(ptb_dir), "--rows", "lstm-lm-seed1234", "--out-dir", str(tmp_path / "results"),
+            "--runs-dir", str(tmp_path / "runs"), "--iw-samples", "2", "--eval-sentences", "4", *SMALL]
+    assert script.main([*argv, "--max-steps", "3", "--allow-dirty"]) == 0
+    run_dir = tmp_path / "runs" / "ptb" / "lstm-lm-seed1234"
+    (record,) = json.loads((tmp_path / "results" / "ptb.json").read_text())
+    (sitting,) = record["sittings"]
+    patch = (run_dir / sitting["dirty_diff"]).read_bytes()
+    assert sitting["dirty_diff"] == f"source-{sitting['dirty_diff_sha256'][:12]}.diff"
+    assert hashlib.sha256(patch).hexdigest() == sitting["dirty_diff_sha256"]
+    assert record["commit"] == sitting["commit"] == git("rev-parse", "HEAD").strip()
+    assert record["commit_dirty"] is True and sitting["dirty"] is True
+    assert f"kept as {run_dir / sitting['dirty_diff']}, a patch on commit" in capsys.readouterr().err
+    # the record's commit and patch give back the code that trained: textvae/ and scripts/, nothing else
+    again = tmp_path / "again"
+    git("worktree", "add", "-q", str(again), record["commit"])
+    subprocess.run(["git", "apply", str(run_dir / sitting["dirty_diff"])], cwd=again, check=True)
+    for name in ("textvae/model.py", "scripts/new.py"):
+        assert (again / name).read_text() == (repo / name).read_text()
+    assert (again / "docs" / "a.md").read_text() == "a\n"
+
+    # without the flag: a trained run is still evaluated, but not trained on (--extend)
+    assert script.main([*argv, "--max-steps", "3", "--iw-samples", "3"]) == 0
+    assert json.loads((tmp_path / "results" / "ptb.json").read_text())[0]["iw_samples"] == 3
+    state = (run_dir / "reproduce.json").read_text()
+    assert script.main([*argv, "--max-steps", "5", "--extend"]) == 1
+    assert "[lstm-lm-seed1234] not trained: the textvae source" in capsys.readouterr().err
+    assert (run_dir / "reproduce.json").read_text() == state  # untouched, still finished
 
 
 def test_rows_finishing_at_once_keep_each_others_records(script, tmp_path):
@@ -644,7 +771,7 @@ def test_jobs_with_extend_give_a_run_stopped_at_its_budget_one_sitting_not_two(s
     assert script.main([str(PTB), "--data-dir", str(ptb_dir), "--rows", "lstm-lm-seed1234,bn-vae-seed1234",
                         "--jobs", "2", "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
                         "--max-minutes", "1e-6", "--extend", "--iw-samples", "2", "--eval-sentences", "4",
-                        *SMALL]) == 0
+                        *SMALL, *ANY_TREE]) == 0
     for r in json.loads((tmp_path / "results" / "ptb.json").read_text()):
         assert r["stopped"] == "time" and len(r["sittings"]) == 1, r["row"]
     assert "training on from its newest checkpoint" not in capsys.readouterr().err
@@ -695,7 +822,7 @@ def test_several_seeds_are_one_run_each(script, ptb_dir, tmp_path):
                                     "seeds: [1, 2]\n")
     assert script.main([str(folder), "--data-dir", str(ptb_dir), "--out-dir", str(tmp_path / "results"),
                         "--runs-dir", str(tmp_path / "runs"), "--max-steps", "2", "--eval-sentences", "4",
-                        *SMALL]) == 0
+                        *SMALL, *ANY_TREE]) == 0
     records = json.loads((tmp_path / "results" / "tiny.json").read_text())
     assert [(r["row"], r["experiment"], r["seed"]) for r in records] == [("lm-seed1", "lm", 1), ("lm-seed2", "lm", 2)]
     assert records[0]["iw_samples"] == 2 and len(records[0]["samples"]) == 1
@@ -713,7 +840,7 @@ def test_a_row_given_more_seeds_keeps_its_run_and_trains_only_the_new_seeds(scri
                                        "evaluation: {iw_samples: 2, samples: 1, homotopy_steps: 0}\n")
     row = "name: lm\nmethod: LM\npaper: none\noverrides: [model.latent_dim=0]\nseeds: [{}]\n"
     common = ["--data-dir", str(ptb_dir), "--out-dir", str(out), "--runs-dir", str(runs), "--max-steps", "2",
-              "--eval-sentences", "4", *SMALL]
+              "--eval-sentences", "4", *SMALL, *ANY_TREE]
     (folder / "lm.yaml").write_text(row.format("1"))
     assert script.main([str(folder), *common]) == 0
     first = json.loads((out / "tiny.json").read_text())[0]
@@ -903,7 +1030,7 @@ def test_a_disentanglement_row_records_the_decomposition_and_mig(script, tmp_pat
         "evaluation: {iw_samples: 2, samples: 1, homotopy_steps: 0, disentanglement: true}\n")
     (folder / "tc.yaml").write_text("name: tc\nmethod: TC\npaper: p\noverrides: [objective.tc_beta=4]\n")
     assert script.main([str(folder), "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
-                        "--max-steps", "3", "--set", "train.progress=false"]) == 0
+                        "--max-steps", "3", "--set", "train.progress=false", *ANY_TREE]) == 0
     (r,) = json.loads((tmp_path / "results" / "d.json").read_text())
     assert set(r["mig_per_factor"]) == {"topic", "tense", "sentiment", "length"} and 0 <= r["mig"] <= 1
     terms = r["decomposition_mi"] + r["decomposition_tc"] + r["decomposition_dimwise_kl"]
@@ -923,7 +1050,7 @@ def test_a_signal_while_the_runner_evaluates_saves_the_pass_and_exits_130(script
                                        "evaluation: {iw_samples: 2, samples: 1, homotopy_steps: 0}\n")
     (folder / "vae.yaml").write_text("name: vae\nmethod: VAE\npaper: p\n")
     argv = [str(folder), "--out-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
-            "--max-steps", "3", "--set", "train.progress=false"]
+            "--max-steps", "3", "--set", "train.progress=false", *ANY_TREE]
     original = metrics.iw_log_likelihood
     monkeypatch.setattr(metrics, "iw_log_likelihood", signal_on_call(original, 1))  # the split is one batch
     assert script.main(argv) == 130
