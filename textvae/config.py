@@ -528,7 +528,7 @@ def saved_header() -> dict:
 class SampleConfig:
     """Generation settings, kept apart from model settings."""
 
-    max_len: int = 50  # tokens generated at most (EOS excluded)
+    max_len: int = 50  # decoding steps at most, EOS included: a sentence without EOS by then is cut at max_len words
     temperature: float = 1.0  # softmax temperature of sampling (< 1: more conservative)
     top_p: float = 1.0  # nucleus sampling; 1 disables
     greedy: bool = False  # argmax decoding (temperature and top_p ignored)
