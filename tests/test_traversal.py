@@ -70,7 +70,7 @@ class _SignModel:
 
     latent = GaussianLatent(in_dim=2, dim=2)
 
-    def decode(self, codes, sample=None, label=None):
+    def decode(self, codes, sample=None, label=None, generator=None):
         return ["it is good ." if z[0] > 0 else "it is bad ." for z in codes]
 
 
@@ -111,6 +111,16 @@ def test_traverse_prints_each_dimension_sweep(tiny_run, capsys):
     lines = out.splitlines()
     assert lines[0] == "dim 0" and lines[4] == "dim 1" and len(lines) == 8
     assert [ln.split()[0] for ln in lines[1:4]] == ["-3.00", "+0.00", "+3.00"]
+
+
+def test_sampled_traversals_follow_the_seed(tiny_run, capsys):
+    """--sample decoding drew its noise from seed 0 whatever --seed said: every seed gave the same lines."""
+    def lines(seed):
+        out, _ = cli(capsys, ["traverse", "--model", tiny_run, "--dim", "0,1,2", "--values", "-2:2:5", "--sample",
+                              "--temperature", "2", "--seed", str(seed), "--json"])
+        return json.loads(out)["traversal"]
+
+    assert lines(3) == lines(3) and lines(3) != lines(4)
 
 
 def test_traverse_json_with_factors_on_the_builtin_corpus(tiny_run, capsys):
@@ -206,7 +216,7 @@ def test_factor_classifiers_read_the_text_as_the_model_writes_it(tmp_path, one_t
     model = TextVAE.from_pretrained(run)
     written = model.tokenizer.decode(model.tokenizer.encode(texts[0]))
     assert written == "the weather is good today ."  # what the model's decoder can write
-    monkeypatch.setattr(model, "decode", lambda codes, sample=None, label=None: [
+    monkeypatch.setattr(model, "decode", lambda codes, sample=None, label=None, generator=None: [
         ("the weather is good today ." if z[0] > 0 else "the weather is bad today .") for z in codes])
     r = factor_intervention(model, [0, 1], [-2.0, -1.0, 1.0, 2.0], bases=6)
     assert r["classifier_accuracy"] == {"sentiment": 1.0}

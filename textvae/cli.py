@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bases", type=_positive_int("--bases"), default=50,
                    help="with --factors: test sentences whose codes are swept")
     p.add_argument("--data-dir", help="corpus folder for --factors (default: the corpus the model was trained on)")
-    p.add_argument("--seed", type=_seed, default=0, help="which test sentences --factors sweeps")
+    p.add_argument("--seed", type=_seed, default=0, help="which test sentences --factors sweeps, and the noise of "
+                   "--sample decoding")
     p.add_argument("--plot", metavar="PNG", help="also draw the traversal (and with --factors the intervention "
                    "effect) into this image (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -399,7 +400,7 @@ def _cmd_traverse(args) -> int:
         raise TextVAEError(f"{args.model} is a language model (latent_dim=0): it has no latent space to traverse")
     dims = parse_dims(args.dim, model.latent_dim)
     code = base_code(model, args.sentence, args.label)
-    lines = traverse(model, code, dims, values, _sample_config(args), label=args.label)
+    lines = traverse(model, code, dims, values, _sample_config(args), label=args.label, seed=args.seed)
     effect = (factor_intervention(model, dims, values, _sample_config(args), data_dir=args.data_dir,
                                   bases=args.bases, seed=args.seed) if args.factors else None)
     if args.plot:

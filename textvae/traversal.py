@@ -104,14 +104,15 @@ def base_code(model, sentence: str | None = None, label: str | None = None) -> t
 
 @torch.no_grad()
 def traverse(model, code: torch.Tensor, dims: list[int], values: list[float], sample=None,
-             label: str | None = None) -> dict[int, list[str]]:
+             label: str | None = None, seed: int = 0) -> dict[int, list[str]]:
     """{dim: the decoded sentence at each value} for the code (Z,) with ``dim`` swept; greedy
-    decoding unless ``sample`` says otherwise."""
+    decoding unless ``sample`` says otherwise (its noise seeded by ``seed``)."""
     from .config import SampleConfig
 
     _check_dims(dims, code.size(-1))
     codes = torch.cat([model.latent.sweep(code, d, values) for d in dims])  # (len(dims) V, Z)
-    lines = model.decode(codes, sample or SampleConfig(greedy=True), label=label)
+    lines = model.decode(codes, sample or SampleConfig(greedy=True), label=label,
+                         generator=torch.Generator().manual_seed(seed))
     v = len(values)
     return {d: lines[i * v:(i + 1) * v] for i, d in enumerate(dims)}
 
@@ -172,28 +173,30 @@ def model_tokens(model):
 @torch.no_grad()
 def intervention_effect(model, codes: torch.Tensor, dims: list[int], values: list[float],
                         classifier: FactorClassifier, sample=None, batch_size: int = 512,
-                        labels: list[str] | None = None) -> dict[int, dict[str, float]]:
+                        labels: list[str] | None = None, seed: int = 0) -> dict[int, dict[str, float]]:
     """{dim: {factor: effect}} over base codes (N, Z) (see the module docstring); greedy decoding
-    unless ``sample`` says otherwise. ``labels``: a conditional model's label of each base code (N),
-    which its sweeps are decoded with too."""
+    unless ``sample`` says otherwise (one noise stream seeded by ``seed`` over all its decodings).
+    ``labels``: a conditional model's label of each base code (N), which its sweeps are decoded with too."""
     from .config import SampleConfig
 
     _check_dims(dims, codes.size(-1))
     sample = sample or SampleConfig(greedy=True)
+    generator = torch.Generator().manual_seed(seed)
     n, v = codes.size(0), len(values)
-    unswept = classifier.predict(_decode(model, codes, sample, batch_size, labels))  # {factor: (N,)}
+    unswept = classifier.predict(_decode(model, codes, sample, batch_size, labels, generator))  # {factor: (N,)}
     swept_labels = None if labels is None else [y for y in labels for _ in values]  # (N V,), as swept below
     effect = {}
     for d in dims:
         swept = torch.stack([model.latent.sweep(c, d, values) for c in codes])  # (N, V, Z)
-        pred = classifier.predict(_decode(model, swept.flatten(0, 1), sample, batch_size, swept_labels))
+        pred = classifier.predict(_decode(model, swept.flatten(0, 1), sample, batch_size, swept_labels, generator))
         effect[d] = {f: float(np.mean(pred[f].reshape(n, v) != unswept[f][:, None])) for f in pred}
     return effect
 
 
-def _decode(model, codes: torch.Tensor, sample, batch_size: int, labels: list[str] | None = None) -> list[str]:
+def _decode(model, codes: torch.Tensor, sample, batch_size: int, labels: list[str] | None,
+            generator: torch.Generator) -> list[str]:
     return [s for i in range(0, codes.size(0), batch_size)
-            for s in model.decode(codes[i:i + batch_size], sample,
+            for s in model.decode(codes[i:i + batch_size], sample, generator=generator,
                                   label=None if labels is None else labels[i:i + batch_size])]
 
 
@@ -202,9 +205,9 @@ def factor_intervention(model, dims: list[int], values: list[float], sample=None
     """The intervention effect on the model's corpus: one :class:`FactorClassifier` per factor trained
     on the labelled train split, scored on the test split (both read in the model's tokens,
     :func:`model_tokens`, the form of its decodings), and :func:`intervention_effect` over the
-    codes of ``bases`` test sentences picked at random (``seed``). ``data_dir``: the corpus when it is
-    not where the model was trained. A conditional model encodes each base sentence, and decodes its
-    sweeps, with the sentence's own label. Returns ``intervention_effect``, ``classifier_accuracy``,
+    codes of ``bases`` test sentences picked at random (``seed``, which also seeds sampled decoding).
+    ``data_dir``: the corpus when it is not where the model was trained. A conditional model encodes
+    each base sentence, and decodes its sweeps, with the sentence's own label. Returns ``intervention_effect``, ``classifier_accuracy``,
     ``bases`` and ``split``."""
     from .data import load_splits
     from .disentanglement import read_factors
@@ -233,5 +236,5 @@ def factor_intervention(model, dims: list[int], values: list[float], sample=None
     # (the test split has them: its "label" factor was checked above)
     labels = [str(splits["test"]["label"][i]) for i in pick] if model.conditional else None
     codes = model.encode_points([test[i] for i in pick], labels)
-    effect = intervention_effect(model, codes, dims, values, clf, sample, labels=labels)
+    effect = intervention_effect(model, codes, dims, values, clf, sample, labels=labels, seed=seed)
     return {"intervention_effect": effect, "classifier_accuracy": accuracy, "bases": len(pick), "split": "test"}
