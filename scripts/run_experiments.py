@@ -212,7 +212,7 @@ def check_source(source: Source, allow_dirty: bool) -> None:
             f"a record names one commit, and the code of two checkouts would train. Run "
             f"{source.checkout / 'scripts' / 'run_experiments.py'} instead, or import this checkout's textvae "
             f"(PYTHONPATH={source.scripts.parent} python scripts/run_experiments.py ..., or pip install -e "
-            f"{source.scripts.parent}); --allow-dirty does not cover this")
+            f"{source.scripts.parent} in a virtual environment of its own); --allow-dirty does not cover this")
     files = source.uncommitted
     if files and not allow_dirty:
         shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
