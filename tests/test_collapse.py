@@ -270,6 +270,29 @@ def test_pretraining_then_decoder_reset_keeps_the_encoder(tmp_path, monkeypatch)
     assert all(torch.equal(a, b) for a, b in zip(dec_after, fresh))  # ... replaced by a fresh initialisation
 
 
+def test_the_vae_phase_starts_from_the_best_autoencoder_on_validation(tmp_path, monkeypatch):
+    """Li et al.'s second run loads the first run's best saved autoencoder. Pretraining ends at step 5
+    (steps done) after validations at steps 2 and 4: the encoder that goes on is best/'s, not step 5's."""
+    from safetensors.torch import load_file
+
+    seen, original_reset = [], collapse.reset_decoder
+
+    def reset_spy(model, seed):
+        best = load_file(str(tmp_path / "run" / "best" / "model.safetensors"))
+        state = model.state_dict()
+        seen.append(all(torch.equal(state[k], best[k]) for k in best if not k.startswith("decoder.")))
+        original_reset(model, seed)
+
+    monkeypatch.setattr(collapse, "reset_decoder", reset_spy)
+    logs = []
+    cfg = small_cfg("objective.pretrain_ae_steps=5", "train.eval_every=2", "train.max_steps=6", "train.lr=1e-2")
+    tr = Trainer(cfg, tmp_path / "run", log=logs.append)
+    tr.fit()
+    end, = [r for r in read_metrics(tmp_path / "run") if r.get("kind") == "pretrain_end"]
+    assert end["step"] == 5 and end["autoencoder_step"] in (2, 4) and seen == [True]
+    assert any(f"the best autoencoder (step {end['autoencoder_step']}) restored" in line for line in logs)
+
+
 def test_reset_decoder_leaves_the_global_rng_alone():
     tok = train_tokenizer(TokenizerConfig(kind="word"), ["a b c .", "b c d ."])
     model = TextVAE(ModelConfig(emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=2), tok)

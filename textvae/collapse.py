@@ -280,9 +280,10 @@ class Aggressive(Strategy):
 
 class PretrainThenReset(Strategy):
     """Li et al. (2019): train as an autoencoder (KL weight 0) for ``objective.pretrain_ae_steps``
-    steps or until validation reconstruction converges, then re-initialise the decoder (unless
-    ``objective.reset_decoder=false``), keep the encoder, and start the VAE phase afresh as their
-    second run does: KL schedule from its step 0, new optimiser at train.lr, new best-model and
+    steps or until validation reconstruction converges, then go back to the best autoencoder on
+    validation (their second run loads the first's best saved model), re-initialise the decoder
+    (unless ``objective.reset_decoder=false``), keep the encoder, and start the VAE phase afresh as
+    their second run does: KL schedule from its step 0, new optimiser at train.lr, new best-model and
     early-stopping state (the best/ model is the VAE's from then on)."""
 
     def __init__(self, objective):
@@ -311,13 +312,15 @@ class PretrainThenReset(Strategy):
         """End the autoencoder phase at the current step."""
         p = tr.progress
         self.kl_schedule_start = p.step
+        best = best_autoencoder(tr)
         if self.reset:
             reset_decoder(tr.model, tr.cfg.train.seed + p.step)
         tr.optimizer = tr.make_optimizer()
         p.restart_selection()
         tr.metrics.write({"kind": "pretrain_end", "step": p.step, "epoch": p.epoch, "reason": reason,
-                          "decoder_reset": self.reset})
-        tr.log(f"step {p.step}: autoencoder pretraining ends, {reason}; "
+                          "decoder_reset": self.reset, "autoencoder_step": best})
+        kept = "" if best == p.step else f"the best autoencoder (step {best}) restored, "
+        tr.log(f"step {p.step}: autoencoder pretraining ends, {reason}; {kept}"
                f"{'decoder re-initialised, ' if self.reset else ''}VAE phase begins")
 
     def state(self) -> dict:
@@ -325,6 +328,24 @@ class PretrainThenReset(Strategy):
 
     def load_state(self, state: dict) -> None:
         self.kl_schedule_start = state.get("pretrain_end")
+
+
+def best_autoencoder(tr) -> int:
+    """Put the best autoencoder on validation (best/, saved under the pretraining score) back into
+    ``tr.model`` when the model now is not it; its step. The current model goes on (its step returned)
+    when it is the best, or when the only validation before it was step 0's, of the untrained model.
+    Every rank reads best/, which rank 0 wrote at an earlier validation."""
+    from safetensors.torch import load_file
+
+    from .model import upgrade_state_dict
+
+    p = tr.progress
+    if p.best_step <= 0 or p.best_step == p.step:
+        return p.step
+    tr.procs.barrier()
+    weights = load_file(str(tr.run / "best" / "model.safetensors"))
+    tr.model.load_state_dict(upgrade_state_dict(weights, tr.cfg.model))
+    return p.best_step
 
 
 # which strategies a run uses: (is it on for this objective config, its class), in hook order

@@ -311,8 +311,9 @@ class ObjectiveConfig:
     aggressive_mi_every: int = 0  # measure the validation MI every this many steps; 0: after every epoch (theirs)
     # Li et al. (2019), "A Surprisingly Effective Fix for Deep Latent Variable Modeling of Text via a
     # Simple Pretraining and Free-Bits": phase 1 trains an autoencoder (KL weight 0) for this many
-    # steps, or until early stopping fires, whichever is first; phase 2 then restarts the KL schedule,
-    # the optimiser, learning rate and early stopping, and trains the VAE (use free_bits_mode=li).
+    # steps, or until early stopping fires, whichever is first; phase 2 then goes back to the best
+    # autoencoder on validation, restarts the KL schedule, the optimiser, learning rate and early
+    # stopping, and trains the VAE (use free_bits_mode=li).
     pretrain_ae_steps: int = 0  # 0: no pretraining
     reset_decoder: bool = True  # at the start of phase 2, re-initialise the decoder (the encoder is kept)
     # beta-TCVAE (Chen et al. 2018): the KL term becomes KL + (tc_alpha - 1) MI + (tc_beta - 1) TC +
