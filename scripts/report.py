@@ -136,6 +136,9 @@ def _config_has(config: dict, key: str, raw: str) -> bool:
             return False
         node = node[part]
     want = parse_overrides([f"value={raw}"])["value"]
+    if isinstance(node, str) and not isinstance(want, str) and want is not None:
+        # a text key given a number-like value keeps it as written (textvae.config._coerce): '010', not 8
+        return node == (getattr(want, "text", None) or str(want))
     if isinstance(node, bool) or isinstance(want, bool):
         return node is want
     if isinstance(node, (int, float)):

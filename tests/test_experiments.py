@@ -225,6 +225,19 @@ def test_recipe_gaps_are_read_from_the_config_the_run_trained_with(report, table
     assert report.recipe_gaps({**record, "config": {"train": {}}}, t) == list(t.recipe)  # keys it lacks
 
 
+
+def test_a_number_like_value_of_a_text_key_is_compared_as_written(report):
+    """data.splits.valid=010 names the split '010' (the config keeps a text key's value as written); read
+    as a YAML number (8) it never matched, and a run trained with that recipe was marked as trained under
+    another one."""
+    config = load_config("tiny", overrides=["data.splits.valid=010", "data.text_field=2024"]).to_dict()
+    assert config["data"]["splits"]["valid"] == "010" and config["data"]["text_field"] == "2024"
+    assert report._config_has(config, "data.splits.valid", "010")
+    assert report._config_has(config, "data.text_field", "2024")
+    assert not report._config_has(config, "data.splits.valid", "8")
+    assert report._config_has(config, "train.seed", str(config["train"]["seed"]))
+
+
 def test_runs_stopped_at_a_budget_or_evaluated_otherwise_are_marked_and_not_counted(report, table):
     t, rows = table
 
