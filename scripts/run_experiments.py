@@ -48,8 +48,6 @@ unless set).
 
 import argparse
 import contextlib
-import dataclasses
-import hashlib
 import importlib
 import json
 import math
@@ -58,7 +56,6 @@ import platform
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -76,8 +73,9 @@ except ImportError:  # Windows
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402  (scripts/report.py: the rendering step)
 from processes import BUSY_EXIT, COMMAND_ENV, CONCURRENT_ENV, parallel_env, run_processes  # noqa: E402
+import provenance  # noqa: E402  (scripts/provenance.py: which code trains)
+from provenance import Source, UncommittedSource, keep_diff  # noqa: E402
 
-import textvae  # noqa: E402
 from textvae.config_files import load_config  # noqa: E402
 from textvae.data import EncodedSplit, load_splits  # noqa: E402
 from textvae.disentanglement import read_factors  # noqa: E402
@@ -96,7 +94,7 @@ from textvae.train import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent  # this script's folder, the checkout's scripts/ when it runs from one
-PACKAGE = Path(textvae.__file__).resolve().parent  # the textvae this process imported
+PACKAGE = provenance.PACKAGE  # the textvae this process imported
 STATE = "reproduce.json"
 PARTIAL_EVALUATION = "evaluation.partial.safetensors"  # an evaluation pass in progress
 
@@ -140,89 +138,15 @@ def epoch_steps(cfg) -> int:
 # --------------------------------------------------------------------------- provenance
 
 
-SOURCE_PATHS = ("textvae", "scripts")  # the code a run executes; docs/, results/, tests/ do not change a record
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """The code this process runs: ``checkout``, the git checkout whose ``textvae/`` is the imported package
-    (None: installed from a wheel, so no commit to name), its HEAD ``commit``, the files under
-    ``SOURCE_PATHS`` that differ from it (``changed``: staged or not; ``untracked``: new files git does not
-    ignore), ``scripts``, where this script is when that is not the checkout's ``scripts/``, and ``diff``,
-    the changes as a patch (``source_diff``) where they were asked for."""
-    checkout: Path | None = None
-    commit: str | None = None
-    changed: tuple[str, ...] = ()
-    untracked: tuple[str, ...] = ()
-    scripts: Path | None = None
-    diff: bytes | None = None
-
-    @property
-    def uncommitted(self) -> list[str]:
-        return sorted({*self.changed, *self.untracked}, key=lambda f: (not f.startswith("textvae/"), f))
-
-
-def git(repo: Path, *argv: str) -> bytes:
-    return subprocess.run(["git", *argv], cwd=repo, capture_output=True, check=True).stdout
-
-
 def source_state(with_diff: bool = False) -> Source:
-    """The state of the code this process imported (``PACKAGE``) and runs (``SCRIPTS``), read once at the
-    start of a command: a sitting runs the code loaded then, whatever is edited while it trains.
-    ``with_diff``: with the uncommitted changes as a patch, when there are any."""
-    try:
-        top = Path(os.fsdecode(git(PACKAGE, "rev-parse", "--show-toplevel").strip())).resolve()
-        if PACKAGE != top / "textvae":  # installed into an ignored folder of some checkout (a .venv)
-            return Source()
-        commit = git(top, "rev-parse", "--verify", "HEAD").decode().strip()
-        changed = git(top, "diff", "HEAD", "--name-only", "-z", "--", *SOURCE_PATHS)
-        untracked = git(top, "ls-files", "--others", "--exclude-standard", "-z", "--", *SOURCE_PATHS)
-    except (OSError, subprocess.CalledProcessError):  # no git, not a checkout, or one without a commit yet
-        return Source()
-    names = lambda out: tuple(os.fsdecode(n) for n in out.split(b"\0") if n)  # noqa: E731
-    source = Source(top, commit, names(changed), names(untracked), None if SCRIPTS == top / "scripts" else SCRIPTS)
-    return dataclasses.replace(source, diff=source_diff(source)) if with_diff and source.uncommitted else source
-
-
-def source_diff(source: Source) -> bytes:
-    """A patch of ``source``'s uncommitted changes: ``git diff HEAD`` of ``SOURCE_PATHS`` (staged and
-    unstaged), then each untracked file as a new one. ``git apply`` of it on a checkout of the commit gives
-    the code that ran."""
-    patch = git(source.checkout, "diff", "HEAD", "--binary", "--", *SOURCE_PATHS)
-    for name in source.untracked:  # --no-index exits 1 when the files differ, as a new file always does
-        new = subprocess.run(["git", "diff", "--no-index", "--binary", "--", os.devnull, name],
-                             cwd=source.checkout, capture_output=True)
-        if new.returncode > 1:
-            raise subprocess.CalledProcessError(new.returncode, new.args, new.stdout, new.stderr)
-        patch += new.stdout
-    return patch
-
-
-class UncommittedSource(TextVAEError):
-    """The code a run would train with is not a commit, so its record could not be trained again."""
+    """``provenance.source_state`` of this process: the textvae it imported (``PACKAGE``), run from this
+    script's folder (``SCRIPTS``)."""
+    return provenance.source_state(PACKAGE, SCRIPTS, with_diff)
 
 
 def check_source(source: Source, allow_dirty: bool) -> None:
-    """Raise UncommittedSource when ``source`` cannot be named by a commit: uncommitted changes (unless
-    ``allow_dirty``: then the sitting keeps them as a patch), or this script from another checkout than
-    the textvae it imports (which no patch describes)."""
-    if source.scripts is not None:
-        raise UncommittedSource(
-            f"this script is in {source.scripts}, but the textvae it imports is {source.checkout / 'textvae'}: "
-            f"a record names one commit, and the code of two checkouts would train. Run "
-            f"{source.checkout / 'scripts' / 'run_experiments.py'} instead, or import this checkout's textvae "
-            f"(PYTHONPATH={source.scripts.parent} python scripts/run_experiments.py ..., or pip install -e "
-            f"{source.scripts.parent} in a virtual environment of its own); --allow-dirty does not cover this")
-    files = source.uncommitted
-    if files and not allow_dirty:
-        shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
-        raise UncommittedSource(
-            f"the textvae source in {source.checkout} has uncommitted changes ({shown}). Its record would name "
-            f"commit {source.commit[:12]}, but the code that trained it would not be that commit, so the run could "
-            f"not be reproduced from its record. Commit the changes; or train from a clean checkout "
-            f"(git worktree add ../textvae-clean HEAD, then in it: PYTHONPATH=. python scripts/run_experiments.py "
-            f"...); or pass --allow-dirty to train anyway, keeping the changes as a patch in the run directory "
-            f"(source-<hash>.diff, its sha256 in the sitting's record)")
+    """``provenance.check_source``, its advice naming this script."""
+    provenance.check_source(source, allow_dirty, Path(__file__).name)
 
 
 def device_name(device: torch.device) -> str:
@@ -302,10 +226,7 @@ def train_run(name: str, cfg, run: Path, log, extend: bool = False, command: str
     if source.checkout is None:
         log(f"[{name}] textvae is imported from {PACKAGE}, not a git checkout: the record names no commit")
     elif source.uncommitted:  # allowed: the patch that makes the commit into the code that trains
-        diff = source_diff(source) if source.diff is None else source.diff
-        digest = hashlib.sha256(diff).hexdigest()
-        sitting.update(dirty_diff=f"source-{digest[:12]}.diff", dirty_diff_sha256=digest)
-        atomic_write(run / sitting["dirty_diff"], diff)
+        sitting.update(keep_diff(source, run))
         log(f"[{name}] training with uncommitted changes to {len(source.uncommitted)} file(s) (--allow-dirty): "
             f"kept as {run / sitting['dirty_diff']}, a patch on commit {source.commit[:12]}")
     if changed:  # budgets, placement: recorded as they differ from the first sitting's (config.json)
