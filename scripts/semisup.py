@@ -33,6 +33,15 @@ What it does, all of it from one command:
 Runs that finished are not retrained (``reproduce.json``, as scripts/run_experiments.py). Accuracy
 and macro-F1 are mean ± sd (n - 1) over the draws; ``train_s`` is the wall-clock seconds of the
 model's training (the VAE's and AE's are shared by all draws), ``fit_s`` of the classifier's fit.
+
+Models train only from committed code, as in scripts/run_experiments.py (scripts/provenance.py): when
+``textvae/`` or ``scripts/`` have uncommitted changes and a model still has to train, the command stops
+before training anything and names the files, unless ``--allow-dirty`` (passed on to the ``--jobs``
+processes): then each sitting keeps the changes as ``source-<hash>.diff`` in the model's run directory.
+Scoring models trained already is never refused. The json records the commit this command scored with
+(``commit``, ``dirty``) and per trained model (``models``: run name -> ``commit`` of its newest sitting,
+``commit_dirty``, and its ``sittings`` from ``reproduce.json`` with their ``dirty_diff``); each score
+names its model (``model``; None for the baselines, fitted by this command).
 """
 
 import argparse
@@ -48,6 +57,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from processes import COMMAND_ENV, parallel_env, run_processes  # noqa: E402
+from provenance import PACKAGE, UncommittedSource, check_source, source_state  # noqa: E402
 from run_experiments import read_state, train_run, write_json  # noqa: E402
 
 from textvae import semisup  # noqa: E402
@@ -58,6 +68,7 @@ from textvae.metrics import model_split, posterior_parameters  # noqa: E402
 from textvae.model import TextVAE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(__file__).resolve().parent  # this script's folder, the checkout's scripts/ when it runs from one
 # a plain autoencoder: no KL in the loss; the validation ELBO then grows with the unpenalised KL, so it
 # trains the VAE's epochs without decay or early stopping and its last checkpoint is the model
 AE = ["objective.kl_schedule=constant", "objective.kl_weight=0", "objective.free_bits=0", "train.max_decays=0"]
@@ -90,6 +101,10 @@ def parse(argv):
     p.add_argument("--runs-dir", type=Path, default=None, help="default: runs/semisup_NAME")
     p.add_argument("--out-dir", type=Path, default=REPO / "results")
     p.add_argument("--jobs", type=int, default=1, help="train up to N models at once, each in its own process")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="train models although textvae/ or scripts/ have uncommitted changes; each such sitting "
+                        "keeps them in its run directory as source-<hash>.diff, a patch on its commit, and records "
+                        "its sha256 (dirty_diff_sha256). Without it the command trains nothing then")
     p.add_argument("--only", metavar="RUN", help="train only this run (vae, ae, m1 NAME or m2-SIZE-dDRAW) and exit")
     args = p.parse_args(argv)
     if args.jobs < 1:
@@ -156,9 +171,30 @@ def trained(name, overrides, args, log, last: bool = False) -> tuple[TextVAE, fl
     data = [f"data.data_dir={json.dumps(str(Path(args.data_dir).resolve()))}"] if args.data_dir else []
     cfg = load_config(preset=args.preset, overrides=[*data, *args.set, *overrides])
     run = args.runs_dir / name
-    train_run(name, cfg, run, log, command=args.command)
-    seconds = sum(s["seconds"] for s in read_state(run)["sittings"])
-    return TextVAE.from_pretrained(list_checkpoints(run)[-1] if last else run), seconds
+    train_run(name, cfg, run, log, command=args.command, source=args.source, allow_dirty=args.allow_dirty)
+    sittings = read_state(run)["sittings"]
+    args.models[name] = model_provenance(sittings)
+    return TextVAE.from_pretrained(list_checkpoints(run)[-1] if last else run), sum(s["seconds"] for s in sittings)
+
+
+def model_provenance(sittings: list[dict]) -> dict:
+    """A trained model's entry in the json's ``models``, as scripts/run_experiments.py records a run: the
+    commit of its newest sitting, whether any sitting trained from uncommitted code (``commit_dirty``; the
+    sitting's ``dirty_diff`` is the patch, in the run directory), and the sittings of its reproduce.json."""
+    commits = list(dict.fromkeys(s.get("commit") for s in sittings))
+    return {"commit": commits[-1] if commits else None, "commit_dirty": any(s.get("dirty") for s in sittings),
+            "sittings": sittings}
+
+
+def refuse_uncommitted(args, runs: list[str]) -> None:
+    """Stop before anything trains when any of ``runs`` has to train from code that is not a commit
+    (``provenance.check_source``); runs that finished are only scored, which is never refused."""
+    todo = [name for name in runs if not read_state(args.runs_dir / name).get("finished")]
+    if todo:
+        try:
+            check_source(args.source, args.allow_dirty, Path(__file__).name)
+        except UncommittedSource as e:
+            raise SystemExit(f"not trained ({', '.join(todo)}): {e}") from None
 
 
 def factor_labels(model, split, factor: str, encoded) -> list[str]:
@@ -188,9 +224,11 @@ def main(argv=None) -> int:
     args.command = os.environ.get(COMMAND_ENV) or f"{omp}python scripts/semisup.py " + shlex.join(argv)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     runs = planned_runs(args)
+    if args.only and args.only not in runs:
+        raise SystemExit(f"--only {args.only}: not a run of this table; its runs: {', '.join(runs)}")
+    args.source, args.models = source_state(PACKAGE, SCRIPTS, with_diff=args.allow_dirty), {}  # the code imported now
+    refuse_uncommitted(args, [args.only] if args.only else list(runs))
     if args.only:
-        if args.only not in runs:
-            raise SystemExit(f"--only {args.only}: not a run of this table; its runs: {', '.join(runs)}")
         trained(args.only, runs[args.only], args, log, last=args.only == "ae")
         return 0
     if args.jobs > 1:
@@ -199,8 +237,10 @@ def main(argv=None) -> int:
     ae, ae_s = trained("ae", runs["ae"], args, log, last=True)
     train, test = model_split(vae, "train"), model_split(vae, "test")
     models = {"m1-vae": (vae, vae_s), "m1-ae": (ae, ae_s)}
+    run_of = {"m1-vae": "vae", "m1-ae": "ae"}  # method -> the run of its model
     for name, *overrides in args.m1:
         models[f"m1-{name}"] = trained(name, runs[name], args, log)
+        run_of[f"m1-{name}"] = name
         METHOD_NAMES[f"m1-{name}"] = f"M1 (VAE, {' '.join(overrides)})"
     features = {m: (posterior_parameters(model, train)[0], posterior_parameters(model, test)[0], seconds)
                 for m, (model, seconds) in models.items()}
@@ -234,7 +274,8 @@ def main(argv=None) -> int:
                     pred, fit_s = timed(fit)
                     records.append({"factor": factor, "method": method, "per_class": size or "all", "draw": draw,
                                     "labelled": len(rows), "n_test": len(test_rows), "classes": K,
-                                    **semisup.score(pred, y_test, K), "train_s": train_s, "fit_s": fit_s})
+                                    **semisup.score(pred, y_test, K), "train_s": train_s, "fit_s": fit_s,
+                                    "model": run_of.get(method)})
                     log(f"{factor} {method} {size or 'all'} draw {draw}: acc {records[-1]['accuracy']:.3f}")
                 write_results(args, records)
     fidelity = {}
@@ -250,7 +291,7 @@ def main(argv=None) -> int:
                         "labelled": None, "n_test": len(y_own), "classes": len(names),
                         **semisup.score([names.index(p) for p in pred_names], [names.index(c) for c in y_own],
                                         len(names)),
-                        "train_s": m2_s, "fit_s": fit_s})
+                        "train_s": m2_s, "fit_s": fit_s, "model": name})
         log(f"m2 {factor} {size or 'all'} draw {draw}: acc {records[-1]['accuracy']:.3f}")
         if size is None:
             fidelity[factor] = label_fidelity(model, model_split(model, "train"), args.fidelity_samples)
@@ -308,7 +349,9 @@ def write_results(args, records, fidelity=None) -> None:
     summary = summarise(records)
     stem = args.out_dir / f"semisup_{args.name}"
     write_json(stem.with_suffix(".json"), {"table": f"semisup_{args.name}", "command": args.command,
-                                           "summary": summary, "label_fidelity": fidelity, "runs": records})
+                                           "commit": args.source.commit, "dirty": bool(args.source.uncommitted),
+                                           "models": args.models, "summary": summary,
+                                           "label_fidelity": fidelity, "runs": records})
     lines = [f"# Few-label classification: {args.name}", "",
              f"Reproduce: `{args.command}`", "",
              "Accuracy on the test split, mean ± sd over label draws (seeds in the json); macro-F1 mean; "
