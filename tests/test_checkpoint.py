@@ -19,9 +19,10 @@ import time
 import pytest
 import torch
 
-from helpers import TINY, cli, expect_error, records, same_weights, tiny_cfg, weights, without_speed
+from helpers import TINY, cli, expect_error, records, same_weights, tiny_cfg, torch_threads, weights, without_speed
 from textvae import checkpoint
 from textvae.checkpoint import atomic_write, commit_dir, list_checkpoints, read_checkpoint
+from textvae.cli import main
 from textvae.config import FORMAT_VERSION
 from textvae.config_files import load_config
 from textvae.train import Trainer, train
@@ -267,20 +268,17 @@ def _env():
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """The reference run, started in the background; call it to wait for it."""
+    """The reference run; call it to get it. It trains in this process, on one thread, when first called:
+    a process of its own would spend more time importing torch and datasets than training."""
     out = tmp_path_factory.mktemp("ref") / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "textvae", *KILL_ARGS, "--out", str(out)], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-    def wait():
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
+    def run():
+        if not out.exists():
+            with torch_threads(1):
+                assert main([*KILL_ARGS, "--out", str(out)]) == 0
         return out
 
-    yield wait
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    return run
 
 
 def _tmp_saves(run):
