@@ -6,15 +6,20 @@ through bash, in document order, all blocks of one file sharing one temporary wo
 ``../shared`` holds the shared corpora, so paths such as ``../shared/data/tang5`` mean what they say
 (a file whose examples read corpora that are not there, at ../shared or $TEXTVAE_SHARED, is skipped).
 
-The documented small-size override keeps this fast: TEXTVAE_OVERRIDES is a space-separated list of
+``textvae`` commands are forked from a server that has imported textvae once per file, in the state a fresh
+``python -m textvae`` has before it runs textvae/__main__.py (see LAUNCHER and SERVER below). The
+documented small-size override keeps this fast too: TEXTVAE_OVERRIDES is a space-separated list of
 ``key=value`` overrides that ``load_config`` applies after all others. Lines of a bash block that
 install packages or run the test suite itself (``pip install``, ``python -m pytest``) are shown, not
 run; every other line must run here, so a command that needs the internet or hours belongs in prose.
 """
 
+import contextlib
 import os
 import re
+import select
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,6 +35,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SMALL = "train.max_steps=5 data.builtin_size=300 model.emb_dim=16 model.enc_hidden=16 model.dec_hidden=16"
 NOT_RUN = ("pip install", "python -m pytest")  # shown to the user, not run by this test
 TIMEOUT_S = 300  # one block; the whole file stays far below this
+SERVED = sys.platform == "linux"  # textvae commands forked from a server (textvae_server below)
 
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 
@@ -73,20 +79,141 @@ def test_blocks_and_commands_are_extracted():
     assert commands(found[1].code) == ["textvae train    --out r", "textvae presets  # list"]
 
 
+# The `textvae` on PATH is this checkout's, run by the interpreter running the tests. A fresh `python -m
+# textvae` spends 3-4 s of CPU importing torch and datasets before main(), which was over half of these
+# tests' time. So a server started once per page, in its working directory and with its environment, does
+# what `python -m textvae` does before it runs textvae/__main__.py (puts the directory first on sys.path,
+# imports textvae), and for each `textvae` command run there with that environment it forks a copy of
+# itself, which runs textvae/__main__.py as `python -m textvae` does, on the command's stdin, stdout and
+# stderr, and exits with its status once its exit handlers have run. The client below sends it the
+# command; a command in another directory or environment, or with no server, gets a fresh process.
+CLIENT = """import json, os, socket, sys
+
+try:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect({socket!r})
+except OSError:
+    s = None
+if s is not None:
+    request = json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}}).encode()
+    socket.send_fds(s, [len(request).to_bytes(8, "big") + request], [0, 1, 2])
+    reply = b""
+    while chunk := s.recv(64):
+        reply += chunk
+    if reply != b"fresh":
+        if not reply:
+            print("textvae: the docs test server's copy ended without an exit status", file=sys.stderr)
+        sys.exit(int(reply) if reply else 1)
+os.execv({python!r}, [{python!r}, "-m", "textvae", *sys.argv[1:]])
+"""
+SERVER = """
+import atexit, json, os, runpy, socket, sys
+
+sys.path[0] = os.getcwd()  # as `python -m` does
+import textvae  # noqa: E402  (what `python -m textvae` imports before it runs textvae/__main__.py)
+
+SHELL = ("_", "PWD", "OLDPWD", "SHLVL", "PS1", "PS2")  # what bash sets or unsets for the commands it runs
+same_env = lambda env: {k: v for k, v in env.items() if k not in SHELL} == {
+    k: v for k, v in os.environ.items() if k not in SHELL}
+server = socket.socket(socket.AF_UNIX)
+server.bind(sys.argv[1])
+server.listen()
+print("ready", flush=True)
+while True:
+    conn, _ = server.accept()
+    head, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+    while len(head) < 8 + int.from_bytes(head[:8], "big"):
+        head += conn.recv(1 << 16)
+    request = json.loads(head[8:])
+    served = request["cwd"] == os.getcwd() and same_env(request["env"]) and len(fds) == 3
+    if served:
+        with open(sys.argv[2], "a") as log:  # the commands served, one a line
+            print(json.dumps(request["argv"]), file=log)
+    if served and os.fork() == 0:
+        break
+    if not served:
+        conn.sendall(b"fresh")
+    conn.close()
+    for fd in fds:
+        os.close(fd)
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:  # the copies that have ended
+            pass
+    except ChildProcessError:
+        pass
+
+# the copy: the command
+server.close()
+for target, fd in enumerate(fds):
+    os.dup2(fd, target)
+    os.close(fd)
+os.environ.clear()
+os.environ.update(request["env"])
+status = 0
+
+
+def reply():  # registered first, so it runs after every other exit handler
+    global status
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        status = 120  # as the interpreter's own flush at exit would
+    conn.sendall(str(status).encode())
+    os._exit(status)  # without the interpreter's teardown, which in a copy would touch every page of it
+
+
+atexit.register(reply)
+sys.argv = ["-m", *request["argv"]]
+try:
+    runpy.run_module("textvae", run_name="__main__", alter_sys=True)
+except SystemExit as e:  # the interpreter's rules for sys.exit(code)
+    status = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    if e.code is not None and not isinstance(e.code, int):
+        print(e.code, file=sys.stderr)
+except BaseException:
+    sys.excepthook(*sys.exc_info())
+    status = 1
+sys.exit(status)
+"""
+
+
 def _env(site: Path) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["TEXTVAE_OVERRIDES"] = SMALL
     env["TEXTVAE_DATA"] = str(SHARED / "data")  # where docs/poems.md's prepared corpora are, here
     env.setdefault("OMP_NUM_THREADS", "2")
-    # the `textvae` on PATH must be this checkout's: run it through the interpreter running the tests
     bin_dir = site / "bin"
     bin_dir.mkdir(exist_ok=True)
+    client = site / "textvae_client.py"
+    client.write_text(CLIENT.format(python=sys.executable, socket=str(site / "textvae.sock")))
     launcher = bin_dir / "textvae"
-    launcher.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m textvae "$@"\n')
+    launcher.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -SE {shlex.quote(str(client))} "$@"\n')
     launcher.chmod(0o755)
     env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+@contextlib.contextmanager
+def textvae_server(site: Path, work: Path, env: dict):
+    """The server above, for the ``textvae`` commands run in ``work`` with ``env`` while the block runs.
+    Linux only (elsewhere fork() after importing torch is not safe), and not where the socket's path would
+    be too long for one. It lists the commands it ran in ``site/served.txt``."""
+    sock = site / "textvae.sock"
+    if not SERVED or len(str(sock)) > 100:  # a socket's path has at most 107 bytes
+        yield
+        return
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(sock), str(site / "served.txt")], cwd=work, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    try:
+        select.select([proc.stdout], [], [], TIMEOUT_S)  # until "ready"; should it fail, commands run fresh
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # with any copy that a timeout left running
+        proc.wait()
+        proc.stdout.close()
 
 
 @pytest.mark.integration
@@ -109,7 +236,11 @@ def test_doc_examples_run(doc, tmp_path):
     for name in ("data", "scripts", "experiments"):  # the repository's, at the paths the docs give them
         (work / name).symlink_to(ROOT / name, target_is_directory=True)
     env = _env(site)
-    where = doc.relative_to(ROOT)
+    with textvae_server(site, work, env):
+        _run_blocks(doc.relative_to(ROOT), found, work, env)
+
+
+def _run_blocks(where: Path, found: list[Block], work: Path, env: dict):
     for block in found:
         if block.kind == "python":
             runs = [[sys.executable, "-c", block.code]]
@@ -127,6 +258,36 @@ def test_doc_examples_run(doc, tmp_path):
                 pytest.fail(f"{where}:{block.line}: block starting {block.first_line!r} failed "
                             f"(exit {r.returncode}) running {argv[-1][:300]!r}\n--- stdout\n{r.stdout[-4000:]}"
                             f"\n--- stderr\n{r.stderr[-4000:]}", pytrace=False)
+
+
+@pytest.mark.integration
+def test_a_command_the_server_runs_prints_and_exits_as_a_fresh_process(tiny_run, tmp_path):
+    """What the docs' tests rest on: a copy's exit status, stdout and stderr are the command's, it reads the
+    command's stdin, and a command in another environment runs in a fresh process, with the same result."""
+    import textvae
+
+    if not SERVED:
+        pytest.skip("the docs' commands run in fresh processes here")
+    site, work = tmp_path / "site", tmp_path / "work"
+    site.mkdir()
+    work.mkdir()
+    env = _env(site)
+
+    def run(command):
+        return subprocess.run(["bash", "-eo", "pipefail", "-c", command], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=TIMEOUT_S)
+
+    reconstruct = f"textvae reconstruct --model {tiny_run}"
+    with textvae_server(site, work, env):
+        version, nope, served, fresh = (run(c) for c in ("textvae --version", "textvae nope",
+                                                         f"echo 'the dog ran .' | {reconstruct}",
+                                                         f"echo 'the dog ran .' | ANOTHER=1 {reconstruct}"))
+    assert (version.returncode, version.stdout) == (0, f"textvae {textvae.__version__}\n")
+    assert nope.returncode == 2 and "invalid choice: 'nope'" in nope.stderr and "Traceback" not in nope.stderr
+    assert served.returncode == 0 and served.stdout.strip()
+    assert (served.returncode, served.stdout, served.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert (site / "served.txt").read_text().splitlines() == [
+        '["--version"]', '["nope"]', f'["reconstruct", "--model", "{tiny_run}"]']
 
 
 def test_readme_is_a_front_door():
